@@ -1,0 +1,67 @@
+//! `vskel create-vs SKEL NAME FQDN IP`.
+
+use super::output::{Format, print};
+use super::prompt::value_or_ask;
+use crate::config::Config;
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::vserver::create::{CreateRequest, create_vs};
+
+/// Create a vserver from a skel as a real hard-linked tree.
+///
+/// Global files are hard-linked to the skel's inodes, local ones copied,
+/// static ones copied with %%VS_NAME%%, %%VS_IP%%, %%VS_FQDN%%,
+/// %%VS_CONTEXT%% (and [tokens] from the config) replaced. The context ID
+/// comes from <etc>/contexts/nextid; <etc>/NAME.conf is written from the
+/// skel's configfile. Then each of the skel's scripts/post-create-vs/* runs
+/// with VS_NAME VS_IP VS_FQDN VS_CONTEXT VS_ROOT VS_SKEL in its
+/// environment. Values left out are asked for on a terminal.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The skel to create it from.
+    skel: Option<String>,
+    /// The vserver's name (letters, digits, '.', '_', '-'; at most 64 bytes).
+    name: Option<String>,
+    /// Its fully qualified domain name.
+    fqdn: Option<String>,
+    /// Its IPv4 or IPv6 address.
+    ip: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
+    let request = CreateRequest {
+        skel: value_or_ask(
+            args.skel.as_deref(),
+            "SKEL",
+            "Skel to create the vserver from",
+        )?,
+        name: value_or_ask(args.name.as_deref(), "NAME", "Name of the new vserver")?,
+        fqdn: value_or_ask(
+            args.fqdn.as_deref(),
+            "FQDN",
+            "Its fully qualified domain name",
+        )?,
+        ip: value_or_ask(args.ip.as_deref(), "IP", "Its IP address")?,
+    };
+    let created = create_vs(config, &request, progress)?;
+    print(args.format, &created, || {
+        let c = &created.counts;
+        format!(
+            "created vserver {} from skel {} at {}: context {}, config {}; \
+             {} entries hard-linked, {} copied, {} rendered, {} directories; {} scripts run",
+            created.name,
+            created.skel,
+            created.root.display(),
+            created.context,
+            created.config_file.display(),
+            c.linked,
+            c.copied,
+            c.rendered,
+            c.dirs,
+            created.scripts.len()
+        )
+    })
+}

@@ -1,0 +1,35 @@
+//! Writing results to stdout, as text or JSON (`--format`).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Print `value` as JSON, or `text` for people.
+pub fn print<T: Serialize>(format: Format, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+    let rendered = match format {
+        Format::Json => serde_json::to_string_pretty(value)
+            .map_err(|e| Error::Failed(format!("cannot encode the result as JSON: {e}")))?,
+        Format::Text => text(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", rendered.trim_end())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("write", "stdout", e))
+}
+
+/// Is this error a closed stdout (e.g. `vskel list | head -1`)?
+pub fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}

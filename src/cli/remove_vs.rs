@@ -1,0 +1,36 @@
+//! `vskel remove-vs NAME`.
+
+use super::output::{Format, print};
+use crate::config::Config;
+use crate::error::Result;
+use crate::vserver::remove::remove_vs;
+
+/// Remove a vserver: its tree, config file, context link and record.
+///
+/// The skel is never touched: files the vserver shared with it just lose
+/// one name. The tree vanishes from the vservers root at once, whole.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The vserver to remove.
+    name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(config: &Config, args: &Args) -> Result<()> {
+    let removed = remove_vs(config, &args.name)?;
+    print(args.format, &removed, || {
+        let mut parts = Vec::new();
+        if let Some(root) = &removed.root {
+            parts.push(format!("tree {}", root.display()));
+        }
+        if let Some(conf) = &removed.config_file {
+            parts.push(format!("config {}", conf.display()));
+        }
+        if let Some(id) = removed.context {
+            parts.push(format!("context {id}"));
+        }
+        format!("removed vserver {}: {}", removed.name, parts.join(", "))
+    })
+}

@@ -1,0 +1,1177 @@
+//! vskel's configuration: a TOML file plus drop-ins.
+//!
+//! The main file is `/etc/vskel/vskel.toml` unless the caller names another
+//! one (from `--config` or [`CONFIG_ENV`]). Drop-ins `conf.d/*.toml` in the
+//! main file's directory are applied after it, in file-name order; each key
+//! in a later file overrides the earlier value, except that the `tokens`
+//! table merges per key. Every error names the file, and where it can the
+//! line and the key.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::validate::{CONTEXT_MAX, CONTEXT_MIN, validate_context, validate_token_key};
+
+/// Where the main configuration file is when nobody says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vskel/vskel.toml";
+/// Environment variable that overrides the config path.
+pub const CONFIG_ENV: &str = "VSKEL_CONFIG";
+
+/// Default for [`Config::root`].
+pub const DEFAULT_ROOT: &str = "/vservers";
+/// Default for [`Config::etc`].
+pub const DEFAULT_ETC: &str = "/etc/vservers";
+/// Default for [`Config::defaults`].
+pub const DEFAULT_DEFAULTS: &str = "/etc/vskel";
+/// Default for [`Config::context_start`].
+pub const DEFAULT_CONTEXT_START: u32 = 50;
+
+/// Directory of drop-ins, beside the main file.
+const DROPIN_DIR: &str = "conf.d";
+/// Extension a drop-in must have.
+const DROPIN_EXT: &str = "toml";
+/// Where skels live, under the root.
+const SKELS_DIR: &str = ".skel";
+/// vskel's private state, under the root.
+const STATE_DIR: &str = ".vskel";
+/// Where views are mounted, under the root.
+const VIEWS_DIR: &str = ".views";
+/// Extension of a vserver's configuration file under `etc`.
+const VSERVER_CONF_EXT: &str = "conf";
+/// Directory of context allocations, under `etc`.
+const CONTEXTS_DIR: &str = "contexts";
+/// Directory of scripts, under `defaults`.
+const SCRIPTS_DIR: &str = "scripts";
+/// The default vserver configuration file, under `defaults`.
+const CONFIGFILE_DEFAULT: &str = "configfile.default";
+/// Token keys starting with this are vskel's own.
+const RESERVED_TOKEN_PREFIX: &str = "VS_";
+
+/// Keys allowed at the top level of a configuration file.
+const KEYS: &[&str] = &[
+    "root",
+    "etc",
+    "defaults",
+    "context_start",
+    "protect",
+    "global",
+    "tokens",
+];
+
+/// How files hard-linked from a skel into vservers are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protect {
+    /// No protection.
+    #[default]
+    None,
+    /// Set the immutable attribute.
+    Immutable,
+    /// Set the immutable-unlink (copy-on-write) attribute.
+    Iunlink,
+}
+
+impl Protect {
+    /// Every value, in the order they are documented.
+    pub const ALL: [Protect; 3] = [Protect::None, Protect::Immutable, Protect::Iunlink];
+
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protect::None => "none",
+            Protect::Immutable => "immutable",
+            Protect::Iunlink => "iunlink",
+        }
+    }
+}
+
+impl fmt::Display for Protect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protect {
+    type Err = String;
+
+    /// Parses "none", "immutable" or "iunlink".
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protect::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = Protect::ALL
+                    .iter()
+                    .map(|p| format!("{:?}", p.as_str()))
+                    .collect();
+                format!("invalid value {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A configuration error, naming the file and, where known, line and key.
+///
+/// Displays as `{file}:{line}: key `{key}`: {message}`, leaving out the
+/// parts that are not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file the error is in.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: Option<usize>,
+    /// The key, dotted for nested keys (`tokens.FOO`).
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl ConfigError {
+    /// An error about a whole file (no line, no key).
+    fn file(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: None,
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error on `file` while doing `action`.
+    fn io(file: &Path, action: &str, err: &io::Error) -> Self {
+        Self::file(file, format!("{action}: {}", io_message(err)))
+    }
+}
+
+/// The message of an I/O error without the "(os error N)" suffix.
+fn io_message(err: &io::Error) -> String {
+    let text = err.to_string();
+    match (text.rfind(" (os error "), err.raw_os_error()) {
+        (Some(at), Some(_)) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
+/// One rule of [`GlobalRules`].
+#[derive(Debug, Clone, PartialEq)]
+struct Rule {
+    /// The rule as written.
+    text: String,
+    /// A leading '!': matching paths are not global.
+    exclude: bool,
+    /// One pattern per path component.
+    components: Vec<glob::Pattern>,
+}
+
+/// How rule components match path components: `*` and `?` never match a
+/// leading '.', as in the shell.
+const MATCH_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
+impl Rule {
+    fn parse(text: &str) -> Result<Rule, String> {
+        let (exclude, body) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if body.is_empty() {
+            return Err(format!("rule {text:?} is empty"));
+        }
+        if body.starts_with('/') {
+            return Err(format!(
+                "rule {text:?} is absolute; rules are relative to the tree's top"
+            ));
+        }
+        let mut components = Vec::new();
+        for part in body.split('/') {
+            match part {
+                "" => return Err(format!("rule {text:?} has an empty path component")),
+                ".." => return Err(format!("rule {text:?} must not contain '..'")),
+                "." => return Err(format!("rule {text:?} must not contain '.' components")),
+                _ => {}
+            }
+            let pattern = glob::Pattern::new(part)
+                .map_err(|e| format!("rule {text:?} is not a valid glob pattern: {e}"))?;
+            components.push(pattern);
+        }
+        Ok(Rule {
+            text: text.to_owned(),
+            exclude,
+            components,
+        })
+    }
+
+    /// Do the first `min(len, path.len())` components match?
+    fn matches_prefix_of(&self, path: &[Cow<'_, str>]) -> bool {
+        self.components
+            .iter()
+            .zip(path)
+            .all(|(pattern, part)| pattern.matches_with(part, MATCH_OPTIONS))
+    }
+}
+
+/// The normal components of a relative path (a leading '/' or '.' is
+/// ignored; non-UTF-8 components are converted lossily).
+fn path_components(rel: &Path) -> Vec<Cow<'_, str>> {
+    rel.components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_string_lossy()),
+            Component::ParentDir => Some(Cow::Borrowed("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+/// Decides which relative paths of a source tree go to the skel's global/.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalRules {
+    rules: Vec<Rule>,
+}
+
+impl Default for GlobalRules {
+    /// The rules of [`GlobalRules::default_rules`].
+    fn default() -> Self {
+        GlobalRules::parse(&GlobalRules::default_rules())
+            .expect("the default global rules are valid")
+    }
+}
+
+impl GlobalRules {
+    /// Parse rule strings: "usr", "lib*", "!usr/local". Components may hold
+    /// glob patterns (glob::Pattern, matched per component). A leading '!'
+    /// excludes. Rules must be relative, non-empty, without empty, `.` or
+    /// `..` components.
+    pub fn parse(rules: &[String]) -> Result<GlobalRules, String> {
+        let rules = rules
+            .iter()
+            .map(|r| Rule::parse(r))
+            .collect::<Result<_, _>>()?;
+        Ok(GlobalRules { rules })
+    }
+
+    /// The default rules: ["bin", "lib*", "sbin", "usr", "!usr/local"].
+    pub fn default_rules() -> Vec<String> {
+        ["bin", "lib*", "sbin", "usr", "!usr/local"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Is this relative path (no leading '/') global? The rule with the most
+    /// components that matches the path or one of its ancestors decides (a
+    /// rule of k components matches path p when p has at least k components
+    /// and the first k match); ties: exclusion wins; no rule: not global.
+    pub fn is_global(&self, rel: &Path) -> bool {
+        let path = path_components(rel);
+        let mut best: Option<(usize, bool)> = None;
+        for rule in &self.rules {
+            let len = rule.components.len();
+            if len > path.len() || !rule.matches_prefix_of(&path) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((best_len, best_exclude)) => {
+                    len > best_len || (len == best_len && rule.exclude && !best_exclude)
+                }
+            };
+            if better {
+                best = Some((len, rule.exclude));
+            }
+        }
+        matches!(best, Some((_, false)))
+    }
+
+    /// Could anything at or below `rel` be global, or anything below it be
+    /// not global? i.e. does any rule have more components than `rel` and
+    /// match rel's components as a prefix? Used by the walker to know a
+    /// directory's children may be classified differently from the
+    /// directory itself.
+    pub fn has_rules_below(&self, rel: &Path) -> bool {
+        let path = path_components(rel);
+        self.rules
+            .iter()
+            .any(|rule| rule.components.len() > path.len() && rule.matches_prefix_of(&path))
+    }
+
+    /// The rules as written, in order.
+    pub fn as_strings(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.text.clone()).collect()
+    }
+}
+
+/// vskel's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where vservers, skels, views and state live (default /vservers).
+    pub root: PathBuf,
+    /// Where vserver configuration lives (default /etc/vservers).
+    pub etc: PathBuf,
+    /// Where vskel's defaults and scripts live (default /etc/vskel).
+    pub defaults: PathBuf,
+    /// The first context ID to hand out (default 50).
+    pub context_start: u32,
+    /// How hard-linked files are protected (default none).
+    pub protect: Protect,
+    /// Which paths go to a skel's global/ (default bin, lib*, sbin, usr,
+    /// !usr/local).
+    pub global: GlobalRules,
+    /// User-defined %%KEY%% values (default empty).
+    pub tokens: BTreeMap<String, String>,
+    /// The files actually read, in order (empty when none existed).
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from(DEFAULT_ROOT),
+            etc: PathBuf::from(DEFAULT_ETC),
+            defaults: PathBuf::from(DEFAULT_DEFAULTS),
+            context_start: DEFAULT_CONTEXT_START,
+            protect: Protect::default(),
+            global: GlobalRules::default(),
+            tokens: BTreeMap::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Reads a file as UTF-8 text; `Ok(None)` when it does not exist and is not
+/// `required`.
+fn read_text(file: &Path, required: bool) -> Result<Option<String>, ConfigError> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => return Err(ConfigError::io(file, "cannot read", &e)),
+    };
+    String::from_utf8(bytes).map(Some).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        ConfigError {
+            line: Some(line_of(e.as_bytes(), valid)),
+            ..ConfigError::file(file, "not valid UTF-8")
+        }
+    })
+}
+
+/// The drop-ins in `dir`, sorted by file name; none when `dir` does not
+/// exist. Hidden files are skipped.
+fn dropins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ConfigError::io(dir, "cannot read directory", &e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ConfigError::io(dir, "cannot read directory", &e))?;
+        let name = entry.file_name();
+        let path = Path::new(&name);
+        let hidden = name.as_encoded_bytes().first() == Some(&b'.');
+        if !hidden && path.extension().is_some_and(|ext| ext == DROPIN_EXT) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names.into_iter().map(|name| dir.join(name)).collect())
+}
+
+/// 1-based line of byte offset `at` in `text`.
+fn line_of(text: &[u8], at: usize) -> usize {
+    let end = at.min(text.len());
+    text[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Where in which file a value is, for error messages.
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    /// An error at byte offset `at`, about `key`.
+    fn err(&self, at: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line_of(self.text.as_bytes(), at)),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    /// A TOML syntax error, with the key taken from the error's line: the
+    /// text before '=', or the name in a `[table]` header.
+    fn syntax(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim().replace('\n', "; ");
+        let Some(span) = e.span() else {
+            return ConfigError::file(self.file, message);
+        };
+        let line = line_of(self.text.as_bytes(), span.start);
+        let text = self.text.lines().nth(line - 1).unwrap_or("").trim();
+        let key = if text.starts_with('[') {
+            let name = text.trim_start_matches('[');
+            name.split_once(']').map(|(name, _)| name)
+        } else {
+            text.split_once('=').map(|(key, _)| key)
+        }
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .map(str::to_owned);
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            key,
+            message,
+        }
+    }
+
+    /// The value as a string, or a type error at `at`.
+    fn string<'v>(
+        &self,
+        value: &'v DeValue<'_>,
+        at: usize,
+        key: &str,
+    ) -> Result<&'v str, ConfigError> {
+        value
+            .as_str()
+            .ok_or_else(|| self.type_error(value, "a string", at, key))
+    }
+
+    fn type_error(&self, value: &DeValue<'_>, want: &str, at: usize, key: &str) -> ConfigError {
+        self.err(
+            at,
+            key,
+            format!("expected {want}, found {}", value.type_str()),
+        )
+    }
+
+    /// A path value, resolved against the file's directory when relative.
+    fn path(&self, value: &DeValue<'_>, at: usize, key: &str) -> Result<PathBuf, ConfigError> {
+        let text = self.string(value, at, key)?;
+        if text.is_empty() {
+            return Err(self.err(at, key, "path must not be empty"));
+        }
+        let path = Path::new(text);
+        Ok(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new("")).join(path)
+        })
+    }
+
+    fn context(&self, value: &DeValue<'_>, at: usize, key: &str) -> Result<u32, ConfigError> {
+        let Some(int) = value.as_integer() else {
+            return Err(self.type_error(value, "an integer", at, key));
+        };
+        let out_of_range = || {
+            self.err(
+                at,
+                key,
+                format!(
+                    "invalid context ID {int}: must be between {CONTEXT_MIN} and {CONTEXT_MAX}"
+                ),
+            )
+        };
+        let wide = i128::from_str_radix(int.as_str(), int.radix()).map_err(|_| out_of_range())?;
+        let id = u32::try_from(wide).map_err(|_| out_of_range())?;
+        validate_context(id).map_err(|e| self.err(at, key, e.0))?;
+        Ok(id)
+    }
+
+    fn global(
+        &self,
+        value: &DeValue<'_>,
+        at: usize,
+        key: &str,
+    ) -> Result<GlobalRules, ConfigError> {
+        let Some(items) = value.as_array() else {
+            return Err(self.type_error(value, "an array of strings", at, key));
+        };
+        let mut rules = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let item_at = item.span().start;
+            let text = self.string(item.get_ref(), item_at, key)?;
+            rules.push(Rule::parse(text).map_err(|e| self.err(item_at, key, e))?);
+        }
+        Ok(GlobalRules { rules })
+    }
+
+    fn tokens(
+        &self,
+        value: &DeValue<'_>,
+        at: usize,
+        key: &str,
+        into: &mut BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let Some(table) = value.as_table() else {
+            return Err(self.type_error(value, "a table of strings", at, key));
+        };
+        for (name, item) in in_source_order(table) {
+            let name_at = name.span().start;
+            let name: &str = name.get_ref();
+            let full = format!("{key}.{name}");
+            validate_token_key(name).map_err(|e| self.err(name_at, &full, e.0))?;
+            if name.starts_with(RESERVED_TOKEN_PREFIX) {
+                return Err(self.err(
+                    name_at,
+                    &full,
+                    format!(
+                        "token keys starting with {RESERVED_TOKEN_PREFIX:?} are reserved for vskel"
+                    ),
+                ));
+            }
+            let text = self.string(item.get_ref(), item.span().start, &full)?;
+            into.insert(name.to_owned(), text.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A table's entries in the order their keys appear in the text.
+fn in_source_order<'t, 'i>(
+    table: &'t DeTable<'i>,
+) -> Vec<(&'t Spanned<Cow<'i, str>>, &'t Spanned<DeValue<'i>>)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    entries
+}
+
+impl Config {
+    /// Loads the configuration.
+    ///
+    /// `explicit`: the path from --config or VSKEL_CONFIG (the caller
+    /// resolves which). When Some, the file must exist (error otherwise).
+    /// When None, DEFAULT_CONFIG_PATH is used if it exists, else pure
+    /// defaults (drop-ins in /etc/vskel/conf.d still apply if that dir
+    /// exists).
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(path) => Self::load_from(path, true),
+            None => Self::load_from(Path::new(DEFAULT_CONFIG_PATH), false),
+        }
+    }
+
+    /// Loads `main` (which must exist when `required`) and its drop-ins.
+    fn load_from(main: &Path, required: bool) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        match read_text(main, required)? {
+            Some(text) => config.apply_file(&text, main)?,
+            None => tracing::debug!("no config file at {}", main.display()),
+        }
+        let dir = main.parent().unwrap_or(Path::new("")).join(DROPIN_DIR);
+        for file in dropins(&dir)? {
+            if let Some(text) = read_text(&file, true)? {
+                config.apply_file(&text, &file)?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Applies one file's text and records that it was read.
+    fn apply_file(&mut self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        tracing::debug!("applying config file {}", file.display());
+        self.apply_toml(text, file)?;
+        self.files.push(file.to_path_buf());
+        Ok(())
+    }
+
+    /// Parse one file's text on top of `self` (used for the main file and
+    /// each drop-in). `file` is only used for messages and for resolving
+    /// relative paths. On error `self` is left unchanged.
+    pub fn apply_toml(&mut self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        let ctx = Ctx { file, text };
+        let doc = DeTable::parse(text).map_err(|e| ctx.syntax(&e))?;
+        let mut next = self.clone();
+        for (key, value) in in_source_order(doc.get_ref()) {
+            let at = key.span().start;
+            let name: &str = key.get_ref();
+            let value = value.get_ref();
+            match name {
+                "root" => next.root = ctx.path(value, at, name)?,
+                "etc" => next.etc = ctx.path(value, at, name)?,
+                "defaults" => next.defaults = ctx.path(value, at, name)?,
+                "context_start" => next.context_start = ctx.context(value, at, name)?,
+                "protect" => {
+                    let text = ctx.string(value, at, name)?;
+                    next.protect = text.parse().map_err(|e: String| ctx.err(at, name, e))?;
+                }
+                "global" => next.global = ctx.global(value, at, name)?,
+                "tokens" => ctx.tokens(value, at, name, &mut next.tokens)?,
+                _ => {
+                    return Err(ctx.err(
+                        at,
+                        name,
+                        format!("unknown key; the keys are {}", KEYS.join(", ")),
+                    ));
+                }
+            }
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Where skels live: root/.skel.
+    pub fn skels_dir(&self) -> PathBuf {
+        self.root.join(SKELS_DIR)
+    }
+
+    /// One skel's directory: `root/.skel/<skel>`.
+    pub fn skel_dir(&self, skel: &str) -> PathBuf {
+        self.skels_dir().join(skel)
+    }
+
+    /// One vserver's directory: `root/<vs>`.
+    pub fn vserver_dir(&self, vs: &str) -> PathBuf {
+        self.root.join(vs)
+    }
+
+    /// vskel's private state: root/.vskel.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    /// Where views are mounted: root/.views.
+    pub fn views_dir(&self) -> PathBuf {
+        self.root.join(VIEWS_DIR)
+    }
+
+    /// One vserver's configuration file: `etc/<vs>.conf`.
+    pub fn vserver_conf(&self, vs: &str) -> PathBuf {
+        self.etc.join(format!("{vs}.{VSERVER_CONF_EXT}"))
+    }
+
+    /// Context allocations: etc/contexts.
+    pub fn contexts_dir(&self) -> PathBuf {
+        self.etc.join(CONTEXTS_DIR)
+    }
+
+    /// Scripts: defaults/scripts.
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.defaults.join(SCRIPTS_DIR)
+    }
+
+    /// The default vserver configuration: defaults/configfile.default.
+    pub fn configfile_default(&self) -> PathBuf {
+        self.defaults.join(CONFIGFILE_DEFAULT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn global_defaults() {
+        let rules = GlobalRules::default();
+        assert_eq!(rules.as_strings(), GlobalRules::default_rules());
+        let cases: &[(&str, bool)] = &[
+            ("bin", true),
+            ("bin/ls", true),
+            ("lib", true),
+            ("lib64", true),
+            ("lib/x86_64-linux-gnu/libc.so.6", true),
+            ("libexec", true),
+            ("sbin", true),
+            ("usr", true),
+            ("usr/bin/env", true),
+            ("usr/share/doc", true),
+            ("./usr/bin", true),
+            ("usr/local", false),
+            ("usr/local/bin/x", false),
+            ("usr/locale", true),
+            ("etc", false),
+            ("etc/passwd", false),
+            ("var", false),
+            ("home", false),
+            ("", false),
+            ("Bin", false),
+            ("xbin", false),
+            (".lib", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(rules.is_global(Path::new(path)), *want, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn global_has_rules_below() {
+        let rules = GlobalRules::default();
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("usr", true),
+            ("usr/local", false),
+            ("usr/local/bin", false),
+            ("usr/bin", false),
+            ("etc", false),
+            ("bin", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(rules.has_rules_below(Path::new(path)), *want, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn global_custom_rules() {
+        // (rules, path, is_global)
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&[], "usr", false),
+            (&["usr", "!usr"], "usr", false),
+            (&["!usr", "usr"], "usr/bin", false),
+            (&["!usr", "usr/bin"], "usr/bin/x", true),
+            (&["!usr", "usr/bin"], "usr/sbin", false),
+            (&["*/lib"], "opt/lib/x", true),
+            (&["*/lib"], "opt", false),
+            (&["usr", "!usr/*", "usr/share"], "usr/share/doc", false),
+            (&["usr", "!usr/*", "usr/share/doc"], "usr/share/doc/x", true),
+            (&["usr", "!usr/*", "usr/share"], "usr/lib", false),
+            (&["usr", "!usr/*", "usr/share"], "usr", true),
+            (&["lib?"], "lib6", true),
+            (&["lib?"], "lib64", false),
+            (&["lib[0-9]*"], "lib64", true),
+            (&["*"], ".hidden", false),
+            (&[".hidden"], ".hidden/x", true),
+        ];
+        for (rules, path, want) in cases {
+            let parsed = GlobalRules::parse(&strings(rules)).expect("valid rules");
+            assert_eq!(
+                parsed.is_global(Path::new(path)),
+                *want,
+                "{rules:?} {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn global_parse_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("", r#"rule "" is empty"#),
+            ("!", r#"rule "!" is empty"#),
+            ("/usr", r#"rule "/usr" is absolute"#),
+            ("!/usr", "is absolute"),
+            ("usr/../etc", "must not contain '..'"),
+            ("..", "must not contain '..'"),
+            ("usr//bin", "empty path component"),
+            ("usr/", "empty path component"),
+            ("./usr", "'.' components"),
+            ("lib[", r#"rule "lib[" is not a valid glob pattern"#),
+            ("a/***", "not a valid glob pattern"),
+        ];
+        for (rule, want) in cases {
+            let err = GlobalRules::parse(&strings(&["bin", rule])).unwrap_err();
+            assert!(err.contains(want), "{rule:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_derived_paths() {
+        let c = Config::default();
+        let cases: &[(PathBuf, &str)] = &[
+            (c.root.clone(), "/vservers"),
+            (c.etc.clone(), "/etc/vservers"),
+            (c.defaults.clone(), "/etc/vskel"),
+            (c.skels_dir(), "/vservers/.skel"),
+            (c.skel_dir("deb"), "/vservers/.skel/deb"),
+            (c.vserver_dir("web1"), "/vservers/web1"),
+            (c.state_dir(), "/vservers/.vskel"),
+            (c.views_dir(), "/vservers/.views"),
+            (c.vserver_conf("web1"), "/etc/vservers/web1.conf"),
+            (c.contexts_dir(), "/etc/vservers/contexts"),
+            (c.scripts_dir(), "/etc/vskel/scripts"),
+            (c.configfile_default(), "/etc/vskel/configfile.default"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, Path::new(want));
+        }
+        assert_eq!(c.context_start, 50);
+        assert_eq!(c.protect, Protect::None);
+        assert!(c.tokens.is_empty());
+        assert!(c.files.is_empty());
+    }
+
+    #[test]
+    fn protect_names() {
+        let cases: &[(&str, Option<Protect>)] = &[
+            ("none", Some(Protect::None)),
+            ("immutable", Some(Protect::Immutable)),
+            ("iunlink", Some(Protect::Iunlink)),
+            ("x", None),
+            ("None", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(text.parse::<Protect>().ok(), *want, "{text:?}");
+            if let Some(p) = want {
+                assert_eq!(p.to_string(), *text);
+            }
+        }
+    }
+
+    const FULL: &str = r#"
+# a full file
+root = "/srv/vservers"
+etc = "/srv/etc"
+defaults = "/srv/vskel"
+context_start = 1000
+protect = "iunlink"
+global = ["bin", "usr", "!usr/local", "lib*"]
+
+[tokens]
+ADMIN = "root@example.com"
+_X1 = "y"
+"#;
+
+    #[test]
+    fn full_valid_file() {
+        let mut c = Config::default();
+        c.apply_toml(FULL, Path::new("/conf/vskel.toml"))
+            .expect("valid");
+        assert_eq!(c.root, Path::new("/srv/vservers"));
+        assert_eq!(c.etc, Path::new("/srv/etc"));
+        assert_eq!(c.defaults, Path::new("/srv/vskel"));
+        assert_eq!(c.context_start, 1000);
+        assert_eq!(c.protect, Protect::Iunlink);
+        assert_eq!(
+            c.global.as_strings(),
+            strings(&["bin", "usr", "!usr/local", "lib*"])
+        );
+        let tokens: Vec<_> = c
+            .tokens
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(tokens, [("ADMIN", "root@example.com"), ("_X1", "y")]);
+        assert!(c.files.is_empty(), "apply_toml does not record files");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let text = "root = \"vs\"\netc = \"../etc\"\ndefaults = \"/abs\"\n";
+        let cases: &[(&str, &str, &str)] = &[
+            ("/conf/vskel.toml", "/conf/vs", "/conf/../etc"),
+            (
+                "/conf/conf.d/10.toml",
+                "/conf/conf.d/vs",
+                "/conf/conf.d/../etc",
+            ),
+            ("vskel.toml", "vs", "../etc"),
+        ];
+        for (file, root, etc) in cases {
+            let mut c = Config::default();
+            c.apply_toml(text, Path::new(file)).expect("valid");
+            assert_eq!(c.root, Path::new(root), "{file}");
+            assert_eq!(c.etc, Path::new(etc), "{file}");
+            assert_eq!(c.defaults, Path::new("/abs"), "{file}");
+        }
+    }
+
+    #[test]
+    fn error_cases() {
+        // (text, line, key, part of the message)
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("root = \"/x\"\nbogus = 1\n", 2, "bogus", "unknown key"),
+            ("\n\n[extra]\nx = 1\n", 3, "extra", "unknown key"),
+            (
+                "protect = \"x\"\n",
+                1,
+                "protect",
+                r#"invalid value "x"; expected one of"#,
+            ),
+            (
+                "protect = 1\n",
+                1,
+                "protect",
+                "expected a string, found integer",
+            ),
+            (
+                "\ncontext_start = 1\n",
+                2,
+                "context_start",
+                "invalid context ID 1",
+            ),
+            (
+                "context_start = 50000\n",
+                1,
+                "context_start",
+                "between 2 and 49151",
+            ),
+            (
+                "context_start = -5\n",
+                1,
+                "context_start",
+                "invalid context ID -5",
+            ),
+            (
+                "context_start = 99999999999\n",
+                1,
+                "context_start",
+                "invalid context ID",
+            ),
+            (
+                "context_start = \"50\"\n",
+                1,
+                "context_start",
+                "expected an integer, found string",
+            ),
+            ("root = 5\n", 1, "root", "expected a string, found integer"),
+            ("etc = \"\"\n", 1, "etc", "path must not be empty"),
+            (
+                "defaults = [\"/a\"]\n",
+                1,
+                "defaults",
+                "expected a string, found array",
+            ),
+            (
+                "global = \"usr\"\n",
+                1,
+                "global",
+                "expected an array of strings",
+            ),
+            ("global = [\"usr\", \"/abs\"]\n", 1, "global", "is absolute"),
+            (
+                "global = [\n  \"usr\",\n  \"\",\n]\n",
+                3,
+                "global",
+                "is empty",
+            ),
+            ("global = [\n  \"usr/../etc\",\n]\n", 2, "global", "'..'"),
+            (
+                "global = [\"lib[\"]\n",
+                1,
+                "global",
+                "not a valid glob pattern",
+            ),
+            (
+                "global = [\"usr\", 3]\n",
+                1,
+                "global",
+                "expected a string, found integer",
+            ),
+            (
+                "[tokens]\nGOOD = \"1\"\nlower = \"x\"\n",
+                3,
+                "tokens.lower",
+                "invalid token key",
+            ),
+            ("[tokens]\n1X = \"x\"\n", 2, "tokens.1X", "must start with"),
+            (
+                "[tokens]\nVS_NAME = \"x\"\n",
+                2,
+                "tokens.VS_NAME",
+                "reserved",
+            ),
+            (
+                "[tokens]\nA = \"x\"\nB = 2\n",
+                3,
+                "tokens.B",
+                "expected a string",
+            ),
+            (
+                "tokens = \"x\"\n",
+                1,
+                "tokens",
+                "expected a table of strings",
+            ),
+            (
+                "tokens.A = \"x\"\ntokens.b = \"y\"\n",
+                2,
+                "tokens.b",
+                "invalid token key",
+            ),
+            ("root = \"/a\"\nroot = \"/b\"\n", 2, "root", "duplicate key"),
+            ("root = \"/a\"\n\nroot = /b\n", 3, "root", "must be quoted"),
+            (
+                "[tokens]\nA = \"1\"\n[tokens]\n",
+                3,
+                "tokens",
+                "duplicate key",
+            ),
+            ("x = 1\n[[root]]\n", 1, "x", "unknown key"),
+            ("root = \"abc\n", 1, "root", "invalid basic string"),
+        ];
+        for (text, line, key, part) in cases {
+            let file = Path::new("/conf/vskel.toml");
+            let mut c = Config::default();
+            let err = c.apply_toml(text, file).expect_err(text);
+            let shown = err.to_string();
+            let head = format!("/conf/vskel.toml:{line}: key `{key}`: ");
+            assert!(
+                shown.starts_with(&head),
+                "{text:?}: {shown:?} lacks {head:?}"
+            );
+            assert!(shown.contains(part), "{text:?}: {shown:?} lacks {part:?}");
+            assert_eq!(err.line, Some(*line));
+            assert_eq!(err.key.as_deref(), Some(*key));
+            assert_eq!(
+                c,
+                Config::default(),
+                "{text:?}: a failed file changed the config"
+            );
+        }
+    }
+
+    #[test]
+    fn error_display_leaves_out_unknown_parts() {
+        let base = ConfigError {
+            file: PathBuf::from("/f.toml"),
+            line: None,
+            key: None,
+            message: "boom".to_owned(),
+        };
+        let cases: &[(Option<usize>, Option<&str>, &str)] = &[
+            (None, None, "/f.toml: boom"),
+            (Some(3), None, "/f.toml:3: boom"),
+            (None, Some("k"), "/f.toml: key `k`: boom"),
+            (Some(3), Some("k"), "/f.toml:3: key `k`: boom"),
+        ];
+        for (line, key, want) in cases {
+            let e = ConfigError {
+                line: *line,
+                key: key.map(str::to_owned),
+                ..base.clone()
+            };
+            assert_eq!(e.to_string(), *want);
+        }
+    }
+
+    /// (relative path, contents) of files to write.
+    type Files<'a> = &'a [(&'a str, &'a str)];
+
+    /// Writes `files` (relative path, contents) under a fresh directory.
+    fn tree(files: Files<'_>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn load_with_dropins_in_order() {
+        let dir = tree(&[
+            (
+                "vskel.toml",
+                "root = \"/main\"\ncontext_start = 100\n[tokens]\nA = \"main\"\nB = \"main\"\n",
+            ),
+            (
+                "conf.d/20-b.toml",
+                "root = \"/twenty\"\n[tokens]\nB = \"twenty\"\n",
+            ),
+            (
+                "conf.d/10-a.toml",
+                "root = \"/ten\"\nprotect = \"immutable\"\n[tokens]\nC = \"ten\"\n",
+            ),
+            ("conf.d/30-c.toml", "global = [\"opt\"]\netc = \"rel\"\n"),
+            ("conf.d/README", "not toml at all = = ="),
+            ("conf.d/.hidden.toml", "bogus = 1"),
+        ]);
+        let main = dir.path().join("vskel.toml");
+        let c = Config::load(Some(&main)).expect("valid");
+        let d = dir.path().join("conf.d");
+        assert_eq!(
+            c.files,
+            [
+                main.clone(),
+                d.join("10-a.toml"),
+                d.join("20-b.toml"),
+                d.join("30-c.toml")
+            ]
+        );
+        assert_eq!(c.root, Path::new("/twenty"));
+        assert_eq!(c.etc, d.join("rel"));
+        assert_eq!(c.context_start, 100);
+        assert_eq!(c.protect, Protect::Immutable);
+        assert_eq!(c.global.as_strings(), ["opt"]);
+        let tokens: Vec<_> = c
+            .tokens
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(tokens, [("A", "main"), ("B", "twenty"), ("C", "ten")]);
+    }
+
+    #[test]
+    fn load_missing_explicit_file_is_an_error() {
+        let dir = tree(&[]);
+        let main = dir.path().join("nope.toml");
+        let err = Config::load(Some(&main)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: cannot read: No such file or directory", main.display())
+        );
+    }
+
+    #[test]
+    fn load_from_absent_default_gives_defaults() {
+        let dir = tree(&[]);
+        let c = Config::load_from(&dir.path().join("vskel.toml"), false).expect("defaults");
+        assert_eq!(c, Config::default());
+
+        let dir = tree(&[("conf.d/1.toml", "context_start = 7\n")]);
+        let c = Config::load_from(&dir.path().join("vskel.toml"), false).expect("valid");
+        assert_eq!(c.context_start, 7);
+        assert_eq!(c.files, [dir.path().join("conf.d/1.toml")]);
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let cases: &[(Files<'_>, &str, &str)] = &[
+            (
+                &[
+                    ("vskel.toml", "root = \"/x\"\n"),
+                    ("conf.d/5.toml", "\n\nprotect = \"no\"\n"),
+                ],
+                "conf.d/5.toml:3: key `protect`",
+                "invalid value",
+            ),
+            (&[("vskel.toml", "a\u{0}")], "vskel.toml:1", ""),
+        ];
+        for (files, head, part) in cases {
+            let dir = tree(files);
+            let err = Config::load(Some(&dir.path().join("vskel.toml"))).unwrap_err();
+            let shown = err.to_string();
+            let want = format!("{}/{head}", dir.path().display());
+            assert!(shown.starts_with(&want), "{shown:?} lacks {want:?}");
+            assert!(shown.contains(part), "{shown:?} lacks {part:?}");
+        }
+    }
+
+    #[test]
+    fn load_rejects_non_utf8() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = dir.path().join("vskel.toml");
+        std::fs::write(&main, b"root = \"/x\"\n# \xff\n").expect("write");
+        let err = Config::load(Some(&main)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}:2: not valid UTF-8", main.display())
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The library's error type and how each kind maps to an exit code.
+//!
+//! `Usage` covers everything the user typed or configured wrongly (exit 2);
+//! everything else is an operational failure (exit 1).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for an operational failure.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for a usage error (bad arguments, bad config).
+pub const EXIT_USAGE: i32 = 2;
+
+/// Everything that can go wrong in vskel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input on the command line: nothing was written.
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration is wrong: names file, line and key.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A system call failed on a path.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Any other operational failure, already phrased for the user.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// The process exit code this error maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Config(_) => EXIT_USAGE,
+            Error::Io { .. } | Error::Failed(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// An I/O error on `path` while doing `action`.
+    pub fn io(action: &'static str, path: impl AsRef<Path>, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            action,
+            path: path.as_ref().to_path_buf(),
+            source: source.into(),
+        }
+    }
+}
+
+impl From<crate::validate::InvalidInput> for Error {
+    fn from(e: crate::validate::InvalidInput) -> Self {
+        Error::Usage(e.to_string())
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,22 @@
+//! vskel: virtual-server templates ("skels").
+//!
+//! A skel holds `global/` (hard-linked into every vserver), `local/`
+//! (copied), `static/` (copied with `%%TOKENS%%` replaced), post-create
+//! scripts and a config-file template. This library builds skels and
+//! creates, lists and removes vservers made from them; the `vskel` binary
+//! is a thin command line over it.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod progress;
+pub mod protect;
+pub mod skel;
+pub mod staging;
+pub mod sys;
+pub mod tokens;
+pub mod tree;
+pub mod validate;
+pub mod vserver;
+
+pub use error::{Error, Result};

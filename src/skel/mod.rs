@@ -1,0 +1,110 @@
+//! Skels on disk: their layout, and building a new one (`build-skel`).
+//!
+//! A skel is `<root>/.skel/<name>/` holding `global/` (hard-linked into
+//! every vserver), `local/` (copied), `static/` (copied with tokens
+//! replaced), `scripts/post-create-vs/` and `configfile`.
+
+pub mod build;
+pub mod devnodes;
+pub mod policy;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::validate::validate_name;
+
+/// Subdirectory names inside a skel.
+pub const GLOBAL: &str = "global";
+/// See [`GLOBAL`].
+pub const LOCAL: &str = "local";
+/// See [`GLOBAL`].
+pub const STATIC: &str = "static";
+/// Where post-create scripts live inside a skel.
+pub const POST_CREATE_DIR: &str = "scripts/post-create-vs";
+/// The vserver config-file template inside a skel.
+pub const CONFIGFILE: &str = "configfile";
+
+/// The paths of one skel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skel {
+    /// The skel's name.
+    pub name: String,
+    /// `<root>/.skel/<name>`.
+    pub dir: PathBuf,
+}
+
+impl Skel {
+    /// The skel called `name` (validated), whether or not it exists.
+    pub fn named(config: &Config, name: &str) -> Result<Self> {
+        validate_name("skel name", name)?;
+        Ok(Skel {
+            name: name.to_string(),
+            dir: config.skel_dir(name),
+        })
+    }
+
+    /// The existing skel called `name`.
+    pub fn open(config: &Config, name: &str) -> Result<Self> {
+        let skel = Self::named(config, name)?;
+        if !skel.global().is_dir() {
+            return Err(Error::Usage(format!(
+                "no skel named \"{name}\" (looked for {}); `vskel list --skels` shows the skels, \
+                 `vskel build-skel {name}` makes one",
+                skel.global().display()
+            )));
+        }
+        Ok(skel)
+    }
+
+    /// `global/`.
+    pub fn global(&self) -> PathBuf {
+        self.dir.join(GLOBAL)
+    }
+
+    /// `local/`.
+    pub fn local(&self) -> PathBuf {
+        self.dir.join(LOCAL)
+    }
+
+    /// `static/`.
+    pub fn static_dir(&self) -> PathBuf {
+        self.dir.join(STATIC)
+    }
+
+    /// `scripts/post-create-vs/`.
+    pub fn post_create_dir(&self) -> PathBuf {
+        self.dir.join(POST_CREATE_DIR)
+    }
+
+    /// `configfile`.
+    pub fn configfile(&self) -> PathBuf {
+        self.dir.join(CONFIGFILE)
+    }
+}
+
+/// The names of all skels, sorted.
+pub fn list_skels(config: &Config) -> Result<Vec<String>> {
+    list_names(&config.skels_dir())
+}
+
+/// The valid entry names of a directory (hidden and invalid names are left
+/// out), sorted; a missing directory has none.
+pub fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        if let Some(name) = entry.file_name().to_str()
+            && validate_name("name", name).is_ok()
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}

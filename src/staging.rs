@@ -1,0 +1,160 @@
+//! Staging directories: where a new skel or vserver tree is built before
+//! one `rename()` publishes it, so it appears whole or not at all.
+//!
+//! Staging lives in `<root>/.vskel/staging/` (same filesystem as every
+//! destination, so the rename is atomic). An entry is named
+//! `<label>.<pid>`; one whose process is gone (killed half-way) is removed
+//! by the next run.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::tree::remove::remove_tree_at;
+
+/// Mode of vskel's private state directories.
+const STATE_DIR_MODE: u32 = 0o700;
+
+/// A directory being built; removed on drop unless published.
+#[derive(Debug)]
+pub struct Staging {
+    parent: OwnedFd,
+    name: CString,
+    path: PathBuf,
+    published: bool,
+}
+
+impl Staging {
+    /// Make a fresh staging directory for `label` (e.g. `vs-web1`).
+    pub fn create(config: &Config, label: &str) -> Result<Self> {
+        let dir = config.state_dir().join("staging");
+        make_private_dir(&config.state_dir())?;
+        make_private_dir(&dir)?;
+        let parent = sys::open_root(&dir).map_err(|e| Error::io("open directory", &dir, e))?;
+        remove_stale(parent.as_fd(), &dir);
+        let name = format!("{label}.{}", std::process::id());
+        let cname = sys::cname(name.as_ref()).map_err(|e| Error::io("name", &dir, e))?;
+        let path = dir.join(&name);
+        sys::mkdir_at(parent.as_fd(), &cname, STATE_DIR_MODE)
+            .map_err(|e| Error::io("make directory", &path, e))?;
+        Ok(Staging {
+            parent,
+            name: cname,
+            path,
+            published: false,
+        })
+    }
+
+    /// Where the tree is being built.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Delete the staging directory and all it holds, reporting failure.
+    pub fn discard(mut self) -> Result<()> {
+        self.published = true; // nothing left for Drop to do
+        remove_tree_at(self.parent.as_fd(), &self.name).map_err(|e| {
+            Error::io(
+                "remove (what is left can be removed by hand)",
+                &self.path,
+                e,
+            )
+        })
+    }
+
+    /// Rename the staging directory to `dest` (which must not exist).
+    pub fn publish(mut self, dest: &Path) -> Result<()> {
+        let (dest_parent, dest_name) = split_parent(dest)?;
+        let parent_fd =
+            sys::open_root(dest_parent).map_err(|e| Error::io("open directory", dest_parent, e))?;
+        match sys::rename_noreplace(
+            self.parent.as_fd(),
+            &self.name,
+            parent_fd.as_fd(),
+            &dest_name,
+        ) {
+            Ok(()) => {
+                self.published = true;
+                Ok(())
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                Err(Error::Failed(format!(
+                    "{} appeared while it was being built (another vskel run?); \
+                     nothing of this run was kept",
+                    dest.display()
+                )))
+            }
+            Err(e) => Err(Error::io("rename into place", dest, e)),
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        if let Err(e) = remove_tree_at(self.parent.as_fd(), &self.name) {
+            warn!(
+                "could not remove the unfinished {}: {e}; remove it by hand",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Split a destination path into its parent directory and final name.
+pub fn split_parent(path: &Path) -> Result<(&Path, CString)> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Failed(format!("{} has no final name", path.display())))?;
+    let cname = sys::cname(name).map_err(|e| Error::io("name", path, e))?;
+    Ok((parent, cname))
+}
+
+/// Make a directory only root can enter (and its parents), if missing.
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(STATE_DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::io("make directory", dir, e)),
+    }
+}
+
+/// Remove staging entries whose process no longer runs.
+fn remove_stale(parent: std::os::fd::BorrowedFd<'_>, dir: &Path) {
+    let entries = match sys::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) => {
+            warn!("cannot read {}: {e}", dir.display());
+            return;
+        }
+    };
+    for entry in entries {
+        let name = entry.name.to_string_lossy().into_owned();
+        let Some(pid) = name.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        debug!("removing stale staging entry {name}");
+        match remove_tree_at(parent, &entry.name) {
+            Ok(()) => warn!(
+                "removed {}, left unfinished by an interrupted run",
+                dir.join(&name).display()
+            ),
+            Err(e) => warn!("cannot remove stale {}: {e}", dir.join(&name).display()),
+        }
+    }
+}

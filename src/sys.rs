@@ -1,0 +1,490 @@
+//! Every raw system call vskel makes, behind small safe functions.
+//!
+//! The rest of the crate never builds paths to walk a tree: it opens a tree
+//! root once and reaches everything below it with `*at()` calls relative to
+//! directory descriptors. Directories are opened with `openat2()` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so a symlink planted anywhere in a
+//! tree (say by a vserver's root user) can never lead vskel, running as root,
+//! outside that tree. Final components are never followed (`O_NOFOLLOW`,
+//! `AT_SYMLINK_NOFOLLOW`).
+//!
+//! The crate denies `unsafe`; the wrappers used here (rustix) are safe, so
+//! this module has no `unsafe` block of its own today. If one is ever
+//! needed it belongs here, with a `// SAFETY:` comment.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, IFlags, Mode, OFlags, RenameFlags, ResolveFlags};
+
+/// Flags for opening a directory we walk.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOFOLLOW);
+
+/// Resolution rules for every path below a tree root.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// Cleared once `FICLONE` says the filesystem cannot reflink (vskel works
+/// on one filesystem, so one answer holds for the whole run).
+static REFLINK_MAY_WORK: AtomicBool = AtomicBool::new(true);
+
+/// Largest chunk handed to one `copy_file_range` call.
+const COPY_CHUNK: usize = 1 << 30;
+
+/// Open a tree root given by an administrator's path (symlinks in that path
+/// are the administrator's choice and are followed; nothing below is).
+pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Open the directory `rel` below `root` without following any symlink.
+/// An empty `rel` opens the root itself.
+pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    match rfs::openat2(root, rel, DIR_FLAGS, Mode::empty(), BENEATH) {
+        Err(rustix::io::Errno::NOSYS) => open_dir_by_components(root, rel),
+        other => Ok(other?),
+    }
+}
+
+/// Fallback for kernels without `openat2()`: walk one component at a time,
+/// each opened with `O_NOFOLLOW`, refusing `..`.
+fn open_dir_by_components(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    let mut fd = rfs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => {
+                fd = rfs::openat(&fd, name, DIR_FLAGS, Mode::empty())?;
+            }
+            Component::CurDir => {}
+            _ => return Err(io::Error::from_raw_os_error(libc::EXDEV)),
+        }
+    }
+    Ok(fd)
+}
+
+/// Open the child directory `name` of `dir` (never a symlink).
+pub fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(dir, name, DIR_FLAGS, Mode::empty())?)
+}
+
+/// Open the regular file `name` in `dir` for reading, never following a
+/// symlink and never blocking on a FIFO that was swapped in.
+pub fn open_file_read(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    )?)
+}
+
+/// Create the new file `name` in `dir` for writing; fails if it exists.
+pub fn create_file(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?)
+}
+
+/// One directory entry as `getdents` reports it.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// The entry's name.
+    pub name: CString,
+    /// The type `getdents` gave; may be `Unknown` on some filesystems.
+    pub file_type: FileType,
+}
+
+/// Read all entries of an open directory, without `.` and `..`.
+pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
+    let mut out = Vec::new();
+    for entry in rfs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        out.push(DirEntry {
+            name: name.to_owned(),
+            file_type: entry.file_type(),
+        });
+    }
+    Ok(out)
+}
+
+/// `lstat` of `name` in `dir`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<rfs::Stat> {
+    Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// `fstat` of an open descriptor.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<rfs::Stat> {
+    Ok(rfs::fstat(fd)?)
+}
+
+/// `mkdir` of `name` in `dir`.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    Ok(rfs::mkdirat(dir, name, Mode::from_raw_mode(mode))?)
+}
+
+/// Hard-link `old_name` in `old_dir` as `new_name` in `new_dir` (a symlink
+/// is linked itself, not its target).
+pub fn link_at(
+    old_dir: BorrowedFd<'_>,
+    old_name: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_name: &CStr,
+) -> io::Result<()> {
+    Ok(rfs::linkat(
+        old_dir,
+        old_name,
+        new_dir,
+        new_name,
+        AtFlags::empty(),
+    )?)
+}
+
+/// Read the target of the symlink `name` in `dir`.
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
+    Ok(rfs::readlinkat(dir, name, Vec::new())?)
+}
+
+/// Make the symlink `name` in `dir` pointing at `target`.
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    Ok(rfs::symlinkat(target, dir, name)?)
+}
+
+/// Make a device node, FIFO or socket `name` in `dir`.
+pub fn mknod_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    file_type: FileType,
+    mode: u32,
+    rdev: u64,
+) -> io::Result<()> {
+    Ok(rfs::mknodat(
+        dir,
+        name,
+        file_type,
+        Mode::from_raw_mode(mode),
+        rdev,
+    )?)
+}
+
+/// Remove the non-directory `name` in `dir`.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    Ok(rfs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// Remove the empty directory `name` in `dir`.
+pub fn rmdir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    Ok(rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// Rename, failing with `EEXIST` when the target exists.
+pub fn rename_noreplace(
+    old_dir: BorrowedFd<'_>,
+    old_name: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_name: &CStr,
+) -> io::Result<()> {
+    Ok(rfs::renameat_with(
+        old_dir,
+        old_name,
+        new_dir,
+        new_name,
+        RenameFlags::NOREPLACE,
+    )?)
+}
+
+/// Rename, replacing the target atomically.
+pub fn rename_replace(
+    old_dir: BorrowedFd<'_>,
+    old_name: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_name: &CStr,
+) -> io::Result<()> {
+    Ok(rfs::renameat(old_dir, old_name, new_dir, new_name)?)
+}
+
+/// Change owner of an open file.
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(rfs::fchown(
+        fd,
+        Some(rfs::Uid::from_raw(uid)),
+        Some(rfs::Gid::from_raw(gid)),
+    )?)
+}
+
+/// Change owner of `name` in `dir` without following a symlink.
+pub fn lchown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(rfs::chownat(
+        dir,
+        name,
+        Some(rfs::Uid::from_raw(uid)),
+        Some(rfs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// Change the mode of an open file.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    Ok(rfs::fchmod(fd, Mode::from_raw_mode(mode))?)
+}
+
+/// Change the mode of `name` in `dir` (must not be a symlink: Linux cannot
+/// change a symlink's mode).
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    Ok(rfs::chmodat(
+        dir,
+        name,
+        Mode::from_raw_mode(mode),
+        AtFlags::empty(),
+    )?)
+}
+
+/// Access and modification times, as (seconds, nanoseconds) pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    /// Last access.
+    pub atime: (i64, i64),
+    /// Last modification.
+    pub mtime: (i64, i64),
+}
+
+impl Times {
+    fn to_rustix(self) -> rfs::Timestamps {
+        let ts = |(sec, nsec): (i64, i64)| rfs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as _,
+        };
+        rfs::Timestamps {
+            last_access: ts(self.atime),
+            last_modification: ts(self.mtime),
+        }
+    }
+}
+
+/// Set the times of an open file.
+pub fn futimens(fd: BorrowedFd<'_>, times: Times) -> io::Result<()> {
+    Ok(rfs::futimens(fd, &times.to_rustix())?)
+}
+
+/// Set the times of `name` in `dir` without following a symlink.
+pub fn lutimens_at(dir: BorrowedFd<'_>, name: &CStr, times: Times) -> io::Result<()> {
+    Ok(rfs::utimensat(
+        dir,
+        name,
+        &times.to_rustix(),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// A path through `/proc/self/fd` naming `name` inside the open `dir`, for
+/// the few calls (xattrs on symlinks) that have no `*at()` form. The final
+/// component is only ever used with the `l*` (no-follow) calls.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    p.push(OsStr::from_bytes(name.to_bytes()));
+    p
+}
+
+/// The names of all extended attributes of an open file.
+pub fn flist_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match rfs::flistxattr(fd, &mut buf[..]) {
+            Ok(n) => return Ok(split_xattr_names(&buf[..n])),
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rfs::flistxattr_query(fd)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The value of one extended attribute of an open file.
+pub fn fget_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rfs::fgetxattr(fd, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rfs::fgetxattr_query(fd, name)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Set one extended attribute of an open file.
+pub fn fset_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+    Ok(rfs::fsetxattr(fd, name, value, rfs::XattrFlags::empty())?)
+}
+
+/// The names of all extended attributes of a path, not following a symlink.
+pub fn llist_xattrs(path: &Path) -> io::Result<Vec<CString>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match rfs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => return Ok(split_xattr_names(&buf[..n])),
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rfs::llistxattr_query(path)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The value of one extended attribute of a path, not following a symlink.
+pub fn lget_xattr(path: &Path, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rfs::lgetxattr(path, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rfs::lgetxattr_query(path, name)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Set one extended attribute of a path, not following a symlink.
+pub fn lset_xattr(path: &Path, name: &CStr, value: &[u8]) -> io::Result<()> {
+    Ok(rfs::lsetxattr(path, name, value, rfs::XattrFlags::empty())?)
+}
+
+fn split_xattr_names(list: &[u8]) -> Vec<CString> {
+    list.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| CString::new(s).ok())
+        .collect()
+}
+
+/// Is the immutable attribute (`chattr +i`) set on this open file?
+pub fn is_immutable(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rfs::ioctl_getflags(fd)?.contains(IFlags::IMMUTABLE))
+}
+
+/// Set or clear the immutable attribute (`chattr +/-i`); returns whether it
+/// was set before.
+pub fn set_immutable(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
+    let flags = rfs::ioctl_getflags(fd)?;
+    let was = flags.contains(IFlags::IMMUTABLE);
+    if was != on {
+        let mut new = flags;
+        new.set(IFlags::IMMUTABLE, on);
+        rfs::ioctl_setflags(fd, new)?;
+    }
+    Ok(was)
+}
+
+/// Copy all data of `src` into the empty `dst`: a reflink where the
+/// filesystem offers `FICLONE`, else `copy_file_range`, else read/write.
+pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    if REFLINK_MAY_WORK.load(Ordering::Relaxed) {
+        match rfs::ioctl_ficlone(dst, src) {
+            Ok(()) => return Ok(()),
+            // The filesystem has no reflinks (ext4): stop asking.
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOTTY | rustix::io::Errno::INVAL,
+            ) => REFLINK_MAY_WORK.store(false, Ordering::Relaxed),
+            Err(_) => {}
+        }
+    }
+    let mut copied: u64 = 0;
+    while copied < len {
+        let want = usize::try_from(len - copied)
+            .unwrap_or(COPY_CHUNK)
+            .min(COPY_CHUNK);
+        match rfs::copy_file_range(src, None, dst, None, want) {
+            Ok(0) => break, // the source shrank while we copied
+            Ok(n) => copied += n as u64,
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP,
+            ) if copied == 0 => return copy_by_read_write(src, dst),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_read_write(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    let mut reader = std::fs::File::from(src.try_clone_to_owned()?);
+    let mut writer = std::fs::File::from(dst.try_clone_to_owned()?);
+    io::copy(&mut reader, &mut writer)?;
+    Ok(())
+}
+
+/// Take an exclusive `flock` on an open file, waiting for it.
+pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rfs::flock(fd, rfs::FlockOperation::LockExclusive)?)
+}
+
+/// Flush a whole filesystem to disk.
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rfs::syncfs(fd)?)
+}
+
+/// The effective user ID.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Does this process run as root?
+pub fn is_root() -> bool {
+    euid() == 0
+}
+
+/// Is `fd` a terminal?
+pub fn is_terminal(fd: impl AsFd) -> bool {
+    rustix::termios::isatty(fd)
+}
+
+/// Make a C string from a path component (names never hold NUL bytes).
+pub fn cname(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// View a C name as an `OsStr`.
+pub fn os_name(name: &CStr) -> &OsStr {
+    OsStr::from_bytes(name.to_bytes())
+}

@@ -1,0 +1,81 @@
+//! Trees on disk: opening a tree root once and reaching everything below it
+//! relative to that root, copying between trees, removing trees.
+//!
+//! Every tree operation in vskel goes through [`TreeRoot`], whose
+//! [`TreeRoot::open_dir`] never follows a symlink (see [`crate::sys`]).
+
+pub mod copy;
+pub mod meta;
+pub mod remove;
+pub mod walk;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// An open directory tree, addressed by paths relative to its root.
+#[derive(Debug)]
+pub struct TreeRoot {
+    fd: OwnedFd,
+    path: PathBuf,
+    dev: u64,
+}
+
+impl TreeRoot {
+    /// Open the tree at `path` (which must be a directory).
+    pub fn open(path: &Path) -> Result<Self> {
+        let fd = sys::open_root(path).map_err(|e| Error::io("open directory", path, e))?;
+        let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io("stat", path, e))?;
+        Ok(TreeRoot {
+            fd,
+            path: path.to_path_buf(),
+            dev: st.st_dev as u64,
+        })
+    }
+
+    /// The root's descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The path the root was opened at (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The device (filesystem) the root lives on.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// Open the directory `rel` below the root, following no symlink.
+    pub fn open_dir(&self, rel: &Path) -> Result<OwnedFd> {
+        sys::open_dir_beneath(self.fd(), rel)
+            .map_err(|e| Error::io("open directory", self.path.join(rel), e))
+    }
+
+    /// The full path of `rel` (for messages only; never used to open).
+    pub fn display(&self, rel: &Path) -> PathBuf {
+        if rel.as_os_str().is_empty() {
+            self.path.clone()
+        } else {
+            self.path.join(rel)
+        }
+    }
+}
+
+/// Refuse a setup where `a` and `b` are on different filesystems: hard links
+/// cannot cross them.
+pub fn require_same_filesystem(a: &TreeRoot, b: &TreeRoot) -> Result<()> {
+    if a.dev() != b.dev() {
+        return Err(Error::Failed(format!(
+            "{} and {} are on different filesystems; vskel hard-links between them, \
+             so skels, views and vservers must live on one filesystem (check `root` in the config)",
+            a.path().display(),
+            b.path().display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! `create-vs`: make a vserver from a skel as a real hard-linked tree.
+//!
+//! Order of work, chosen so that a failure at any point leaves no
+//! half-made vserver:
+//! 1. check every input (names, FQDN, IP, skel, no such vserver yet, one
+//!    filesystem) before writing anything;
+//! 2. reserve a context ID (its `contexts/<id>` link, released on failure);
+//! 3. build the tree in a staging directory: `proc/`, then global
+//!    hard-linked, local copied, static rendered, each layer replacing what
+//!    the one below put at the same place; flush it to disk (`syncfs`);
+//! 4. write `<etc>/<name>.conf` (removed again if the next step fails);
+//! 5. rename the tree into `<root>/<name>`: it appears whole;
+//! 6. record the vserver, then run the post-create scripts. A failing
+//!    script leaves the (complete) vserver in place and says so.
+
+use std::collections::BTreeSet;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::context::{self, write_atomically};
+use super::registry::{self, Kind, Record};
+use super::scripts;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::protect;
+use crate::skel::Skel;
+use crate::staging::{Staging, split_parent};
+use crate::sys;
+use crate::tokens::{Tokens, render};
+use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
+use crate::tree::{TreeRoot, require_same_filesystem};
+use crate::validate::{parse_ip, validate_fqdn, validate_name};
+
+/// Mode of a vserver's `/proc` mount point.
+const PROC_MODE: u32 = 0o555;
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// The skel to create it from.
+    pub skel: String,
+    /// The vserver's name.
+    pub name: String,
+    /// Its FQDN.
+    pub fqdn: String,
+    /// Its IP address.
+    pub ip: String,
+}
+
+/// What `create-vs` made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    /// The vserver's name.
+    pub name: String,
+    /// The skel it came from.
+    pub skel: String,
+    /// Its root directory.
+    pub root: PathBuf,
+    /// Its context ID.
+    pub context: u32,
+    /// Its config file.
+    pub config_file: PathBuf,
+    /// What the three layers did together.
+    pub counts: CopyCounts,
+    /// Post-create scripts run.
+    pub scripts: Vec<String>,
+    /// Unknown `%%TOKENS%%` left in rendered files.
+    pub unknown_tokens: Vec<String>,
+}
+
+/// Check a request completely, writing nothing; returns the skel.
+pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
+    validate_name("vserver name", &request.name)?;
+    validate_fqdn(&request.fqdn)?;
+    parse_ip(&request.ip)?;
+    let skel = Skel::open(config, &request.skel)?;
+    let name = &request.name;
+    let existing = [
+        config.vserver_dir(name),
+        config.vserver_conf(name),
+        config.views_dir().join(name),
+    ]
+    .into_iter()
+    .find(|p| p.symlink_metadata().is_ok());
+    if let Some(path) = existing {
+        return Err(Error::Failed(format!(
+            "vserver \"{name}\" exists already ({} is there); `vskel remove-vs {name}` removes it",
+            path.display()
+        )));
+    }
+    if registry::load(config, name)?.is_some() {
+        return Err(Error::Failed(format!(
+            "vserver \"{name}\" is recorded already; `vskel remove-vs {name}` removes it"
+        )));
+    }
+    protect::check_supported(config.protect)?;
+    Ok(skel)
+}
+
+/// Create the vserver `request` describes.
+pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) -> Result<Created> {
+    let skel = check(config, request)?;
+    let name = &request.name;
+    let vs_root = TreeRoot::open(&config.root)?;
+    let global = TreeRoot::open(&skel.global())?;
+    require_same_filesystem(&vs_root, &global)?;
+    let layers = [
+        (Some(global), LayerHow::Link),
+        (open_if_present(&skel.local())?, LayerHow::Copy),
+        (open_if_present(&skel.static_dir())?, LayerHow::Render),
+    ];
+
+    let root_dir = config.vserver_dir(name);
+    let reservation = context::allocate(&config.contexts_dir(), config.context_start, &root_dir)?;
+    let tokens = Tokens::for_vserver(
+        name,
+        &request.ip,
+        &request.fqdn,
+        reservation.id,
+        &root_dir,
+        &skel.name,
+        &config.tokens,
+    );
+
+    let staging = Staging::create(config, &format!("vs-{name}"))?;
+    let proc = staging.path().join("proc");
+    std::fs::create_dir(&proc).map_err(|e| Error::io("make directory", &proc, e))?;
+    set_mode(&proc, PROC_MODE)?;
+    progress.set_label(&format!("creating {name}"));
+    let mut counts = CopyCounts::default();
+    let mut unknown = BTreeSet::new();
+    for (layer, how) in layers {
+        let Some(layer) = layer else { continue };
+        let how = match how {
+            LayerHow::Link => How::Link,
+            LayerHow::Copy => How::Copy,
+            LayerHow::Render => How::Render(tokens.clone()),
+        };
+        let report = copy_tree(
+            &layer,
+            &[Target {
+                tree: TreeRoot::open(staging.path())?,
+                how,
+            }],
+            &Everything,
+            CopyOptions {
+                protect: config.protect,
+                progress,
+            },
+        )?;
+        counts += report.counts;
+        warn_unknown_tokens(&report, &mut unknown);
+    }
+    let staged = TreeRoot::open(staging.path())?;
+    sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", staging.path(), e))?;
+
+    let config_file = config.vserver_conf(name);
+    let conf_guard = write_config_file(&skel, &config_file, &tokens)?;
+    staging.publish(&root_dir)?;
+    conf_guard.keep();
+    let context = reservation.keep();
+    registry::save(
+        config,
+        &Record {
+            name: name.clone(),
+            skel: Some(skel.name.clone()),
+            fqdn: Some(request.fqdn.clone()),
+            ip: Some(request.ip.clone()),
+            context: Some(context),
+            kind: Kind::Tree,
+            root: root_dir.clone(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
+        },
+    )?;
+    progress.finish();
+
+    let scripts = scripts::scripts_in(&skel.post_create_dir())?;
+    let ran = scripts::run_all(&scripts, name, &tokens).map_err(|failure| {
+        Error::Failed(format!(
+            "post-create script {} of skel {} failed ({}){}\n\
+             vserver {name} was created and is left in place: tree {}, config file {}, \
+             context ID {context} ({}). Fix the script and run the remaining ones by hand, \
+             or remove the vserver with `vskel remove-vs {name}`.",
+            failure.script,
+            skel.name,
+            failure.status,
+            if failure.stderr_tail.is_empty() {
+                String::new()
+            } else {
+                format!("; its stderr ended with:\n{}", failure.stderr_tail)
+            },
+            root_dir.display(),
+            config_file.display(),
+            config.contexts_dir().join(context.to_string()).display(),
+        ))
+    })?;
+
+    Ok(Created {
+        name: name.clone(),
+        skel: skel.name,
+        root: root_dir,
+        context,
+        config_file,
+        counts,
+        scripts: ran,
+        unknown_tokens: unknown.into_iter().collect(),
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LayerHow {
+    Link,
+    Copy,
+    Render,
+}
+
+fn open_if_present(path: &Path) -> Result<Option<TreeRoot>> {
+    if path.is_dir() {
+        TreeRoot::open(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+fn warn_unknown_tokens(report: &CopyReport, seen: &mut BTreeSet<String>) {
+    for (token, files) in &report.unknown_tokens {
+        let list: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        warn!(
+            "unknown token %%{token}%% left as it is in {} (define it under [tokens] in the config)",
+            list.join(", ")
+        );
+        seen.insert(token.clone());
+    }
+}
+
+/// A file removed on drop unless kept.
+struct RemoveOnDrop {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl RemoveOnDrop {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.kept
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            warn!("could not remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Render the skel's config-file template into `<etc>/<name>.conf`, never
+/// replacing an existing file.
+fn write_config_file(skel: &Skel, to: &Path, tokens: &Tokens) -> Result<RemoveOnDrop> {
+    let template_path = skel.configfile();
+    let template = match std::fs::read(&template_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::skel::build::BUILTIN_CONFIGFILE.as_bytes().to_vec()
+        }
+        Err(e) => return Err(Error::io("read", &template_path, e)),
+    };
+    let rendered = render(&template, tokens);
+    for token in &rendered.unknown {
+        warn!(
+            "unknown token %%{token}%% left as it is in {}",
+            template_path.display()
+        );
+    }
+    let (dir, name) = split_parent(to)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("make directory", dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.new{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    write_atomically(&tmp, &rendered.bytes)?;
+    let dir_fd = sys::open_root(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    let tmp_name =
+        sys::cname(tmp.file_name().unwrap_or_default()).map_err(|e| Error::io("name", &tmp, e))?;
+    let result = sys::rename_noreplace(dir_fd.as_fd(), &tmp_name, dir_fd.as_fd(), &name);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("write", to, e));
+    }
+    Ok(RemoveOnDrop {
+        path: to.to_path_buf(),
+        kept: false,
+    })
+}

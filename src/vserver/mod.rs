@@ -1,0 +1,7 @@
+//! Vservers: creating them from a skel, listing and removing them.
+
+pub mod context;
+pub mod create;
+pub mod registry;
+pub mod remove;
+pub mod scripts;

@@ -1,0 +1,127 @@
+//! vskel's record of each vserver it made: `<root>/.vskel/vservers/<name>.toml`.
+//!
+//! The record says which skel a vserver came from (needed to upgrade it
+//! later), its FQDN, IP and context ID, and whether it is an on-disk tree
+//! or a view. Trees under the vservers root without a record (made by
+//! other tools) are still listed, as unregistered.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::skel::list_names;
+use crate::staging::make_private_dir;
+use crate::vserver::context::write_atomically;
+
+/// How a vserver exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A materialised, hard-linked tree at `<root>/<name>`.
+    Tree,
+    /// A FUSE view over the skel's layers.
+    View,
+    /// A tree vskel has no record of.
+    Unregistered,
+}
+
+/// What vskel knows of one vserver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// The vserver's name.
+    pub name: String,
+    /// The skel it was made from.
+    pub skel: Option<String>,
+    /// Its FQDN.
+    pub fqdn: Option<String>,
+    /// Its IP address.
+    pub ip: Option<String>,
+    /// Its context ID.
+    pub context: Option<u32>,
+    /// How it exists.
+    pub kind: Kind,
+    /// Its root directory.
+    pub root: PathBuf,
+    /// When it was made (seconds since the epoch).
+    pub created: Option<u64>,
+}
+
+fn records_dir(config: &Config) -> PathBuf {
+    config.state_dir().join("vservers")
+}
+
+fn record_path(config: &Config, name: &str) -> PathBuf {
+    records_dir(config).join(format!("{name}.toml"))
+}
+
+/// Save a record (atomically).
+pub fn save(config: &Config, record: &Record) -> Result<()> {
+    let dir = records_dir(config);
+    make_private_dir(&dir)?;
+    let text = toml::to_string(record)
+        .map_err(|e| Error::Failed(format!("cannot encode the record of {}: {e}", record.name)))?;
+    write_atomically(&record_path(config, &record.name), text.as_bytes())
+}
+
+/// The record of `name`, if there is one.
+pub fn load(config: &Config, name: &str) -> Result<Option<Record>> {
+    let path = record_path(config, name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    toml::from_str(&text).map(Some).map_err(|e| {
+        Error::Failed(format!(
+            "{}: damaged record: {}",
+            path.display(),
+            e.message()
+        ))
+    })
+}
+
+/// Remove the record of `name` (nothing if there is none).
+pub fn remove(config: &Config, name: &str) -> Result<()> {
+    let path = record_path(config, name);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Every vserver: the recorded ones and the unrecorded trees in the root.
+pub fn list(config: &Config) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for file in list_names(&records_dir(config))? {
+        if let Some(name) = file.strip_suffix(".toml")
+            && let Some(record) = load(config, name)?
+        {
+            records.push(record);
+        }
+    }
+    for name in list_names(&config.root)? {
+        let root = config.vserver_dir(&name);
+        if records.iter().any(|r| r.name == name) || !is_real_dir(&root) {
+            continue;
+        }
+        records.push(Record {
+            context: crate::vserver::context::find_link(&config.contexts_dir(), &root),
+            name,
+            skel: None,
+            fqdn: None,
+            ip: None,
+            kind: Kind::Unregistered,
+            root,
+            created: None,
+        });
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(records)
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false)
+}
