@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod example;
 pub mod progress;
 pub mod protect;
 pub mod skel;

@@ -18,9 +18,9 @@ use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::staging::Staging;
-use crate::tree::TreeRoot;
 use crate::tree::copy::{CopyCounts, CopyOptions, How, Target, copy_tree};
 use crate::tree::meta::Meta;
+use crate::tree::{TreeRoot, require_one_filesystem};
 use crate::{protect, sys};
 
 /// Executable bits: a script without any is not run.
@@ -111,10 +111,11 @@ pub fn build_skel(
     }
     protect::check_supported(config.protect)?;
 
-    let source = TreeRoot::open(from)?;
-    let staging = Staging::create(config, &format!("skel-{name}"))?;
     let skels_dir = config.skels_dir();
+    require_one_filesystem(&[&config.root, &skels_dir, &config.state_dir()])?;
+    let source = TreeRoot::open(from)?;
     std::fs::create_dir_all(&skels_dir).map_err(|e| Error::io("make directory", &skels_dir, e))?;
+    let staging = Staging::create(config, &format!("skel-{name}"))?;
     for part in [GLOBAL, LOCAL, STATIC, POST_CREATE_DIR] {
         let dir = staging.path().join(part);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("make directory", &dir, e))?;
@@ -136,6 +137,7 @@ pub fn build_skel(
     ];
     let policy = BuildPolicy {
         rules: &config.global,
+        exclude: &config.exclude,
         source_dev: source.dev(),
         excluded_dirs: excluded_dirs(config, &source),
     };
@@ -326,7 +328,8 @@ fn warn_review(skel: &Skel) {
         "review the skel before creating vservers from it:\n  \
          {}/ is hard-linked into every vserver (shared, never changed per vserver),\n  \
          {}/ is copied into each vserver (host-specific files under etc/ and var/ came along: \
-         ssh host keys, machine-id, logs),\n  \
+         ssh host keys, machine-id, logs; apt's package lists were left out, so run \
+         `apt-get update` in a vserver before installing packages),\n  \
          {}/etc/{{passwd,shadow,group,gshadow}} are the source's accounts (remove the users \
          a vserver should not have) and etc/hosts, etc/hostname are rendered per vserver,\n  \
          {} is the vserver config-file template.",

@@ -4,8 +4,9 @@
 //! `group` and `gshadow` to `static/`; everything else to `local/`. Left
 //! out: `proc`, `sys`, `dev`, `run` (made fresh), the contents of `tmp`,
 //! `home` and `root`, every `lost+found`, the vservers root and vserver
-//! config dir when they sit inside the source, and the contents of other
-//! mounted filesystems (their mount points stay, empty).
+//! config dir when they sit inside the source, the paths of config
+//! `exclude` (by default apt's downloaded package lists and caches), and the
+//! contents of other mounted filesystems (their mount points stay, empty).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -37,6 +38,8 @@ pub const WRITTEN_ETC_FILES: &[&str] = &["hosts", "hostname"];
 pub struct BuildPolicy<'a> {
     /// Which paths are global.
     pub rules: &'a GlobalRules,
+    /// Which paths are left out (config `exclude`).
+    pub exclude: &'a GlobalRules,
     /// The source's filesystem: directories on another one are mounts.
     pub source_dev: u64,
     /// Directories (device, inode) never copied (vservers root, etc dir).
@@ -55,7 +58,7 @@ impl Policy for BuildPolicy<'_> {
             })
             .collect();
         let name = components.last().copied().unwrap_or_default();
-        if is_dir && name == "lost+found" {
+        if (is_dir && name == "lost+found") || self.exclude.matches(rel) {
             return Place::Skip;
         }
         if let Some(dev_ino) = entry.dev_ino
@@ -105,10 +108,12 @@ mod tests {
 
     fn place(rel: &str, file_type: FileType, dev: Option<(u64, u64)>) -> Place {
         let rules = GlobalRules::parse(&GlobalRules::default_rules()).unwrap();
+        let exclude = GlobalRules::parse(&GlobalRules::default_exclude()).unwrap();
         let mut excluded = HashSet::new();
         excluded.insert((1, 99));
         let policy = BuildPolicy {
             rules: &rules,
+            exclude: &exclude,
             source_dev: 1,
             excluded_dirs: excluded,
         };
@@ -141,6 +146,22 @@ mod tests {
             ("etc/hostname", F, None, Place::Skip),
             ("etc/default/passwd", F, None, Place::Into(TO_LOCAL)),
             ("var/lib/dpkg/status", F, None, Place::Into(TO_LOCAL)),
+            ("var/lib/apt/lists", D, same, Place::Into(TO_LOCAL)),
+            ("var/lib/apt/lists/partial", D, same, Place::Into(TO_LOCAL)),
+            ("var/lib/apt/lists/lock", F, None, Place::Into(TO_LOCAL)),
+            (
+                "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+                F,
+                None,
+                Place::Skip,
+            ),
+            ("var/cache/apt/pkgcache.bin", F, None, Place::Skip),
+            (
+                "var/cache/apt/archives/hello_2.10-3_amd64.deb",
+                F,
+                None,
+                Place::Skip,
+            ),
             ("proc", D, same, Place::Skip),
             ("dev", D, same, Place::Skip),
             ("sys", D, same, Place::EmptyDir(TO_LOCAL)),

@@ -66,16 +66,41 @@ impl TreeRoot {
     }
 }
 
+/// Refuse a setup where the existing ones of `paths` are not all on one
+/// filesystem (missing paths are skipped: they will be made on their
+/// parent's).
+pub fn require_one_filesystem(paths: &[&Path]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut first: Option<(&Path, u64)> = None;
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        match first {
+            None => first = Some((path, meta.dev())),
+            Some((other, dev)) if dev != meta.dev() => {
+                return Err(cross_device(other, path));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn cross_device(a: &Path, b: &Path) -> Error {
+    Error::Failed(format!(
+        "{} and {} are on different filesystems; vskel hard-links between them, \
+         so skels, views and vservers must live on one filesystem (check `root` in the config)",
+        a.display(),
+        b.display()
+    ))
+}
+
 /// Refuse a setup where `a` and `b` are on different filesystems: hard links
 /// cannot cross them.
 pub fn require_same_filesystem(a: &TreeRoot, b: &TreeRoot) -> Result<()> {
     if a.dev() != b.dev() {
-        return Err(Error::Failed(format!(
-            "{} and {} are on different filesystems; vskel hard-links between them, \
-             so skels, views and vservers must live on one filesystem (check `root` in the config)",
-            a.path().display(),
-            b.path().display()
-        )));
+        return Err(cross_device(a.path(), b.path()));
     }
     Ok(())
 }

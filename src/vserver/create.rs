@@ -33,7 +33,7 @@ use crate::staging::{Staging, split_parent};
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
-use crate::tree::{TreeRoot, require_same_filesystem};
+use crate::tree::{TreeRoot, require_one_filesystem, require_same_filesystem};
 use crate::validate::{parse_ip, validate_fqdn, validate_name};
 
 /// Mode of a vserver's `/proc` mount point.
@@ -99,6 +99,7 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
         )));
     }
     protect::check_supported(config.protect)?;
+    require_one_filesystem(&[&config.root, &skel.global(), &config.state_dir()])?;
     Ok(skel)
 }
 

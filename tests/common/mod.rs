@@ -1,0 +1,257 @@
+//! Helpers shared by the integration tests: a temporary vskel setup (config,
+//! vservers root, etc dir, defaults dir) and ways to look at trees.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+/// A temporary vskel installation.
+pub struct Setup {
+    /// Holds everything; removed on drop.
+    pub dir: TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    /// `root` (vservers root).
+    pub root: PathBuf,
+    /// `etc` (vserver configs and contexts).
+    pub etc: PathBuf,
+    /// `defaults` (scripts/, configfile.default).
+    pub defaults: PathBuf,
+}
+
+impl Setup {
+    /// A setup with the default config plus `extra` TOML lines.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("vskel-test-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir");
+        let root = dir.path().join("vservers");
+        let etc = dir.path().join("etc-vservers");
+        let defaults = dir.path().join("etc-vskel");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&defaults).unwrap();
+        let config = dir.path().join("vskel.toml");
+        fs::write(
+            &config,
+            format!(
+                "root = {:?}\netc = {:?}\ndefaults = {:?}\n{extra}\n",
+                root, etc, defaults
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            config,
+            root,
+            etc,
+            defaults,
+        }
+    }
+
+    /// `vskel -c CONFIG` with no terminal, quiet logs and CI set.
+    pub fn vskel(&self) -> Command {
+        let mut cmd = Command::cargo_bin("vskel").expect("vskel binary");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("CI", "true")
+            .env("VSKEL_LOG", "warn")
+            .env_remove("VSKEL_CONFIG");
+        cmd
+    }
+
+    /// The built-in example root tree, made once per setup.
+    pub fn example_source(&self) -> PathBuf {
+        let src = self.dir.path().join("example-root");
+        if !src.exists() {
+            vskel::example::make_example_root(&src).expect("example tree");
+        }
+        src
+    }
+
+    /// Build skel `name` from the example tree.
+    pub fn build_example_skel(&self, name: &str) -> PathBuf {
+        let src = self.example_source();
+        self.vskel()
+            .args(["build-skel", name, "--from"])
+            .arg(&src)
+            .assert()
+            .success();
+        self.root.join(".skel").join(name)
+    }
+
+    /// `create-vs SKEL NAME NAME.example.org IP`, which must succeed.
+    pub fn create(&self, skel: &str, name: &str, ip: &str) -> PathBuf {
+        self.vskel()
+            .args(["create-vs", skel, name, &format!("{name}.example.org"), ip])
+            .assert()
+            .success();
+        self.root.join(name)
+    }
+}
+
+/// What a snapshot records of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ino: u64,
+    pub nlink: u64,
+    pub link: Option<PathBuf>,
+    pub content: Option<Vec<u8>>,
+}
+
+/// Every entry below `dir` (not following symlinks), by relative path.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    walk(dir, Path::new(""), &mut out);
+    out
+}
+
+fn walk(base: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+    let path = base.join(rel);
+    let meta = fs::symlink_metadata(&path).unwrap();
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        "dir"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else {
+        "special"
+    };
+    out.insert(
+        rel.to_path_buf(),
+        Entry {
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: if ft.is_dir() { 0 } else { meta.size() },
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ino: meta.ino(),
+            nlink: meta.nlink(),
+            link: ft.is_symlink().then(|| fs::read_link(&path).unwrap()),
+            content: ft.is_file().then(|| fs::read(&path).unwrap()),
+        },
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            walk(base, &rel.join(name), out);
+        }
+    }
+}
+
+/// Device and inode of a path (not following a symlink).
+pub fn dev_ino(path: &Path) -> (u64, u64) {
+    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.dev(), m.ino())
+}
+
+/// Extended attributes of a path (not following a symlink), sorted.
+pub fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = xattr::list(path)
+        .unwrap()
+        .map(|name| {
+            let value = xattr::get(path, &name).unwrap().unwrap_or_default();
+            (name.to_string_lossy().into_owned(), value)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Is the process root? Tests that need it fail loudly otherwise, unless
+/// `VSKEL_SKIP_ROOT_TESTS=1` says to skip them.
+pub fn require_root(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("VSKEL_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("{test}: skipped (not root, VSKEL_SKIP_ROOT_TESTS set)");
+        return false;
+    }
+    panic!("{test} needs root (CI runs as root); set VSKEL_SKIP_ROOT_TESTS=1 to skip it");
+}
+
+/// Where the debootstrap fixture lives (`VSKEL_ROOTFS` overrides).
+pub const DEFAULT_ROOTFS: &str = "/var/tmp/vskel-fixtures/rootfs-bookworm";
+
+/// The real Debian minbase tree from `../shared/fixtures/make-rootfs.sh`,
+/// built on first use and cached; a lock keeps concurrent tests from
+/// building it twice.
+pub fn debian_rootfs() -> PathBuf {
+    let dir = std::env::var_os("VSKEL_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS));
+    fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let lock_path = dir.with_extension("lock");
+    let lock = fs::File::create(&lock_path).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if !dir.join(".vskel-rootfs-complete").exists() {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/make-rootfs.sh");
+        assert!(
+            script.exists(),
+            "{} is missing: the shared fixtures must sit beside the checkout",
+            script.display()
+        );
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "make-rootfs.sh failed");
+    }
+    dir
+}
+
+/// Bytes on disk of everything below `dirs`, each inode counted once
+/// (like `du -s a b c`).
+pub fn disk_usage(dirs: &[&Path]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for dir in dirs {
+        for (rel, _) in snapshot_meta_only(dir) {
+            let m = fs::symlink_metadata(dir.join(&rel)).unwrap();
+            if seen.insert((m.dev(), m.ino())) {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// Relative paths below `dir` (no contents read).
+fn snapshot_meta_only(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut out = vec![(PathBuf::new(), true)];
+    let mut i = 0;
+    while i < out.len() {
+        let (rel, is_dir) = out[i].clone();
+        i += 1;
+        if !is_dir {
+            continue;
+        }
+        for entry in fs::read_dir(dir.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let is_dir = entry.file_type().unwrap().is_dir();
+            out.push((rel.join(entry.file_name()), is_dir));
+        }
+    }
+    out
+}
