@@ -103,11 +103,25 @@ pub fn build_skel(
             skel.dir.display()
         )));
     }
-    if !from.is_dir() {
-        return Err(Error::Usage(format!(
-            "cannot build a skel from {}: not a directory",
-            from.display()
-        )));
+    match std::fs::metadata(from) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::Usage(format!(
+                "cannot build a skel from {}: not a directory",
+                from.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "cannot build a skel from {}: {}",
+                from.display(),
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "it does not exist".to_string()
+                } else {
+                    e.to_string()
+                }
+            )));
+        }
     }
     protect::check_supported(config.protect)?;
 
