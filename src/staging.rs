@@ -131,6 +131,29 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// `label.pid` split in two.
+fn split_label_pid(name: &str) -> Option<(&str, u32)> {
+    let (label, pid) = name.rsplit_once('.')?;
+    Some((label, pid.parse().ok()?))
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Is a run that staged `label` still going (a staging entry `label.PID`
+/// whose process is alive)?
+pub fn is_in_progress(config: &Config, label: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(config.state_dir().join("staging")) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        matches!(split_label_pid(&name), Some((l, pid)) if l == label && process_alive(pid))
+    })
+}
+
 /// Remove staging entries whose process no longer runs.
 fn remove_stale(parent: std::os::fd::BorrowedFd<'_>, dir: &Path) {
     let entries = match sys::read_dir(parent) {
@@ -142,10 +165,10 @@ fn remove_stale(parent: std::os::fd::BorrowedFd<'_>, dir: &Path) {
     };
     for entry in entries {
         let name = entry.name.to_string_lossy().into_owned();
-        let Some(pid) = name.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some((_, pid)) = split_label_pid(&name) else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if process_alive(pid) {
             continue;
         }
         debug!("removing stale staging entry {name}");

@@ -291,6 +291,45 @@ fn config_file_context_link_and_nextid() {
 }
 
 #[test]
+fn a_run_killed_half_way_leaves_nothing_that_blocks_the_next() {
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    // What `kill -9` of create-vs leaves: its staging tree (a pid that no
+    // longer runs) and its context reservation, pointing at a missing tree.
+    let staging = setup.root.join(".vskel/staging");
+    fs::create_dir_all(staging.join("vs-ghost.999999999/etc")).unwrap();
+    let contexts = setup.etc.join("contexts");
+    fs::create_dir_all(&contexts).unwrap();
+    std::os::unix::fs::symlink(setup.root.join("ghost"), contexts.join("50")).unwrap();
+    // A run still going (this test's own pid) keeps its reservation, and a
+    // link to a tree outside the vservers root is never taken over.
+    let me = std::process::id();
+    fs::create_dir_all(staging.join(format!("vs-busy.{me}"))).unwrap();
+    std::os::unix::fs::symlink(setup.root.join("busy"), contexts.join("51")).unwrap();
+    std::os::unix::fs::symlink("/elsewhere/vs", contexts.join("52")).unwrap();
+    fs::write(contexts.join("nextid"), "50\n").unwrap();
+
+    setup
+        .vskel()
+        .args(["create-vs", "base", "web1", "web1.example.org", "10.0.0.2"])
+        .assert()
+        .success()
+        .stderr(contains("reusing it"));
+    assert_eq!(
+        fs::read_link(contexts.join("50")).unwrap(),
+        setup.root.join("web1")
+    );
+    assert!(!staging.join("vs-ghost.999999999").exists());
+    assert!(staging.join(format!("vs-busy.{me}")).exists());
+    let web2 = setup.create("base", "web2", "10.0.0.3");
+    assert_eq!(fs::read_link(contexts.join("53")).unwrap(), web2);
+    assert_eq!(
+        fs::read_link(contexts.join("51")).unwrap(),
+        setup.root.join("busy")
+    );
+}
+
+#[test]
 fn concurrent_creates_get_distinct_context_ids() {
     const RUNS: usize = 8;
     let setup = Setup::new("");

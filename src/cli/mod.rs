@@ -89,7 +89,7 @@ fn run(cli: &Cli) -> Result<()> {
     let progress = if cli.quiet {
         crate::progress::Progress::hidden()
     } else {
-        crate::progress::Progress::spinner("working")
+        crate::progress::Progress::for_terminal()
     };
     match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),

@@ -155,7 +155,7 @@ pub fn build_skel(
         source_dev: source.dev(),
         excluded_dirs: excluded_dirs(config, &source),
     };
-    progress.set_label(&format!("building skel {name}"));
+    progress.start(&format!("building skel {name}"));
     let report = copy_tree(
         &source,
         &targets,

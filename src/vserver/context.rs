@@ -54,7 +54,16 @@ impl Drop for Reservation {
 
 /// Reserve the next free context ID at or after `nextid` (or `start` when
 /// there is no `nextid`), linking `<contexts>/<id>` to `vserver_root`.
-pub fn allocate(contexts: &Path, start: u32, vserver_root: &Path) -> Result<Reservation> {
+///
+/// A link whose target does not exist is a reservation; `is_abandoned`
+/// says whether the run that made it is gone (killed half-way), in which
+/// case the ID is taken over (with a warning).
+pub fn allocate(
+    contexts: &Path,
+    start: u32,
+    vserver_root: &Path,
+    is_abandoned: impl Fn(&Path) -> bool,
+) -> Result<Reservation> {
     fs::create_dir_all(contexts).map_err(|e| Error::io("make directory", contexts, e))?;
     let lock_path = contexts.join(LOCK);
     let lock = OpenOptions::new()
@@ -72,10 +81,27 @@ pub fn allocate(contexts: &Path, start: u32, vserver_root: &Path) -> Result<Rese
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => start,
         Err(e) => return Err(Error::io("read", &nextid_path, e)),
     };
-    let id = first_free(first, |id| {
-        contexts.join(id.to_string()).symlink_metadata().is_ok()
-    })
-    .ok_or_else(|| {
+    let taken = |id: u32| {
+        let link = contexts.join(id.to_string());
+        if link.symlink_metadata().is_err() {
+            return false;
+        }
+        match fs::read_link(&link) {
+            Ok(target) if target.symlink_metadata().is_err() && is_abandoned(&target) => {
+                tracing::warn!(
+                    "context ID {id} was reserved for {} by a run that did not finish; reusing it",
+                    target.display()
+                );
+                if let Err(e) = fs::remove_file(&link) {
+                    tracing::warn!("cannot remove {}: {e}", link.display());
+                    return true;
+                }
+                false
+            }
+            _ => true,
+        }
+    };
+    let id = first_free(first, taken).ok_or_else(|| {
         Error::Failed(format!(
             "no free context ID left in {CONTEXT_MIN}..={CONTEXT_MAX} ({} is full)",
             contexts.display()

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::protect;
 use crate::skel::Skel;
-use crate::staging::{Staging, split_parent};
+use crate::staging::{Staging, is_in_progress, split_parent};
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
@@ -117,7 +117,21 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     ];
 
     let root_dir = config.vserver_dir(name);
-    let reservation = context::allocate(&config.contexts_dir(), config.context_start, &root_dir)?;
+    // Staging first: a reservation whose run has no live staging entry is
+    // one that was killed half-way, and allocation takes its ID back.
+    let staging = Staging::create(config, &staging_label(name))?;
+    let reservation = context::allocate(
+        &config.contexts_dir(),
+        config.context_start,
+        &root_dir,
+        |target| {
+            target.parent() == Some(config.root.as_path())
+                && target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !is_in_progress(config, &staging_label(n)))
+        },
+    )?;
     let tokens = Tokens::for_vserver(
         name,
         &request.ip,
@@ -128,11 +142,10 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         &config.tokens,
     );
 
-    let staging = Staging::create(config, &format!("vs-{name}"))?;
     let proc = staging.path().join("proc");
     std::fs::create_dir(&proc).map_err(|e| Error::io("make directory", &proc, e))?;
     set_mode(&proc, PROC_MODE)?;
-    progress.set_label(&format!("creating {name}"));
+    progress.start(&format!("creating {name}"));
     let mut counts = CopyCounts::default();
     let mut unknown = BTreeSet::new();
     for (layer, how) in layers {
@@ -214,6 +227,11 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         scripts: ran,
         unknown_tokens: unknown.into_iter().collect(),
     })
+}
+
+/// The staging label of a vserver being created.
+fn staging_label(name: &str) -> String {
+    format!("vs-{name}")
 }
 
 #[derive(Debug, Clone, Copy)]
