@@ -310,36 +310,15 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> PathBuf {
 
 /// The names of all extended attributes of an open file.
 pub fn flist_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        match rfs::flistxattr(fd, &mut buf[..]) {
-            Ok(n) => return Ok(split_xattr_names(&buf[..n])),
-            Err(rustix::io::Errno::RANGE) => {
-                let need = rfs::flistxattr_query(fd)?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    list_names(|buf| rfs::flistxattr(fd, buf), || rfs::flistxattr_query(fd))
 }
 
 /// The value of one extended attribute of an open file.
 pub fn fget_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rfs::fgetxattr(fd, name, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let need = rfs::fgetxattr_query(fd, name)?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    read_growing(
+        |buf| rfs::fgetxattr(fd, name, buf),
+        || rfs::fgetxattr_query(fd, name),
+    )
 }
 
 /// Set one extended attribute of an open file.
@@ -349,41 +328,60 @@ pub fn fset_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<(
 
 /// The names of all extended attributes of a path, not following a symlink.
 pub fn llist_xattrs(path: &Path) -> io::Result<Vec<CString>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        match rfs::llistxattr(path, &mut buf[..]) {
-            Ok(n) => return Ok(split_xattr_names(&buf[..n])),
-            Err(rustix::io::Errno::RANGE) => {
-                let need = rfs::llistxattr_query(path)?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    list_names(
+        |buf| rfs::llistxattr(path, buf),
+        || rfs::llistxattr_query(path),
+    )
 }
 
 /// The value of one extended attribute of a path, not following a symlink.
 pub fn lget_xattr(path: &Path, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rfs::lgetxattr(path, name, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let need = rfs::lgetxattr_query(path, name)?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    read_growing(
+        |buf| rfs::lgetxattr(path, name, buf),
+        || rfs::lgetxattr_query(path, name),
+    )
 }
 
 /// Set one extended attribute of a path, not following a symlink.
 pub fn lset_xattr(path: &Path, name: &CStr, value: &[u8]) -> io::Result<()> {
     Ok(rfs::lsetxattr(path, name, value, rfs::XattrFlags::empty())?)
+}
+
+/// First size tried for an xattr value or name list.
+const XATTR_BUF: usize = 256;
+
+/// Read a value whose size is unknown: try a buffer, and on `ERANGE` ask
+/// for the size and try again (it may grow in between).
+fn read_growing(
+    mut read: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    query: impl Fn() -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; XATTR_BUF];
+    loop {
+        match read(&mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = query()?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A name list; a filesystem without xattrs has none.
+fn list_names(
+    read: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    query: impl Fn() -> rustix::io::Result<usize>,
+) -> io::Result<Vec<CString>> {
+    match read_growing(read, query) {
+        Ok(list) => Ok(split_xattr_names(&list)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 fn split_xattr_names(list: &[u8]) -> Vec<CString> {
