@@ -3,7 +3,8 @@
 //! Builds skel `minbase` once from a debootstrap'ed Debian tree (the
 //! `VSKEL_ROOTFS` fixture, default `/var/tmp/vskel-fixtures/rootfs-bookworm`,
 //! made by `../shared/fixtures/make-rootfs.sh` when missing), then times, in
-//! paired runs with alternating order and a `sync` before each timed command:
+//! paired runs with alternating order and a `sync` before each timed command
+//! (after one untimed warm-up run of each):
 //!
 //! * A: `vskel create-vs minbase bench-vs …` (then an untimed `remove-vs`);
 //! * B: `cp -al` of the skel's global/ tree (the comparison the issue asks
@@ -44,6 +45,9 @@ const SKEL: &str = "minbase";
 const VS_NAME: &str = "bench-vs";
 const VS_FQDN: &str = "bench-vs.example.org";
 const VS_IP: &str = "10.0.0.2";
+/// Untimed runs of every variant before the measured pairs (cold caches,
+/// first allocations).
+const WARMUP_RUNS: usize = 1;
 /// Bytes per MB in the report.
 const BYTES_PER_MB: f64 = 1e6;
 /// Milliseconds per second.
@@ -90,6 +94,11 @@ fn main() {
         ("cp -al global", Bench::cp_global),
         ("cp -al global + cp -a local", Bench::cp_global_local),
     ];
+    for _ in 0..WARMUP_RUNS {
+        for (_, variant) in &variants {
+            variant(&bench);
+        }
+    }
     let mut times: [Vec<f64>; 3] = Default::default();
     for pair in 0..runs {
         // Reverse the order every other pair: A goes first, then last.

@@ -657,3 +657,40 @@ impl Drop for TmpfsMount {
             .status();
     }
 }
+
+#[test]
+fn missing_values_are_asked_for_on_a_terminal() {
+    use std::io::Write;
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    // `script` runs the command on a real pseudo-terminal and feeds it our
+    // stdin, as a person typing the answers would.
+    let command = format!(
+        "{} --config {} create-vs base",
+        env!("CARGO_BIN_EXE_vskel"),
+        setup.config.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("CI", "true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"web1\nweb1.example.org\n10.0.0.2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("Name of the new vserver"), "{screen}");
+    assert!(screen.contains("IP address"), "{screen}");
+    let hosts = fs::read_to_string(setup.root.join("web1/etc/hosts")).unwrap();
+    assert!(
+        hosts.contains("10.0.0.2\tweb1.example.org\tweb1"),
+        "{hosts}"
+    );
+}
