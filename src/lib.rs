@@ -18,6 +18,7 @@ pub mod sys;
 pub mod tokens;
 pub mod tree;
 pub mod validate;
+pub mod view;
 pub mod vserver;
 
 pub use error::{Error, Result};

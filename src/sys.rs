@@ -58,7 +58,11 @@ pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd>
         rel
     };
     match rfs::openat2(root, rel, DIR_FLAGS, Mode::empty(), BENEATH) {
-        Err(rustix::io::Errno::NOSYS) => open_dir_by_components(root, rel),
+        // No openat2 (old kernel), or a path longer than PATH_MAX (a deep
+        // tree): one component at a time, each with O_NOFOLLOW.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::NAMETOOLONG) => {
+            open_dir_by_components(root, rel)
+        }
         other => Ok(other?),
     }
 }
@@ -105,6 +109,17 @@ pub fn create_file(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<Ow
     )?)
 }
 
+/// Create the new file `name` in `dir` open for reading and writing;
+/// fails if it exists.
+pub fn create_rw(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        dir,
+        name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?)
+}
+
 /// One directory entry as `getdents` reports it.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
@@ -134,6 +149,24 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
 /// `lstat` of `name` in `dir`.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<rfs::Stat> {
     Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// Inode number of a `stat` result (field widths differ per architecture).
+#[allow(clippy::unnecessary_cast)]
+pub fn ino_of(st: &rfs::Stat) -> u64 {
+    st.st_ino as u64
+}
+
+/// Device of a `stat` result.
+#[allow(clippy::unnecessary_cast)]
+pub fn dev_of(st: &rfs::Stat) -> u64 {
+    st.st_dev as u64
+}
+
+/// Link count of a `stat` result.
+#[allow(clippy::unnecessary_cast)]
+pub fn nlink_of(st: &rfs::Stat) -> u64 {
+    st.st_nlink as u64
 }
 
 /// `fstat` of an open descriptor.
@@ -237,11 +270,22 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
 
 /// Change owner of `name` in `dir` without following a symlink.
 pub fn lchown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    lchown_some_at(dir, name, Some(uid), Some(gid))
+}
+
+/// Change the owner and/or group of `name` in `dir` (`None` keeps it),
+/// without following a symlink.
+pub fn lchown_some_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> io::Result<()> {
     Ok(rfs::chownat(
         dir,
         name,
-        Some(rfs::Uid::from_raw(uid)),
-        Some(rfs::Gid::from_raw(gid)),
+        uid.map(rfs::Uid::from_raw),
+        gid.map(rfs::Gid::from_raw),
         AtFlags::SYMLINK_NOFOLLOW,
     )?)
 }

@@ -1,13 +1,13 @@
-//! `vskel create-vs SKEL NAME FQDN IP`.
+//! `vskel create-vs [--view] SKEL NAME FQDN IP`.
 
 use super::output::{Format, print};
 use super::prompt::value_or_ask;
 use crate::config::Config;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::vserver::create::{CreateRequest, create_vs};
+use crate::vserver::create::{CreateRequest, create_view_vs, create_vs};
 
-/// Create a vserver from a skel as a real hard-linked tree.
+/// Create a vserver from a skel: a real hard-linked tree, or (--view) a view.
 ///
 /// Global files are hard-linked to the skel's inodes, local ones copied,
 /// static ones copied with %%VS_NAME%%, %%VS_IP%%, %%VS_FQDN%%,
@@ -16,8 +16,17 @@ use crate::vserver::create::{CreateRequest, create_vs};
 /// skel's configfile. Then each of the skel's scripts/post-create-vs/* runs
 /// with VS_NAME VS_IP VS_FQDN VS_CONTEXT VS_ROOT VS_SKEL in its
 /// environment. Values left out are asked for on a terminal.
+///
+/// With --view, no tree is made: <root>/.views/NAME/ gets static/ (the
+/// skel's static/ rendered) and empty upper/, work/ and merged/, and
+/// `vskel mount NAME` shows the vserver as a copy-on-write view of the skel
+/// at .views/NAME/merged (its VS_ROOT). The post-create scripts of a view
+/// do not run now: they run at its first `vskel sync`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Make a view (mounted with `vskel mount NAME`) instead of a tree.
+    #[arg(long)]
+    view: bool,
     /// The skel to create it from.
     skel: Option<String>,
     /// The vserver's name (letters, digits, '.', '_', '-'; at most 64 bytes).
@@ -46,6 +55,31 @@ pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
         )?,
         ip: value_or_ask(args.ip.as_deref(), "IP", "Its IP address")?,
     };
+    if args.view {
+        let created = create_view_vs(config, &request, progress)?;
+        return print(args.format, &created, || {
+            let pending = if created.pending_scripts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; post-create scripts {} run at the first `vskel sync {}`",
+                    created.pending_scripts.join(", "),
+                    created.name
+                )
+            };
+            format!(
+                "created view vserver {} from skel {}: context {}, config {}; \
+                 static/ rendered ({} files); `vskel mount {}` mounts it at {}{pending}",
+                created.name,
+                created.skel,
+                created.context,
+                created.config_file.display(),
+                created.counts.rendered + created.counts.copied,
+                created.name,
+                created.root.display(),
+            )
+        });
+    }
     let created = create_vs(config, &request, progress)?;
     print(args.format, &created, || {
         let c = &created.counts;

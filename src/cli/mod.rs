@@ -5,18 +5,22 @@ mod build_skel;
 mod create_vs;
 mod legacy;
 mod list;
+mod mount;
 mod output;
+mod overlay;
 mod prompt;
 mod remove_vs;
+mod unmount;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{CONFIG_ENV, Config};
-use crate::error::{EXIT_OK, EXIT_USAGE, Result};
+use crate::error::{EXIT_OK, EXIT_USAGE, Error, Result};
 
 /// Environment variable holding the log filter (e.g. `debug`).
 pub const LOG_ENV: &str = "VSKEL_LOG";
@@ -48,7 +52,10 @@ enum Command {
     BuildSkel(build_skel::Args),
     CreateVs(create_vs::Args),
     List(list::Args),
+    Mount(mount::Args),
+    Overlay(overlay::Args),
     RemoveVs(remove_vs::Args),
+    Unmount(unmount::Args),
 }
 
 /// Run the command line; returns the exit code.
@@ -84,7 +91,43 @@ fn init_logging(quiet: bool) {
         .try_init();
 }
 
+/// How this vskel was started, for commands that start it again in the
+/// background (`mount`, `overlay`).
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    /// `--config`, if given.
+    pub config: Option<&'a Path>,
+    /// `--quiet`.
+    pub quiet: bool,
+}
+
+impl Invocation<'_> {
+    /// The global options to pass on (the config path made absolute: the
+    /// background process runs in `/`).
+    pub fn global_args(&self) -> Result<Vec<OsString>> {
+        let mut args = Vec::new();
+        if let Some(config) = self.config {
+            let absolute =
+                std::path::absolute(config).map_err(|e| Error::io("resolve", config, e))?;
+            args.push(OsString::from("--config"));
+            args.push(absolute.into_os_string());
+        }
+        if self.quiet {
+            args.push(OsString::from("--quiet"));
+        }
+        Ok(args)
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    let invocation = Invocation {
+        config: cli.config.as_deref(),
+        quiet: cli.quiet,
+    };
+    // overlay takes its layers from its options, not from the config.
+    if let Command::Overlay(args) = &cli.command {
+        return overlay::run(args, &invocation);
+    }
     let config = Config::load(cli.config.as_deref())?;
     let progress = if cli.quiet {
         crate::progress::Progress::hidden()
@@ -95,6 +138,9 @@ fn run(cli: &Cli) -> Result<()> {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::List(args) => list::run(&config, args),
+        Command::Mount(args) => mount::run(&config, args, &invocation),
+        Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
+        Command::Unmount(args) => unmount::run(&config, args),
     }
 }

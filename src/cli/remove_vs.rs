@@ -8,7 +8,10 @@ use crate::vserver::remove::remove_vs;
 /// Remove a vserver: its tree, config file, context link and record.
 ///
 /// The skel is never touched: files the vserver shared with it just lose
-/// one name. The tree vanishes from the vservers root at once, whole.
+/// one name. The tree vanishes from the vservers root at once, whole. A
+/// view's directory (<root>/.views/NAME: upper, static, ...) goes too; a
+/// mounted view is refused (`vskel unmount NAME` first), a stale mount
+/// left by a dead server is cleared with a warning.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The vserver to remove.
@@ -24,6 +27,9 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
         let mut parts = Vec::new();
         if let Some(root) = &removed.root {
             parts.push(format!("tree {}", root.display()));
+        }
+        if let Some(view) = &removed.view_dir {
+            parts.push(format!("view {}", view.display()));
         }
         if let Some(conf) = &removed.config_file {
             parts.push(format!("config {}", conf.display()));

@@ -12,6 +12,13 @@
 //! 5. rename the tree into `<root>/<name>`: it appears whole;
 //! 6. record the vserver, then run the post-create scripts. A failing
 //!    script leaves the (complete) vserver in place and says so.
+//!
+//! `create-vs --view` ([`create_view_vs`]) keeps the same order but builds
+//! a view's directory instead of a tree: `static/` rendered, empty
+//! `upper/`, `work/` and `merged/`, renamed into `<root>/.views/<name>`.
+//! Its post-create scripts are not run: they need the vserver's files,
+//! which a view has only once mounted, so the record marks them pending
+//! and the first `vskel sync` runs them.
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
@@ -24,12 +31,13 @@ use tracing::warn;
 use super::context::{self, write_atomically};
 use super::registry::{self, Kind, Record};
 use super::scripts;
+use super::view::{MERGED, STATIC, UPPER, ViewDirs, WORK};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::protect;
 use crate::skel::Skel;
-use crate::staging::{Staging, is_in_progress, split_parent};
+use crate::staging::{Staging, is_in_progress, make_private_dir, split_parent};
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
@@ -38,6 +46,9 @@ use crate::validate::{parse_ip, validate_fqdn, validate_name};
 
 /// Mode of a vserver's `/proc` mount point.
 const PROC_MODE: u32 = 0o555;
+/// Mode of a view's `upper/`, `work/` and `merged/` when made, and of
+/// `static/` when the skel has none.
+const VIEW_LAYER_MODE: u32 = 0o755;
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +78,13 @@ pub struct Created {
     pub config_file: PathBuf,
     /// What the three layers did together.
     pub counts: CopyCounts,
+    /// How it exists: a tree or a view.
+    pub kind: Kind,
     /// Post-create scripts run.
     pub scripts: Vec<String>,
+    /// Post-create scripts left for the first `vskel sync` (views).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_scripts: Vec<String>,
     /// Unknown `%%TOKENS%%` left in rendered files.
     pub unknown_tokens: Vec<String>,
 }
@@ -124,13 +140,7 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         &config.contexts_dir(),
         config.context_start,
         &root_dir,
-        |target| {
-            target.parent() == Some(config.root.as_path())
-                && target
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !is_in_progress(config, &staging_label(n)))
-        },
+        |target| is_abandoned(config, target),
     )?;
     let tokens = Tokens::for_vserver(
         name,
@@ -188,10 +198,8 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
             context: Some(context),
             kind: Kind::Tree,
             root: root_dir.clone(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs()),
+            created: now_secs(),
+            post_create_pending: false,
         },
     )?;
     progress.finish();
@@ -224,14 +232,153 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         context,
         config_file,
         counts,
+        kind: Kind::Tree,
         scripts: ran,
+        pending_scripts: Vec::new(),
         unknown_tokens: unknown.into_iter().collect(),
     })
+}
+
+/// Create the vserver `request` describes as a view: `<root>/.views/<name>/`
+/// with `static/` rendered from the skel's and empty `upper/`, `work/`
+/// and `merged/`; same checks, context ID, config file and record as
+/// [`create_vs`]. The post-create scripts are left pending (see the module
+/// docs).
+pub fn create_view_vs(
+    config: &Config,
+    request: &CreateRequest,
+    progress: &Progress,
+) -> Result<Created> {
+    let skel = check(config, request)?;
+    let name = &request.name;
+    let dirs = ViewDirs::new(config, name);
+    let views = config.views_dir();
+    make_private_dir(&views)?;
+    require_one_filesystem(&[&views, &skel.global(), &config.state_dir()])?;
+    let skel_static = open_if_present(&skel.static_dir())?;
+    let root_dir = dirs.merged();
+
+    let staging = Staging::create(config, &view_staging_label(name))?;
+    let reservation = context::allocate(
+        &config.contexts_dir(),
+        config.context_start,
+        &root_dir,
+        |target| is_abandoned(config, target),
+    )?;
+    let tokens = Tokens::for_vserver(
+        name,
+        &request.ip,
+        &request.fqdn,
+        reservation.id,
+        &root_dir,
+        &skel.name,
+        &config.tokens,
+    );
+
+    progress.start(&format!("creating view {name}"));
+    let mut counts = CopyCounts::default();
+    let mut unknown = BTreeSet::new();
+    for layer in [STATIC, UPPER, WORK, MERGED] {
+        let path = staging.path().join(layer);
+        std::fs::create_dir(&path).map_err(|e| Error::io("make directory", &path, e))?;
+        set_mode(&path, VIEW_LAYER_MODE)?;
+    }
+    if let Some(source) = &skel_static {
+        let report = copy_tree(
+            source,
+            &[Target {
+                tree: TreeRoot::open(&staging.path().join(STATIC))?,
+                how: How::Render(tokens.clone()),
+            }],
+            &Everything,
+            CopyOptions {
+                protect: config.protect,
+                progress,
+            },
+        )?;
+        counts += report.counts;
+        warn_unknown_tokens(&report, &mut unknown);
+    }
+    let staged = TreeRoot::open(staging.path())?;
+    sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", staging.path(), e))?;
+
+    let config_file = config.vserver_conf(name);
+    let conf_guard = write_config_file(&skel, &config_file, &tokens)?;
+    staging.publish(&dirs.dir)?;
+    conf_guard.keep();
+    let context = reservation.keep();
+    let pending: Vec<String> = scripts::scripts_in(&skel.post_create_dir())?
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or(p.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    registry::save(
+        config,
+        &Record {
+            name: name.clone(),
+            skel: Some(skel.name.clone()),
+            fqdn: Some(request.fqdn.clone()),
+            ip: Some(request.ip.clone()),
+            context: Some(context),
+            kind: Kind::View,
+            root: root_dir.clone(),
+            created: now_secs(),
+            post_create_pending: !pending.is_empty(),
+        },
+    )?;
+    progress.finish();
+    Ok(Created {
+        name: name.clone(),
+        skel: skel.name,
+        root: root_dir,
+        context,
+        config_file,
+        counts,
+        kind: Kind::View,
+        scripts: Vec::new(),
+        pending_scripts: pending,
+        unknown_tokens: unknown.into_iter().collect(),
+    })
+}
+
+fn now_secs() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// The staging label of a vserver being created.
 fn staging_label(name: &str) -> String {
     format!("vs-{name}")
+}
+
+/// The staging label of a view being created.
+fn view_staging_label(name: &str) -> String {
+    format!("view-{name}")
+}
+
+/// Is the context reservation for `target` (a vserver root that does not
+/// exist) one whose run is gone? `target` is `<root>/<name>` for a tree,
+/// `<root>/.views/<name>/merged` for a view.
+fn is_abandoned(config: &Config, target: &Path) -> bool {
+    let name_of = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_string);
+    if target.parent() == Some(config.root.as_path()) {
+        return name_of(target).is_some_and(|n| !is_in_progress(config, &staging_label(&n)));
+    }
+    let view_dir = target
+        .parent()
+        .filter(|_| name_of(target).as_deref() == Some(MERGED));
+    match view_dir {
+        Some(dir) if dir.parent() == Some(config.views_dir().as_path()) => {
+            name_of(dir).is_some_and(|n| !is_in_progress(config, &view_staging_label(&n)))
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -47,6 +47,10 @@ pub struct Record {
     pub root: PathBuf,
     /// When it was made (seconds since the epoch).
     pub created: Option<u64>,
+    /// The skel's post-create scripts have not run yet: a view made with
+    /// `create-vs --view` runs them at its first `vskel sync`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub post_create_pending: bool,
 }
 
 fn records_dir(config: &Config) -> PathBuf {
@@ -116,6 +120,7 @@ pub fn list(config: &Config) -> Result<Vec<Record>> {
             kind: Kind::Unregistered,
             root,
             created: None,
+            post_create_pending: false,
         });
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));

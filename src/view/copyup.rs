@@ -1,0 +1,176 @@
+//! Copy-up: bring a lower entry into the upper layer before it changes.
+//!
+//! The copy is made in `work/` (data, owner, mode, xattrs including file
+//! capabilities, times) and renamed into the upper layer in one step, so a
+//! crash leaves either no copy or a whole one. Parents are copied up first
+//! (directories only: their metadata, never their content). A copied-up
+//! file records the lower inode it came from (`format::ORIGIN_XATTR`), so
+//! its inode number in the view does not change.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use fuser::Errno;
+use rustix::fs::FileType;
+
+use super::format;
+use super::node::{Lower, ROOT_ID};
+use super::overlay::{OpResult, Overlay, cname, errno, split};
+use crate::sys;
+use crate::tree::meta::Meta;
+
+impl Overlay {
+    /// Make sure node `id` exists in the upper layer (with the tree lock
+    /// held exclusively).
+    pub(super) fn copy_up(&self, id: u64) -> OpResult<()> {
+        let (parent, name, upper, lower, kind) = {
+            let nodes = self.nodes();
+            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            (
+                node.parent,
+                node.name.clone(),
+                node.upper,
+                node.lower.clone(),
+                node.kind,
+            )
+        };
+        if upper || id == ROOT_ID {
+            return Ok(());
+        }
+        self.copy_up(parent)?;
+        let lower = lower.ok_or(Errno::EIO)?;
+        let dir = self.dir_info(parent)?;
+        let target_dir = self.upper_dir(&dir.path)?;
+        let links = self.copy_up_entry(&lower, kind, target_dir.as_fd(), &name)?;
+        if let Some(node) = self.nodes().get_mut(id) {
+            node.upper = true;
+        }
+        if let Some((layer, ino)) = links {
+            let upper_path = super::node::child_path(&dir.path, &name);
+            self.link_up_other_names(id, layer, ino, &upper_path, &lower.path)?;
+        }
+        Ok(())
+    }
+
+    /// Copy the lower entry `lower` to `name` in the upper directory
+    /// `target_dir`, through `work/`. For a regular file with more than one
+    /// lower name, returns its (layer, inode) so the other names can follow.
+    pub(super) fn copy_up_entry(
+        &self,
+        lower: &Lower,
+        kind: FileType,
+        target_dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> OpResult<Option<(usize, u64)>> {
+        let layer = lower.layers[0];
+        let (src_parent, src_name) = split(&lower.path);
+        let src_dir = self.lower_dir(layer, src_parent).map_err(errno)?;
+        let src_name = cname(src_name)?;
+        let tmp = self.work_name();
+        let work = self.work.fd();
+        let made = match kind {
+            FileType::Directory => self
+                .copy_dir(src_dir.as_fd(), &src_name, work, &tmp)
+                .map(|()| None),
+            FileType::RegularFile => self.copy_file(src_dir.as_fd(), &src_name, work, &tmp, layer),
+            _ => self
+                .copy_special(src_dir.as_fd(), &src_name, kind, work, &tmp)
+                .map(|()| None),
+        };
+        let links = match made {
+            Ok(links) => links,
+            Err(e) => {
+                let _ = crate::tree::remove::remove_tree_at(work, &tmp);
+                return Err(e);
+            }
+        };
+        let target = cname(name)?;
+        sys::rename_noreplace(work, &tmp, target_dir, &target).map_err(|e| {
+            let _ = crate::tree::remove::remove_tree_at(work, &tmp);
+            errno(e)
+        })?;
+        Ok(links)
+    }
+
+    fn copy_dir(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        src_name: &std::ffi::CStr,
+        work: BorrowedFd<'_>,
+        tmp: &std::ffi::CStr,
+    ) -> OpResult<()> {
+        let src = sys::open_subdir(src_dir, src_name).map_err(errno)?;
+        let meta = lower_meta(src.as_fd())?;
+        sys::mkdir_at(work, tmp, 0o700).map_err(errno)?;
+        let made = sys::open_subdir(work, tmp).map_err(errno)?;
+        meta.apply_to_fd(made.as_fd()).map_err(errno)
+    }
+
+    fn copy_file(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        src_name: &std::ffi::CStr,
+        work: BorrowedFd<'_>,
+        tmp: &std::ffi::CStr,
+        layer: usize,
+    ) -> OpResult<Option<(usize, u64)>> {
+        let src = sys::open_file_read(src_dir, src_name).map_err(errno)?;
+        let meta = lower_meta(src.as_fd())?;
+        let out = sys::create_file(work, tmp, 0o600).map_err(errno)?;
+        sys::copy_data(src.as_fd(), out.as_fd(), meta.size).map_err(errno)?;
+        let origin = format::format_origin(self.lowers[layer].dev(), meta.ino);
+        sys::fset_xattr(out.as_fd(), format::ORIGIN_XATTR, origin.as_bytes()).map_err(errno)?;
+        meta.apply_to_fd(out.as_fd()).map_err(errno)?;
+        Ok((meta.nlink > 1).then_some((layer, meta.ino)))
+    }
+
+    fn copy_special(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        src_name: &std::ffi::CStr,
+        kind: FileType,
+        work: BorrowedFd<'_>,
+        tmp: &std::ffi::CStr,
+    ) -> OpResult<()> {
+        let st = sys::stat_at(src_dir, src_name).map_err(errno)?;
+        let mut meta = Meta::from_stat(&st)
+            .with_xattrs_at(src_dir, src_name)
+            .map_err(errno)?;
+        meta.xattrs
+            .retain(|(n, _)| !format::is_private_xattr(n.to_bytes()));
+        match kind {
+            FileType::Symlink => {
+                let target = sys::readlink_at(src_dir, src_name).map_err(errno)?;
+                sys::symlink_at(&target, work, tmp).map_err(errno)?;
+            }
+            _ => sys::mknod_at(work, tmp, kind, meta.mode, meta.rdev).map_err(errno)?,
+        }
+        meta.apply_at(work, tmp).map_err(errno)
+    }
+}
+
+/// Metadata of an open lower entry, without overlay-private xattrs.
+fn lower_meta(fd: BorrowedFd<'_>) -> OpResult<Meta> {
+    let st = sys::fstat(fd).map_err(errno)?;
+    let mut meta = Meta::from_stat(&st).with_xattrs(fd).map_err(errno)?;
+    meta.xattrs
+        .retain(|(n, _)| !format::is_private_xattr(n.to_bytes()));
+    Ok(meta)
+}
+
+/// Is there a lower entry called `name` in the lower content of a directory
+/// (so that removing or renaming the name needs a whiteout)?
+pub(super) fn lower_has(overlay: &Overlay, lower: Option<&Lower>, name: &OsStr) -> bool {
+    let Some(lower) = lower else {
+        return false;
+    };
+    let Ok(cname) = cname(name) else {
+        return false;
+    };
+    lower.layers.iter().any(|layer| {
+        overlay
+            .lower_dir(*layer, &lower.path)
+            .and_then(|d| sys::stat_at(d.as_fd(), &cname))
+            .is_ok()
+    })
+}

@@ -1,0 +1,227 @@
+//! Open files and directories of the view: handles, reads and writes, and
+//! reading xattrs.
+//!
+//! A handle holds the descriptor of the layer file it reads (a lower file
+//! until something opens it for writing, which copies it up first) or, for
+//! a directory, a snapshot of the merged listing taken at `opendir`, so
+//! `readdir` offsets stay valid while the directory changes.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use fuser::Errno;
+use rustix::fs::{Mode, OFlags};
+
+use super::format;
+use super::overlay::{Listed, OpResult, Overlay, cname, errno};
+use crate::sys;
+
+/// An open file of the view.
+#[derive(Debug, Clone)]
+pub struct OpenFile {
+    /// The node it belongs to.
+    pub node: u64,
+    /// The layer file.
+    pub file: Arc<File>,
+    /// Opened in passthrough mode (holds one count of the node's backing).
+    pub passthrough: bool,
+}
+
+/// What a handle holds.
+#[derive(Debug, Clone)]
+pub enum Handle {
+    /// An open file.
+    File(OpenFile),
+    /// An open directory: its listing, taken at the first read (the
+    /// kernel often serves reads from its cache and never asks).
+    Dir(Arc<OnceLock<OpResult<Vec<Listed>>>>),
+}
+
+/// Open handles by number.
+#[derive(Debug, Default)]
+pub struct Handles {
+    map: Mutex<HashMap<u64, Handle>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    /// Keep `handle`; returns its number.
+    pub fn insert(&self, handle: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(fh, handle);
+        fh
+    }
+
+    /// The handle `fh`.
+    pub fn get(&self, fh: u64) -> Option<Handle> {
+        self.lock().get(&fh).cloned()
+    }
+
+    /// The open file of handle `fh`.
+    pub fn file(&self, fh: u64) -> OpResult<Arc<File>> {
+        match self.get(fh) {
+            Some(Handle::File(open)) => Ok(open.file),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Any open file of node `id` (its attributes outlive its last name).
+    pub fn any_file_of(&self, id: u64) -> Option<Arc<File>> {
+        self.lock().values().find_map(|h| match h {
+            Handle::File(open) if open.node == id => Some(open.file.clone()),
+            _ => None,
+        })
+    }
+
+    /// Forget handle `fh`.
+    pub fn remove(&self, fh: u64) -> Option<Handle> {
+        self.lock().remove(&fh)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Open flags passed on to the layer file (creation and truncation are
+/// the view's business).
+const PASSED_FLAGS: OFlags = OFlags::ACCMODE
+    .union(OFlags::APPEND)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::DIRECT)
+    .union(OFlags::SYNC)
+    .union(OFlags::DSYNC)
+    .union(OFlags::NOATIME);
+
+impl Overlay {
+    /// Open node `id` with `flags` (`open(2)` flags); a file opened for
+    /// writing is copied up first.
+    pub fn open(&self, id: u64, flags: i32) -> OpResult<OwnedFd> {
+        let flags = OFlags::from_bits_retain(flags as _);
+        let writes = flags.contains(OFlags::WRONLY)
+            || flags.contains(OFlags::RDWR)
+            || flags.contains(OFlags::TRUNC);
+        let guard_read;
+        let guard_write;
+        if writes {
+            guard_write = self.tree.write().unwrap_or_else(|p| p.into_inner());
+            self.copy_up(id)?;
+            let _ = &guard_write;
+        } else {
+            guard_read = self.tree.read().unwrap_or_else(|p| p.into_inner());
+            let _ = &guard_read;
+        }
+        let (dir, name) = self.where_is(id)?;
+        let parent = self.shown_parent(&dir, &name)?;
+        let cname = cname(&name)?;
+        let mut open_flags = (flags & PASSED_FLAGS) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if flags.contains(OFlags::TRUNC) {
+            open_flags |= OFlags::TRUNC;
+        }
+        // The kernel handles O_APPEND by the offsets it sends.
+        open_flags.remove(OFlags::APPEND);
+        rustix::fs::openat(parent.as_fd(), &cname, open_flags, Mode::empty())
+            .map_err(|e| errno(e.into()))
+    }
+
+    /// A snapshot of the merged listing of directory node `id`.
+    pub fn listing(&self, id: u64) -> OpResult<Vec<Listed>> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let dir = self.dir_info(id)?;
+        self.list(&dir)
+    }
+
+    /// Read `size` bytes at `offset` from an open file.
+    pub fn read(file: &File, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Write `data` at `offset` to an open file.
+    pub fn write(file: &File, offset: u64, data: &[u8]) -> OpResult<u32> {
+        file.write_all_at(data, offset).map_err(errno)?;
+        Ok(data.len() as u32)
+    }
+
+    /// The value of xattr `name` of node `id` (overlay-private ones are
+    /// hidden).
+    pub fn getxattr(&self, id: u64, name: &CStr) -> OpResult<Vec<u8>> {
+        if format::is_private_xattr(name.to_bytes()) {
+            return Err(Errno::ENODATA);
+        }
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let path = self.shown_proc_path(id)?;
+        sys::lget_xattr(&path.0, name).map_err(errno)
+    }
+
+    /// The xattr names of node `id`, NUL-separated (without the private
+    /// ones).
+    pub fn listxattr(&self, id: u64) -> OpResult<Vec<u8>> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let path = self.shown_proc_path(id)?;
+        let mut out = Vec::new();
+        for name in sys::llist_xattrs(&path.0).map_err(errno)? {
+            if !format::is_private_xattr(name.to_bytes()) {
+                out.extend_from_slice(name.to_bytes_with_nul());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A `/proc/self/fd` path to what shows node `id` (and the directory
+    /// descriptor keeping it valid).
+    fn shown_proc_path(&self, id: u64) -> OpResult<(std::path::PathBuf, Option<OwnedFd>)> {
+        if id == super::node::ROOT_ID {
+            let path = format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&self.upper.fd())
+            );
+            return Ok((path.into(), None));
+        }
+        let (dir, name) = self.where_is(id)?;
+        let parent = self.shown_parent(&dir, &name)?;
+        let path = sys::proc_path(parent.as_fd(), &cname(&name)?);
+        Ok((path, Some(parent)))
+    }
+}
+
+/// Reply helper for xattr reads: the size when asked for 0 bytes, the data
+/// when it fits, `ERANGE` when it does not.
+pub enum XattrReply {
+    /// Only the size was asked for.
+    Size(u32),
+    /// The data.
+    Data(Vec<u8>),
+}
+
+/// Decide an xattr reply for a buffer of `size` bytes.
+pub fn xattr_reply(value: Vec<u8>, size: u32) -> OpResult<XattrReply> {
+    if size == 0 {
+        Ok(XattrReply::Size(value.len() as u32))
+    } else if value.len() > size as usize {
+        Err(Errno::ERANGE)
+    } else {
+        Ok(XattrReply::Data(value))
+    }
+}
+
+/// `OsStr` as a C string for xattr names.
+pub fn xattr_name(name: &OsStr) -> OpResult<std::ffi::CString> {
+    sys::cname(name).map_err(errno)
+}

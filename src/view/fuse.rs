@@ -1,0 +1,662 @@
+//! The FUSE adapter: each `fuser::Filesystem` method calls the overlay core
+//! and turns its result into the reply. No filesystem logic lives here.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rustix::fs::FileType;
+use tracing::debug;
+
+use super::files::{Handle, Handles, OpenFile, XattrReply, xattr_name, xattr_reply};
+use super::mutate::{Caller, Make, SetAttr};
+use super::overlay::{Entry, OpResult, Overlay, fuse_kind};
+use super::passthrough::{Backings, Mode};
+
+/// Filesystems stacked below a passthrough file (ours are plain ones).
+const PASSTHROUGH_STACK_DEPTH: u32 = 1;
+
+/// Offsets of `.` and `..` in a listing; entries follow.
+const DOT_ENTRIES: u64 = 2;
+
+/// The view as a FUSE filesystem.
+#[derive(Debug)]
+pub struct ViewFs {
+    overlay: Overlay,
+    handles: Handles,
+    backings: Backings,
+}
+
+impl ViewFs {
+    /// Serve `overlay`.
+    pub fn new(overlay: Overlay) -> Self {
+        ViewFs {
+            overlay,
+            handles: Handles::default(),
+            backings: Backings::default(),
+        }
+    }
+
+    /// The listing of open directory `fh` of node `ino` (taken at the
+    /// first read).
+    fn listing(&self, ino: INodeNo, fh: FileHandle) -> OpResult<Vec<super::overlay::Listed>> {
+        let Some(Handle::Dir(cell)) = self.handles.get(fh.0) else {
+            return Err(Errno::EBADF);
+        };
+        cell.get_or_init(|| self.overlay.listing(ino.0)).clone()
+    }
+
+    /// Keep an open file; returns its handle.
+    fn keep_open(&self, node: u64, fd: std::os::fd::OwnedFd, mode: &Mode) -> FileHandle {
+        let fh = self.handles.insert(Handle::File(OpenFile {
+            node,
+            file: Arc::new(fd.into()),
+            passthrough: matches!(mode, Mode::Passthrough(_)),
+        }));
+        FileHandle(fh)
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, result: OpResult<Entry>) {
+    match result {
+        Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: OpResult<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, value: OpResult<Vec<u8>>, size: u32) {
+    match value.and_then(|v| xattr_reply(v, size)) {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// The file type bits of a `mode` as sent with `mknod`.
+fn kind_of_mode(mode: u32) -> FileType {
+    FileType::from_raw_mode(mode as _)
+}
+
+impl Filesystem for ViewFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Passthrough needs the kernel's consent and one level of stacking
+        // (the layer files are on a plain filesystem).
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok()
+        {
+            self.backings.enable();
+        } else {
+            debug!("kernel offers no FUSE passthrough: reads and writes are served");
+        }
+        for wanted in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            if let Err(missing) = config.add_capabilities(wanted) {
+                debug!("kernel lacks {missing:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply_entry(reply, self.overlay.lookup(parent.0, name));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.overlay.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let open_file = match fh.and_then(|fh| self.handles.get(fh.0)) {
+            Some(Handle::File(open)) => Some(open.file),
+            _ => None,
+        };
+        let result = match open_file {
+            Some(file) => self
+                .overlay
+                .fgetattr(ino.0, file.as_fd())
+                .map(|a| (a, super::overlay::UPPER_TTL)),
+            None => self.overlay.getattr(ino.0),
+        };
+        // The kernel sends no handle with fstat(); an open file whose last
+        // name is gone is still found through its handle.
+        let result = match result {
+            Err(e) if e == Errno::ENOENT => match self.handles.any_file_of(ino.0) {
+                Some(file) => self
+                    .overlay
+                    .fgetattr(ino.0, file.as_fd())
+                    .map(|a| (a, super::overlay::UPPER_TTL)),
+                None => Err(e),
+            },
+            other => other,
+        };
+        match result {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        let file = fh.and_then(|fh| self.handles.file(fh.0).ok());
+        let result = self
+            .overlay
+            .setattr(ino.0, &change, file.as_ref().map(|f| f.as_fd()));
+        if let Err(e) = result {
+            return reply.error(e);
+        }
+        match self.overlay.getattr(ino.0) {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.overlay.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let what = match kind_of_mode(mode) {
+            FileType::RegularFile => Make::File { mode },
+            FileType::Directory => return reply.error(Errno::EINVAL),
+            kind => Make::Node {
+                kind,
+                mode,
+                rdev: u64::from(rdev),
+            },
+        };
+        let result = self.overlay.make(parent.0, name, what, umask, caller(req));
+        reply_entry(reply, result.map(|(entry, _file)| entry));
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .overlay
+            .make(parent.0, name, Make::Dir { mode }, umask, caller(req));
+        reply_entry(reply, result.map(|(entry, _)| entry));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.overlay.unlink(parent.0, name));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.overlay.rmdir(parent.0, name));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let target = match crate::sys::cname(target.as_os_str()) {
+            Ok(t) => t,
+            Err(_) => return reply.error(Errno::EINVAL),
+        };
+        let result = self.overlay.make(
+            parent.0,
+            link_name,
+            Make::Symlink { target: &target },
+            0,
+            caller(req),
+        );
+        reply_entry(reply, result.map(|(entry, _)| entry));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let flags = rustix::fs::RenameFlags::from_bits_truncate(flags.bits());
+        reply_empty(
+            reply,
+            self.overlay
+                .rename(parent.0, name, newparent.0, newname, flags),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, self.overlay.link(ino.0, newparent.0, newname));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fd = match self.overlay.open(ino.0, flags.0) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        let mode = self
+            .backings
+            .acquire(ino.0, fd.as_fd(), |fd| reply.open_backing(fd));
+        let fh = self.keep_open(ino.0, fd, &mode);
+        match &mode {
+            Mode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
+            Mode::Served => reply.opened(fh, FopenFlags::empty()),
+            Mode::ServedDirect => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self
+            .handles
+            .file(fh.0)
+            .and_then(|f| Overlay::read(&f, offset, size))
+        {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .handles
+            .file(fh.0)
+            .and_then(|f| Overlay::write(&f, offset, data))
+        {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(Handle::File(open)) = self.handles.remove(fh.0)
+            && open.passthrough
+        {
+            self.backings.release(open.node);
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.handles.file(fh.0).and_then(|f| {
+            if datasync {
+                f.sync_data()
+            } else {
+                f.sync_all()
+            }
+            .map_err(super::overlay::errno)
+        });
+        reply_empty(reply, result);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.overlay.dir_info(ino.0) {
+            return reply.error(e);
+        }
+        let fh = self.handles.insert(Handle::Dir(Arc::default()));
+        // The kernel may keep what it read: every change of the directory
+        // goes through this mount, and the kernel drops the cache then.
+        reply.opened(
+            FileHandle(fh),
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let list = match self.listing(ino, fh) {
+            Ok(list) => list,
+            Err(e) => return reply.error(e),
+        };
+        let parent = self.overlay.parent_of(ino.0);
+        let mut at = offset;
+        while at < DOT_ENTRIES {
+            let (id, name) = if at == 0 {
+                (ino.0, ".")
+            } else {
+                (parent, "..")
+            };
+            if reply.add(INodeNo(id), at + 1, fuser::FileType::Directory, name) {
+                return reply.ok();
+            }
+            at += 1;
+        }
+        for (i, item) in list.iter().enumerate().skip((at - DOT_ENTRIES) as usize) {
+            let id = self.overlay.peek_ino(ino.0, &item.name).unwrap_or(u64::MAX);
+            let next = DOT_ENTRIES + i as u64 + 1;
+            if reply.add(INodeNo(id), next, fuse_kind(item.kind), &item.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match self.listing(ino, fh) {
+            Ok(list) => list,
+            Err(e) => return reply.error(e),
+        };
+        let mut at = offset;
+        // `.` and `..` carry no lookup (the kernel does not count them).
+        while at < DOT_ENTRIES {
+            let id = if at == 0 {
+                ino.0
+            } else {
+                self.overlay.parent_of(ino.0)
+            };
+            let attr = match self.overlay.getattr(id) {
+                Ok((attr, _)) => attr,
+                Err(e) => return reply.error(e),
+            };
+            let name = if at == 0 { "." } else { ".." };
+            if reply.add(
+                INodeNo(id),
+                at + 1,
+                name,
+                &Duration::ZERO,
+                &attr,
+                Generation(0),
+            ) {
+                return reply.ok();
+            }
+            at += 1;
+        }
+        for (i, item) in list.iter().enumerate().skip((at - DOT_ENTRIES) as usize) {
+            let Ok(resolved) = self.overlay.resolve_in(ino.0, &item.name) else {
+                continue; // removed since opendir
+            };
+            let entry = self.overlay.entry_of(&resolved);
+            let next = DOT_ENTRIES + i as u64 + 1;
+            if reply.add(
+                INodeNo(resolved.id),
+                next,
+                &item.name,
+                &entry.ttl,
+                &entry.attr,
+                Generation(entry.generation),
+            ) {
+                break;
+            }
+            self.overlay.enter_resolved(ino.0, &item.name, resolved);
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.overlay.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                super::overlay::NAME_MAX as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = xattr_name(name).and_then(|n| self.overlay.setxattr(ino.0, &n, value, flags));
+        reply_empty(reply, result);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = xattr_name(name).and_then(|n| self.overlay.getxattr(ino.0, &n));
+        reply_xattr(reply, value, size);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.overlay.listxattr(ino.0), size);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = xattr_name(name).and_then(|n| self.overlay.removexattr(ino.0, &n));
+        reply_empty(reply, result);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Mounted with default_permissions: the kernel checks access.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let made = self
+            .overlay
+            .make(parent.0, name, Make::File { mode }, umask, caller(req));
+        match made {
+            Ok((entry, Some(fd))) => {
+                let id = entry.attr.ino.0;
+                let _ = flags;
+                let mode = self
+                    .backings
+                    .acquire(id, fd.as_fd(), |fd| reply.open_backing(fd));
+                let fh = self.keep_open(id, fd, &mode);
+                let generation = Generation(entry.generation);
+                match &mode {
+                    Mode::Passthrough(backing) => reply.created_passthrough(
+                        &entry.ttl,
+                        &entry.attr,
+                        generation,
+                        fh,
+                        FopenFlags::empty(),
+                        backing,
+                    ),
+                    Mode::Served => {
+                        reply.created(&entry.ttl, &entry.attr, generation, fh, FopenFlags::empty())
+                    }
+                    Mode::ServedDirect => reply.created(
+                        &entry.ttl,
+                        &entry.attr,
+                        generation,
+                        fh,
+                        FopenFlags::FOPEN_DIRECT_IO,
+                    ),
+                }
+            }
+            Ok((_, None)) => reply.error(Errno::EIO),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.handles.file(fh.0).and_then(|f| {
+            let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
+            rustix::fs::fallocate(&*f, flags, offset, length)
+                .map_err(|e| super::overlay::errno(e.into()))
+        });
+        reply_empty(reply, result);
+    }
+
+    fn destroy(&mut self) {
+        debug!(
+            "view unmounted; {} nodes were held",
+            self.overlay.node_count()
+        );
+    }
+}

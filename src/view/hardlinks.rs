@@ -1,0 +1,163 @@
+//! Hard links across copy-up.
+//!
+//! A lower file with several names is one inode in the view. When one name
+//! is copied up, every other name of that inode that the view still shows
+//! is hard-linked to the same upper copy in the same step, so a write
+//! through one name is seen through all, `nlink` stays right, and the upper
+//! layer alone says so (kernel overlayfs and `sync` read it as it is; no
+//! index directory is needed).
+//!
+//! Finding the other names needs a map from lower inode to lower paths. It
+//! is built once per mount, on the first copy-up of a multiply-linked file,
+//! by one walk of the lower layers that records only files with more than
+//! one link.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rustix::fs::FileType;
+
+use super::overlay::{DirInfo, OpResult, Overlay, Resolved, cname, errno, split};
+use crate::sys;
+use crate::tree::walk::par_walk;
+
+/// Lower paths of every multiply-linked lower file: (layer, inode) -> paths.
+pub type LinkMap = HashMap<(usize, u64), Vec<PathBuf>>;
+
+/// Walk lower layer `layer` and record its multiply-linked files.
+pub fn scan_layer(overlay: &Overlay, layer: usize, into: &Mutex<LinkMap>) -> crate::Result<()> {
+    let tree = &overlay.lowers[layer];
+    par_walk(PathBuf::new(), &|rel: PathBuf| {
+        let dir = tree.open_dir(&rel)?;
+        let entries = sys::read_dir(dir.as_fd())
+            .map_err(|e| crate::Error::io("read directory", tree.display(&rel), e))?;
+        let mut subdirs = Vec::new();
+        let mut found = Vec::new();
+        for entry in entries {
+            match entry.file_type {
+                FileType::Directory => subdirs.push(rel.join(sys::os_name(&entry.name))),
+                FileType::RegularFile | FileType::Unknown => {
+                    let Ok(st) = sys::stat_at(dir.as_fd(), &entry.name) else {
+                        continue;
+                    };
+                    let kind = FileType::from_raw_mode(st.st_mode as _);
+                    if kind == FileType::Directory {
+                        subdirs.push(rel.join(sys::os_name(&entry.name)));
+                    } else if kind == FileType::RegularFile && sys::nlink_of(&st) > 1 {
+                        found.push((sys::ino_of(&st), rel.join(sys::os_name(&entry.name))));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !found.is_empty() {
+            let mut map = into.lock().unwrap_or_else(|p| p.into_inner());
+            for (ino, path) in found {
+                map.entry((layer, ino)).or_default().push(path);
+            }
+        }
+        Ok(subdirs)
+    })
+}
+
+impl Overlay {
+    /// The lower paths of inode `ino` of lower layer `layer` (built on
+    /// first use).
+    pub(super) fn lower_names(&self, layer: usize, ino: u64) -> OpResult<Vec<PathBuf>> {
+        let map = self.link_map.get_or_init(|| {
+            let map = Mutex::new(LinkMap::new());
+            for layer in 0..self.lowers.len() {
+                if let Err(e) = scan_layer(self, layer, &map) {
+                    tracing::warn!("cannot index hard links of a lower layer: {e}");
+                }
+            }
+            map.into_inner().unwrap_or_else(|p| p.into_inner())
+        });
+        Ok(map.get(&(layer, ino)).cloned().unwrap_or_default())
+    }
+
+    /// Find `path` (relative to the view's root) through the layers without
+    /// using the node table.
+    pub(super) fn resolve_path(&self, path: &Path) -> OpResult<(DirInfo, Resolved)> {
+        let mut dir = self.dir_info(super::node::ROOT_ID)?;
+        let mut components = path.components().peekable();
+        while let Some(component) = components.next() {
+            let name = component.as_os_str();
+            let r = self.resolve(&dir, name)?;
+            if components.peek().is_none() {
+                return Ok((dir, r));
+            }
+            if r.found.kind != FileType::Directory {
+                return Err(fuser::Errno::ENOTDIR);
+            }
+            dir = DirInfo {
+                id: r.id,
+                path: super::node::child_path(&dir.path, name),
+                upper: r.found.upper,
+                lower: r.found.lower,
+            };
+        }
+        Err(fuser::Errno::ENOENT)
+    }
+
+    /// Make the directory `path` and its parents exist in the upper layer
+    /// (copying them up from the lowers).
+    pub(super) fn ensure_upper_dirs(&self, path: &Path) -> OpResult<()> {
+        let mut dir = self.dir_info(super::node::ROOT_ID)?;
+        for component in path.components() {
+            let name = component.as_os_str();
+            let r = self.resolve(&dir, name)?;
+            if r.found.kind != FileType::Directory {
+                return Err(fuser::Errno::ENOTDIR);
+            }
+            if !r.found.upper {
+                let parent = self.upper_dir(&dir.path)?;
+                let lower = r.found.lower.clone().ok_or(fuser::Errno::EIO)?;
+                self.copy_up_entry(&lower, FileType::Directory, parent.as_fd(), name)?;
+                if let Some(node) = self.nodes().get_mut(r.id) {
+                    node.upper = true;
+                }
+            }
+            dir = DirInfo {
+                id: r.id,
+                path: super::node::child_path(&dir.path, name),
+                upper: true,
+                lower: r.found.lower,
+            };
+        }
+        Ok(())
+    }
+
+    /// After `upper_path` was copied up from lower inode `ino` of `layer`:
+    /// link every other name the view shows of that inode to the copy.
+    pub(super) fn link_up_other_names(
+        &self,
+        id: u64,
+        layer: usize,
+        ino: u64,
+        upper_path: &Path,
+        lower_path: &Path,
+    ) -> OpResult<()> {
+        for other in self.lower_names(layer, ino)? {
+            if other == lower_path {
+                continue;
+            }
+            // Only names the view still shows as this very inode, from the
+            // lower layer (not removed, replaced or already linked up).
+            match self.resolve_path(&other) {
+                Ok((_, r)) if r.id == id && !r.found.upper => {}
+                _ => continue,
+            }
+            let (parent, name) = split(&other);
+            self.ensure_upper_dirs(parent)?;
+            let (src_parent, src_name) = split(upper_path);
+            let from = self.upper_dir(src_parent)?;
+            let to = self.upper_dir(parent)?;
+            sys::link_at(from.as_fd(), &cname(src_name)?, to.as_fd(), &cname(name)?)
+                .map_err(errno)?;
+        }
+        Ok(())
+    }
+}

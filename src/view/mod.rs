@@ -1,0 +1,64 @@
+//! The view: a FUSE filesystem presenting layers as one writable tree,
+//! copy-on-write, in kernel overlayfs' on-disk format.
+//!
+//! Layers, top first: `upper` (writable), then the read-only lowers (for a
+//! vserver: rendered static, skel local, skel global). The stack is exactly
+//! what kernel overlayfs accepts as
+//! `lowerdir=L1:L2:L3,upperdir=U,workdir=W`: whiteouts are 0/0 character
+//! devices, opaque directories carry `trusted.overlay.opaque="y"`, renamed
+//! lower directories `trusted.overlay.redirect`. Overlay xattrs are hidden
+//! from the view's users.
+
+use std::path::PathBuf;
+
+/// The directories a view is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// The writable layer.
+    pub upper: PathBuf,
+    /// Scratch space on the upper's filesystem (copy-up happens here first).
+    pub work: PathBuf,
+    /// The read-only layers, top first.
+    pub lowers: Vec<PathBuf>,
+}
+
+/// How a view is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The source shown in /proc/mounts (e.g. `SKEL:NAME`).
+    pub fsname: String,
+    /// Let users other than the mounter in (`allow_other`); on by default
+    /// for vservers, whose users are many.
+    pub allow_other: bool,
+    /// Worker threads serving requests.
+    pub threads: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            fsname: "vskel".to_string(),
+            allow_other: true,
+            threads: DEFAULT_THREADS,
+        }
+    }
+}
+
+/// Worker threads by default.
+pub const DEFAULT_THREADS: usize = 4;
+
+/// The filesystem type's subtype: mounts show as `fuse.vskel`.
+pub const SUBTYPE: &str = "vskel";
+
+pub mod copyup;
+pub mod daemon_start;
+pub mod files;
+pub mod format;
+pub mod fuse;
+pub mod hardlinks;
+pub mod mountpoint;
+pub mod mutate;
+pub mod node;
+pub mod overlay;
+pub mod passthrough;
+pub mod serve;

@@ -1,0 +1,547 @@
+//! Changing the view: making, linking, removing and renaming entries, and
+//! changing attributes and xattrs. Every change lands in the upper layer
+//! (copying up what it touches first); names removed from a lower layer
+//! become whiteouts, renamed lower directories get a redirect.
+
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::SystemTime;
+
+use fuser::{Errno, TimeOrNow};
+use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
+
+use super::copyup::lower_has;
+use super::format;
+use super::node::ROOT_ID;
+use super::overlay::{DirInfo, Entry, OpResult, Overlay, cname, errno};
+use crate::sys;
+use crate::tree::remove::remove_tree_at;
+
+/// Who asks: the caller's IDs become the owner of what is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// User ID.
+    pub uid: u32,
+    /// Group ID.
+    pub gid: u32,
+}
+
+/// What to make.
+#[derive(Debug, Clone, Copy)]
+pub enum Make<'a> {
+    /// A regular file (the creator gets an open descriptor back).
+    File { mode: u32 },
+    /// A directory.
+    Dir { mode: u32 },
+    /// A device node, FIFO or socket.
+    Node {
+        kind: FileType,
+        mode: u32,
+        rdev: u64,
+    },
+    /// A symlink to `target`.
+    Symlink { target: &'a CStr },
+}
+
+/// Attribute changes (`None` leaves one as it is).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeOrNow>,
+    /// New modification time.
+    pub mtime: Option<TimeOrNow>,
+}
+
+/// Bit of a directory mode that makes new entries take its group.
+const SET_GID: u32 = 0o2000;
+
+impl Overlay {
+    fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.tree.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copy up directory `parent` and open its upper copy.
+    fn upper_parent(&self, parent: u64) -> OpResult<(DirInfo, OwnedFd)> {
+        self.copy_up(parent)?;
+        let dir = self.dir_info(parent)?;
+        let fd = self.upper_dir(&dir.path)?;
+        Ok((dir, fd))
+    }
+
+    /// Make a new entry `name` in `parent`. For a file, also returns a
+    /// descriptor open for writing (`O_RDWR`).
+    pub fn make(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        what: Make<'_>,
+        umask: u32,
+        caller: Caller,
+    ) -> OpResult<(Entry, Option<OwnedFd>)> {
+        let cname = cname(name)?;
+        let _exclusive = self.exclusive();
+        let dir = self.dir_info(parent)?;
+        match self.resolve(&dir, name) {
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(e) if e == Errno::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        let (_, parent_fd) = self.upper_parent(parent)?;
+        let parent_fd = parent_fd.as_fd();
+        // A whiteout here hides a lower entry: the new entry replaces it
+        // (and a new directory must not show the lower one's content).
+        let over_whiteout = match sys::stat_at(parent_fd, &cname) {
+            Ok(st) if format::is_whiteout(&st) => true,
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(_) => false,
+        };
+        let parent_st = sys::fstat(parent_fd).map_err(errno)?;
+        let gid = if parent_st.st_mode as u32 & SET_GID != 0 {
+            parent_st.st_gid as u32
+        } else {
+            caller.gid
+        };
+        let mask = |mode: u32| mode & !umask & 0o7777;
+        // Made under a scratch name in work/, then moved into place: over a
+        // whiteout by exchanging the two (atomic), else by a rename.
+        let tmp = self.work_name();
+        let work = self.work.fd();
+        let made = (|| -> std::io::Result<Option<OwnedFd>> {
+            let file = match what {
+                Make::File { mode } => Some(sys::create_rw(work, &tmp, mask(mode))?),
+                Make::Dir { mode } => {
+                    sys::mkdir_at(work, &tmp, mask(mode))?;
+                    if over_whiteout {
+                        let d = sys::open_subdir(work, &tmp)?;
+                        format::set_opaque(d.as_fd())?;
+                    }
+                    None
+                }
+                Make::Node { kind, mode, rdev } => {
+                    sys::mknod_at(work, &tmp, kind, mask(mode), rdev)?;
+                    None
+                }
+                Make::Symlink { target } => {
+                    sys::symlink_at(target, work, &tmp)?;
+                    None
+                }
+            };
+            sys::lchown_at(work, &tmp, caller.uid, gid)?;
+            if let Make::File { mode } | Make::Dir { mode } | Make::Node { mode, .. } = what {
+                // chown may clear setuid/setgid; the mode is the caller's
+                sys::chmod_at(work, &tmp, mask(mode))?;
+            }
+            Ok(file)
+        })();
+        let file = match made {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = remove_tree_at(work, &tmp);
+                return Err(errno(e));
+            }
+        };
+        self.move_into_place(&tmp, parent_fd, &cname, over_whiteout)?;
+        let entry = self.lookup_locked(parent, name, true)?;
+        Ok((entry, file))
+    }
+
+    /// Move `work/tmp` to `name` in the upper `dir`; over a whiteout by an
+    /// atomic exchange, after which the whiteout is removed.
+    fn move_into_place(
+        &self,
+        tmp: &CStr,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        over_whiteout: bool,
+    ) -> OpResult<()> {
+        let work = self.work.fd();
+        let moved = if over_whiteout {
+            rustix::fs::renameat_with(work, tmp, dir, name, RenameFlags::EXCHANGE)
+                .map_err(|e| errno(e.into()))
+                .map(|()| {
+                    let _ = sys::unlink_at(work, tmp);
+                })
+        } else {
+            sys::rename_noreplace(work, tmp, dir, name).map_err(errno)
+        };
+        if moved.is_err() {
+            let _ = remove_tree_at(work, tmp);
+        }
+        moved
+    }
+
+    /// Give node `id` another name, `name` in `parent`.
+    pub fn link(&self, id: u64, parent: u64, name: &OsStr) -> OpResult<Entry> {
+        let cname = cname(name)?;
+        let _exclusive = self.exclusive();
+        let dir = self.dir_info(parent)?;
+        match self.resolve(&dir, name) {
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(e) if e == Errno::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        self.copy_up(id)?;
+        let (src_dir, src_name) = self.where_is(id)?;
+        let src_fd = self.upper_dir(&src_dir.path)?;
+        let src_cname = cname_of(&src_name)?;
+        let (_, parent_fd) = self.upper_parent(parent)?;
+        if let Ok(st) = sys::stat_at(parent_fd.as_fd(), &cname)
+            && format::is_whiteout(&st)
+        {
+            sys::unlink_at(parent_fd.as_fd(), &cname).map_err(errno)?;
+        }
+        sys::link_at(src_fd.as_fd(), &src_cname, parent_fd.as_fd(), &cname).map_err(errno)?;
+        self.lookup_locked(parent, name, false)
+    }
+
+    /// Remove the non-directory `name` from `parent`.
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> OpResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// Remove the empty directory `name` from `parent`.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> OpResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &OsStr, want_dir: bool) -> OpResult<()> {
+        let cname = cname(name)?;
+        let _exclusive = self.exclusive();
+        let dir = self.dir_info(parent)?;
+        let r = self.resolve(&dir, name)?;
+        let is_dir = r.found.kind == FileType::Directory;
+        match (want_dir, is_dir) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        if is_dir {
+            let child = DirInfo {
+                id: r.id,
+                path: super::node::child_path(&dir.path, name),
+                upper: r.found.upper,
+                lower: r.found.lower.clone(),
+            };
+            if !self.list(&child)?.is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let needs_whiteout = lower_has(self, dir.lower.as_ref(), name);
+        let (_, parent_fd) = self.upper_parent(parent)?;
+        self.remove_upper(parent_fd.as_fd(), &cname, r.found.upper, needs_whiteout)
+    }
+
+    /// Take `name` out of the upper `dir`, leaving a whiteout when a lower
+    /// entry must stay hidden.
+    fn remove_upper(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        in_upper: bool,
+        needs_whiteout: bool,
+    ) -> OpResult<()> {
+        let work = self.work.fd();
+        match (in_upper, needs_whiteout) {
+            (false, false) => Ok(()),
+            (false, true) => format::make_whiteout(dir, name).map_err(errno),
+            (true, whiteout) => {
+                // Moved out (atomically leaving a whiteout where needed),
+                // then deleted from work/.
+                let tmp = self.work_name();
+                let flags = if whiteout {
+                    RenameFlags::WHITEOUT
+                } else {
+                    RenameFlags::empty()
+                };
+                rustix::fs::renameat_with(dir, name, work, &tmp, flags)
+                    .map_err(|e| errno(e.into()))?;
+                remove_tree_at(work, &tmp).map_err(errno)
+            }
+        }
+    }
+
+    /// Rename `name` in `parent` to `new_name` in `new_parent`.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: RenameFlags,
+    ) -> OpResult<()> {
+        let cname = cname(name)?;
+        let new_cname = cname_of(new_name)?;
+        if new_name.len() > super::overlay::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let _exclusive = self.exclusive();
+        let src_dir = self.dir_info(parent)?;
+        let dst_dir = self.dir_info(new_parent)?;
+        let src = self.resolve(&src_dir, name)?;
+        let dst = match self.resolve(&dst_dir, new_name) {
+            Ok(d) => Some(d),
+            Err(e) if e == Errno::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        let exchange = flags.contains(RenameFlags::EXCHANGE);
+        if flags.contains(RenameFlags::NOREPLACE) && dst.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if exchange && dst.is_none() {
+            return Err(Errno::ENOENT);
+        }
+        if let Some(d) = &dst {
+            if d.id == src.id && !exchange {
+                return Ok(()); // two names of one inode: nothing to do
+            }
+            let src_is_dir = src.found.kind == FileType::Directory;
+            let dst_is_dir = d.found.kind == FileType::Directory;
+            if !exchange {
+                if src_is_dir && !dst_is_dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                if !src_is_dir && dst_is_dir {
+                    return Err(Errno::EISDIR);
+                }
+                if dst_is_dir {
+                    let child = DirInfo {
+                        id: d.id,
+                        path: super::node::child_path(&dst_dir.path, new_name),
+                        upper: d.found.upper,
+                        lower: d.found.lower.clone(),
+                    };
+                    if !self.list(&child)?.is_empty() {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                }
+            }
+        }
+        // Everything involved goes to the upper layer first.
+        self.nodes()
+            .enter(src.id, parent, name, src.found.clone(), false);
+        let src_needs_whiteout = lower_has(self, src_dir.lower.as_ref(), name);
+        let result = (|| {
+            self.copy_up(src.id)?;
+            self.mark_moved_dir(src.id)?;
+            if let Some(d) = &dst {
+                self.nodes()
+                    .enter(d.id, new_parent, new_name, d.found.clone(), false);
+                if exchange {
+                    self.copy_up(d.id)?;
+                    self.mark_moved_dir(d.id)?;
+                }
+            }
+            let (_, from) = self.upper_parent(parent)?;
+            let (_, to) = self.upper_parent(new_parent)?;
+            if exchange {
+                return rustix::fs::renameat_with(
+                    from.as_fd(),
+                    &cname,
+                    to.as_fd(),
+                    &new_cname,
+                    RenameFlags::EXCHANGE,
+                )
+                .map_err(|e| errno(e.into()));
+            }
+            // A directory put where a lower directory was must not show
+            // that one's content.
+            if src.found.kind == FileType::Directory
+                && dst.as_ref().is_some_and(|d| d.found.lower.is_some())
+                && src.found.lower.is_none()
+            {
+                let moved = sys::open_subdir(from.as_fd(), &cname).map_err(errno)?;
+                format::set_opaque(moved.as_fd()).map_err(errno)?;
+            }
+            // An empty directory replaced may still hold whiteouts.
+            if let Some(d) = &dst
+                && d.found.kind == FileType::Directory
+                && d.found.upper
+                && let Ok(old) = sys::open_subdir(to.as_fd(), &new_cname)
+            {
+                crate::tree::remove::clear_dir(old.as_fd()).map_err(errno)?;
+            }
+            let flags = if src_needs_whiteout {
+                RenameFlags::WHITEOUT
+            } else {
+                RenameFlags::empty()
+            };
+            rustix::fs::renameat_with(from.as_fd(), &cname, to.as_fd(), &new_cname, flags)
+                .map_err(|e| errno(e.into()))
+        })();
+        if result.is_ok() {
+            let mut nodes = self.nodes();
+            if exchange && let Some(d) = &dst {
+                nodes.rename(d.id, parent, name);
+            }
+            nodes.rename(src.id, new_parent, new_name);
+        }
+        // The lookups taken above for the rename are given back.
+        self.nodes().forget(src.id, 1);
+        if let Some(d) = &dst {
+            self.nodes().forget(d.id, 1);
+        }
+        result
+    }
+
+    /// A directory with lower content that moves records where that content
+    /// is (absolute redirect), so it follows the directory.
+    fn mark_moved_dir(&self, id: u64) -> OpResult<()> {
+        let (kind, lower) = {
+            let nodes = self.nodes();
+            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            (node.kind, node.lower.clone())
+        };
+        let Some(lower) = lower.filter(|_| kind == FileType::Directory) else {
+            return Ok(());
+        };
+        let (dir, name) = self.where_is(id)?;
+        let parent = self.upper_dir(&dir.path)?;
+        let fd = sys::open_subdir(parent.as_fd(), &cname(&name)?).map_err(errno)?;
+        format::set_redirect(fd.as_fd(), &lower.path).map_err(errno)
+    }
+
+    /// Change attributes of node `id` (copying it up); `fd` is an open
+    /// descriptor of it, if the caller has one.
+    pub fn setattr(&self, id: u64, change: &SetAttr, fd: Option<BorrowedFd<'_>>) -> OpResult<()> {
+        let _exclusive = self.exclusive();
+        self.copy_up(id)?;
+        if id == ROOT_ID {
+            return apply_attrs(self.upper.fd(), c".", change, fd, true);
+        }
+        let (dir, name) = self.where_is(id)?;
+        let parent = self.upper_dir(&dir.path)?;
+        let is_symlink = self
+            .nodes()
+            .get(id)
+            .is_some_and(|n| n.kind == FileType::Symlink);
+        apply_attrs(parent.as_fd(), &cname(&name)?, change, fd, !is_symlink)
+    }
+
+    /// Set an xattr of node `id` (copying it up).
+    pub fn setxattr(&self, id: u64, name: &CStr, value: &[u8], flags: i32) -> OpResult<()> {
+        if format::is_private_xattr(name.to_bytes()) {
+            return Err(Errno::EPERM);
+        }
+        let _exclusive = self.exclusive();
+        self.copy_up(id)?;
+        let path = self.upper_proc_path(id)?;
+        let flags = rustix::fs::XattrFlags::from_bits_truncate(flags as _);
+        rustix::fs::lsetxattr(&path.0, name, value, flags).map_err(|e| errno(e.into()))
+    }
+
+    /// Remove an xattr of node `id` (copying it up).
+    pub fn removexattr(&self, id: u64, name: &CStr) -> OpResult<()> {
+        if format::is_private_xattr(name.to_bytes()) {
+            return Err(Errno::ENODATA);
+        }
+        let _exclusive = self.exclusive();
+        self.copy_up(id)?;
+        let path = self.upper_proc_path(id)?;
+        rustix::fs::lremovexattr(&path.0, name).map_err(|e| errno(e.into()))
+    }
+
+    /// A `/proc/self/fd` path to node `id` in the upper layer (and the
+    /// directory descriptor keeping it valid).
+    fn upper_proc_path(&self, id: u64) -> OpResult<(std::path::PathBuf, Option<OwnedFd>)> {
+        if id == ROOT_ID {
+            return Ok((
+                std::path::PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&self.upper.fd())
+                )),
+                None,
+            ));
+        }
+        let (dir, name) = self.where_is(id)?;
+        let parent = self.upper_dir(&dir.path)?;
+        let path = sys::proc_path(parent.as_fd(), &cname(&name)?);
+        Ok((path, Some(parent)))
+    }
+}
+
+fn cname_of(name: &OsStr) -> OpResult<std::ffi::CString> {
+    cname(name)
+}
+
+/// Apply attribute changes to `name` in `dir` (or to `fd` for the size).
+fn apply_attrs(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    change: &SetAttr,
+    fd: Option<BorrowedFd<'_>>,
+    can_chmod: bool,
+) -> OpResult<()> {
+    if change.uid.is_some() || change.gid.is_some() {
+        sys::lchown_some_at(dir, name, change.uid, change.gid).map_err(errno)?;
+    }
+    if let Some(mode) = change.mode
+        && can_chmod
+    {
+        sys::chmod_at(dir, name, mode & 0o7777).map_err(errno)?;
+    }
+    if let Some(size) = change.size {
+        match fd {
+            Some(fd) => rustix::fs::ftruncate(fd, size).map_err(|e| errno(e.into()))?,
+            None => {
+                let f = rustix::fs::openat(
+                    dir,
+                    name,
+                    rustix::fs::OFlags::WRONLY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| errno(e.into()))?;
+                rustix::fs::ftruncate(&f, size).map_err(|e| errno(e.into()))?;
+            }
+        }
+    }
+    if change.atime.is_some() || change.mtime.is_some() {
+        let times = Timestamps {
+            last_access: timespec(change.atime),
+            last_modification: timespec(change.mtime),
+        };
+        rustix::fs::utimensat(dir, name, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| errno(e.into()))?;
+    }
+    Ok(())
+}
+
+fn timespec(t: Option<TimeOrNow>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as _,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (sec, nsec) = if d.subsec_nanos() == 0 {
+                    (-(d.as_secs() as i64), 0)
+                } else {
+                    (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                };
+                Timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec as _,
+                }
+            }
+        },
+    }
+}

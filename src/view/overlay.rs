@@ -1,0 +1,594 @@
+//! The overlay core: finding names through the layers, attributes, merged
+//! directory listings. Mutations are in `mutate`, open files in `files`,
+//! copy-up in `copyup`; the FUSE adapter (`fuse`) only translates.
+//!
+//! Every method returns `Result<_, Errno>`; none talks to the kernel, so
+//! the logic is tested on temporary directories without mounting.
+//!
+//! Concurrency: `tree` is held shared by operations that only read the
+//! namespace and exclusively by those that change it (create, unlink,
+//! rename, copy-up, ...), so a change never interleaves with another. The
+//! node table has its own short-held lock inside.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, INodeNo};
+use rustix::fs::{FileType, Stat};
+
+use super::LayerSpec;
+use super::format;
+use super::node::{Found, Lower, Nodes, ROOT_ID, child_path};
+use crate::sys;
+use crate::tree::TreeRoot;
+
+/// Longest name a directory entry may have.
+pub const NAME_MAX: usize = 255;
+/// How long the kernel may keep entries and attributes that live only in
+/// the read-only lowers (they never change underneath).
+pub const LOWER_TTL: Duration = Duration::from_secs(3600);
+/// How long the kernel may keep entries and attributes of the upper layer
+/// (only changed through the view, which tells the kernel).
+pub const UPPER_TTL: Duration = Duration::from_secs(1);
+/// Bits above this are used to keep inode numbers of different
+/// filesystems apart when the layers are not on one filesystem.
+const DEV_SHIFT: u32 = 48;
+
+/// Result of a view operation.
+pub type OpResult<T> = Result<T, Errno>;
+
+/// An entry for the kernel: attributes, generation, how long to trust it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// Attributes (`attr.ino` is the node ID).
+    pub attr: FileAttr,
+    /// Generation of the node ID.
+    pub generation: u64,
+    /// How long the kernel may cache it.
+    pub ttl: Duration,
+}
+
+/// One name in a merged directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The name.
+    pub name: OsString,
+    /// Its type.
+    pub kind: FileType,
+}
+
+/// A name found through the layers, not yet entered in the node table.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The view inode number (node ID).
+    pub id: u64,
+    /// Where it is.
+    pub found: Found,
+    /// `stat` of what is shown (upper if there, else the top lower).
+    pub stat: Stat,
+    /// The shown directory merges more than one layer.
+    pub merged: bool,
+}
+
+/// What is known of a directory node.
+#[derive(Debug, Clone)]
+pub struct DirInfo {
+    /// Node ID.
+    pub id: u64,
+    /// Path in the view (and the upper layer).
+    pub path: PathBuf,
+    /// Exists in the upper layer.
+    pub upper: bool,
+    /// Lower content.
+    pub lower: Option<Lower>,
+}
+
+/// The view over its layers.
+#[derive(Debug)]
+pub struct Overlay {
+    pub(super) upper: TreeRoot,
+    pub(super) work: TreeRoot,
+    pub(super) lowers: Vec<TreeRoot>,
+    /// Devices of the layers, in order (upper first): inode numbers from
+    /// different devices are kept apart by [`Overlay::view_ino`].
+    devs: Vec<u64>,
+    single_dev: bool,
+    pub(super) nodes: Mutex<Nodes>,
+    pub(super) tree: RwLock<()>,
+    work_seq: AtomicU64,
+    /// Multiply-linked lower files (built on first need, see `hardlinks`).
+    pub(super) link_map: OnceLock<super::hardlinks::LinkMap>,
+}
+
+/// An `io::Error` as the errno the kernel gets.
+pub fn errno(e: io::Error) -> Errno {
+    Errno::from(e)
+}
+
+/// A name as a C string, refusing names the kernel would not send.
+pub fn cname(name: &OsStr) -> OpResult<CString> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    sys::cname(name).map_err(errno)
+}
+
+impl Overlay {
+    /// Open the layers of `spec`.
+    pub fn new(spec: &LayerSpec) -> crate::Result<Self> {
+        let upper = TreeRoot::open(&spec.upper)?;
+        let work = TreeRoot::open(&spec.work)?;
+        crate::tree::require_same_filesystem(&upper, &work)?;
+        let lowers = spec
+            .lowers
+            .iter()
+            .map(|p| TreeRoot::open(p))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let mut devs = vec![upper.dev()];
+        devs.extend(lowers.iter().map(|l| l.dev()));
+        let single_dev = devs.iter().all(|d| *d == devs[0]);
+        let root_lower = Lower {
+            path: PathBuf::new(),
+            layers: (0..lowers.len()).collect(),
+        };
+        let overlay = Overlay {
+            upper,
+            work,
+            lowers,
+            devs,
+            single_dev,
+            nodes: Mutex::new(Nodes::new(Some(root_lower))),
+            tree: RwLock::new(()),
+            work_seq: AtomicU64::new(0),
+            link_map: OnceLock::new(),
+        };
+        overlay.clean_work()?;
+        Ok(overlay)
+    }
+
+    /// Remove leftovers of an interrupted copy-up or removal from `work/`.
+    fn clean_work(&self) -> crate::Result<()> {
+        crate::tree::remove::clear_dir(self.work.fd())
+            .map_err(|e| crate::Error::io("clean", self.work.path(), e))
+    }
+
+    /// The node table (held briefly).
+    pub(super) fn nodes(&self) -> MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh name for scratch work in `work/`.
+    pub(super) fn work_name(&self) -> CString {
+        let n = self.work_seq.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#vskel-{}-{n}", std::process::id())).expect("no NUL")
+    }
+
+    /// The view inode number of inode `ino` on device `dev`.
+    pub(super) fn view_ino(&self, dev: u64, ino: u64) -> u64 {
+        let id = if self.single_dev {
+            ino
+        } else {
+            let index = self.devs.iter().position(|d| *d == dev).unwrap_or(0) as u64;
+            (index << DEV_SHIFT) | (ino & ((1 << DEV_SHIFT) - 1))
+        };
+        if id == ROOT_ID { 1 << 63 } else { id }
+    }
+
+    /// What is known of directory node `id`.
+    pub fn dir_info(&self, id: u64) -> OpResult<DirInfo> {
+        let nodes = self.nodes();
+        let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+        if node.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(DirInfo {
+            id,
+            path: nodes.path(id).ok_or(Errno::ENOENT)?,
+            upper: node.upper,
+            lower: node.lower.clone(),
+        })
+    }
+
+    /// Open a directory of the upper layer.
+    pub(super) fn upper_dir(&self, path: &Path) -> OpResult<OwnedFd> {
+        sys::open_dir_beneath(self.upper.fd(), path).map_err(errno)
+    }
+
+    /// Open a directory of lower layer `layer`.
+    pub(super) fn lower_dir(&self, layer: usize, path: &Path) -> io::Result<OwnedFd> {
+        sys::open_dir_beneath(self.lowers[layer].fd(), path)
+    }
+
+    /// Find `name` in directory `dir` through the layers.
+    pub fn resolve(&self, dir: &DirInfo, name: &OsStr) -> OpResult<Resolved> {
+        let name_c = cname(name)?;
+        let mut upper_dir_hit: Option<(Stat, Option<PathBuf>)> = None;
+        if dir.upper {
+            let parent = self.upper_dir(&dir.path)?;
+            match sys::stat_at(parent.as_fd(), &name_c) {
+                Ok(st) if format::is_whiteout(&st) => return Err(Errno::ENOENT),
+                Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
+                    let sub = sys::open_subdir(parent.as_fd(), &name_c).map_err(errno)?;
+                    let lower_path = if format::is_opaque(sub.as_fd()).map_err(errno)? {
+                        None
+                    } else {
+                        match format::redirect(
+                            sub.as_fd(),
+                            dir.lower.as_ref().map(|l| l.path.as_path()),
+                        )
+                        .map_err(errno)?
+                        {
+                            Some(redirected) => Some(redirected),
+                            None => dir.lower.as_ref().map(|l| child_path(&l.path, name)),
+                        }
+                    };
+                    upper_dir_hit = Some((st, lower_path));
+                }
+                Ok(st) => return Ok(self.upper_non_dir(parent.as_fd(), &name_c, st)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        let (lower_path, probe): (Option<PathBuf>, Vec<usize>) = match &upper_dir_hit {
+            // A redirect may point where the parent has no lower content.
+            Some((_, Some(path))) => (Some(path.clone()), (0..self.lowers.len()).collect()),
+            Some((_, None)) => (None, Vec::new()),
+            None => match &dir.lower {
+                Some(l) => (Some(child_path(&l.path, name)), l.layers.clone()),
+                None => (None, Vec::new()),
+            },
+        };
+        let mut lower_layers = Vec::new();
+        let mut lower_stat: Option<Stat> = None;
+        if let Some(path) = &lower_path {
+            let (parent_path, leaf) = split(path);
+            let leaf = cname(leaf)?;
+            for layer in probe {
+                let Ok(parent) = self.lower_dir(layer, parent_path) else {
+                    continue;
+                };
+                let st = match sys::stat_at(parent.as_fd(), &leaf) {
+                    Ok(st) => st,
+                    Err(_) => continue,
+                };
+                if format::is_whiteout(&st) {
+                    break;
+                }
+                let is_dir = FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
+                let merging = upper_dir_hit.is_some() || !lower_layers.is_empty();
+                if !is_dir {
+                    if !merging {
+                        lower_layers.push(layer);
+                        lower_stat = Some(st);
+                    }
+                    break; // a non-directory ends the stack
+                }
+                lower_layers.push(layer);
+                lower_stat.get_or_insert(st);
+                let opaque = sys::open_subdir(parent.as_fd(), &leaf)
+                    .and_then(|d| format::is_opaque(d.as_fd()))
+                    .unwrap_or(false);
+                if opaque {
+                    break;
+                }
+            }
+        }
+        let lower = lower_path
+            .filter(|_| !lower_layers.is_empty())
+            .map(|path| Lower {
+                path,
+                layers: lower_layers.clone(),
+            });
+        match (upper_dir_hit, lower_stat) {
+            (Some((st, _)), _) => {
+                let id = match &lower {
+                    Some(l) => self.lower_ino(l)?,
+                    None => self.view_ino(self.devs[0], sys::ino_of(&st)),
+                };
+                Ok(Resolved {
+                    id,
+                    merged: lower.is_some(),
+                    found: Found {
+                        kind: FileType::Directory,
+                        upper: true,
+                        lower,
+                    },
+                    stat: st,
+                })
+            }
+            (None, Some(st)) => {
+                let kind = FileType::from_raw_mode(st.st_mode as _);
+                let layer = lower_layers[0];
+                Ok(Resolved {
+                    id: self.view_ino(self.lowers[layer].dev(), sys::ino_of(&st)),
+                    merged: lower_layers.len() > 1,
+                    found: Found {
+                        kind,
+                        upper: false,
+                        lower,
+                    },
+                    stat: st,
+                })
+            }
+            (None, None) => Err(Errno::ENOENT),
+        }
+    }
+
+    /// A non-directory found in the upper layer.
+    fn upper_non_dir(&self, parent: BorrowedFd<'_>, name: &CStr, st: Stat) -> Resolved {
+        let id = match format::origin_at(parent, name) {
+            Some((dev, ino)) => self.view_ino(dev, ino),
+            None => self.view_ino(self.devs[0], sys::ino_of(&st)),
+        };
+        Resolved {
+            id,
+            merged: false,
+            found: Found {
+                kind: FileType::from_raw_mode(st.st_mode as _),
+                upper: true,
+                lower: None,
+            },
+            stat: st,
+        }
+    }
+
+    /// The inode number of the top lower layer's copy of a directory.
+    fn lower_ino(&self, lower: &Lower) -> OpResult<u64> {
+        let layer = lower.layers[0];
+        let fd = self.lower_dir(layer, &lower.path).map_err(errno)?;
+        let st = sys::fstat(fd.as_fd()).map_err(errno)?;
+        Ok(self.view_ino(self.lowers[layer].dev(), sys::ino_of(&st)))
+    }
+
+    /// Look `name` up in directory `parent` and enter it in the node table
+    /// (one lookup the kernel now holds).
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> OpResult<Entry> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        self.lookup_locked(parent, name, false)
+    }
+
+    /// [`Overlay::lookup`] with the tree lock already held; `fresh` says the
+    /// entry was just made.
+    pub(super) fn lookup_locked(&self, parent: u64, name: &OsStr, fresh: bool) -> OpResult<Entry> {
+        let dir = self.dir_info(parent)?;
+        let resolved = self.resolve(&dir, name)?;
+        Ok(self.enter(parent, name, resolved, fresh))
+    }
+
+    /// Enter a resolved name in the node table.
+    pub(super) fn enter(&self, parent: u64, name: &OsStr, r: Resolved, fresh: bool) -> Entry {
+        let ttl = if r.found.upper { UPPER_TTL } else { LOWER_TTL };
+        let generation = self.nodes().enter(r.id, parent, name, r.found, fresh);
+        Entry {
+            attr: attr(r.id, &r.stat, r.merged),
+            generation,
+            ttl,
+        }
+    }
+
+    /// The attributes of node `id`.
+    pub fn getattr(&self, id: u64) -> OpResult<(FileAttr, Duration)> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        self.getattr_locked(id)
+    }
+
+    /// [`Overlay::getattr`] with the tree lock held.
+    pub(super) fn getattr_locked(&self, id: u64) -> OpResult<(FileAttr, Duration)> {
+        if id == ROOT_ID {
+            let st = sys::fstat(self.upper.fd()).map_err(errno)?;
+            return Ok((attr(ROOT_ID, &st, !self.lowers.is_empty()), UPPER_TTL));
+        }
+        let (parent, name) = {
+            let nodes = self.nodes();
+            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            (node.parent, node.name.clone())
+        };
+        let dir = self.dir_info(parent)?;
+        let r = self.resolve(&dir, &name)?;
+        if r.id != id {
+            return Err(Errno::ENOENT); // the name now holds another file
+        }
+        let ttl = if r.found.upper { UPPER_TTL } else { LOWER_TTL };
+        Ok((attr(id, &r.stat, r.merged), ttl))
+    }
+
+    /// Attributes of an open file (from its descriptor: right even after
+    /// the last name is gone).
+    pub fn fgetattr(&self, id: u64, fd: BorrowedFd<'_>) -> OpResult<FileAttr> {
+        let st = sys::fstat(fd).map_err(errno)?;
+        Ok(attr(id, &st, false))
+    }
+
+    /// The target of symlink node `id`.
+    pub fn readlink(&self, id: u64) -> OpResult<Vec<u8>> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let (dir, name) = self.where_is(id)?;
+        let cname = cname(&name)?;
+        let fd = self.shown_parent(&dir, &name)?;
+        Ok(sys::readlink_at(fd.as_fd(), &cname)
+            .map_err(errno)?
+            .into_bytes())
+    }
+
+    /// The directory holding node `id` and its name there.
+    pub(super) fn where_is(&self, id: u64) -> OpResult<(DirInfo, OsString)> {
+        let (parent, name) = {
+            let nodes = self.nodes();
+            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            (node.parent, node.name.clone())
+        };
+        Ok((self.dir_info(parent)?, name))
+    }
+
+    /// The open directory of the layer that shows `name` in `dir`, for
+    /// `*at()` calls on it.
+    pub(super) fn shown_parent(&self, dir: &DirInfo, name: &OsStr) -> OpResult<OwnedFd> {
+        let r = self.resolve(dir, name)?;
+        if r.found.upper {
+            return self.upper_dir(&dir.path);
+        }
+        let lower = r.found.lower.as_ref().ok_or(Errno::ENOENT)?;
+        let (parent, _) = split(&lower.path);
+        self.lower_dir(lower.layers[0], parent).map_err(errno)
+    }
+
+    /// The merged listing of directory `dir`: upper names, then lower ones
+    /// not hidden by a whiteout, an opaque directory or a name above.
+    pub fn list(&self, dir: &DirInfo) -> OpResult<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut stop_lower = false;
+        if dir.upper {
+            let fd = self.upper_dir(&dir.path)?;
+            stop_lower = format::is_opaque(fd.as_fd()).map_err(errno)?;
+            self.list_layer(fd.as_fd(), &mut seen, &mut out)?;
+        }
+        if let (Some(lower), false) = (&dir.lower, stop_lower) {
+            for layer in &lower.layers {
+                let Ok(fd) = self.lower_dir(*layer, &lower.path) else {
+                    continue;
+                };
+                self.list_layer(fd.as_fd(), &mut seen, &mut out)?;
+                if format::is_opaque(fd.as_fd()).unwrap_or(false) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add one layer's names to a listing; whiteouts hide names below.
+    fn list_layer(
+        &self,
+        fd: BorrowedFd<'_>,
+        seen: &mut HashSet<OsString>,
+        out: &mut Vec<Listed>,
+    ) -> OpResult<()> {
+        for entry in sys::read_dir(fd).map_err(errno)? {
+            let name = sys::os_name(&entry.name).to_os_string();
+            if seen.contains(&name) {
+                continue;
+            }
+            let mut kind = entry.file_type;
+            if matches!(kind, FileType::CharacterDevice | FileType::Unknown) {
+                let st = match sys::stat_at(fd, &entry.name) {
+                    Ok(st) => st,
+                    Err(_) => continue, // gone meanwhile
+                };
+                if format::is_whiteout(&st) {
+                    seen.insert(name);
+                    continue;
+                }
+                kind = FileType::from_raw_mode(st.st_mode as _);
+            }
+            seen.insert(name.clone());
+            out.push(Listed { name, kind });
+        }
+        Ok(())
+    }
+
+    /// The parent of node `id` (the root is its own parent).
+    pub fn parent_of(&self, id: u64) -> u64 {
+        self.nodes().get(id).map_or(ROOT_ID, |n| n.parent)
+    }
+
+    /// Resolve `name` in directory node `dir` without entering it.
+    pub fn resolve_in(&self, dir: u64, name: &OsStr) -> OpResult<Resolved> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let info = self.dir_info(dir)?;
+        self.resolve(&info, name)
+    }
+
+    /// The inode number `name` in directory node `dir` has now, if any.
+    pub fn peek_ino(&self, dir: u64, name: &OsStr) -> Option<u64> {
+        self.resolve_in(dir, name).ok().map(|r| r.id)
+    }
+
+    /// The entry a resolved name gives, without entering it.
+    pub fn entry_of(&self, r: &Resolved) -> Entry {
+        let generation = self.nodes().get(r.id).map_or(0, |n| n.generation);
+        Entry {
+            attr: attr(r.id, &r.stat, r.merged),
+            generation,
+            ttl: if r.found.upper { UPPER_TTL } else { LOWER_TTL },
+        }
+    }
+
+    /// Enter a resolved name (the kernel now holds one more lookup).
+    pub fn enter_resolved(&self, dir: u64, name: &OsStr, r: Resolved) {
+        self.nodes().enter(r.id, dir, name, r.found, false);
+    }
+
+    /// Give back `n` lookups of node `id`.
+    pub fn forget(&self, id: u64, n: u64) {
+        self.nodes().forget(id, n);
+    }
+
+    /// Filesystem statistics (of the upper layer's filesystem).
+    pub fn statfs(&self) -> OpResult<rustix::fs::StatVfs> {
+        rustix::fs::fstatvfs(self.upper.fd()).map_err(|e| errno(e.into()))
+    }
+
+    /// Number of nodes the kernel holds (for status and tests).
+    pub fn node_count(&self) -> usize {
+        self.nodes().len()
+    }
+}
+
+/// Split a relative path into its parent and final name.
+pub fn split(path: &Path) -> (&Path, &OsStr) {
+    (
+        path.parent().unwrap_or(Path::new("")),
+        path.file_name().unwrap_or_default(),
+    )
+}
+
+/// Kernel attributes from a `stat`.
+#[allow(clippy::unnecessary_cast)] // field widths differ per architecture
+pub fn attr(id: u64, st: &Stat, merged_dir: bool) -> FileAttr {
+    let time = |sec: i64, nsec: i64| {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+        } else {
+            UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::from_nanos(nsec as u64)
+        }
+    };
+    let kind = FileType::from_raw_mode(st.st_mode as _);
+    FileAttr {
+        ino: INodeNo(id),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime as i64, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuse_kind(kind),
+        perm: (st.st_mode as u32 & 0o7777) as u16,
+        // A merged directory's link count is not known (as in overlayfs).
+        nlink: if merged_dir { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid as u32,
+        gid: st.st_gid as u32,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+/// fuser's file type for rustix's.
+pub fn fuse_kind(kind: FileType) -> fuser::FileType {
+    match kind {
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::CharacterDevice => fuser::FileType::CharDevice,
+        FileType::BlockDevice => fuser::FileType::BlockDevice,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+        _ => fuser::FileType::RegularFile,
+    }
+}

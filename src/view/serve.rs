@@ -1,0 +1,67 @@
+//! Mounting a view and serving it until it is unmounted or the process is
+//! told to stop (SIGTERM, SIGINT, SIGHUP: it then unmounts cleanly).
+
+use std::path::Path;
+
+use fuser::{MountOption, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{info, warn};
+
+use super::fuse::ViewFs;
+use super::overlay::Overlay;
+use super::{LayerSpec, SUBTYPE, ServeOptions};
+use crate::error::{Error, Result};
+
+/// Mount the view at `mountpoint` and serve it until it is unmounted or
+/// the process gets SIGTERM/SIGINT/SIGHUP (then it unmounts cleanly).
+/// `on_ready` is called once the mount is live (after the FUSE handshake).
+pub fn serve(
+    spec: &LayerSpec,
+    mountpoint: &Path,
+    options: &ServeOptions,
+    on_ready: impl FnOnce(),
+) -> Result<()> {
+    let overlay = Overlay::new(spec)?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(options.fsname.clone()),
+        // As a kernel option: fuser drops `Subtype` when it calls mount(2) itself.
+        MountOption::CUSTOM(format!("subtype={SUBTYPE}")),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::RW,
+    ];
+    if options.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = true;
+    let mut session = fuser::Session::new(ViewFs::new(overlay), mountpoint, &config)
+        .map_err(|e| Error::io("mount the view", mountpoint, e))?;
+    let mut unmounter = session.unmount_callable();
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::io("install signal handlers", mountpoint, e))?;
+    let signal_handle = signals.handle();
+    let shown = mountpoint.display().to_string();
+    let watcher = std::thread::Builder::new()
+        .name("vskel-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!("signal {signal}: unmounting {shown}");
+                if let Err(e) = unmounter.unmount() {
+                    warn!("unmounting {shown}: {e}");
+                }
+            }
+        })
+        .map_err(|e| Error::io("start the signal thread", mountpoint, e))?;
+    info!("view mounted at {}", mountpoint.display());
+    on_ready();
+    let result = session.run();
+    signal_handle.close();
+    if watcher.join().is_err() {
+        warn!("the signal thread panicked");
+    }
+    result.map_err(|e| Error::io("serve the view", mountpoint, e))
+}

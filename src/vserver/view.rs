@@ -1,0 +1,195 @@
+//! A vserver kept as a view: the layout of `<root>/.views/NAME/` and the
+//! layer stack a mount of it serves.
+//!
+//! ```text
+//! <root>/.views/NAME/
+//!   static/     the skel's static/ rendered with the vserver's tokens (read-only to the view)
+//!   upper/      the writable layer (kernel overlayfs format)
+//!   work/       scratch space for copy-up, on the upper's filesystem
+//!   merged/     the default mount point: the vserver's root
+//!   mount.pid   pid and mount point of the serving process (locked while it serves)
+//!   mount.log   output of background servers
+//! ```
+//!
+//! Layers, top first: `upper`, then `static/`, the skel's `local/`, the
+//! skel's `global/` (kernel overlayfs would take the same stack as
+//! `lowerdir=static:local:global,upperdir=upper,workdir=work`).
+
+use std::path::PathBuf;
+
+use super::registry::{self, Kind, Record};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::skel::Skel;
+use crate::validate::validate_name;
+use crate::view::LayerSpec;
+
+/// Entry names inside a view's directory.
+pub const STATIC: &str = "static";
+/// See [`STATIC`].
+pub const UPPER: &str = "upper";
+/// See [`STATIC`].
+pub const WORK: &str = "work";
+/// See [`STATIC`].
+pub const MERGED: &str = "merged";
+/// See [`STATIC`].
+pub const PID_FILE: &str = "mount.pid";
+/// See [`STATIC`].
+pub const LOG_FILE: &str = "mount.log";
+
+/// The paths of one view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewDirs {
+    /// `<root>/.views/NAME`.
+    pub dir: PathBuf,
+}
+
+impl ViewDirs {
+    /// The view directory of vserver `name` (not checked).
+    pub fn new(config: &Config, name: &str) -> Self {
+        ViewDirs {
+            dir: config.views_dir().join(name),
+        }
+    }
+
+    /// `static/`.
+    pub fn static_dir(&self) -> PathBuf {
+        self.dir.join(STATIC)
+    }
+
+    /// `upper/`.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join(UPPER)
+    }
+
+    /// `work/`.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join(WORK)
+    }
+
+    /// `merged/`, the default mount point.
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join(MERGED)
+    }
+
+    /// `mount.pid`.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join(PID_FILE)
+    }
+
+    /// `mount.log`.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+}
+
+/// The source a view's mount shows in /proc/mounts: `SKEL:NAME`.
+pub fn fsname(skel: &str, name: &str) -> String {
+    format!("{skel}:{name}")
+}
+
+/// A view vserver, ready to be mounted.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Its record.
+    pub record: Record,
+    /// Its skel.
+    pub skel: Skel,
+    /// Its directories.
+    pub dirs: ViewDirs,
+    /// Its layers.
+    pub layers: LayerSpec,
+}
+
+impl View {
+    /// The source its mount shows: `SKEL:NAME`.
+    pub fn fsname(&self) -> String {
+        fsname(&self.skel.name, &self.record.name)
+    }
+}
+
+/// The view vserver `name`: its record must say it is a view, its skel
+/// and its directories must be there.
+pub fn open(config: &Config, name: &str) -> Result<View> {
+    validate_name("vserver name", name)?;
+    let Some(record) = registry::load(config, name)? else {
+        let tree = config.vserver_dir(name);
+        return Err(Error::Usage(if tree.is_dir() {
+            format!(
+                "vserver \"{name}\" is a tree vskel has no record of ({}), not a view; \
+                 only vservers made with `vskel create-vs --view` can be mounted",
+                tree.display()
+            )
+        } else {
+            format!("no vserver named \"{name}\"; `vskel list` shows the vservers")
+        }));
+    };
+    if record.kind != Kind::View {
+        return Err(Error::Usage(format!(
+            "vserver \"{name}\" is a tree at {}, not a view; only vservers made with \
+             `vskel create-vs --view` can be mounted",
+            record.root.display()
+        )));
+    }
+    let skel_name = record.skel.clone().ok_or_else(|| {
+        Error::Failed(format!(
+            "the record of view \"{name}\" names no skel; it cannot be mounted"
+        ))
+    })?;
+    let skel = Skel::open(config, &skel_name).map_err(|e| {
+        Error::Failed(format!(
+            "view \"{name}\" is made from skel \"{skel_name}\", which is gone: {e}"
+        ))
+    })?;
+    let dirs = ViewDirs::new(config, name);
+    for dir in [dirs.static_dir(), dirs.upper(), dirs.work()] {
+        if !dir.is_dir() {
+            return Err(Error::Failed(format!(
+                "view \"{name}\" is damaged: {} is missing",
+                dir.display()
+            )));
+        }
+    }
+    let lowers = [dirs.static_dir(), skel.local(), skel.global()]
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    let layers = LayerSpec {
+        upper: dirs.upper(),
+        work: dirs.work(),
+        lowers,
+    };
+    Ok(View {
+        record,
+        skel,
+        dirs,
+        layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let config = Config {
+            root: PathBuf::from("/vs"),
+            ..Config::default()
+        };
+        let dirs = ViewDirs::new(&config, "web1");
+        let cases = [
+            (dirs.dir.clone(), "/vs/.views/web1"),
+            (dirs.static_dir(), "/vs/.views/web1/static"),
+            (dirs.upper(), "/vs/.views/web1/upper"),
+            (dirs.work(), "/vs/.views/web1/work"),
+            (dirs.merged(), "/vs/.views/web1/merged"),
+            (dirs.pid_file(), "/vs/.views/web1/mount.pid"),
+            (dirs.log_file(), "/vs/.views/web1/mount.log"),
+        ];
+        for (got, expected) in cases {
+            assert_eq!(got, PathBuf::from(expected));
+        }
+        assert_eq!(fsname("base", "web1"), "base:web1");
+    }
+}
