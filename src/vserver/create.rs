@@ -41,6 +41,7 @@ use crate::staging::{Staging, is_in_progress, make_private_dir, split_parent};
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
+use crate::tree::meta::Meta;
 use crate::tree::{TreeRoot, require_one_filesystem, require_same_filesystem};
 use crate::validate::{parse_ip, validate_fqdn, validate_name};
 
@@ -265,12 +266,14 @@ pub fn create_view_vs(
         &root_dir,
         |target| is_abandoned(config, target),
     )?;
+    // Rendered as the tree the view becomes at `sync`, so that a synced
+    // view and a created tree hold the same files.
     let tokens = Tokens::for_vserver(
         name,
         &request.ip,
         &request.fqdn,
         reservation.id,
-        &root_dir,
+        &config.vserver_dir(name),
         &skel.name,
         &config.tokens,
     );
@@ -283,6 +286,11 @@ pub fn create_view_vs(
         std::fs::create_dir(&path).map_err(|e| Error::io("make directory", &path, e))?;
         set_mode(&path, VIEW_LAYER_MODE)?;
     }
+    // The vserver's /proc mount point, in the per-vserver static layer
+    // (made first: rendering then gives the layer's root the skel's times).
+    let proc = staging.path().join(STATIC).join("proc");
+    std::fs::create_dir(&proc).map_err(|e| Error::io("make directory", &proc, e))?;
+    set_mode(&proc, PROC_MODE)?;
     if let Some(source) = &skel_static {
         let report = copy_tree(
             source,
@@ -299,6 +307,16 @@ pub fn create_view_vs(
         counts += report.counts;
         warn_unknown_tokens(&report, &mut unknown);
     }
+    // The view's root shows the upper root's attributes: give it those a
+    // created tree's root gets (the top layer's).
+    let rendered_root = TreeRoot::open(&staging.path().join(STATIC))?;
+    let root_meta = Meta::from_stat(
+        &sys::fstat(rendered_root.fd()).map_err(|e| Error::io("stat", rendered_root.path(), e))?,
+    );
+    let upper_root = TreeRoot::open(&staging.path().join(UPPER))?;
+    root_meta
+        .apply_to_fd(upper_root.fd())
+        .map_err(|e| Error::io("set metadata", upper_root.path(), e))?;
     let staged = TreeRoot::open(staging.path())?;
     sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", staging.path(), e))?;
 

@@ -255,3 +255,69 @@ fn snapshot_meta_only(dir: &Path) -> Vec<(PathBuf, bool)> {
     }
     out
 }
+
+/// A real Debian package to install in tests (`apt-get download hello`,
+/// cached beside the rootfs fixture).
+pub fn hello_deb() -> PathBuf {
+    let dir = Path::new(DEFAULT_ROOTFS).with_file_name("debs");
+    fs::create_dir_all(&dir).unwrap();
+    let lock = fs::File::create(dir.join(".lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let find = || {
+        fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with("hello_") && name.ends_with(".deb")
+            })
+    };
+    if let Some(deb) = find() {
+        return deb;
+    }
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("apt-get download hello || (apt-get update -qq && apt-get download hello)")
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "apt-get download hello failed");
+    find().expect("hello .deb after download")
+}
+
+/// A mount undone (lazily, so it always goes) when dropped.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let mounted = fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| {
+                m.lines()
+                    .any(|l| l.split(' ').nth(4) == Some(self.0.to_str().unwrap_or("")))
+            })
+            .unwrap_or(false);
+        if mounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// Every file below `dir` with its content hash and metadata, for
+/// "nothing changed" checks on big trees.
+pub fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (Entry, Option<u64>)> {
+    use std::hash::{Hash, Hasher};
+    snapshot(dir)
+        .into_iter()
+        .map(|(path, mut entry)| {
+            let hash = entry.content.take().map(|c| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                c.hash(&mut h);
+                h.finish()
+            });
+            (path, (entry, hash))
+        })
+        .collect()
+}
