@@ -154,7 +154,8 @@ const REFUSED: &[(&str, &str)] = &[
 /// Options (-o, comma-separated, may repeat; `\,` `\:` `\\` escape):
 /// lowerdir=, upperdir=, workdir= (all three needed: read-only overlays are
 /// not supported yet), fsname= (the source in /proc/mounts, default
-/// vskel-overlay), allow_other (let other users in), debug (like -d).
+/// vskel-overlay), allow_other (let other users in; always on when root
+/// mounts, as with fuse-overlayfs), debug (like -d).
 /// Ignored: rw, defaults, suid, dev, exec, async, the atime family, fstab
 /// bookkeeping (auto, noauto, nofail, _netdev, user, users, owner, x-*,
 /// comment=) and FUSE and fuse-overlayfs tuning (max_read, kernel_cache,
@@ -437,7 +438,9 @@ pub fn run(args: &Args, invocation: &Invocation<'_>) -> Result<()> {
         prepare(&mountpoint)?;
         let serve_options = ServeOptions {
             fsname: fsname.clone(),
-            allow_other: options.allow_other,
+            // As fuse-overlayfs does: a root mount is for everyone (an
+            // overlay is usually a root filesystem for many users).
+            allow_other: options.allow_other || crate::sys::is_root(),
             threads: if args.single_thread {
                 1
             } else {

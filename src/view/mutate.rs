@@ -236,7 +236,9 @@ impl Overlay {
         }
         let needs_whiteout = lower_has(self, dir.lower.as_ref(), name);
         let (_, parent_fd) = self.upper_parent(parent)?;
-        self.remove_upper(parent_fd.as_fd(), &cname, r.found.upper, needs_whiteout)
+        self.remove_upper(parent_fd.as_fd(), &cname, r.found.upper, needs_whiteout)?;
+        self.nodes().drop_name(r.id, parent, name);
+        Ok(())
     }
 
     /// Take `name` out of the upper `dir`, leaving a whiteout when a lower
@@ -378,10 +380,12 @@ impl Overlay {
         })();
         if result.is_ok() {
             let mut nodes = self.nodes();
-            if exchange && let Some(d) = &dst {
-                nodes.rename(d.id, parent, name);
+            match &dst {
+                Some(d) if exchange => nodes.rename(d.id, new_parent, new_name, parent, name),
+                Some(d) => nodes.drop_name(d.id, new_parent, new_name),
+                None => {}
             }
-            nodes.rename(src.id, new_parent, new_name);
+            nodes.rename(src.id, parent, name, new_parent, new_name);
         }
         // The lookups taken above for the rename are given back.
         self.nodes().forget(src.id, 1);

@@ -44,6 +44,9 @@ pub struct Node {
     pub parent: u64,
     /// The name in the parent under which it was last looked up.
     pub name: OsString,
+    /// Other names of a hard-linked inode seen by lookups (the kernel may
+    /// ask about the inode after its last-used name is gone).
+    pub aliases: Vec<(u64, OsString)>,
     /// Its type.
     pub kind: FileType,
     /// Exists in the upper layer at its path.
@@ -83,6 +86,7 @@ impl Nodes {
             Node {
                 parent: ROOT_ID,
                 name: OsString::new(),
+                aliases: Vec::new(),
                 kind: FileType::Directory,
                 upper: true,
                 lower: root_lower,
@@ -134,6 +138,7 @@ impl Nodes {
         let node = self.map.entry(id).or_insert_with(|| Node {
             parent,
             name: name.to_os_string(),
+            aliases: Vec::new(),
             kind: found.kind,
             upper: found.upper,
             lower: found.lower.clone(),
@@ -144,9 +149,20 @@ impl Nodes {
             node.generation = *next_generation;
             *next_generation += 1;
         }
-        if id != ROOT_ID {
+        if id != ROOT_ID && (node.parent != parent || node.name != name) {
+            let old = (
+                node.parent,
+                std::mem::replace(&mut node.name, name.to_os_string()),
+            );
             node.parent = parent;
-            node.name = name.to_os_string();
+            node.aliases.retain(|(p, n)| !(*p == parent && n == name));
+            if found.kind != FileType::Directory
+                && !fresh
+                && node.lookups > 0
+                && node.aliases.len() < MAX_ALIASES
+            {
+                node.aliases.push(old);
+            }
         }
         node.kind = found.kind;
         node.upper = found.upper;
@@ -168,11 +184,38 @@ impl Nodes {
         }
     }
 
-    /// Move node `id` to `parent`/`name` (after a rename).
-    pub fn rename(&mut self, id: u64, parent: u64, name: &OsStr) {
+    /// Move node `id` from `old_parent`/`old_name` to `parent`/`name`
+    /// (after a rename).
+    pub fn rename(
+        &mut self,
+        id: u64,
+        old_parent: u64,
+        old_name: &OsStr,
+        parent: u64,
+        name: &OsStr,
+    ) {
         if let Some(node) = self.map.get_mut(&id) {
+            node.aliases.retain(|(p, n)| {
+                !(*p == old_parent && n == old_name) && !(*p == parent && n == name)
+            });
             node.parent = parent;
             node.name = name.to_os_string();
+        }
+    }
+
+    /// The name `parent`/`name` of node `id` is gone (unlinked, or renamed
+    /// over): another known name of it becomes the one used.
+    pub fn drop_name(&mut self, id: u64, parent: u64, name: &OsStr) {
+        let Some(node) = self.map.get_mut(&id) else {
+            return;
+        };
+        node.aliases.retain(|(p, n)| !(*p == parent && n == name));
+        if node.parent == parent
+            && node.name == name
+            && let Some((p, n)) = node.aliases.pop()
+        {
+            node.parent = p;
+            node.name = n;
         }
     }
 
@@ -186,6 +229,9 @@ impl Nodes {
         self.map.len() <= 1
     }
 }
+
+/// Names of a hard-linked inode remembered besides the last one used.
+const MAX_ALIASES: usize = 16;
 
 /// Deepest path the table rebuilds (a guard against a corrupt cycle).
 const MAX_DEPTH: usize = 4096;
@@ -230,10 +276,29 @@ mod tests {
             false,
         );
         assert_eq!(nodes.path(12).unwrap(), Path::new("usr/bin/ls"));
-        nodes.rename(11, ROOT_ID, OsStr::new("sbin"));
+        nodes.rename(11, 10, OsStr::new("bin"), ROOT_ID, OsStr::new("sbin"));
         assert_eq!(nodes.path(12).unwrap(), Path::new("sbin/ls"));
         assert_eq!(nodes.path(ROOT_ID).unwrap(), Path::new(""));
         assert!(nodes.path(99).is_none());
+    }
+
+    #[test]
+    fn a_hard_linked_inode_is_found_through_its_other_names() {
+        let mut nodes = Nodes::new(None);
+        let file = || found(FileType::RegularFile);
+        nodes.enter(10, ROOT_ID, OsStr::new("a"), file(), true);
+        nodes.enter(10, ROOT_ID, OsStr::new("b"), file(), false);
+        nodes.enter(10, ROOT_ID, OsStr::new("c"), file(), false);
+        assert_eq!(nodes.path(10).unwrap(), Path::new("c"));
+        nodes.drop_name(10, ROOT_ID, OsStr::new("c"));
+        assert_eq!(nodes.path(10).unwrap(), Path::new("b"));
+        nodes.drop_name(10, ROOT_ID, OsStr::new("a"));
+        nodes.drop_name(10, ROOT_ID, OsStr::new("b"));
+        assert_eq!(
+            nodes.path(10).unwrap(),
+            Path::new("b"),
+            "no name left to use"
+        );
     }
 
     #[test]
