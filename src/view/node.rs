@@ -196,7 +196,9 @@ impl Nodes {
     ) {
         if let Some(node) = self.map.get_mut(&id) {
             node.aliases.retain(|(p, n)| {
-                !(*p == old_parent && n == old_name) && !(*p == parent && n == name)
+                let gone = *p == old_parent && n == old_name;
+                let replaced = *p == parent && n == name;
+                !(gone || replaced)
             });
             node.parent = parent;
             node.name = name.to_os_string();
