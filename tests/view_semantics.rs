@@ -403,6 +403,34 @@ fn hard_links_stay_one_inode_after_copy_up() {
 }
 
 #[test]
+fn symlinks_keep_their_inode_number_across_copy_up() {
+    if !require_root("symlinks_keep_their_inode_number_across_copy_up") {
+        return;
+    }
+    let view = View::new(standard);
+    let link = view.path("usr/bin/link");
+    let ino = fs::symlink_metadata(&link).unwrap().ino();
+    // A hard link to the symlink copies it up.
+    fs::hard_link(&link, view.path("usr/bin/link2")).unwrap();
+    assert!(
+        view.layer("upper/usr/bin/link").exists() || view.layer("upper/usr/bin/link").is_symlink()
+    );
+    assert_eq!(fs::symlink_metadata(&link).unwrap().ino(), ino);
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("/usr/bin/tool"));
+    fs::rename(&link, view.path("usr/bin/renamed")).unwrap();
+    assert_eq!(
+        fs::read_link(view.path("usr/bin/renamed")).unwrap(),
+        Path::new("/usr/bin/tool")
+    );
+    assert_eq!(
+        fs::symlink_metadata(view.path("usr/bin/renamed"))
+            .unwrap()
+            .ino(),
+        ino
+    );
+}
+
+#[test]
 fn inode_numbers_are_stable_across_copy_up_and_remount() {
     if !require_root("inode_numbers_are_stable_across_copy_up_and_remount") {
         return;

@@ -454,14 +454,17 @@ pub fn run(args: &Args, invocation: &Invocation<'_>) -> Result<()> {
             }
             readiness.notify();
         })?;
-        // A clean run's log says nothing worth keeping; logs of failed
-        // runs stay (one per mount point, in /run).
+        // A clean run's log says nothing worth keeping, unless logging
+        // was asked for (VSKEL_LOG); logs of failed runs stay (one per
+        // mount point, in /run).
         let log = log_file(&mountpoint);
-        match std::fs::remove_file(&log) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                debug!("cannot remove {}: {e}", log.display());
+        if std::env::var_os(super::LOG_ENV).is_none() {
+            match std::fs::remove_file(&log) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    debug!("cannot remove {}: {e}", log.display());
+                }
+                _ => {}
             }
-            _ => {}
         }
         Ok(())
     } else {

@@ -74,7 +74,7 @@ impl Overlay {
                 .map(|()| None),
             FileType::RegularFile => self.copy_file(src_dir.as_fd(), &src_name, work, &tmp, layer),
             _ => self
-                .copy_special(src_dir.as_fd(), &src_name, kind, work, &tmp)
+                .copy_special(src_dir.as_fd(), &src_name, kind, work, &tmp, layer)
                 .map(|()| None),
         };
         let links = match made {
@@ -131,6 +131,7 @@ impl Overlay {
         kind: FileType,
         work: BorrowedFd<'_>,
         tmp: &std::ffi::CStr,
+        layer: usize,
     ) -> OpResult<()> {
         let st = sys::stat_at(src_dir, src_name).map_err(errno)?;
         let mut meta = Meta::from_stat(&st)
@@ -145,6 +146,15 @@ impl Overlay {
             }
             _ => sys::mknod_at(work, tmp, kind, meta.mode, meta.rdev).map_err(errno)?,
         }
+        // The origin keeps the inode number; a trusted.* xattr can be set
+        // on symlinks and device nodes too.
+        let origin = format::format_origin(self.lowers[layer].dev(), meta.ino);
+        sys::lset_xattr(
+            &sys::proc_path(work, tmp),
+            format::ORIGIN_XATTR,
+            origin.as_bytes(),
+        )
+        .map_err(errno)?;
         meta.apply_at(work, tmp).map_err(errno)
     }
 }

@@ -14,7 +14,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::FileType;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::files::{Handle, Handles, OpenFile, XattrReply, xattr_name, xattr_reply};
 use super::mutate::{Caller, Make, SetAttr};
@@ -72,17 +72,23 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, result: OpResult<Entry>) {
+fn reply_entry(reply: ReplyEntry, what: &dyn std::fmt::Debug, result: OpResult<Entry>) {
     match result {
         Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
-        Err(e) => reply.error(e),
+        Err(e) => {
+            trace!("{what:?}: {e:?}");
+            reply.error(e)
+        }
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, result: OpResult<()>) {
+fn reply_empty(reply: ReplyEmpty, what: &dyn std::fmt::Debug, result: OpResult<()>) {
     match result {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
+        Err(e) => {
+            debug!("{what:?}: {e:?}");
+            reply.error(e)
+        }
     }
 }
 
@@ -122,7 +128,11 @@ impl Filesystem for ViewFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.overlay.lookup(parent.0, name));
+        reply_entry(
+            reply,
+            &("lookup", parent.0, name),
+            self.overlay.lookup(parent.0, name),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -155,7 +165,10 @@ impl Filesystem for ViewFs {
         };
         match result {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => {
+                debug!("getattr {}: {e:?}", ino.0);
+                reply.error(e)
+            }
         }
     }
 
@@ -190,11 +203,15 @@ impl Filesystem for ViewFs {
             .overlay
             .setattr(ino.0, &change, file.as_ref().map(|f| f.as_fd()));
         if let Err(e) = result {
+            debug!("setattr {} {change:?}: {e:?}", ino.0);
             return reply.error(e);
         }
         match self.overlay.getattr(ino.0) {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => {
+                debug!("setattr {}: {e:?}", ino.0);
+                reply.error(e)
+            }
         }
     }
 
@@ -225,7 +242,11 @@ impl Filesystem for ViewFs {
             },
         };
         let result = self.overlay.make(parent.0, name, what, umask, caller(req));
-        reply_entry(reply, result.map(|(entry, _file)| entry));
+        reply_entry(
+            reply,
+            &("mknod", parent.0, name),
+            result.map(|(entry, _file)| entry),
+        );
     }
 
     fn mkdir(
@@ -240,15 +261,27 @@ impl Filesystem for ViewFs {
         let result = self
             .overlay
             .make(parent.0, name, Make::Dir { mode }, umask, caller(req));
-        reply_entry(reply, result.map(|(entry, _)| entry));
+        reply_entry(
+            reply,
+            &("mkdir", parent.0, name),
+            result.map(|(entry, _)| entry),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.overlay.unlink(parent.0, name));
+        reply_empty(
+            reply,
+            &("unlink", parent.0, name),
+            self.overlay.unlink(parent.0, name),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.overlay.rmdir(parent.0, name));
+        reply_empty(
+            reply,
+            &("rmdir", parent.0, name),
+            self.overlay.rmdir(parent.0, name),
+        );
     }
 
     fn symlink(
@@ -270,7 +303,11 @@ impl Filesystem for ViewFs {
             0,
             caller(req),
         );
-        reply_entry(reply, result.map(|(entry, _)| entry));
+        reply_entry(
+            reply,
+            &("symlink", parent.0, link_name),
+            result.map(|(entry, _)| entry),
+        );
     }
 
     fn rename(
@@ -286,6 +323,7 @@ impl Filesystem for ViewFs {
         let flags = rustix::fs::RenameFlags::from_bits_truncate(flags.bits());
         reply_empty(
             reply,
+            &("rename", parent.0, name, newparent.0, newname),
             self.overlay
                 .rename(parent.0, name, newparent.0, newname, flags),
         );
@@ -299,13 +337,20 @@ impl Filesystem for ViewFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.overlay.link(ino.0, newparent.0, newname));
+        reply_entry(
+            reply,
+            &("link", ino.0, newparent.0, newname),
+            self.overlay.link(ino.0, newparent.0, newname),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fd = match self.overlay.open(ino.0, flags.0) {
             Ok(fd) => fd,
-            Err(e) => return reply.error(e),
+            Err(e) => {
+                debug!("open {} {:#o}: {e:?}", ino.0, flags.0);
+                return reply.error(e);
+            }
         };
         let mode = self
             .backings
@@ -406,7 +451,7 @@ impl Filesystem for ViewFs {
             }
             .map_err(super::overlay::errno)
         });
-        reply_empty(reply, result);
+        reply_empty(reply, &"fsync/fallocate/xattr", result);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -565,7 +610,7 @@ impl Filesystem for ViewFs {
         reply: ReplyEmpty,
     ) {
         let result = xattr_name(name).and_then(|n| self.overlay.setxattr(ino.0, &n, value, flags));
-        reply_empty(reply, result);
+        reply_empty(reply, &"fsync/fallocate/xattr", result);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -579,7 +624,7 @@ impl Filesystem for ViewFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = xattr_name(name).and_then(|n| self.overlay.removexattr(ino.0, &n));
-        reply_empty(reply, result);
+        reply_empty(reply, &"fsync/fallocate/xattr", result);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -650,7 +695,7 @@ impl Filesystem for ViewFs {
             rustix::fs::fallocate(&*f, flags, offset, length)
                 .map_err(|e| super::overlay::errno(e.into()))
         });
-        reply_empty(reply, result);
+        reply_empty(reply, &"fsync/fallocate/xattr", result);
     }
 
     fn destroy(&mut self) {

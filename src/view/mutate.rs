@@ -104,12 +104,22 @@ impl Overlay {
             Err(_) => false,
         };
         let parent_st = sys::fstat(parent_fd).map_err(errno)?;
-        let gid = if parent_st.st_mode as u32 & SET_GID != 0 {
+        let parent_setgid = parent_st.st_mode as u32 & SET_GID != 0;
+        let gid = if parent_setgid {
             parent_st.st_gid as u32
         } else {
             caller.gid
         };
         let mask = |mode: u32| mode & !umask & 0o7777;
+        // A directory made in a setgid directory is setgid too (as Linux
+        // does); files only take the group.
+        let dir_mode = |mode: u32| {
+            if parent_setgid {
+                mask(mode) | SET_GID
+            } else {
+                mask(mode)
+            }
+        };
         // Made under a scratch name in work/, then moved into place: over a
         // whiteout by exchanging the two (atomic), else by a rename.
         let tmp = self.work_name();
@@ -118,7 +128,7 @@ impl Overlay {
             let file = match what {
                 Make::File { mode } => Some(sys::create_rw(work, &tmp, mask(mode))?),
                 Make::Dir { mode } => {
-                    sys::mkdir_at(work, &tmp, mask(mode))?;
+                    sys::mkdir_at(work, &tmp, dir_mode(mode))?;
                     if over_whiteout {
                         let d = sys::open_subdir(work, &tmp)?;
                         format::set_opaque(d.as_fd())?;
@@ -135,9 +145,13 @@ impl Overlay {
                 }
             };
             sys::lchown_at(work, &tmp, caller.uid, gid)?;
-            if let Make::File { mode } | Make::Dir { mode } | Make::Node { mode, .. } = what {
-                // chown may clear setuid/setgid; the mode is the caller's
-                sys::chmod_at(work, &tmp, mask(mode))?;
+            // chown may clear setuid/setgid; the mode is the caller's
+            match what {
+                Make::Dir { mode } => sys::chmod_at(work, &tmp, dir_mode(mode))?,
+                Make::File { mode } | Make::Node { mode, .. } => {
+                    sys::chmod_at(work, &tmp, mask(mode))?
+                }
+                Make::Symlink { .. } => {}
             }
             Ok(file)
         })();
@@ -330,6 +344,7 @@ impl Overlay {
         self.nodes()
             .enter(src.id, parent, name, src.found.clone(), false);
         let src_needs_whiteout = lower_has(self, src_dir.lower.as_ref(), name);
+        let dst_lower_exists = lower_has(self, dst_dir.lower.as_ref(), new_name);
         let result = (|| {
             self.copy_up(src.id)?;
             self.mark_moved_dir(src.id)?;
@@ -353,14 +368,32 @@ impl Overlay {
                 )
                 .map_err(|e| errno(e.into()));
             }
-            // A directory put where a lower directory was must not show
-            // that one's content.
-            if src.found.kind == FileType::Directory
-                && dst.as_ref().is_some_and(|d| d.found.lower.is_some())
-                && src.found.lower.is_none()
-            {
+            let is_dir = src.found.kind == FileType::Directory;
+            // A directory without lower content of its own, put where a
+            // lower directory is (shown or hidden), must not show that
+            // one's content.
+            if is_dir && src.found.lower.is_none() && dst_lower_exists {
                 let moved = sys::open_subdir(from.as_fd(), &cname).map_err(errno)?;
                 format::set_opaque(moved.as_fd()).map_err(errno)?;
+            }
+            // Linux renames no directory over a whiteout: exchange the two
+            // (atomic), which leaves the whiteout at the old name, where it
+            // is wanted or removed.
+            let over_whiteout = dst.is_none()
+                && sys::stat_at(to.as_fd(), &new_cname).is_ok_and(|st| format::is_whiteout(&st));
+            if is_dir && over_whiteout {
+                rustix::fs::renameat_with(
+                    from.as_fd(),
+                    &cname,
+                    to.as_fd(),
+                    &new_cname,
+                    RenameFlags::EXCHANGE,
+                )
+                .map_err(|e| errno(e.into()))?;
+                if !src_needs_whiteout {
+                    sys::unlink_at(from.as_fd(), &cname).map_err(errno)?;
+                }
+                return Ok(());
             }
             // An empty directory replaced may still hold whiteouts.
             if let Some(d) = &dst
@@ -370,13 +403,21 @@ impl Overlay {
             {
                 crate::tree::remove::clear_dir(old.as_fd()).map_err(errno)?;
             }
-            let flags = if src_needs_whiteout {
+            // A whiteout at the old name, atomically for files; Linux
+            // makes none for directories, so there it follows the rename (a
+            // crash in between shows the old lower directory again; nothing
+            // is lost).
+            let flags = if src_needs_whiteout && !is_dir {
                 RenameFlags::WHITEOUT
             } else {
                 RenameFlags::empty()
             };
             rustix::fs::renameat_with(from.as_fd(), &cname, to.as_fd(), &new_cname, flags)
-                .map_err(|e| errno(e.into()))
+                .map_err(|e| errno(e.into()))?;
+            if src_needs_whiteout && is_dir {
+                format::make_whiteout(from.as_fd(), &cname).map_err(errno)?;
+            }
+            Ok(())
         })();
         if result.is_ok() {
             let mut nodes = self.nodes();
