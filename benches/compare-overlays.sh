@@ -1,0 +1,581 @@
+#!/usr/bin/env bash
+# compare-overlays.sh: paired timings of vskel's view (`vskel overlay`)
+# against kernel overlayfs and fuse-overlayfs over the same layers, with the
+# plain lower directory ("raw") as a fourth column where it makes sense.
+#
+#   benches/compare-overlays.sh [-n RUNS] [-s SETS] [-k KINDS]
+#     -n RUNS   timed runs per measurement (default ${BENCH_RUNS:-3}); the
+#               table shows the median
+#     -s SETS   comma list of minbase,usr,io (default all)
+#     -k KINDS  comma list of kernel,fuse-overlayfs,vskel (default all that
+#               are there; vskel is skipped with a note while
+#               `vskel overlay` does not exist)
+#
+# Environment: VSKEL (default target/release/vskel, relative to the repo),
+# VSKEL_FIXTURES (default /var/tmp/vskel-fixtures), BENCH_DIR (where the
+# scratch image or dir goes, default /var/tmp; not tmpfs),
+# BENCH_SCRATCH_FS (loop (default): uppers on a fresh journaled ext4 in a
+# loop-mounted ${BENCH_SCRATCH_SIZE:-8G} sparse image; dir: a plain dir),
+# BENCH_KERNEL_OPTS (extra kernel overlay options, default none: the
+# kernel's defaults), BENCH_USR_ENTRIES (default 130000).
+# Needs root (mounts, drop_caches), python3, fuse-overlayfs for its column.
+#
+# Layer sets (each kind gets its own empty upper and work dir, on the
+# scratch filesystem; the lowers stay where the fixtures are):
+#   minbase  lowers = the debootstrap minbase tree
+#            ($VSKEL_FIXTURES/rootfs-bookworm, made by
+#            ../shared/fixtures/make-rootfs.sh if missing, ~6.7k entries)
+#            used whole as one lower, plus an empty second lower
+#   usr      lowers = $VSKEL_FIXTURES/usr-copy (cp -a /usr, made once; if
+#            it has fewer than BENCH_USR_ENTRIES entries, copies of
+#            usr-copy/share are added as usr-copy/share-dupN until it has
+#            enough) plus an empty second lower
+#   io       lowers = $VSKEL_FIXTURES/bench-io (big.bin: 1 GiB of
+#            /dev/urandom; copyup/: 1,000 files of 4 KiB) plus an empty lower
+#
+# Measurements (all kinds in alternating order in every run, raw included):
+#   find warm     `find MNT | wc -l` after one untimed find (minbase, usr)
+#   find cold     before each run: umount, sync, drop_caches (echo 3), mount;
+#                 then `find MNT | wc -l` (minbase, usr)
+#   stat warm     the "stat storm": a python3 loop doing lstat() on every
+#                 path of a list (made once with find -print0 on the lower),
+#                 after one untimed pass; python's start-up is not timed
+#   rss           VmRSS of the FUSE server (the process whose command line
+#                 has MNT as an argument) after the walks above (usr set);
+#                 one sample, MiB; not applicable to kernel and raw
+#   read 1 GiB    dd if=MNT/big.bin of=/dev/null bs=1M, warm (after one
+#                 untimed read); raw = the lower file itself (io)
+#   create 10k    python3: in a new dir, create 10,000 files of 64 bytes
+#                 (open O_CREAT|O_EXCL, write, close) (io)
+#   delete 10k    python3: unlink those 10,000 files (io)
+#   copy-up 1000  fresh upper and mount, an untimed lstat of each file, then
+#                 python3 appends one byte to each of the 1,000 lower files
+#                 of copyup/ (io; raw appends to a scratch copy)
+#
+# Output: one row per measurement: medians in ms (RSS in MiB) for raw,
+# kernel, fuse-overlayfs and vskel, the ratios vskel/kernel and
+# fuse-overlayfs/kernel, and the issue's goal for vskel with a verdict for
+# fuse-overlayfs and vskel. The goals: find warm <= 1.3x kernel, stat warm
+# <= 1.2x kernel, find cold <= 1.5x kernel, read 1 GiB <= 1.1x raw, create
+# 10k <= 600 ms, delete 10k <= 200 ms, copy-up 1000 <= 100 ms, RSS <= 64 MiB.
+# Timings are reported, never asserted: the exit status is 0 unless
+# something failed to run. Run it on a quiet machine: the load average at
+# the start and the end is printed with the table (2 cores here; a
+# concurrent cargo build makes the create and copy-up rows several times
+# slower and noisy).
+#
+# Known: kernel overlayfs fsyncs every file it copies up (since Linux 4.9,
+# for crash safety; the `volatile` mount option skips it), so its copy-up
+# row is bound by the disk's flush latency; fuse-overlayfs does not fsync.
+#
+# Everything mounted is unmounted in an EXIT trap, and scratch layers are
+# removed (only once nothing below them is mounted).
+set -euo pipefail
+export LC_ALL=C
+
+runs=${BENCH_RUNS:-3}
+sets=minbase,usr,io
+kinds_arg=
+while getopts n:s:k:h opt; do
+    case $opt in
+    n) runs=$OPTARG ;;
+    s) sets=$OPTARG ;;
+    k) kinds_arg=$OPTARG ;;
+    *)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+        exit 2
+        ;;
+    esac
+done
+((EUID == 0)) || {
+    echo "$0: needs root (mounts, drop_caches)" >&2
+    exit 2
+}
+command -v python3 >/dev/null || {
+    echo "$0: needs python3" >&2
+    exit 2
+}
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+fixtures=${VSKEL_FIXTURES:-/var/tmp/vskel-fixtures}
+usr_entries=${BENCH_USR_ENTRIES:-130000}
+vskel=${VSKEL:-target/release/vskel}
+[[ $vskel == /* ]] || vskel=$repo/$vskel
+
+note() { echo "== $*" >&2; }
+
+# --- which kinds ----------------------------------------------------------------
+kinds=()
+notes=()
+want_kind() { [[ -z $kinds_arg || ,$kinds_arg, == *,$1,* ]]; }
+want_kind kernel && kinds+=(kernel)
+if want_kind fuse-overlayfs; then
+    if command -v fuse-overlayfs >/dev/null; then
+        kinds+=(fuse-overlayfs)
+    else
+        notes+=("fuse-overlayfs: not installed (apt-get install fuse-overlayfs), column skipped")
+    fi
+fi
+if want_kind vskel; then
+    if [[ -x $vskel ]] && "$vskel" overlay --help >/dev/null 2>&1; then
+        kinds+=(vskel)
+    else
+        notes+=("vskel: '$vskel overlay' is not available (not built, or no overlay subcommand yet), column skipped")
+    fi
+fi
+((${#kinds[@]})) || {
+    echo "$0: no overlay kind to measure" >&2
+    exit 2
+}
+is_fuse() { [[ $1 == fuse-overlayfs || $1 == vskel ]]; }
+
+# --- scratch and cleanup --------------------------------------------------------
+base=${BENCH_DIR:-/var/tmp}
+if [[ $(stat -f -c %T "$base") == tmpfs ]]; then
+    echo "$0: $base is tmpfs; set BENCH_DIR to a disk filesystem" >&2
+    exit 2
+fi
+scratch_fs=${BENCH_SCRATCH_FS:-loop}
+work=$(mktemp -d "$base/compare-overlays.XXXXXX")
+img=
+
+# Mount points strictly below $work that are mounted, deepest first.
+mounted_below() {
+    awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+# shellcheck disable=SC2317  # called from the trap
+cleanup() {
+    local rc=$? m
+    while read -r m; do
+        [[ -n $m ]] || continue
+        umount "$m" 2>/dev/null || umount -l "$m" || true
+    done < <(mounted_below)
+    if [[ -n $(mounted_below) ]]; then
+        echo "$0: still mounted below $work; left it in place" >&2
+    elif [[ -n $img ]]; then
+        umount "$work" 2>/dev/null || umount -l "$work" || true
+        rm -f "$img"
+        rmdir "$work" 2>/dev/null || true
+    else
+        rm -rf --one-file-system "$work"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Upper and work dirs (and raw's scratch dirs) live on a fresh journaled ext4
+# in a loop-mounted image, the usual host setup. The root filesystem here is
+# ext4 without a journal, where creating files soon after deleting many is
+# pathologically slow (ext4's recently_deleted() scan in inode allocation
+# runs only without a journal: 10k creates take 0.3 s or 5 s by luck).
+# BENCH_SCRATCH_FS=dir uses a plain directory under BENCH_DIR instead.
+if [[ $scratch_fs == loop ]]; then
+    img=$work.img
+    truncate -s "${BENCH_SCRATCH_SIZE:-8G}" "$img"
+    mkfs.ext4 -q -F "$img"
+    mount -o loop "$img" "$work"
+fi
+
+# --- fixtures -------------------------------------------------------------------
+count_entries() { find "$1" | wc -l; }
+
+minbase_fixture() {
+    local dir=$fixtures/rootfs-bookworm
+    if [[ ! -f $dir/.vskel-rootfs-complete ]]; then
+        note "building the minbase fixture in $dir"
+        mkdir -p "$fixtures"
+        (
+            flock 9
+            bash "$repo/../shared/fixtures/make-rootfs.sh" "$dir"
+        ) 9>"$dir.lock"
+    fi
+    echo "$dir"
+}
+
+usr_fixture() {
+    local dir=$fixtures/usr-copy n i=0
+    if [[ ! -f $dir.complete ]]; then
+        note "copying /usr to $dir (once)"
+        rm -rf "$dir" "$dir.tmp"
+        mkdir -p "$fixtures"
+        cp -a /usr "$dir.tmp"
+        n=$(count_entries "$dir.tmp")
+        while ((n < usr_entries)); do
+            i=$((i + 1))
+            cp -a "$dir.tmp/share" "$dir.tmp/share-dup$i"
+            n=$(count_entries "$dir.tmp")
+        done
+        mv "$dir.tmp" "$dir"
+        echo "$n entries (cp -a /usr, $i copies of share/ added)" >"$dir.complete"
+    fi
+    note "usr fixture: $(cat "$dir.complete")"
+    echo "$dir"
+}
+
+io_fixture() {
+    local dir=$fixtures/bench-io
+    if [[ ! -f $dir/.complete ]]; then
+        note "making $dir (1 GiB file, 1,000 small files; once)"
+        rm -rf "$dir"
+        mkdir -p "$dir/copyup"
+        dd if=/dev/urandom of="$dir/big.bin" bs=1M count=1024 status=none
+        python3 - "$dir/copyup" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(1000):
+    with open(os.path.join(d, "f%04d" % i), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+        touch "$dir/.complete"
+    fi
+    echo "$dir"
+}
+
+# --- mounting -------------------------------------------------------------------
+# Layers of SET for KIND live in $work/SET-KIND/{upper,work,mnt}; the lowers
+# of SET are in lowers[SET].
+declare -A lowers
+
+layer_dir() { echo "$work/$2-$1"; }
+mnt_of() { echo "$work/$2-$1/mnt"; }
+
+fresh_layers() { # KIND SET
+    local d
+    d=$(layer_dir "$1" "$2")
+    rm -rf --one-file-system "$d"
+    mkdir -p "$d"/{upper,work,mnt}
+}
+
+mount_kind() { # KIND SET
+    local kind=$1 set=$2 d opts
+    d=$(layer_dir "$kind" "$set")
+    opts="lowerdir=${lowers[$set]},upperdir=$d/upper,workdir=$d/work"
+    case $kind in
+    kernel)
+        mount -t overlay overlay -o "$opts${BENCH_KERNEL_OPTS:+,$BENCH_KERNEL_OPTS}" "$d/mnt"
+        ;;
+    fuse-overlayfs) fuse-overlayfs -o "$opts" "$d/mnt" ;;
+    vskel) "$vskel" overlay -o "$opts" "$d/mnt" ;;
+    esac
+    mountpoint -q "$d/mnt" || {
+        echo "$0: $kind did not mount $d/mnt" >&2
+        exit 1
+    }
+}
+
+umount_kind() { # KIND SET
+    local m
+    m=$(mnt_of "$1" "$2")
+    if mountpoint -q "$m"; then
+        umount "$m" || umount -l "$m"
+    fi
+    if is_fuse "$1"; then
+        # Let the server exit before the layers are mounted again.
+        local i
+        for ((i = 0; i < 100; i++)); do
+            [[ -z $(server_pid "$m") ]] && break
+            sleep 0.05
+        done
+    fi
+}
+
+# The pid of the process that has MNT as a whole argument (the FUSE server).
+server_pid() {
+    local p arg
+    for p in /proc/[0-9]*; do
+        [[ ${p#/proc/} != "$$" ]] || continue
+        while IFS= read -r -d '' arg; do
+            if [[ $arg == "$1" ]]; then
+                echo "${p#/proc/}"
+                return
+            fi
+        done 2>/dev/null <"$p/cmdline" || true
+    done
+}
+
+# The directory a measurement of KIND on SET works in: the mount, or for
+# raw the first lower itself.
+target() { # KIND SET
+    if [[ $1 == raw ]]; then
+        echo "${lowers[$2]%%:*}"
+    else
+        mnt_of "$1" "$2"
+    fi
+}
+
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# --- timing ---------------------------------------------------------------------
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# Milliseconds a command takes (its stdout goes to /dev/null).
+time_ms() {
+    local t0 t1
+    t0=$(now_us)
+    "$@" >/dev/null
+    t1=$(now_us)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }'
+}
+
+find_count() { find "$1" | wc -l; }
+
+# python3 helpers; each prints the milliseconds of the timed part only.
+py_helper() {
+    python3 - "$@" <<'PY'
+import os, sys, time
+
+op = sys.argv[1]
+if op == "lstat":  # ROOT LIST0: lstat ROOT/path for every path of LIST0
+    root = os.fsencode(sys.argv[2])
+    with open(sys.argv[3], "rb") as f:
+        paths = [os.path.join(root, p) for p in f.read().split(b"\0") if p]
+    t = time.perf_counter()
+    for p in paths:
+        os.lstat(p)
+elif op == "create":  # DIR N
+    d, n = sys.argv[2], int(sys.argv[3])
+    os.mkdir(d)
+    data = b"x" * 64
+    names = [os.path.join(d, "f%05d" % i) for i in range(n)]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    t = time.perf_counter()
+    for p in names:
+        fd = os.open(p, flags, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+elif op == "delete":  # DIR N
+    d, n = sys.argv[2], int(sys.argv[3])
+    names = [os.path.join(d, "f%05d" % i) for i in range(n)]
+    t = time.perf_counter()
+    for p in names:
+        os.unlink(p)
+elif op == "append":  # DIR: append one byte to every file of DIR
+    d = sys.argv[2]
+    names = [os.path.join(d, n) for n in sorted(os.listdir(d))]
+    for p in names:
+        os.lstat(p)
+    t = time.perf_counter()
+    for p in names:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b"x")
+        os.close(fd)
+else:
+    sys.exit("unknown op " + op)
+print("%.1f" % ((time.perf_counter() - t) * 1000))
+if op == "delete":
+    os.rmdir(d)
+PY
+}
+
+# --- results --------------------------------------------------------------------
+declare -A results goal
+rows=()
+add_row() { # ROW GOAL; GOAL is kernel:X, raw:X, ms:X or mib:X
+    rows+=("$1")
+    goal[$1]=$2
+}
+record() { # ROW KIND VALUE
+    results[$1|$2]+="$3 "
+}
+
+median() {
+    tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "-"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Kinds in the order of run R (rotated, so none always goes first).
+order() { # R KIND...
+    local r=$1
+    shift
+    local list=("$@") n=$#
+    local i
+    for ((i = 0; i < n; i++)); do
+        echo "${list[$(((i + r) % n))]}"
+    done
+}
+
+# --- measurements -----------------------------------------------------------------
+measure_tree_set() { # SET
+    local set=$1 k r c list all=(raw "${kinds[@]}")
+    note "$set: lowers ${lowers[$set]}"
+    for k in "${kinds[@]}"; do
+        fresh_layers "$k" "$set"
+        mount_kind "$k" "$set"
+    done
+    # Every view must show the same number of entries as the lower tree.
+    for k in "${all[@]}"; do
+        c=$(find_count "$(target "$k" "$set")")
+        note "$set: $k: $c entries"
+    done
+
+    add_row "$set: find warm" kernel:1.3
+    for ((r = 0; r < runs; r++)); do
+        for k in $(order "$r" "${all[@]}"); do
+            record "$set: find warm" "$k" "$(time_ms find_count "$(target "$k" "$set")")"
+        done
+    done
+
+    add_row "$set: stat warm" kernel:1.2
+    list=$work/$set.paths0
+    (cd "${lowers[$set]%%:*}" && find . -mindepth 1 -print0) >"$list"
+    for k in "${all[@]}"; do
+        py_helper lstat "$(target "$k" "$set")" "$list" >/dev/null
+    done
+    for ((r = 0; r < runs; r++)); do
+        for k in $(order "$r" "${all[@]}"); do
+            record "$set: stat warm" "$k" "$(py_helper lstat "$(target "$k" "$set")" "$list")"
+        done
+    done
+
+    add_row "$set: rss after walk (MiB)" mib:64
+    for k in "${kinds[@]}"; do
+        is_fuse "$k" || continue
+        local pid rss
+        pid=$(server_pid "$(mnt_of "$k" "$set")")
+        rss=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")
+        record "$set: rss after walk (MiB)" "$k" "$rss"
+    done
+
+    add_row "$set: find cold" kernel:1.5
+    for ((r = 0; r < runs; r++)); do
+        for k in $(order "$r" "${all[@]}"); do
+            [[ $k == raw ]] || umount_kind "$k" "$set"
+            drop_caches
+            [[ $k == raw ]] || mount_kind "$k" "$set"
+            record "$set: find cold" "$k" "$(time_ms find_count "$(target "$k" "$set")")"
+        done
+    done
+    for k in "${kinds[@]}"; do
+        umount_kind "$k" "$set"
+    done
+}
+
+measure_io_set() {
+    local set=io k r t dir="${lowers[io]%%:*}" all=(raw "${kinds[@]}")
+    note "io: lowers ${lowers[io]}"
+    for k in "${kinds[@]}"; do
+        fresh_layers "$k" io
+        mount_kind "$k" io
+    done
+
+    add_row "io: read 1 GiB warm" raw:1.1
+    for k in "${all[@]}"; do
+        dd if="$(target "$k" io)/big.bin" of=/dev/null bs=1M status=none
+    done
+    for ((r = 0; r < runs; r++)); do
+        for k in $(order "$r" "${all[@]}"); do
+            record "io: read 1 GiB warm" "$k" \
+                "$(time_ms dd if="$(target "$k" io)/big.bin" of=/dev/null bs=1M status=none)"
+        done
+    done
+
+    # raw: plain directories on the same filesystem as the layers.
+    mkdir -p "$work/raw-scratch"
+    add_row "io: create 10k" ms:600
+    add_row "io: delete 10k" ms:200
+    for ((r = 0; r < runs; r++)); do
+        for k in $(order "$r" "${all[@]}"); do
+            if [[ $k == raw ]]; then t=$work/raw-scratch/new$r; else t=$(mnt_of "$k" io)/new$r; fi
+            record "io: create 10k" "$k" "$(py_helper create "$t" 10000)"
+            record "io: delete 10k" "$k" "$(py_helper delete "$t" 10000)"
+        done
+    done
+
+    add_row "io: copy-up 1000" ms:100
+    for ((r = 0; r < runs; r++)); do
+        for k in $(order "$r" "${all[@]}"); do
+            if [[ $k == raw ]]; then
+                rm -rf "$work/raw-scratch/copyup"
+                cp -a "$dir/copyup" "$work/raw-scratch/copyup"
+                t=$work/raw-scratch/copyup
+            else
+                umount_kind "$k" io
+                fresh_layers "$k" io
+                mount_kind "$k" io
+                t=$(mnt_of "$k" io)/copyup
+            fi
+            record "io: copy-up 1000" "$k" "$(py_helper append "$t")"
+        done
+    done
+    for k in "${kinds[@]}"; do
+        umount_kind "$k" io
+    done
+}
+
+# --- main -----------------------------------------------------------------------
+mkdir -p "$work/empty"
+t_start=$(now_us)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+IFS=, read -r -a set_list <<<"$sets"
+for s in "${set_list[@]}"; do
+    case $s in
+    minbase) lowers[minbase]=$(minbase_fixture):$work/empty ;;
+    usr) lowers[usr]=$(usr_fixture):$work/empty ;;
+    io) lowers[io]=$(io_fixture):$work/empty ;;
+    *)
+        echo "$0: unknown set $s" >&2
+        exit 2
+        ;;
+    esac
+done
+for s in "${set_list[@]}"; do
+    if [[ $s == io ]]; then measure_io_set; else measure_tree_set "$s"; fi
+done
+
+# --- report ---------------------------------------------------------------------
+cols=(raw kernel fuse-overlayfs vskel)
+ratio() { # A B
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'
+}
+verdict() { # ROW VALUE(kind) RAW KERNEL
+    local spec=${goal[$1]} v=$2 raw=$3 kern=$4
+    awk -v t="${spec%%:*}" -v lim="${spec#*:}" -v v="$v" -v raw="$raw" -v k="$kern" 'BEGIN {
+        if (v == "-") { print "-"; exit }
+        if (t == "kernel") { if (k == "-" || k == 0) { print "-"; exit }; r = v / k }
+        else if (t == "raw") { if (raw == "-" || raw == 0) { print "-"; exit }; r = v / raw }
+        else r = v
+        s = (r <= lim) ? "ok" : "MISS"
+        if (t == "kernel" || t == "raw") printf "%s (%.2fx)", s, r; else print s }'
+}
+goal_text() {
+    local spec=${goal[$1]}
+    case ${spec%%:*} in
+    kernel) echo "<= ${spec#*:}x kernel" ;;
+    raw) echo "<= ${spec#*:}x raw" ;;
+    ms) echo "<= ${spec#*:} ms" ;;
+    mib) echo "<= ${spec#*:} MiB" ;;
+    esac
+}
+
+echo
+echo "compare-overlays: $runs runs, medians in ms (rss in MiB); kernel options: ${BENCH_KERNEL_OPTS:-defaults}"
+echo "uppers on: $([[ -n $img ]] && echo "journaled ext4 (loop image)" || echo "$base")"
+echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end ($(nproc) cores)"
+for n in "${notes[@]}"; do echo "note: $n"; done
+printf '%-28s %9s %9s %9s %9s %8s %8s  %-16s %-14s %-14s\n' \
+    measurement raw kernel fuse-ovl vskel vs/kern fo/kern "goal (vskel)" fuse-ovl vskel
+for row in "${rows[@]}"; do
+    declare -A med=()
+    for c in "${cols[@]}"; do
+        med[$c]=$(median <<<"${results[$row|$c]:-}")
+    done
+    printf '%-28s %9s %9s %9s %9s %8s %8s  %-16s %-14s %-14s\n' "$row" \
+        "${med[raw]}" "${med[kernel]}" "${med[fuse-overlayfs]}" "${med[vskel]}" \
+        "$(ratio "${med[vskel]}" "${med[kernel]}")" "$(ratio "${med[fuse-overlayfs]}" "${med[kernel]}")" \
+        "$(goal_text "$row")" \
+        "$(verdict "$row" "${med[fuse-overlayfs]}" "${med[raw]}" "${med[kernel]}")" \
+        "$(verdict "$row" "${med[vskel]}" "${med[raw]}" "${med[kernel]}")"
+    unset med
+done
+echo "all runs (ms):"
+for row in "${rows[@]}"; do
+    for c in "${cols[@]}"; do
+        [[ -n ${results[$row|$c]:-} ]] && echo "  $row | $c: ${results[$row|$c]}"
+    done
+done
+awk -v a="$t_start" -v b="$(now_us)" 'BEGIN { printf "total time: %.0f s\n", (b - a) / 1e6 }'
