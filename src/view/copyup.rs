@@ -30,7 +30,7 @@ impl Overlay {
                 node.parent,
                 node.name.clone(),
                 node.upper,
-                node.lower.clone(),
+                nodes.lower_of(id),
                 node.kind,
             )
         };

@@ -539,8 +539,13 @@ impl Filesystem for ViewFs {
             }
             at += 1;
         }
-        for (i, item) in list.iter().enumerate().skip((at - DOT_ENTRIES) as usize) {
-            let Ok(resolved) = self.overlay.resolve_in(ino.0, &item.name) else {
+        let first = (at - DOT_ENTRIES) as usize;
+        let mut resolver = match self.overlay.resolver(ino.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(e),
+        };
+        for (i, item) in list.iter().enumerate().skip(first) {
+            let Ok(resolved) = resolver.resolve(&item.name) else {
                 continue; // removed since opendir
             };
             let entry = self.overlay.entry_of(&resolved);
@@ -557,6 +562,7 @@ impl Filesystem for ViewFs {
             }
             self.overlay.enter_resolved(ino.0, &item.name, resolved);
         }
+        drop(resolver);
         reply.ok();
     }
 

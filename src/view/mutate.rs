@@ -12,10 +12,12 @@ use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 
 use super::copyup::lower_has;
 use super::format;
+use super::node::Found;
 use super::node::ROOT_ID;
-use super::overlay::{DirInfo, Entry, OpResult, Overlay, cname, errno};
+use super::overlay::{DirInfo, Entry, OpResult, Overlay, Resolved, cname, errno};
 use crate::sys;
 use crate::tree::remove::remove_tree_at;
+use tracing::debug;
 
 /// Who asks: the caller's IDs become the owner of what is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,21 +90,24 @@ impl Overlay {
     ) -> OpResult<(Entry, Option<OwnedFd>)> {
         let cname = cname(name)?;
         let _exclusive = self.exclusive();
-        let dir = self.dir_info(parent)?;
-        match self.resolve(&dir, name) {
-            Ok(_) => return Err(Errno::EEXIST),
-            Err(e) if e == Errno::ENOENT => {}
-            Err(e) => return Err(e),
-        }
-        let (_, parent_fd) = self.upper_parent(parent)?;
+        let (dir, parent_fd) = self.upper_parent(parent)?;
         let parent_fd = parent_fd.as_fd();
         // A whiteout here hides a lower entry: the new entry replaces it
         // (and a new directory must not show the lower one's content).
         let over_whiteout = match sys::stat_at(parent_fd, &cname) {
             Ok(st) if format::is_whiteout(&st) => true,
             Ok(_) => return Err(Errno::EEXIST),
-            Err(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
+            Err(e) => return Err(errno(e)),
         };
+        if !over_whiteout {
+            // Shown from a lower layer? (Whiteouts within the lowers count.)
+            match self.resolve(&dir, name) {
+                Ok(_) => return Err(Errno::EEXIST),
+                Err(e) if e == Errno::ENOENT => {}
+                Err(e) => return Err(e),
+            }
+        }
         let parent_st = sys::fstat(parent_fd).map_err(errno)?;
         let parent_setgid = parent_st.st_mode as u32 & SET_GID != 0;
         let gid = if parent_setgid {
@@ -120,51 +125,74 @@ impl Overlay {
                 mask(mode)
             }
         };
-        // Made under a scratch name in work/, then moved into place: over a
-        // whiteout by exchanging the two (atomic), else by a rename.
+        // Made in place, as kernel overlayfs does; over a whiteout, made
+        // under a scratch name in work/ and exchanged with the whiteout
+        // (atomic), so the lower entry never shows through.
         let tmp = self.work_name();
-        let work = self.work.fd();
+        let (at, at_name) = if over_whiteout {
+            (self.work.fd(), tmp.as_c_str())
+        } else {
+            (parent_fd, cname.as_c_str())
+        };
         let made = (|| -> std::io::Result<Option<OwnedFd>> {
             let file = match what {
-                Make::File { mode } => Some(sys::create_rw(work, &tmp, mask(mode))?),
+                Make::File { mode } => Some(sys::create_rw(at, at_name, mask(mode))?),
                 Make::Dir { mode } => {
-                    sys::mkdir_at(work, &tmp, dir_mode(mode))?;
+                    sys::mkdir_at(at, at_name, dir_mode(mode))?;
                     if over_whiteout {
-                        let d = sys::open_subdir(work, &tmp)?;
+                        let d = sys::open_subdir(at, at_name)?;
                         format::set_opaque(d.as_fd())?;
                     }
                     None
                 }
                 Make::Node { kind, mode, rdev } => {
-                    sys::mknod_at(work, &tmp, kind, mask(mode), rdev)?;
+                    sys::mknod_at(at, at_name, kind, mask(mode), rdev)?;
                     None
                 }
                 Make::Symlink { target } => {
-                    sys::symlink_at(target, work, &tmp)?;
+                    sys::symlink_at(target, at, at_name)?;
                     None
                 }
             };
-            sys::lchown_at(work, &tmp, caller.uid, gid)?;
+            match &file {
+                Some(fd) => sys::fchown(fd.as_fd(), caller.uid, gid)?,
+                None => sys::lchown_at(at, at_name, caller.uid, gid)?,
+            }
             // chown may clear setuid/setgid; the mode is the caller's
-            match what {
-                Make::Dir { mode } => sys::chmod_at(work, &tmp, dir_mode(mode))?,
-                Make::File { mode } | Make::Node { mode, .. } => {
-                    sys::chmod_at(work, &tmp, mask(mode))?
+            match (what, &file) {
+                (Make::File { mode }, Some(fd)) => sys::fchmod(fd.as_fd(), mask(mode))?,
+                (Make::Dir { mode }, _) => sys::chmod_at(at, at_name, dir_mode(mode))?,
+                (Make::File { mode } | Make::Node { mode, .. }, _) => {
+                    sys::chmod_at(at, at_name, mask(mode))?
                 }
-                Make::Symlink { .. } => {}
+                (Make::Symlink { .. }, _) => {}
             }
             Ok(file)
         })();
         let file = match made {
             Ok(file) => file,
             Err(e) => {
-                let _ = remove_tree_at(work, &tmp);
+                if let Err(cleanup) = remove_tree_at(at, at_name) {
+                    debug!("cleaning up a failed create: {cleanup}");
+                }
                 return Err(errno(e));
             }
         };
-        self.move_into_place(&tmp, parent_fd, &cname, over_whiteout)?;
-        let entry = self.lookup_locked(parent, name, true)?;
-        Ok((entry, file))
+        if over_whiteout {
+            self.move_into_place(&tmp, parent_fd, &cname, true)?;
+        }
+        let st = sys::stat_at(parent_fd, &cname).map_err(errno)?;
+        let made = Resolved {
+            id: self.upper_ino(&st),
+            found: Found {
+                kind: FileType::from_raw_mode(st.st_mode as _),
+                upper: true,
+                lower: None,
+            },
+            stat: st,
+            merged: false,
+        };
+        Ok((self.enter(parent, name, made, true), file))
     }
 
     /// Move `work/tmp` to `name` in the upper `dir`; over a whiteout by an
@@ -264,24 +292,44 @@ impl Overlay {
         in_upper: bool,
         needs_whiteout: bool,
     ) -> OpResult<()> {
-        let work = self.work.fd();
         match (in_upper, needs_whiteout) {
             (false, false) => Ok(()),
             (false, true) => format::make_whiteout(dir, name).map_err(errno),
-            (true, whiteout) => {
-                // Moved out (atomically leaving a whiteout where needed),
-                // then deleted from work/.
-                let tmp = self.work_name();
-                let flags = if whiteout {
-                    RenameFlags::WHITEOUT
-                } else {
-                    RenameFlags::empty()
-                };
-                rustix::fs::renameat_with(dir, name, work, &tmp, flags)
-                    .map_err(|e| errno(e.into()))?;
-                remove_tree_at(work, &tmp).map_err(errno)
+            (true, false) => {
+                // Nothing below to hide: removed in place (a directory
+                // still holding whiteouts goes the long way).
+                match sys::unlink_at(dir, name).or_else(|e| match e.raw_os_error() {
+                    Some(libc::EISDIR) => sys::rmdir_at(dir, name),
+                    _ => Err(e),
+                }) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                        self.remove_upper_via_work(dir, name, false)
+                    }
+                    Err(e) => Err(errno(e)),
+                }
             }
+            (true, true) => self.remove_upper_via_work(dir, name, true),
         }
+    }
+
+    /// Move `name` out of the upper `dir` into work/ (atomically leaving a
+    /// whiteout if asked) and delete it there.
+    fn remove_upper_via_work(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        whiteout: bool,
+    ) -> OpResult<()> {
+        let work = self.work.fd();
+        let tmp = self.work_name();
+        let flags = if whiteout {
+            RenameFlags::WHITEOUT
+        } else {
+            RenameFlags::empty()
+        };
+        rustix::fs::renameat_with(dir, name, work, &tmp, flags).map_err(|e| errno(e.into()))?;
+        remove_tree_at(work, &tmp).map_err(errno)
     }
 
     /// Rename `name` in `parent` to `new_name` in `new_parent`.
@@ -442,7 +490,7 @@ impl Overlay {
         let (kind, lower) = {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
-            (node.kind, node.lower.clone())
+            (node.kind, nodes.lower_of(id))
         };
         let Some(lower) = lower.filter(|_| kind == FileType::Directory) else {
             return Ok(());

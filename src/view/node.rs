@@ -51,8 +51,12 @@ pub struct Node {
     pub kind: FileType,
     /// Exists in the upper layer at its path.
     pub upper: bool,
-    /// Lower content, if any (absent once hidden by an opaque directory).
-    pub lower: Option<Lower>,
+    /// The lower layers holding it, one bit each (0: no lower content).
+    lower_layers: u32,
+    /// Where its lower content is, when that is not its parent's lower
+    /// path plus its name (below a redirect); most nodes need none, which
+    /// keeps a table of 100,000s of nodes small.
+    lower_path: Option<Box<Path>>,
     /// Lookups the kernel holds.
     pub lookups: u64,
     /// Generation reported with the node ID.
@@ -89,7 +93,8 @@ impl Nodes {
                 aliases: Vec::new(),
                 kind: FileType::Directory,
                 upper: true,
-                lower: root_lower,
+                lower_layers: root_lower.as_ref().map_or(0, |l| layer_mask(&l.layers)),
+                lower_path: None,
                 lookups: 1,
                 generation: 0,
             },
@@ -134,6 +139,15 @@ impl Nodes {
     /// its generation. `fresh` says the inode was just made: an existing
     /// node with that ID is then a dead file whose inode number was reused.
     pub fn enter(&mut self, id: u64, parent: u64, name: &OsStr, found: Found, fresh: bool) -> u64 {
+        let (lower_layers, lower_path) = match &found.lower {
+            None => (0, None),
+            Some(lower) => {
+                let derived = self.lower_path_of(parent).map(|p| child_path(&p, name));
+                let explicit = (derived.as_deref() != Some(lower.path.as_path()))
+                    .then(|| lower.path.clone().into_boxed_path());
+                (layer_mask(&lower.layers), explicit)
+            }
+        };
         let next_generation = &mut self.next_generation;
         let node = self.map.entry(id).or_insert_with(|| Node {
             parent,
@@ -141,7 +155,8 @@ impl Nodes {
             aliases: Vec::new(),
             kind: found.kind,
             upper: found.upper,
-            lower: found.lower.clone(),
+            lower_layers,
+            lower_path: lower_path.clone(),
             lookups: 0,
             generation: 0,
         });
@@ -166,9 +181,51 @@ impl Nodes {
         }
         node.kind = found.kind;
         node.upper = found.upper;
-        node.lower = found.lower;
+        node.lower_layers = lower_layers;
+        node.lower_path = lower_path;
         node.lookups += 1;
         node.generation
+    }
+
+    /// The lower content of node `id`, if any.
+    pub fn lower_of(&self, id: u64) -> Option<Lower> {
+        let node = self.map.get(&id)?;
+        if node.lower_layers == 0 {
+            return None;
+        }
+        Some(Lower {
+            path: self.lower_path_of(id)?,
+            layers: mask_layers(node.lower_layers),
+        })
+    }
+
+    /// Where node `id`'s lower content is: its own recorded path, or its
+    /// parent's plus its name.
+    fn lower_path_of(&self, id: u64) -> Option<PathBuf> {
+        let mut names: Vec<&OsStr> = Vec::new();
+        let mut at = id;
+        let base = loop {
+            let node = self.map.get(&at)?;
+            if node.lower_layers == 0 {
+                return None;
+            }
+            if let Some(path) = &node.lower_path {
+                break path.to_path_buf();
+            }
+            if at == ROOT_ID {
+                break PathBuf::new();
+            }
+            names.push(&node.name);
+            at = node.parent;
+            if names.len() > MAX_DEPTH {
+                return None;
+            }
+        };
+        let mut path = base;
+        for name in names.iter().rev() {
+            path = child_path(&path, name);
+        }
+        Some(path)
     }
 
     /// The kernel gives back `n` lookups of `id`; the node goes at zero.
@@ -231,6 +288,23 @@ impl Nodes {
         self.map.len() <= 1
     }
 }
+
+/// One bit per lower layer (layers past the 32nd are not recorded; the
+/// view refuses more lower layers than that).
+pub fn layer_mask(layers: &[usize]) -> u32 {
+    layers
+        .iter()
+        .filter(|l| **l < MAX_LOWERS)
+        .fold(0, |mask, l| mask | 1 << l)
+}
+
+/// The layers of a mask, top first.
+pub fn mask_layers(mask: u32) -> Vec<usize> {
+    (0..MAX_LOWERS).filter(|l| mask & (1 << l) != 0).collect()
+}
+
+/// Most lower layers a view may have.
+pub const MAX_LOWERS: usize = 32;
 
 /// Names of a hard-linked inode remembered besides the last one used.
 const MAX_ALIASES: usize = 16;
@@ -301,6 +375,59 @@ mod tests {
             Path::new("b"),
             "no name left to use"
         );
+    }
+
+    #[test]
+    fn lower_paths_are_derived_unless_redirected() {
+        let root = Lower {
+            path: PathBuf::new(),
+            layers: vec![0, 1],
+        };
+        let mut nodes = Nodes::new(Some(root));
+        let dir = |path: &str, layers: Vec<usize>| Found {
+            kind: FileType::Directory,
+            upper: true,
+            lower: Some(Lower {
+                path: PathBuf::from(path),
+                layers,
+            }),
+        };
+        nodes.enter(10, ROOT_ID, OsStr::new("usr"), dir("usr", vec![1]), false);
+        nodes.enter(
+            11,
+            10,
+            OsStr::new("share"),
+            dir("usr/share", vec![1]),
+            false,
+        );
+        // A renamed directory: its lower content stays where it was.
+        nodes.enter(
+            12,
+            ROOT_ID,
+            OsStr::new("moved"),
+            dir("usr/share/doc", vec![0, 1]),
+            false,
+        );
+        nodes.enter(
+            13,
+            12,
+            OsStr::new("a"),
+            dir("usr/share/doc/a", vec![1]),
+            false,
+        );
+        assert_eq!(nodes.lower_of(11).unwrap().path, Path::new("usr/share"));
+        assert_eq!(nodes.lower_of(12).unwrap().layers, [0, 1]);
+        assert_eq!(
+            nodes.lower_of(13).unwrap().path,
+            Path::new("usr/share/doc/a")
+        );
+        assert!(
+            nodes.get(11).unwrap().lower_path.is_none(),
+            "derivable, not stored"
+        );
+        assert!(nodes.get(12).unwrap().lower_path.is_some());
+        nodes.enter(14, 12, OsStr::new("new"), found(FileType::Directory), false);
+        assert!(nodes.lower_of(14).is_none());
     }
 
     #[test]

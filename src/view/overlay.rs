@@ -180,6 +180,11 @@ impl Overlay {
         if id == ROOT_ID { 1 << 63 } else { id }
     }
 
+    /// The view inode number of an upper entry made in the view.
+    pub(super) fn upper_ino(&self, st: &Stat) -> u64 {
+        self.view_ino(self.devs[0], sys::ino_of(st))
+    }
+
     /// What is known of directory node `id`.
     pub fn dir_info(&self, id: u64) -> OpResult<DirInfo> {
         let nodes = self.nodes();
@@ -191,7 +196,7 @@ impl Overlay {
             id,
             path: nodes.path(id).ok_or(Errno::ENOENT)?,
             upper: node.upper,
-            lower: node.lower.clone(),
+            lower: nodes.lower_of(id),
         })
     }
 
@@ -207,14 +212,25 @@ impl Overlay {
 
     /// Find `name` in directory `dir` through the layers.
     pub fn resolve(&self, dir: &DirInfo, name: &OsStr) -> OpResult<Resolved> {
+        self.resolve_with(&mut DirFds::default(), dir, name)
+    }
+
+    /// [`Overlay::resolve`], reusing the layer directories `fds` holds open
+    /// for `dir` (many names of one directory cost one open per layer).
+    pub(super) fn resolve_with(
+        &self,
+        fds: &mut DirFds,
+        dir: &DirInfo,
+        name: &OsStr,
+    ) -> OpResult<Resolved> {
         let name_c = cname(name)?;
         let mut upper_dir_hit: Option<(Stat, Option<PathBuf>)> = None;
         if dir.upper {
-            let parent = self.upper_dir(&dir.path)?;
-            match sys::stat_at(parent.as_fd(), &name_c) {
+            let parent = fds.upper(self, dir)?;
+            match sys::stat_at(parent, &name_c) {
                 Ok(st) if format::is_whiteout(&st) => return Err(Errno::ENOENT),
                 Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
-                    let sub = sys::open_subdir(parent.as_fd(), &name_c).map_err(errno)?;
+                    let sub = sys::open_subdir(parent, &name_c).map_err(errno)?;
                     let lower_path = if format::is_opaque(sub.as_fd()).map_err(errno)? {
                         None
                     } else {
@@ -230,7 +246,7 @@ impl Overlay {
                     };
                     upper_dir_hit = Some((st, lower_path));
                 }
-                Ok(st) => return Ok(self.upper_non_dir(parent.as_fd(), &name_c, st)),
+                Ok(st) => return Ok(self.upper_non_dir(parent, &name_c, st)),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(errno(e)),
             }
@@ -249,11 +265,26 @@ impl Overlay {
         if let Some(path) = &lower_path {
             let (parent_path, leaf) = split(path);
             let leaf = cname(leaf)?;
+            // The directory's own lower content: its open layer dirs serve;
+            // a redirect elsewhere opens its own.
+            let own = dir.lower.as_ref().is_some_and(|l| l.path == parent_path);
             for layer in probe {
-                let Ok(parent) = self.lower_dir(layer, parent_path) else {
-                    continue;
+                let opened;
+                let parent = if own {
+                    match fds.lower(self, dir, layer) {
+                        Some(fd) => fd,
+                        None => continue,
+                    }
+                } else {
+                    match self.lower_dir(layer, parent_path) {
+                        Ok(fd) => {
+                            opened = fd;
+                            opened.as_fd()
+                        }
+                        Err(_) => continue,
+                    }
                 };
-                let st = match sys::stat_at(parent.as_fd(), &leaf) {
+                let st = match sys::stat_at(parent, &leaf) {
                     Ok(st) => st,
                     Err(_) => continue,
                 };
@@ -271,7 +302,7 @@ impl Overlay {
                 }
                 lower_layers.push(layer);
                 lower_stat.get_or_insert(st);
-                let opaque = sys::open_subdir(parent.as_fd(), &leaf)
+                let opaque = sys::open_subdir(parent, &leaf)
                     .and_then(|d| format::is_opaque(d.as_fd()))
                     .unwrap_or(false);
                 if opaque {
@@ -498,6 +529,19 @@ impl Overlay {
         self.nodes().get(id).map_or(ROOT_ID, |n| n.parent)
     }
 
+    /// A resolver for many names of directory node `dir` (readdirplus):
+    /// holds the tree lock shared and the layer directories open.
+    pub fn resolver(&self, dir: u64) -> OpResult<Resolver<'_>> {
+        let guard = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let info = self.dir_info(dir)?;
+        Ok(Resolver {
+            _shared: guard,
+            overlay: self,
+            info,
+            fds: DirFds::default(),
+        })
+    }
+
     /// Resolve `name` in directory node `dir` without entering it.
     pub fn resolve_in(&self, dir: u64, name: &OsStr) -> OpResult<Resolved> {
         let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
@@ -538,6 +582,60 @@ impl Overlay {
     /// Number of nodes the kernel holds (for status and tests).
     pub fn node_count(&self) -> usize {
         self.nodes().len()
+    }
+}
+
+/// Resolves names of one directory, one after the other.
+#[derive(Debug)]
+pub struct Resolver<'a> {
+    _shared: std::sync::RwLockReadGuard<'a, ()>,
+    overlay: &'a Overlay,
+    info: DirInfo,
+    fds: DirFds,
+}
+
+impl Resolver<'_> {
+    /// Find `name` in the directory.
+    pub fn resolve(&mut self, name: &OsStr) -> OpResult<Resolved> {
+        self.overlay.resolve_with(&mut self.fds, &self.info, name)
+    }
+}
+
+/// The layer directories of one view directory, opened on first use and
+/// kept for the next name (readdirplus resolves a whole listing).
+#[derive(Debug, Default)]
+pub struct DirFds {
+    upper: Option<OwnedFd>,
+    lowers: Vec<Option<Option<OwnedFd>>>,
+}
+
+impl DirFds {
+    /// The upper directory of `dir` (which must exist in the upper layer).
+    fn upper(&mut self, overlay: &Overlay, dir: &DirInfo) -> OpResult<BorrowedFd<'_>> {
+        if self.upper.is_none() {
+            self.upper = Some(overlay.upper_dir(&dir.path)?);
+        }
+        Ok(self
+            .upper
+            .as_ref()
+            .map(|fd| fd.as_fd())
+            .expect("just opened"))
+    }
+
+    /// The directory of `dir`'s lower content in lower layer `layer`, if
+    /// it has one.
+    fn lower(&mut self, overlay: &Overlay, dir: &DirInfo, layer: usize) -> Option<BorrowedFd<'_>> {
+        if self.lowers.len() <= layer {
+            self.lowers.resize_with(layer + 1, || None);
+        }
+        let slot = &mut self.lowers[layer];
+        if slot.is_none() {
+            let path = &dir.lower.as_ref()?.path;
+            *slot = Some(overlay.lower_dir(layer, path).ok());
+        }
+        slot.as_ref()
+            .and_then(|fd| fd.as_ref())
+            .map(|fd| fd.as_fd())
     }
 }
 
