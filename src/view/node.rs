@@ -251,7 +251,13 @@ impl Nodes {
         parent: u64,
         name: &OsStr,
     ) {
+        // Its lower content stays where it is: record the path, which can no
+        // longer be derived from the new parent and name.
+        let pinned = self.lower_path_of(id).map(PathBuf::into_boxed_path);
         if let Some(node) = self.map.get_mut(&id) {
+            if node.lower_layers != 0 {
+                node.lower_path = pinned;
+            }
             node.aliases.retain(|(p, n)| {
                 let gone = *p == old_parent && n == old_name;
                 let replaced = *p == parent && n == name;
@@ -428,6 +434,12 @@ mod tests {
         assert!(nodes.get(12).unwrap().lower_path.is_some());
         nodes.enter(14, 12, OsStr::new("new"), found(FileType::Directory), false);
         assert!(nodes.lower_of(14).is_none());
+        // Renaming keeps the lower content where it is, for it and below.
+        nodes.rename(11, 10, OsStr::new("share"), ROOT_ID, OsStr::new("s2"));
+        assert_eq!(nodes.lower_of(11).unwrap().path, Path::new("usr/share"));
+        let man = dir("usr/share/man", vec![1]);
+        nodes.enter(15, 11, OsStr::new("man"), man, false);
+        assert_eq!(nodes.lower_of(15).unwrap().path, Path::new("usr/share/man"));
     }
 
     #[test]
