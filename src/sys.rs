@@ -127,6 +127,8 @@ pub struct DirEntry {
     pub name: CString,
     /// The type `getdents` gave; may be `Unknown` on some filesystems.
     pub file_type: FileType,
+    /// The inode number `getdents` gave.
+    pub ino: u64,
 }
 
 /// Read all entries of an open directory, without `.` and `..`.
@@ -141,6 +143,7 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
         out.push(DirEntry {
             name: name.to_owned(),
             file_type: entry.file_type(),
+            ino: entry.ino(),
         });
     }
     Ok(out)

@@ -45,6 +45,9 @@ impl Overlay {
         if let Some(node) = self.nodes().get_mut(id) {
             node.upper = true;
         }
+        if kind == FileType::Directory {
+            self.touch(id); // now a merged directory (its nlink shows 1)
+        }
         if let Some((layer, ino)) = links {
             let upper_path = super::node::child_path(&dir.path, &name);
             self.link_up_other_names(id, layer, ino, &upper_path, &lower.path)?;

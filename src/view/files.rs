@@ -12,14 +12,14 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use fuser::Errno;
 use rustix::fs::{Mode, OFlags};
 
 use super::format;
-use super::overlay::{Listed, OpResult, Overlay, cname, errno};
+use super::overlay::{OpResult, Overlay, cname, errno};
 use crate::sys;
 
 /// An open file of the view.
@@ -38,9 +38,6 @@ pub struct OpenFile {
 pub enum Handle {
     /// An open file.
     File(OpenFile),
-    /// An open directory: its listing, taken at the first read (the
-    /// kernel often serves reads from its cache and never asks).
-    Dir(Arc<OnceLock<OpResult<Vec<Listed>>>>),
 }
 
 /// Open handles by number.
@@ -107,15 +104,14 @@ impl Overlay {
         let writes = flags.contains(OFlags::WRONLY)
             || flags.contains(OFlags::RDWR)
             || flags.contains(OFlags::TRUNC);
-        let guard_read;
-        let guard_write;
+        // Opening for writing copies up: a change of the view.
+        let _exclusive;
+        let _shared;
         if writes {
-            guard_write = self.tree.write().unwrap_or_else(|p| p.into_inner());
+            _exclusive = self.exclusive();
             self.copy_up(id)?;
-            let _ = &guard_write;
         } else {
-            guard_read = self.tree.read().unwrap_or_else(|p| p.into_inner());
-            let _ = &guard_read;
+            _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
         }
         let (dir, name) = self.where_is(id)?;
         let parent = self.shown_parent(&dir, &name)?;
@@ -128,13 +124,6 @@ impl Overlay {
         open_flags.remove(OFlags::APPEND);
         rustix::fs::openat(parent.as_fd(), &cname, open_flags, Mode::empty())
             .map_err(|e| errno(e.into()))
-    }
-
-    /// A snapshot of the merged listing of directory node `id`.
-    pub fn listing(&self, id: u64) -> OpResult<Vec<Listed>> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let dir = self.dir_info(id)?;
-        self.list(&dir)
     }
 
     /// Read `size` bytes at `offset` from an open file.

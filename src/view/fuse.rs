@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -21,6 +21,12 @@ use super::mutate::{Caller, Make, SetAttr};
 use super::overlay::{Entry, OpResult, Overlay, fuse_kind};
 use super::passthrough::{Backings, Mode};
 
+/// The entries of a cookie-sorted listing that come after offset `offset`.
+fn entries_after(list: &[super::overlay::Listed], offset: u64) -> &[super::overlay::Listed] {
+    let start = list.partition_point(|item| item.cookie <= offset);
+    &list[start..]
+}
+
 /// Filesystems stacked below a passthrough file (ours are plain ones).
 const PASSTHROUGH_STACK_DEPTH: u32 = 1;
 
@@ -33,25 +39,34 @@ pub struct ViewFs {
     overlay: Overlay,
     handles: Handles,
     backings: Backings,
+    /// Tells the kernel to drop cached attributes (set once mounted).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl ViewFs {
-    /// Serve `overlay`.
-    pub fn new(overlay: Overlay) -> Self {
+    /// Serve `overlay`; `notifier` is filled in once the session exists.
+    pub fn new(overlay: Overlay, notifier: Arc<OnceLock<fuser::Notifier>>) -> Self {
         ViewFs {
             overlay,
             handles: Handles::default(),
             backings: Backings::default(),
+            notifier,
         }
     }
 
-    /// The listing of open directory `fh` of node `ino` (taken at the
-    /// first read).
-    fn listing(&self, ino: INodeNo, fh: FileHandle) -> OpResult<Vec<super::overlay::Listed>> {
-        let Some(Handle::Dir(cell)) = self.handles.get(fh.0) else {
-            return Err(Errno::EBADF);
+    /// After a change: the kernel drops its cached attributes of the nodes
+    /// whose attributes changed as a side effect.
+    fn tell_kernel(&self) {
+        let touched = self.overlay.take_touched();
+        let Some(notifier) = self.notifier.get() else {
+            return;
         };
-        cell.get_or_init(|| self.overlay.listing(ino.0)).clone()
+        for id in touched {
+            // A negative offset: attributes only, no page cache.
+            if let Err(e) = notifier.inval_inode(INodeNo(id), -1, 0) {
+                debug!("invalidating node {id}: {e}");
+            }
+        }
     }
 
     /// Keep an open file; returns its handle.
@@ -116,10 +131,7 @@ impl Filesystem for ViewFs {
         } else {
             debug!("kernel offers no FUSE passthrough: reads and writes are served");
         }
-        for wanted in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-        ] {
+        for wanted in [InitFlags::FUSE_PARALLEL_DIROPS] {
             if let Err(missing) = config.add_capabilities(wanted) {
                 debug!("kernel lacks {missing:?}");
             }
@@ -213,6 +225,7 @@ impl Filesystem for ViewFs {
                 reply.error(e)
             }
         }
+        self.tell_kernel();
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -247,6 +260,7 @@ impl Filesystem for ViewFs {
             &("mknod", parent.0, name),
             result.map(|(entry, _file)| entry),
         );
+        self.tell_kernel();
     }
 
     fn mkdir(
@@ -266,6 +280,7 @@ impl Filesystem for ViewFs {
             &("mkdir", parent.0, name),
             result.map(|(entry, _)| entry),
         );
+        self.tell_kernel();
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -274,6 +289,7 @@ impl Filesystem for ViewFs {
             &("unlink", parent.0, name),
             self.overlay.unlink(parent.0, name),
         );
+        self.tell_kernel();
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -282,6 +298,7 @@ impl Filesystem for ViewFs {
             &("rmdir", parent.0, name),
             self.overlay.rmdir(parent.0, name),
         );
+        self.tell_kernel();
     }
 
     fn symlink(
@@ -308,6 +325,7 @@ impl Filesystem for ViewFs {
             &("symlink", parent.0, link_name),
             result.map(|(entry, _)| entry),
         );
+        self.tell_kernel();
     }
 
     fn rename(
@@ -327,6 +345,7 @@ impl Filesystem for ViewFs {
             self.overlay
                 .rename(parent.0, name, newparent.0, newname, flags),
         );
+        self.tell_kernel();
     }
 
     fn link(
@@ -342,6 +361,7 @@ impl Filesystem for ViewFs {
             &("link", ino.0, newparent.0, newname),
             self.overlay.link(ino.0, newparent.0, newname),
         );
+        self.tell_kernel();
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -361,6 +381,7 @@ impl Filesystem for ViewFs {
             Mode::Served => reply.opened(fh, FopenFlags::empty()),
             Mode::ServedDirect => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
         }
+        self.tell_kernel();
     }
 
     fn read(
@@ -454,48 +475,41 @@ impl Filesystem for ViewFs {
         reply_empty(reply, &"fsync/fallocate/xattr", result);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if let Err(e) = self.overlay.dir_info(ino.0) {
-            return reply.error(e);
-        }
-        let fh = self.handles.insert(Handle::Dir(Arc::default()));
-        // The kernel may keep what it read: every change of the directory
-        // goes through this mount, and the kernel drops the cache then.
-        reply.opened(
-            FileHandle(fh),
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-        );
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // No state per open directory: readdir works from offsets alone.
+        // On ENOSYS the kernel stops sending opendir and releasedir and
+        // keeps what it read in its own cache (every change of a
+        // directory goes through this mount, and the kernel drops the
+        // cache then).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.listing(ino, fh) {
+        let list = match self.overlay.listing(ino.0) {
             Ok(list) => list,
             Err(e) => return reply.error(e),
         };
-        let parent = self.overlay.parent_of(ino.0);
-        let mut at = offset;
-        while at < DOT_ENTRIES {
-            let (id, name) = if at == 0 {
-                (ino.0, ".")
-            } else {
-                (parent, "..")
-            };
-            if reply.add(INodeNo(id), at + 1, fuser::FileType::Directory, name) {
-                return reply.ok();
+        if offset < DOT_ENTRIES {
+            let parent = self.overlay.parent_of(ino.0);
+            for (id, next, name) in [(ino.0, 1, "."), (parent, DOT_ENTRIES, "..")] {
+                if next > offset && reply.add(INodeNo(id), next, fuser::FileType::Directory, name) {
+                    return reply.ok();
+                }
             }
-            at += 1;
         }
-        for (i, item) in list.iter().enumerate().skip((at - DOT_ENTRIES) as usize) {
-            let id = self.overlay.peek_ino(ino.0, &item.name).unwrap_or(u64::MAX);
-            let next = DOT_ENTRIES + i as u64 + 1;
-            if reply.add(INodeNo(id), next, fuse_kind(item.kind), &item.name) {
+        for item in entries_after(&list, offset) {
+            let id = match item.ino {
+                Some(id) => id,
+                None => self.overlay.peek_ino(ino.0, &item.name).unwrap_or(u64::MAX),
+            };
+            if reply.add(INodeNo(id), item.cookie, fuse_kind(item.kind), &item.name) {
                 break;
             }
         }
@@ -506,53 +520,49 @@ impl Filesystem for ViewFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.listing(ino, fh) {
+        let list = match self.overlay.listing(ino.0) {
             Ok(list) => list,
             Err(e) => return reply.error(e),
         };
-        let mut at = offset;
         // `.` and `..` carry no lookup (the kernel does not count them).
-        while at < DOT_ENTRIES {
-            let id = if at == 0 {
-                ino.0
-            } else {
-                self.overlay.parent_of(ino.0)
-            };
-            let attr = match self.overlay.getattr(id) {
-                Ok((attr, _)) => attr,
-                Err(e) => return reply.error(e),
-            };
-            let name = if at == 0 { "." } else { ".." };
-            if reply.add(
-                INodeNo(id),
-                at + 1,
-                name,
-                &Duration::ZERO,
-                &attr,
-                Generation(0),
-            ) {
-                return reply.ok();
+        if offset < DOT_ENTRIES {
+            let parent = self.overlay.parent_of(ino.0);
+            for (id, next, name) in [(ino.0, 1, "."), (parent, DOT_ENTRIES, "..")] {
+                if next <= offset {
+                    continue;
+                }
+                let attr = match self.overlay.getattr(id) {
+                    Ok((attr, _)) => attr,
+                    Err(e) => return reply.error(e),
+                };
+                if reply.add(
+                    INodeNo(id),
+                    next,
+                    name,
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                ) {
+                    return reply.ok();
+                }
             }
-            at += 1;
         }
-        let first = (at - DOT_ENTRIES) as usize;
         let mut resolver = match self.overlay.resolver(ino.0) {
             Ok(r) => r,
             Err(e) => return reply.error(e),
         };
-        for (i, item) in list.iter().enumerate().skip(first) {
+        for item in entries_after(&list, offset) {
             let Ok(resolved) = resolver.resolve(&item.name) else {
-                continue; // removed since opendir
+                continue; // removed since the listing was taken
             };
             let entry = self.overlay.entry_of(&resolved);
-            let next = DOT_ENTRIES + i as u64 + 1;
             if reply.add(
                 INodeNo(resolved.id),
-                next,
+                item.cookie,
                 &item.name,
                 &entry.ttl,
                 &entry.attr,
@@ -563,18 +573,6 @@ impl Filesystem for ViewFs {
             self.overlay.enter_resolved(ino.0, &item.name, resolved);
         }
         drop(resolver);
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.handles.remove(fh.0);
         reply.ok();
     }
 
@@ -617,6 +615,7 @@ impl Filesystem for ViewFs {
     ) {
         let result = xattr_name(name).and_then(|n| self.overlay.setxattr(ino.0, &n, value, flags));
         reply_empty(reply, &"fsync/fallocate/xattr", result);
+        self.tell_kernel();
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -631,6 +630,7 @@ impl Filesystem for ViewFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = xattr_name(name).and_then(|n| self.overlay.removexattr(ino.0, &n));
         reply_empty(reply, &"fsync/fallocate/xattr", result);
+        self.tell_kernel();
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -684,6 +684,7 @@ impl Filesystem for ViewFs {
             Ok((_, None)) => reply.error(Errno::EIO),
             Err(e) => reply.error(e),
         }
+        self.tell_kernel();
     }
 
     fn fallocate(

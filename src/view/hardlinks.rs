@@ -119,6 +119,7 @@ impl Overlay {
                 if let Some(node) = self.nodes().get_mut(r.id) {
                     node.upper = true;
                 }
+                self.touch(r.id);
             }
             dir = DirInfo {
                 id: r.id,

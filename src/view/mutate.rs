@@ -62,12 +62,38 @@ pub struct SetAttr {
     pub mtime: Option<TimeOrNow>,
 }
 
+/// The tree lock held for a change. What was cached while the change
+/// was under way is dropped with it, as it may describe the state before.
+pub struct Exclusive<'a> {
+    overlay: &'a Overlay,
+    _guard: std::sync::RwLockWriteGuard<'a, ()>,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.overlay.stale_caches();
+    }
+}
+
 /// Bit of a directory mode that makes new entries take its group.
 const SET_GID: u32 = 0o2000;
 
 impl Overlay {
-    fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.tree.write().unwrap_or_else(|p| p.into_inner())
+    /// The tree lock, exclusively, for a change.
+    pub(super) fn exclusive(&self) -> Exclusive<'_> {
+        let guard = self.tree.write().unwrap_or_else(|p| p.into_inner());
+        self.stale_caches();
+        Exclusive {
+            overlay: self,
+            _guard: guard,
+        }
+    }
+
+    /// Cached listings and directories may no longer be true.
+    fn stale_caches(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.dir_cache.invalidate();
     }
 
     /// Copy up directory `parent` and open its upper copy.
@@ -475,6 +501,11 @@ impl Overlay {
                 None => {}
             }
             nodes.rename(src.id, parent, name, new_parent, new_name);
+            drop(nodes);
+            self.touch(src.id);
+            if let Some(d) = &dst {
+                self.touch(d.id);
+            }
         }
         // The lookups taken above for the rename are given back.
         self.nodes().forget(src.id, 1);

@@ -10,13 +10,13 @@
 //! rename, copy-up, ...), so a change never interleaves with another. The
 //! node table has its own short-held lock inside.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, INodeNo};
@@ -61,6 +61,24 @@ pub struct Listed {
     pub name: OsString,
     /// Its type.
     pub kind: FileType,
+    /// Its inode number in the view, when the listing knows it (lower
+    /// entries); `None` for upper entries, which are resolved when asked.
+    pub ino: Option<u64>,
+    /// Its readdir offset: a hash of the name, so that a listing resumed
+    /// after the directory changed neither skips nor repeats a name.
+    pub cookie: u64,
+}
+
+/// Readdir offsets 1 and 2 are `.` and `..`; cookies start above.
+pub const FIRST_COOKIE: u64 = 3;
+
+/// The readdir cookie of a name (stable across mounts; 63 bits, as the
+/// kernel's offsets are signed).
+pub fn cookie_of(name: &OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    (hasher.finish() >> 1).max(FIRST_COOKIE)
 }
 
 /// A name found through the layers, not yet entered in the node table.
@@ -104,7 +122,23 @@ pub struct Overlay {
     work_seq: AtomicU64,
     /// Multiply-linked lower files (built on first need, see `hardlinks`).
     pub(super) link_map: OnceLock<super::hardlinks::LinkMap>,
+    /// Counts changes of the view (listings cached before are stale).
+    pub(super) version: AtomicU64,
+    /// Recent directory listings.
+    listings: Mutex<Vec<CachedListing>>,
+    /// Recently used layer directories.
+    pub(super) dir_cache: DirCache,
+    /// Nodes whose attributes changed as a side effect (a directory copied
+    /// up becomes a merged one): the kernel's cached copies are invalidated.
+    touched: Mutex<Vec<u64>>,
 }
+
+/// A listing of directory node `.0` taken at view version `.1`.
+type CachedListing = (u64, u64, std::sync::Arc<Vec<Listed>>);
+
+/// Directory listings kept (a listing is read in several replies; the
+/// kernel keeps what it read in its own cache).
+const LISTING_CACHE: usize = 16;
 
 /// An `io::Error` as the errno the kernel gets.
 pub fn errno(e: io::Error) -> Errno {
@@ -147,6 +181,10 @@ impl Overlay {
             tree: RwLock::new(()),
             work_seq: AtomicU64::new(0),
             link_map: OnceLock::new(),
+            version: AtomicU64::new(0),
+            listings: Mutex::new(Vec::new()),
+            dir_cache: DirCache::default(),
+            touched: Mutex::new(Vec::new()),
         };
         overlay.clean_work()?;
         Ok(overlay)
@@ -478,26 +516,31 @@ impl Overlay {
         if dir.upper {
             let fd = self.upper_dir(&dir.path)?;
             stop_lower = format::is_opaque(fd.as_fd()).map_err(errno)?;
-            self.list_layer(fd.as_fd(), &mut seen, &mut out)?;
+            self.list_layer(fd.as_fd(), None, &mut seen, &mut out)?;
         }
         if let (Some(lower), false) = (&dir.lower, stop_lower) {
             for layer in &lower.layers {
                 let Ok(fd) = self.lower_dir(*layer, &lower.path) else {
                     continue;
                 };
-                self.list_layer(fd.as_fd(), &mut seen, &mut out)?;
+                let dev = self.lowers[*layer].dev();
+                self.list_layer(fd.as_fd(), Some(dev), &mut seen, &mut out)?;
                 if format::is_opaque(fd.as_fd()).unwrap_or(false) {
                     break;
                 }
             }
         }
+        out.sort_by_key(|l| l.cookie);
         Ok(out)
     }
 
     /// Add one layer's names to a listing; whiteouts hide names below.
+    /// `lower_dev` is the device of a lower layer (its inode numbers are
+    /// the view's), `None` for the upper layer.
     fn list_layer(
         &self,
         fd: BorrowedFd<'_>,
+        lower_dev: Option<u64>,
         seen: &mut HashSet<OsString>,
         out: &mut Vec<Listed>,
     ) -> OpResult<()> {
@@ -519,9 +562,50 @@ impl Overlay {
                 kind = FileType::from_raw_mode(st.st_mode as _);
             }
             seen.insert(name.clone());
-            out.push(Listed { name, kind });
+            let cookie = cookie_of(&name);
+            out.push(Listed {
+                ino: lower_dev.map(|dev| self.view_ino(dev, entry.ino)),
+                name,
+                kind,
+                cookie,
+            });
         }
         Ok(())
+    }
+
+    /// The merged listing of directory node `id`, from a small cache that
+    /// any change of the view empties.
+    pub fn listing(&self, id: u64) -> OpResult<std::sync::Arc<Vec<Listed>>> {
+        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let version = self.version.load(Ordering::Acquire);
+        {
+            let cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, _, list)) = cache.iter().find(|(d, v, _)| *d == id && *v == version) {
+                return Ok(list.clone());
+            }
+        }
+        let dir = self.dir_info(id)?;
+        let list = std::sync::Arc::new(self.list(&dir)?);
+        let mut cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(_, v, _)| *v == version);
+        if cache.len() >= LISTING_CACHE {
+            cache.remove(0);
+        }
+        cache.push((id, version, list.clone()));
+        Ok(list)
+    }
+
+    /// Node `id`'s attributes changed behind the kernel's back.
+    pub(super) fn touch(&self, id: u64) {
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+    }
+
+    /// The nodes touched since the last call.
+    pub fn take_touched(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The parent of node `id` (the root is its own parent).
@@ -605,15 +689,18 @@ impl Resolver<'_> {
 /// kept for the next name (readdirplus resolves a whole listing).
 #[derive(Debug, Default)]
 pub struct DirFds {
-    upper: Option<OwnedFd>,
-    lowers: Vec<Option<Option<OwnedFd>>>,
+    upper: Option<Arc<OwnedFd>>,
+    lowers: Vec<Option<Option<Arc<OwnedFd>>>>,
 }
 
 impl DirFds {
     /// The upper directory of `dir` (which must exist in the upper layer).
     fn upper(&mut self, overlay: &Overlay, dir: &DirInfo) -> OpResult<BorrowedFd<'_>> {
         if self.upper.is_none() {
-            self.upper = Some(overlay.upper_dir(&dir.path)?);
+            let fd = overlay
+                .dir_cache
+                .get_or_open(dir.id, UPPER_SLOT, || overlay.upper_dir(&dir.path).ok());
+            self.upper = Some(fd.ok_or(Errno::ENOENT)?);
         }
         Ok(self
             .upper
@@ -631,11 +718,69 @@ impl DirFds {
         let slot = &mut self.lowers[layer];
         if slot.is_none() {
             let path = &dir.lower.as_ref()?.path;
-            *slot = Some(overlay.lower_dir(layer, path).ok());
+            *slot = Some(
+                overlay
+                    .dir_cache
+                    .get_or_open(dir.id, layer + 1, || overlay.lower_dir(layer, path).ok()),
+            );
         }
         slot.as_ref()
             .and_then(|fd| fd.as_ref())
             .map(|fd| fd.as_fd())
+    }
+}
+
+/// Slot of the upper layer in the directory cache (lower layer `i` is
+/// slot `i + 1`).
+const UPPER_SLOT: usize = 0;
+/// Open directories the cache keeps at most (well below the open-file
+/// limit; a tree of any size is walked with at most this many).
+const DIR_CACHE_SIZE: usize = 1024;
+
+/// Recently used layer directories of view directories, so that lookups
+/// in one directory do not walk its path in every layer again. Emptied at
+/// every change of the view (a directory renamed, removed or copied up
+/// must not be served from a stale descriptor).
+#[derive(Debug, Default)]
+pub struct DirCache {
+    inner: Mutex<DirCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct DirCacheInner {
+    version: u64,
+    map: HashMap<(u64, usize), Option<Arc<OwnedFd>>>,
+}
+
+impl DirCache {
+    /// The directory of node `id` in layer slot `slot`, opened by `open`
+    /// if not cached (`None`: the layer has no such directory).
+    fn get_or_open(
+        &self,
+        id: u64,
+        slot: usize,
+        open: impl FnOnce() -> Option<OwnedFd>,
+    ) -> Option<Arc<OwnedFd>> {
+        {
+            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = inner.map.get(&(id, slot)) {
+                return hit.clone();
+            }
+        }
+        let opened = open().map(Arc::new);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.map.len() >= DIR_CACHE_SIZE {
+            inner.map.clear();
+        }
+        inner.map.insert((id, slot), opened.clone());
+        opened
+    }
+
+    /// Forget everything (the view changed).
+    pub fn invalidate(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.version += 1;
+        inner.map.clear();
     }
 }
 

@@ -38,8 +38,11 @@ pub fn serve(
     }
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
-    let mut session = fuser::Session::new(ViewFs::new(overlay), mountpoint, &config)
-        .map_err(|e| Error::io("mount the view", mountpoint, e))?;
+    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
+    let mut session =
+        fuser::Session::new(ViewFs::new(overlay, notifier.clone()), mountpoint, &config)
+            .map_err(|e| Error::io("mount the view", mountpoint, e))?;
+    let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("install signal handlers", mountpoint, e))?;
