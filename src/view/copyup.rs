@@ -47,6 +47,7 @@ impl Overlay {
         }
         if kind == FileType::Directory {
             self.touch(id); // now a merged directory (its nlink shows 1)
+            self.dirs_changed();
         }
         if let Some((layer, ino)) = links {
             let upper_path = super::node::child_path(&dir.path, &name);

@@ -27,6 +27,9 @@ fn entries_after(list: &[super::overlay::Listed], offset: u64) -> &[super::overl
     &list[start..]
 }
 
+/// Open files need no FLUSH: writes go to the layer file as they come.
+const NO_FLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// Filesystems stacked below a passthrough file (ours are plain ones).
 const PASSTHROUGH_STACK_DEPTH: u32 = 1;
 
@@ -377,9 +380,9 @@ impl Filesystem for ViewFs {
             .acquire(ino.0, fd.as_fd(), |fd| reply.open_backing(fd));
         let fh = self.keep_open(ino.0, fd, &mode);
         match &mode {
-            Mode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
-            Mode::Served => reply.opened(fh, FopenFlags::empty()),
-            Mode::ServedDirect => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+            Mode::Passthrough(id) => reply.opened_passthrough(fh, NO_FLUSH, id),
+            Mode::Served => reply.opened(fh, NO_FLUSH),
+            Mode::ServedDirect => reply.opened(fh, NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO),
         }
         self.tell_kernel();
     }
@@ -666,18 +669,18 @@ impl Filesystem for ViewFs {
                         &entry.attr,
                         generation,
                         fh,
-                        FopenFlags::empty(),
+                        NO_FLUSH,
                         backing,
                     ),
                     Mode::Served => {
-                        reply.created(&entry.ttl, &entry.attr, generation, fh, FopenFlags::empty())
+                        reply.created(&entry.ttl, &entry.attr, generation, fh, NO_FLUSH)
                     }
                     Mode::ServedDirect => reply.created(
                         &entry.ttl,
                         &entry.attr,
                         generation,
                         fh,
-                        FopenFlags::FOPEN_DIRECT_IO,
+                        NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO,
                     ),
                 }
             }

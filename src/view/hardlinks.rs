@@ -120,6 +120,7 @@ impl Overlay {
                     node.upper = true;
                 }
                 self.touch(r.id);
+                self.dirs_changed();
             }
             dir = DirInfo {
                 id: r.id,

@@ -93,6 +93,19 @@ impl Overlay {
     fn stale_caches(&self) {
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self
+            .dirs_changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.dir_cache.invalidate();
+        }
+    }
+
+    /// A directory was renamed, removed or copied up: cached layer
+    /// directories may be wrong now, and again when the change ends.
+    pub(super) fn dirs_changed(&self) {
+        self.dirs_changed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.dir_cache.invalidate();
     }
 
@@ -302,6 +315,9 @@ impl Overlay {
                 return Err(Errno::ENOTEMPTY);
             }
         }
+        if is_dir {
+            self.dirs_changed();
+        }
         let needs_whiteout = lower_has(self, dir.lower.as_ref(), name);
         let (_, parent_fd) = self.upper_parent(parent)?;
         self.remove_upper(parent_fd.as_fd(), &cname, r.found.upper, needs_whiteout)?;
@@ -414,6 +430,7 @@ impl Overlay {
                 }
             }
         }
+        self.dirs_changed();
         // Everything involved goes to the upper layer first.
         self.nodes()
             .enter(src.id, parent, name, src.found.clone(), false);

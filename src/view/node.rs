@@ -63,6 +63,13 @@ pub struct Node {
     pub generation: u64,
 }
 
+impl Node {
+    /// Has lower content.
+    pub fn has_lower(&self) -> bool {
+        self.lower_layers != 0
+    }
+}
+
 /// The table of nodes.
 #[derive(Debug)]
 pub struct Nodes {

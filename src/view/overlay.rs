@@ -128,6 +128,8 @@ pub struct Overlay {
     listings: Mutex<Vec<CachedListing>>,
     /// Recently used layer directories.
     pub(super) dir_cache: DirCache,
+    /// A directory changed identity during the current change.
+    pub(super) dirs_changed: std::sync::atomic::AtomicBool,
     /// Nodes whose attributes changed as a side effect (a directory copied
     /// up becomes a merged one): the kernel's cached copies are invalidated.
     touched: Mutex<Vec<u64>>,
@@ -185,6 +187,7 @@ impl Overlay {
             listings: Mutex::new(Vec::new()),
             dir_cache: DirCache::default(),
             touched: Mutex::new(Vec::new()),
+            dirs_changed: std::sync::atomic::AtomicBool::new(false),
         };
         overlay.clean_work()?;
         Ok(overlay)
@@ -453,11 +456,22 @@ impl Overlay {
             let st = sys::fstat(self.upper.fd()).map_err(errno)?;
             return Ok((attr(ROOT_ID, &st, !self.lowers.is_empty()), UPPER_TTL));
         }
-        let (parent, name) = {
+        let (parent, name, upper, merged) = {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
-            (node.parent, node.name.clone())
+            let merged = node.kind == FileType::Directory && node.has_lower();
+            (node.parent, node.name.clone(), node.upper, merged)
         };
+        // Fast path: an entry made in the view, whose inode number is its
+        // upper inode's, is one stat in its (cached) upper directory.
+        if upper
+            && !merged
+            && let Some(st) = self.upper_stat(parent, &name)
+            && self.upper_ino(&st) == id
+            && !format::is_whiteout(&st)
+        {
+            return Ok((attr(id, &st, false), UPPER_TTL));
+        }
         let dir = self.dir_info(parent)?;
         let r = self.resolve(&dir, &name)?;
         if r.id != id {
@@ -465,6 +479,15 @@ impl Overlay {
         }
         let ttl = if r.found.upper { UPPER_TTL } else { LOWER_TTL };
         Ok((attr(id, &r.stat, r.merged), ttl))
+    }
+
+    /// `stat` of `name` in the upper copy of directory node `parent`.
+    fn upper_stat(&self, parent: u64, name: &OsStr) -> Option<Stat> {
+        let fd = self.dir_cache.get_or_open(parent, UPPER_SLOT, || {
+            let path = self.nodes().path(parent)?;
+            self.upper_dir(&path).ok()
+        })?;
+        sys::stat_at(fd.as_fd(), &cname(name).ok()?).ok()
     }
 
     /// Attributes of an open file (from its descriptor: right even after
