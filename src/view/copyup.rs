@@ -28,7 +28,7 @@ impl Overlay {
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
             (
                 node.parent,
-                node.name.clone(),
+                node.name.to_os_string(),
                 node.upper,
                 nodes.lower_of(id),
                 node.kind,

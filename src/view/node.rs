@@ -17,7 +17,7 @@
 //! and where its lower content lives.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
@@ -43,10 +43,7 @@ pub struct Node {
     /// The parent directory's node ID (the root is its own parent).
     pub parent: u64,
     /// The name in the parent under which it was last looked up.
-    pub name: OsString,
-    /// Other names of a hard-linked inode seen by lookups (the kernel may
-    /// ask about the inode after its last-used name is gone).
-    pub aliases: Vec<(u64, OsString)>,
+    pub name: Box<OsStr>,
     /// Its type.
     pub kind: FileType,
     /// Exists in the upper layer at its path.
@@ -74,6 +71,10 @@ impl Node {
 #[derive(Debug)]
 pub struct Nodes {
     map: HashMap<u64, Node>,
+    /// Other names of hard-linked inodes seen by lookups (the kernel may
+    /// ask about an inode after its last-used name is gone); kept apart,
+    /// as few nodes have any.
+    aliases: HashMap<u64, Vec<(u64, Box<OsStr>)>>,
     next_generation: u64,
 }
 
@@ -96,8 +97,7 @@ impl Nodes {
             ROOT_ID,
             Node {
                 parent: ROOT_ID,
-                name: OsString::new(),
-                aliases: Vec::new(),
+                name: OsStr::new("").into(),
                 kind: FileType::Directory,
                 upper: true,
                 lower_layers: root_lower.as_ref().map_or(0, |l| layer_mask(&l.layers)),
@@ -108,6 +108,7 @@ impl Nodes {
         );
         Nodes {
             map,
+            aliases: HashMap::new(),
             next_generation: 1,
         }
     }
@@ -156,10 +157,10 @@ impl Nodes {
             }
         };
         let next_generation = &mut self.next_generation;
+        let aliases_table = &mut self.aliases;
         let node = self.map.entry(id).or_insert_with(|| Node {
             parent,
-            name: name.to_os_string(),
-            aliases: Vec::new(),
+            name: name.into(),
             kind: found.kind,
             upper: found.upper,
             lower_layers,
@@ -171,19 +172,17 @@ impl Nodes {
             node.generation = *next_generation;
             *next_generation += 1;
         }
-        if id != ROOT_ID && (node.parent != parent || node.name != name) {
-            let old = (
-                node.parent,
-                std::mem::replace(&mut node.name, name.to_os_string()),
-            );
+        if id != ROOT_ID && (node.parent != parent || *node.name != *name) {
+            let old = (node.parent, std::mem::replace(&mut node.name, name.into()));
             node.parent = parent;
-            node.aliases.retain(|(p, n)| !(*p == parent && n == name));
-            if found.kind != FileType::Directory
-                && !fresh
-                && node.lookups > 0
-                && node.aliases.len() < MAX_ALIASES
-            {
-                node.aliases.push(old);
+            let keep_old = found.kind != FileType::Directory && !fresh && node.lookups > 0;
+            let aliases = aliases_table.entry(id).or_default();
+            aliases.retain(|(p, n)| !(*p == parent && **n == *name));
+            if keep_old && aliases.len() < MAX_ALIASES {
+                aliases.push(old);
+            }
+            if aliases.is_empty() {
+                aliases_table.remove(&id);
             }
         }
         node.kind = found.kind;
@@ -244,6 +243,7 @@ impl Nodes {
             node.lookups = node.lookups.saturating_sub(n);
             if node.lookups == 0 {
                 self.map.remove(&id);
+                self.aliases.remove(&id);
             }
         }
     }
@@ -261,17 +261,19 @@ impl Nodes {
         // Its lower content stays where it is: record the path, which can no
         // longer be derived from the new parent and name.
         let pinned = self.lower_path_of(id).map(PathBuf::into_boxed_path);
+        if let Some(aliases) = self.aliases.get_mut(&id) {
+            aliases.retain(|(p, n)| {
+                let gone = *p == old_parent && **n == *old_name;
+                let replaced = *p == parent && **n == *name;
+                !(gone || replaced)
+            });
+        }
         if let Some(node) = self.map.get_mut(&id) {
             if node.lower_layers != 0 {
                 node.lower_path = pinned;
             }
-            node.aliases.retain(|(p, n)| {
-                let gone = *p == old_parent && n == old_name;
-                let replaced = *p == parent && n == name;
-                !(gone || replaced)
-            });
             node.parent = parent;
-            node.name = name.to_os_string();
+            node.name = name.into();
         }
     }
 
@@ -281,13 +283,19 @@ impl Nodes {
         let Some(node) = self.map.get_mut(&id) else {
             return;
         };
-        node.aliases.retain(|(p, n)| !(*p == parent && n == name));
+        let Some(aliases) = self.aliases.get_mut(&id) else {
+            return;
+        };
+        aliases.retain(|(p, n)| !(*p == parent && **n == *name));
         if node.parent == parent
-            && node.name == name
-            && let Some((p, n)) = node.aliases.pop()
+            && *node.name == *name
+            && let Some((p, n)) = aliases.pop()
         {
             node.parent = p;
             node.name = n;
+        }
+        if aliases.is_empty() {
+            self.aliases.remove(&id);
         }
     }
 

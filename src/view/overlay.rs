@@ -460,7 +460,7 @@ impl Overlay {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
             let merged = node.kind == FileType::Directory && node.has_lower();
-            (node.parent, node.name.clone(), node.upper, merged)
+            (node.parent, node.name.to_os_string(), node.upper, merged)
         };
         // Fast path: an entry made in the view, whose inode number is its
         // upper inode's, is one stat in its (cached) upper directory.
@@ -513,7 +513,7 @@ impl Overlay {
         let (parent, name) = {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
-            (node.parent, node.name.clone())
+            (node.parent, node.name.to_os_string())
         };
         Ok((self.dir_info(parent)?, name))
     }
