@@ -358,10 +358,14 @@ impl Overlay {
                 layers: lower_layers.clone(),
             });
         match (upper_dir_hit, lower_stat) {
-            (Some((st, _)), _) => {
-                let id = match &lower {
-                    Some(l) => self.lower_ino(l)?,
-                    None => self.view_ino(self.devs[0], sys::ino_of(&st)),
+            (Some((st, _)), top_lower) => {
+                // A merged directory is its top lower directory's inode
+                // (stat'ed by the probe above).
+                let id = match (&lower, top_lower) {
+                    (Some(l), Some(lst)) => {
+                        self.view_ino(self.lowers[l.layers[0]].dev(), sys::ino_of(&lst))
+                    }
+                    _ => self.view_ino(self.devs[0], sys::ino_of(&st)),
                 };
                 Ok(Resolved {
                     id,
@@ -408,14 +412,6 @@ impl Overlay {
             },
             stat: st,
         }
-    }
-
-    /// The inode number of the top lower layer's copy of a directory.
-    fn lower_ino(&self, lower: &Lower) -> OpResult<u64> {
-        let layer = lower.layers[0];
-        let fd = self.lower_dir(layer, &lower.path).map_err(errno)?;
-        let st = sys::fstat(fd.as_fd()).map_err(errno)?;
-        Ok(self.view_ino(self.lowers[layer].dev(), sys::ino_of(&st)))
     }
 
     /// Look `name` up in directory `parent` and enter it in the node table
