@@ -5,30 +5,11 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
-use common::{Setup, debian_rootfs, dev_ino, disk_usage, require_root, snapshot};
+use common::{Setup, chroot_sh, debian_rootfs, dev_ino, disk_usage, require_root, snapshot};
 
 /// The second vserver may add at most this share of the skel's bytes.
 const MAX_SECOND_VSERVER_SHARE: f64 = 0.10;
-
-fn chroot_sh(root: &Path, script: &str) -> String {
-    let out = Command::new("chroot")
-        .arg(root)
-        .args(["/bin/sh", "-c", script])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chroot {} failed: {}",
-        root.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn two_vservers_from_a_debian_skel_run_and_share_the_skel() {

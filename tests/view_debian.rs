@@ -8,23 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{MountGuard, Setup, debian_rootfs, fingerprint, hello_deb, require_root};
-
-fn chroot(root: &Path, script: &str) -> String {
-    let out = Command::new("chroot")
-        .arg(root)
-        .args(["/bin/sh", "-c", script])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chroot {script:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{MountGuard, Setup, chroot_sh, debian_rootfs, fingerprint, hello_deb, require_root};
 
 /// `find` of a tree as lines: path, type, mode, owner, size, links, target.
 fn listing(root: &Path) -> Vec<String> {
@@ -84,17 +68,17 @@ fn dpkg_installs_a_package_inside_a_view_and_the_skel_stays_as_it_was() {
     let _guard = MountGuard(merged.clone());
     setup.vskel().args(["mount", "web1"]).assert().success();
 
-    assert_eq!(chroot(&merged, "echo ok"), "ok\n");
-    assert_eq!(chroot(&merged, "cat /etc/hostname"), "web1\n");
+    assert_eq!(chroot_sh(&merged, "echo ok"), "ok\n");
+    assert_eq!(chroot_sh(&merged, "cat /etc/hostname"), "web1\n");
     std::fs::copy(&deb, merged.join("tmp/hello.deb")).unwrap();
-    chroot(&merged, "dpkg -i /tmp/hello.deb && rm /tmp/hello.deb");
-    assert_eq!(chroot(&merged, "hello"), "Hello, world!\n");
+    chroot_sh(&merged, "dpkg -i /tmp/hello.deb && rm /tmp/hello.deb");
+    assert_eq!(chroot_sh(&merged, "hello"), "Hello, world!\n");
     assert_eq!(
-        chroot(&merged, "dpkg-query -W -f='${Status}' hello"),
+        chroot_sh(&merged, "dpkg-query -W -f='${Status}' hello"),
         "install ok installed"
     );
     // Some more of what package managers do: replace, remove, rename.
-    chroot(
+    chroot_sh(
         &merged,
         "rm -r /usr/share/doc/hello && mv /usr/share/man /usr/share/man.moved \
          && mkdir /usr/share/man && ln /etc/passwd /etc/passwd.link",

@@ -134,24 +134,8 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     ];
 
     let root_dir = config.vserver_dir(name);
-    // Staging first: a reservation whose run has no live staging entry is
-    // one that was killed half-way, and allocation takes its ID back.
-    let staging = Staging::create(config, &staging_label(name))?;
-    let reservation = context::allocate(
-        &config.contexts_dir(),
-        config.context_start,
-        &root_dir,
-        |target| is_abandoned(config, target),
-    )?;
-    let tokens = Tokens::for_vserver(
-        name,
-        &request.ip,
-        &request.fqdn,
-        reservation.id,
-        &root_dir,
-        &skel.name,
-        &config.tokens,
-    );
+    let (staging, reservation, tokens) =
+        reserve(config, request, &skel, &staging_label(name), &root_dir)?;
 
     let proc = staging.path().join("proc");
     std::fs::create_dir(&proc).map_err(|e| Error::io("make directory", &proc, e))?;
@@ -259,24 +243,8 @@ pub fn create_view_vs(
     let skel_static = open_if_present(&skel.static_dir())?;
     let root_dir = dirs.merged();
 
-    let staging = Staging::create(config, &view_staging_label(name))?;
-    let reservation = context::allocate(
-        &config.contexts_dir(),
-        config.context_start,
-        &root_dir,
-        |target| is_abandoned(config, target),
-    )?;
-    // Rendered as the tree the view becomes at `sync`, so that a synced
-    // view and a created tree hold the same files.
-    let tokens = Tokens::for_vserver(
-        name,
-        &request.ip,
-        &request.fqdn,
-        reservation.id,
-        &config.vserver_dir(name),
-        &skel.name,
-        &config.tokens,
-    );
+    let (staging, reservation, tokens) =
+        reserve(config, request, &skel, &view_staging_label(name), &root_dir)?;
 
     progress.start(&format!("creating view {name}"));
     let mut counts = CopyCounts::default();
@@ -368,6 +336,38 @@ fn now_secs() -> Option<u64> {
         .duration_since(UNIX_EPOCH)
         .ok()
         .map(|d| d.as_secs())
+}
+
+/// Start a creation: a staging directory, then a context ID (staging
+/// first: a reservation whose run has no live staging entry is one that was
+/// killed half-way, and allocation takes its ID back), and the vserver's
+/// tokens. `root_dir` is where the context link points; tokens name the
+/// tree `<root>/<name>` (what a view becomes at `sync`, so that a synced
+/// view and a created tree hold the same files).
+fn reserve(
+    config: &Config,
+    request: &CreateRequest,
+    skel: &Skel,
+    label: &str,
+    root_dir: &Path,
+) -> Result<(Staging, context::Reservation, Tokens)> {
+    let staging = Staging::create(config, label)?;
+    let reservation = context::allocate(
+        &config.contexts_dir(),
+        config.context_start,
+        root_dir,
+        |target| is_abandoned(config, target),
+    )?;
+    let tokens = Tokens::for_vserver(
+        &request.name,
+        &request.ip,
+        &request.fqdn,
+        reservation.id,
+        &config.vserver_dir(&request.name),
+        &skel.name,
+        &config.tokens,
+    );
+    Ok((staging, reservation, tokens))
 }
 
 /// The staging label of a vserver being created.

@@ -321,3 +321,22 @@ pub fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (Entry, Option<u64>)> {
         })
         .collect()
 }
+
+/// Run `script` with /bin/sh inside `root` (chroot), with a clean
+/// environment; it must succeed. Returns its stdout.
+pub fn chroot_sh(root: &Path, script: &str) -> String {
+    let out = std::process::Command::new("chroot")
+        .arg(root)
+        .args(["/bin/sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chroot {} {script:?}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
