@@ -26,6 +26,13 @@ use crate::tree::walk::par_walk;
 /// Lower paths of every multiply-linked lower file: (layer, inode) -> paths.
 pub type LinkMap = HashMap<(usize, u64), Vec<PathBuf>>;
 
+/// `base` joined with every component of `rest`.
+fn child_path_all(base: &Path, rest: &Path) -> PathBuf {
+    rest.components().fold(base.to_path_buf(), |path, c| {
+        super::node::child_path(&path, c.as_os_str())
+    })
+}
+
 /// Walk lower layer `layer` and record its multiply-linked files.
 pub fn scan_layer(overlay: &Overlay, layer: usize, into: &Mutex<LinkMap>) -> crate::Result<()> {
     let tree = &overlay.lowers[layer];
@@ -76,6 +83,39 @@ impl Overlay {
             map.into_inner().unwrap_or_else(|p| p.into_inner())
         });
         Ok(map.get(&(layer, ino)).cloned().unwrap_or_default())
+    }
+
+    /// Every directory of the upper layer that carries a redirect: (the
+    /// lower path it shows, its path in the view). Walks the upper layer's
+    /// directories (only when a multiply-linked file is copied up).
+    fn upper_redirects(&self) -> Vec<(PathBuf, PathBuf)> {
+        let found = Mutex::new(Vec::new());
+        let walked = par_walk(PathBuf::new(), &|rel: PathBuf| {
+            let dir = self.upper.open_dir(&rel)?;
+            let entries = sys::read_dir(dir.as_fd())
+                .map_err(|e| crate::Error::io("read directory", self.upper.display(&rel), e))?;
+            let mut subdirs = Vec::new();
+            for entry in entries {
+                if entry.file_type != FileType::Directory {
+                    continue;
+                }
+                let path = rel.join(sys::os_name(&entry.name));
+                if let Ok(sub) = sys::open_subdir(dir.as_fd(), &entry.name)
+                    && let Ok(Some(target)) = super::format::redirect(sub.as_fd(), None)
+                {
+                    found
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((target, path.clone()));
+                }
+                subdirs.push(path);
+            }
+            Ok(subdirs)
+        });
+        if let Err(e) = walked {
+            tracing::warn!("cannot read the upper layer's redirects: {e}");
+        }
+        found.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Find `path` (relative to the view's root) through the layers without
@@ -142,23 +182,39 @@ impl Overlay {
         upper_path: &Path,
         lower_path: &Path,
     ) -> OpResult<()> {
-        for other in self.lower_names(layer, ino)? {
-            if other == lower_path {
-                continue;
+        let others: Vec<PathBuf> = self
+            .lower_names(layer, ino)?
+            .into_iter()
+            .filter(|other| other != lower_path)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let redirects = self.upper_redirects();
+        for other in others {
+            // Where the view shows that lower name: at the same path, or
+            // below a renamed directory whose redirect points above it.
+            let mut candidates = vec![other.clone()];
+            for (target, view_path) in &redirects {
+                if let Ok(rest) = other.strip_prefix(target) {
+                    candidates.push(child_path_all(view_path, rest));
+                }
             }
-            // Only names the view still shows as this very inode, from the
-            // lower layer (not removed, replaced or already linked up).
-            match self.resolve_path(&other) {
-                Ok((_, r)) if r.id == id && !r.found.upper => {}
-                _ => continue,
+            for candidate in candidates {
+                // Only names the view still shows as this very inode, from
+                // the lower layer (not removed, replaced or linked up).
+                match self.resolve_path(&candidate) {
+                    Ok((_, r)) if r.id == id && !r.found.upper => {}
+                    _ => continue,
+                }
+                let (parent, name) = split(&candidate);
+                self.ensure_upper_dirs(parent)?;
+                let (src_parent, src_name) = split(upper_path);
+                let from = self.upper_dir(src_parent)?;
+                let to = self.upper_dir(parent)?;
+                sys::link_at(from.as_fd(), &cname(src_name)?, to.as_fd(), &cname(name)?)
+                    .map_err(errno)?;
             }
-            let (parent, name) = split(&other);
-            self.ensure_upper_dirs(parent)?;
-            let (src_parent, src_name) = split(upper_path);
-            let from = self.upper_dir(src_parent)?;
-            let to = self.upper_dir(parent)?;
-            sys::link_at(from.as_fd(), &cname(src_name)?, to.as_fd(), &cname(name)?)
-                .map_err(errno)?;
         }
         Ok(())
     }
