@@ -925,3 +925,31 @@ fn mount_helper_mounts_a_view() {
     let status = StdCommand::new("umount").arg(&mountpoint).status().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn sigterm_and_sigint_unmount_the_view_cleanly() {
+    if !require_root("sigterm_and_sigint_unmount_the_view_cleanly") {
+        return;
+    }
+    let setup = with_view();
+    let merged = view_dir(&setup, "web1").join("merged");
+    let _guard = MountGuard::new(&merged);
+    for signal in ["-TERM", "-INT"] {
+        setup.vskel().args(["mount", "web1"]).assert().success();
+        let pid = server_pid(&setup, "web1");
+        fs::write(merged.join("etc/written-before-signal"), signal).unwrap();
+        let status = StdCommand::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_until("the server to exit", || !is_alive(pid));
+        // Unmounted, not left stale: the mount point is a plain directory.
+        assert!(!is_mount_point(&merged), "{signal}: still mounted");
+        assert!(fs::read_dir(&merged).unwrap().next().is_none());
+        // What was written is in the upper layer.
+        let upper = view_dir(&setup, "web1").join("upper/etc/written-before-signal");
+        assert_eq!(fs::read_to_string(upper).unwrap(), signal);
+    }
+}
