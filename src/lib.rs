@@ -14,6 +14,7 @@ pub mod progress;
 pub mod protect;
 pub mod skel;
 pub mod staging;
+pub mod sync;
 pub mod sys;
 pub mod tokens;
 pub mod tree;

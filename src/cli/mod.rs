@@ -10,6 +10,7 @@ mod output;
 mod overlay;
 mod prompt;
 mod remove_vs;
+mod sync;
 mod unmount;
 
 use std::ffi::OsString;
@@ -56,6 +57,7 @@ enum Command {
     Overlay(overlay::Args),
     RemoveVs(remove_vs::Args),
     Unmount(unmount::Args),
+    Sync(sync::Args),
 }
 
 /// Run the command line; returns the exit code.
@@ -141,6 +143,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
+        Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
     }
 }

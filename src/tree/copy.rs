@@ -654,7 +654,7 @@ impl Copier<'_> {
 }
 
 /// Link an immutable (protected) inode: unlock it, link, lock it again.
-fn link_unlocked(
+pub(crate) fn link_unlocked(
     src_dir: BorrowedFd<'_>,
     name: &CStr,
     dst_dir: BorrowedFd<'_>,

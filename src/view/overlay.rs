@@ -156,8 +156,17 @@ pub fn cname(name: &OsStr) -> OpResult<CString> {
 }
 
 impl Overlay {
-    /// Open the layers of `spec`.
+    /// Open the layers of `spec` to serve them: leftovers of an
+    /// interrupted run are cleared from `work/`.
     pub fn new(spec: &LayerSpec) -> crate::Result<Self> {
+        let overlay = Self::open_layers(spec)?;
+        overlay.clean_work()?;
+        Ok(overlay)
+    }
+
+    /// Open the layers of `spec` only to read the merged tree (`work/` is
+    /// left alone: a server may be using it).
+    pub fn open_layers(spec: &LayerSpec) -> crate::Result<Self> {
         let upper = TreeRoot::open(&spec.upper)?;
         let work = TreeRoot::open(&spec.work)?;
         crate::tree::require_same_filesystem(&upper, &work)?;
@@ -173,7 +182,7 @@ impl Overlay {
             path: PathBuf::new(),
             layers: (0..lowers.len()).collect(),
         };
-        let overlay = Overlay {
+        Ok(Overlay {
             upper,
             work,
             lowers,
@@ -188,9 +197,17 @@ impl Overlay {
             dir_cache: DirCache::default(),
             touched: Mutex::new(Vec::new()),
             dirs_changed: std::sync::atomic::AtomicBool::new(false),
-        };
-        overlay.clean_work()?;
-        Ok(overlay)
+        })
+    }
+
+    /// The upper layer.
+    pub fn upper_layer(&self) -> &TreeRoot {
+        &self.upper
+    }
+
+    /// Lower layer `i` (top first).
+    pub fn lower_layer(&self, i: usize) -> &TreeRoot {
+        &self.lowers[i]
     }
 
     /// Remove leftovers of an interrupted copy-up or removal from `work/`.

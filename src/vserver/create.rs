@@ -137,9 +137,7 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     let (staging, reservation, tokens) =
         reserve(config, request, &skel, &staging_label(name), &root_dir)?;
 
-    let proc = staging.path().join("proc");
-    std::fs::create_dir(&proc).map_err(|e| Error::io("make directory", &proc, e))?;
-    set_mode(&proc, PROC_MODE)?;
+    make_proc(&staging.path().join("proc"), &skel)?;
     progress.start(&format!("creating {name}"));
     let mut counts = CopyCounts::default();
     let mut unknown = BTreeSet::new();
@@ -256,9 +254,7 @@ pub fn create_view_vs(
     }
     // The vserver's /proc mount point, in the per-vserver static layer
     // (made first: rendering then gives the layer's root the skel's times).
-    let proc = staging.path().join(STATIC).join("proc");
-    std::fs::create_dir(&proc).map_err(|e| Error::io("make directory", &proc, e))?;
-    set_mode(&proc, PROC_MODE)?;
+    make_proc(&staging.path().join(STATIC).join("proc"), &skel)?;
     if let Some(source) = &skel_static {
         let report = copy_tree(
             source,
@@ -368,6 +364,17 @@ fn reserve(
         &config.tokens,
     );
     Ok((staging, reservation, tokens))
+}
+
+/// Make a vserver's `/proc` mount point, with the skel's times (not the
+/// time of creation: a tree and a synced view come out the same).
+fn make_proc(proc: &Path, skel: &Skel) -> Result<()> {
+    std::fs::create_dir(proc).map_err(|e| Error::io("make directory", proc, e))?;
+    set_mode(proc, PROC_MODE)?;
+    let global = skel.global();
+    let meta = std::fs::metadata(&global).map_err(|e| Error::io("stat", &global, e))?;
+    let mtime = filetime::FileTime::from_last_modification_time(&meta);
+    filetime::set_file_times(proc, mtime, mtime).map_err(|e| Error::io("set times", proc, e))
 }
 
 /// The staging label of a vserver being created.

@@ -1,0 +1,227 @@
+//! `vskel sync`: a view flattened into an on-disk tree equals the tree
+//! `create-vs` makes (on the debootstrap skel), and changes made through a
+//! mounted view appear in the synced tree with the skel's inodes shared
+//! where nothing changed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::{MountGuard, Setup, debian_rootfs, dev_ino, fingerprint, require_root, snapshot};
+
+/// One entry of a canonical listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Canonical {
+    kind: &'static str,
+    mode: u32,
+    owner: (u32, u32),
+    size: u64,
+    mtime: (i64, i64),
+    content: Option<u64>,
+    link: Option<PathBuf>,
+    xattrs: Vec<(String, Vec<u8>)>,
+    /// Shares an inode with the skel.
+    shares_skel: bool,
+    /// The first path (in order) of its hard-link group within the tree.
+    group: Option<PathBuf>,
+}
+
+/// The canonical listing of a vserver tree: everything `sync` must get
+/// the same as `create-vs`.
+fn canonical(tree: &Path, skel: &Path) -> BTreeMap<PathBuf, Canonical> {
+    let skel_inodes: HashSet<(u64, u64)> = snapshot(skel)
+        .keys()
+        .map(|rel| dev_ino(&skel.join(rel)))
+        .collect();
+    let mut first_of: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    fingerprint(tree)
+        .into_iter()
+        .map(|(rel, (e, hash))| {
+            let di = dev_ino(&tree.join(&rel));
+            let group = (e.kind != "dir" && e.nlink > 1)
+                .then(|| first_of.entry(di).or_insert_with(|| rel.clone()).clone());
+            let entry = Canonical {
+                kind: e.kind,
+                mode: e.mode,
+                owner: (e.uid, e.gid),
+                size: e.size,
+                mtime: e.mtime,
+                content: hash,
+                link: e.link,
+                xattrs: common::xattrs(&tree.join(&rel)),
+                shares_skel: e.kind != "dir" && skel_inodes.contains(&di),
+                group,
+            };
+            (rel, entry)
+        })
+        .collect()
+}
+
+fn diff(a: &BTreeMap<PathBuf, Canonical>, b: &BTreeMap<PathBuf, Canonical>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, ea) in a {
+        match b.get(path) {
+            None => out.push(format!("{}: only in the created tree", path.display())),
+            Some(eb) if ea != eb => out.push(format!("{}: {ea:?} vs {eb:?}", path.display())),
+            _ => {}
+        }
+    }
+    for path in b.keys().filter(|p| !a.contains_key(*p)) {
+        out.push(format!("{}: only in the synced tree", path.display()));
+    }
+    out
+}
+
+#[test]
+fn a_synced_view_equals_the_tree_create_vs_makes() {
+    if !require_root("a_synced_view_equals_the_tree_create_vs_makes") {
+        return;
+    }
+    let rootfs = debian_rootfs();
+    let setup = Setup::new("");
+    setup
+        .vskel()
+        .args(["build-skel", "minbase", "--from"])
+        .arg(&rootfs)
+        .assert()
+        .success();
+    let skel = setup.root.join(".skel/minbase");
+    let tree = setup.create("minbase", "web1", "10.0.0.2");
+    let created = canonical(&tree, &skel);
+    setup.vskel().args(["remove-vs", "web1"]).assert().success();
+
+    setup
+        .vskel()
+        .args([
+            "create-vs",
+            "--view",
+            "minbase",
+            "web1",
+            "web1.example.org",
+            "10.0.0.2",
+        ])
+        .assert()
+        .success();
+    setup.vskel().args(["sync", "web1"]).assert().success();
+    let synced = canonical(&tree, &skel);
+    let differences = diff(&created, &synced);
+    assert!(
+        differences.is_empty(),
+        "{} differences, first: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(10)]
+    );
+    assert!(created.len() > 5000, "{} entries", created.len());
+    assert!(
+        created.values().filter(|e| e.shares_skel).count() > 4000,
+        "global entries must share the skel's inodes"
+    );
+    // A second sync with nothing changed gives the same tree again.
+    setup.vskel().args(["sync", "web1"]).assert().success();
+    assert!(diff(&created, &canonical(&tree, &skel)).is_empty());
+}
+
+#[test]
+fn changes_made_through_a_mounted_view_appear_after_sync() {
+    if !require_root("changes_made_through_a_mounted_view_appear_after_sync") {
+        return;
+    }
+    let setup = Setup::new("");
+    let skel = setup.build_example_skel("base");
+    // Content and metadata; link counts grow as trees link the skel's files.
+    let skel_state = |skel: &Path| {
+        let mut state = fingerprint(skel);
+        for (entry, _) in state.values_mut() {
+            entry.nlink = 0;
+        }
+        state
+    };
+    let skel_before = skel_state(&skel);
+    setup
+        .vskel()
+        .args([
+            "create-vs",
+            "--view",
+            "base",
+            "web1",
+            "web1.example.org",
+            "10.0.0.2",
+        ])
+        .assert()
+        .success();
+    let merged = setup.root.join(".views/web1/merged");
+    let _guard = MountGuard(merged.clone());
+    setup.vskel().args(["mount", "web1"]).assert().success();
+    // Append to a global file with a hard-link twin, edit a local file,
+    // remove a global file, rename a lower directory, make new things.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(merged.join("bin/hello"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"echo changed\n").unwrap();
+    drop(f);
+    fs::write(merged.join("etc/motd"), "edited\n").unwrap();
+    fs::remove_file(merged.join("sbin/init")).unwrap();
+    fs::rename(
+        merged.join("usr/share/doc"),
+        merged.join("usr/share/manuals"),
+    )
+    .unwrap();
+    fs::create_dir_all(merged.join("srv/www")).unwrap();
+    fs::write(merged.join("srv/www/index.html"), "<h1>web1</h1>\n").unwrap();
+    setup.vskel().args(["unmount", "web1"]).assert().success();
+
+    setup.vskel().args(["sync", "web1"]).assert().success();
+    let tree = setup.root.join("web1");
+    let hello = fs::read_to_string(tree.join("bin/hello")).unwrap();
+    assert!(hello.ends_with("echo changed\n"), "{hello}");
+    // The changed global file is no longer the skel's inode but still one
+    // inode with its twin; unchanged global files still are the skel's.
+    assert_ne!(
+        dev_ino(&tree.join("bin/hello")),
+        dev_ino(&skel.join("global/bin/hello"))
+    );
+    assert_eq!(
+        dev_ino(&tree.join("bin/hello")),
+        dev_ino(&tree.join("bin/hello-again"))
+    );
+    assert_eq!(fs::metadata(tree.join("bin/hello")).unwrap().nlink(), 2);
+    assert_eq!(
+        dev_ino(&tree.join("lib/libdemo.so.1")),
+        dev_ino(&skel.join("global/lib/libdemo.so.1"))
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/motd")).unwrap(),
+        "edited\n"
+    );
+    assert!(!tree.join("sbin/init").exists());
+    assert!(!tree.join("usr/share/doc").exists());
+    assert_eq!(
+        fs::read_to_string(tree.join("usr/share/manuals/demo/README")).unwrap(),
+        "The vskel example tree.\n"
+    );
+    assert_eq!(
+        dev_ino(&tree.join("usr/share/manuals/demo/README")),
+        dev_ino(&skel.join("global/usr/share/doc/demo/README")),
+        "a file below a renamed directory is still the skel's inode"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("srv/www/index.html")).unwrap(),
+        "<h1>web1</h1>\n"
+    );
+    assert!(tree.join("proc").is_dir());
+    assert!(skel_state(&skel) == skel_before, "the skel changed");
+    // Overlay bookkeeping never reaches the tree.
+    for (rel, _) in snapshot(&tree) {
+        for (name, _) in common::xattrs(&tree.join(&rel)) {
+            assert!(
+                !name.starts_with("trusted.overlay."),
+                "{}: {name}",
+                rel.display()
+            );
+        }
+    }
+}
