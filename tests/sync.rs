@@ -225,3 +225,66 @@ fn changes_made_through_a_mounted_view_appear_after_sync() {
         }
     }
 }
+
+#[test]
+fn materialize_turns_a_mounted_view_into_an_ordinary_tree() {
+    if !require_root("materialize_turns_a_mounted_view_into_an_ordinary_tree") {
+        return;
+    }
+    let setup = Setup::new("");
+    let skel = setup.build_example_skel("base");
+    setup
+        .vskel()
+        .args([
+            "create-vs",
+            "--view",
+            "base",
+            "web1",
+            "web1.example.org",
+            "10.0.0.2",
+        ])
+        .assert()
+        .success();
+    let views = setup.root.join(".views/web1");
+    let merged = views.join("merged");
+    let _guard = MountGuard(merged.clone());
+    setup.vskel().args(["mount", "web1"]).assert().success();
+    fs::write(merged.join("etc/motd"), "from the view\n").unwrap();
+
+    setup
+        .vskel()
+        .args(["materialize", "web1"])
+        .assert()
+        .success();
+    let tree = setup.root.join("web1");
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/motd")).unwrap(),
+        "from the view\n"
+    );
+    assert_eq!(
+        dev_ino(&tree.join("bin/hello")),
+        dev_ino(&skel.join("global/bin/hello"))
+    );
+    assert!(!views.exists(), "the view directory is gone");
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(merged.to_str().unwrap()),
+        "still mounted"
+    );
+    let link = setup.etc.join("contexts/50");
+    assert_eq!(fs::read_link(&link).unwrap(), tree);
+    let out = setup
+        .vskel()
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["kind"], "tree");
+    assert_eq!(list[0]["root"], tree.to_str().unwrap());
+    // A tree is not a view any more: it cannot be mounted or synced.
+    setup.vskel().args(["mount", "web1"]).assert().failure();
+    setup.vskel().args(["sync", "web1"]).assert().failure();
+    setup.vskel().args(["remove-vs", "web1"]).assert().success();
+    assert!(!tree.exists());
+}

@@ -5,6 +5,7 @@ mod build_skel;
 mod create_vs;
 mod legacy;
 mod list;
+mod materialize;
 mod mount;
 mod output;
 mod overlay;
@@ -53,6 +54,7 @@ enum Command {
     BuildSkel(build_skel::Args),
     CreateVs(create_vs::Args),
     List(list::Args),
+    Materialize(materialize::Args),
     Mount(mount::Args),
     Overlay(overlay::Args),
     RemoveVs(remove_vs::Args),
@@ -140,6 +142,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::List(args) => list::run(&config, args),
+        Command::Materialize(args) => materialize::run(&config, args, &progress),
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveVs(args) => remove_vs::run(&config, args),

@@ -14,6 +14,7 @@
 //! hold the view's writes while it reads a mounted view.
 
 pub mod flatten;
+pub mod materialize;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
