@@ -133,11 +133,18 @@ fn server_pid(setup: &Setup, name: &str) -> u32 {
     text.lines().next().unwrap().parse().unwrap()
 }
 
+/// Is process `pid` still there? A killed multi-threaded server's main
+/// thread can be a zombie while its other threads still exit (and still
+/// hold its files and locks): alive until every thread is a zombie.
 fn is_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.contains(") Z "))
-            .unwrap_or(true)
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        fs::read_to_string(task.path().join("stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    })
 }
 
 #[test]
