@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{Setup, chroot_sh, debian_rootfs, dev_ino, disk_usage, require_root, snapshot};
+use common::{Setup, chroot_sh, dev_ino, disk_usage, require_root, snapshot};
 
 /// The second vserver may add at most this share of the skel's bytes.
 const MAX_SECOND_VSERVER_SHARE: f64 = 0.10;
@@ -16,15 +16,8 @@ fn two_vservers_from_a_debian_skel_run_and_share_the_skel() {
     if !require_root("two_vservers_from_a_debian_skel_run_and_share_the_skel") {
         return;
     }
-    let rootfs = debian_rootfs();
     let setup = Setup::new("");
-    setup
-        .vskel()
-        .args(["build-skel", "minbase", "--from"])
-        .arg(&rootfs)
-        .assert()
-        .success();
-    let skel = setup.root.join(".skel/minbase");
+    let skel = setup.build_debian_skel("minbase");
     let web1 = setup.create("minbase", "web1", "10.0.0.2");
     let web2 = setup.create("minbase", "web2", "10.0.0.3");
 

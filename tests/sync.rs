@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::{MountGuard, Setup, debian_rootfs, dev_ino, fingerprint, require_root, snapshot};
+use common::{MountGuard, Setup, dev_ino, fingerprint, require_root, snapshot};
 
 /// One entry of a canonical listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,31 +80,13 @@ fn a_synced_view_equals_the_tree_create_vs_makes() {
     if !require_root("a_synced_view_equals_the_tree_create_vs_makes") {
         return;
     }
-    let rootfs = debian_rootfs();
     let setup = Setup::new("");
-    setup
-        .vskel()
-        .args(["build-skel", "minbase", "--from"])
-        .arg(&rootfs)
-        .assert()
-        .success();
-    let skel = setup.root.join(".skel/minbase");
+    let skel = setup.build_debian_skel("minbase");
     let tree = setup.create("minbase", "web1", "10.0.0.2");
     let created = canonical(&tree, &skel);
     setup.vskel().args(["remove-vs", "web1"]).assert().success();
 
-    setup
-        .vskel()
-        .args([
-            "create-vs",
-            "--view",
-            "minbase",
-            "web1",
-            "web1.example.org",
-            "10.0.0.2",
-        ])
-        .assert()
-        .success();
+    setup.create_view("minbase", "web1", "10.0.0.2");
     setup.vskel().args(["sync", "web1"]).assert().success();
     let synced = canonical(&tree, &skel);
     let differences = diff(&created, &synced);
@@ -140,18 +122,7 @@ fn changes_made_through_a_mounted_view_appear_after_sync() {
         state
     };
     let skel_before = skel_state(&skel);
-    setup
-        .vskel()
-        .args([
-            "create-vs",
-            "--view",
-            "base",
-            "web1",
-            "web1.example.org",
-            "10.0.0.2",
-        ])
-        .assert()
-        .success();
+    setup.create_view("base", "web1", "10.0.0.2");
     let merged = setup.root.join(".views/web1/merged");
     let _guard = MountGuard(merged.clone());
     setup.vskel().args(["mount", "web1"]).assert().success();
@@ -233,18 +204,7 @@ fn materialize_turns_a_mounted_view_into_an_ordinary_tree() {
     }
     let setup = Setup::new("");
     let skel = setup.build_example_skel("base");
-    setup
-        .vskel()
-        .args([
-            "create-vs",
-            "--view",
-            "base",
-            "web1",
-            "web1.example.org",
-            "10.0.0.2",
-        ])
-        .assert()
-        .success();
+    setup.create_view("base", "web1", "10.0.0.2");
     let views = setup.root.join(".views/web1");
     let merged = views.join("merged");
     let _guard = MountGuard(merged.clone());

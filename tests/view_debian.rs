@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{MountGuard, Setup, chroot_sh, debian_rootfs, fingerprint, hello_deb, require_root};
+use common::{MountGuard, Setup, chroot_sh, fingerprint, hello_deb, require_root};
 
 /// `find` of a tree as lines: path, type, mode, owner, size, links, target.
 fn listing(root: &Path) -> Vec<String> {
@@ -40,29 +40,11 @@ fn dpkg_installs_a_package_inside_a_view_and_the_skel_stays_as_it_was() {
     if !require_root("dpkg_installs_a_package_inside_a_view_and_the_skel_stays_as_it_was") {
         return;
     }
-    let rootfs = debian_rootfs();
     let deb = hello_deb();
     let setup = Setup::new("");
-    setup
-        .vskel()
-        .args(["build-skel", "minbase", "--from"])
-        .arg(&rootfs)
-        .assert()
-        .success();
-    let skel = setup.root.join(".skel/minbase");
+    let skel = setup.build_debian_skel("minbase");
     let before = fingerprint(&skel);
-    setup
-        .vskel()
-        .args([
-            "create-vs",
-            "--view",
-            "minbase",
-            "web1",
-            "web1.example.org",
-            "10.0.0.2",
-        ])
-        .assert()
-        .success();
+    setup.create_view("minbase", "web1", "10.0.0.2");
     let views = setup.root.join(".views/web1");
     let merged = views.join("merged");
     let _guard = MountGuard(merged.clone());

@@ -784,7 +784,6 @@ pub struct DirCache {
 
 #[derive(Debug, Default)]
 struct DirCacheInner {
-    version: u64,
     map: HashMap<(u64, usize), Option<Arc<OwnedFd>>>,
 }
 
@@ -815,7 +814,6 @@ impl DirCache {
     /// Forget everything (the view changed).
     pub fn invalidate(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.version += 1;
         inner.map.clear();
     }
 }

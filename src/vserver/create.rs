@@ -173,17 +173,7 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     let context = reservation.keep();
     registry::save(
         config,
-        &Record {
-            name: name.clone(),
-            skel: Some(skel.name.clone()),
-            fqdn: Some(request.fqdn.clone()),
-            ip: Some(request.ip.clone()),
-            context: Some(context),
-            kind: Kind::Tree,
-            root: root_dir.clone(),
-            created: now_secs(),
-            post_create_pending: false,
-        },
+        &record(request, &skel, context, Kind::Tree, &root_dir, false),
     )?;
     progress.finish();
 
@@ -300,17 +290,14 @@ pub fn create_view_vs(
         .collect();
     registry::save(
         config,
-        &Record {
-            name: name.clone(),
-            skel: Some(skel.name.clone()),
-            fqdn: Some(request.fqdn.clone()),
-            ip: Some(request.ip.clone()),
-            context: Some(context),
-            kind: Kind::View,
-            root: root_dir.clone(),
-            created: now_secs(),
-            post_create_pending: !pending.is_empty(),
-        },
+        &record(
+            request,
+            &skel,
+            context,
+            Kind::View,
+            &root_dir,
+            !pending.is_empty(),
+        ),
     )?;
     progress.finish();
     Ok(Created {
@@ -325,6 +312,28 @@ pub fn create_view_vs(
         pending_scripts: pending,
         unknown_tokens: unknown.into_iter().collect(),
     })
+}
+
+/// The registry record of a vserver just made.
+fn record(
+    request: &CreateRequest,
+    skel: &Skel,
+    context: u32,
+    kind: Kind,
+    root: &Path,
+    post_create_pending: bool,
+) -> Record {
+    Record {
+        name: request.name.clone(),
+        skel: Some(skel.name.clone()),
+        fqdn: Some(request.fqdn.clone()),
+        ip: Some(request.ip.clone()),
+        context: Some(context),
+        kind,
+        root: root.to_path_buf(),
+        created: now_secs(),
+        post_create_pending,
+    }
 }
 
 fn now_secs() -> Option<u64> {

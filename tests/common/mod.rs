@@ -85,6 +85,34 @@ impl Setup {
         self.root.join(".skel").join(name)
     }
 
+    /// Build skel `name` from the real Debian tree (`debian_rootfs`).
+    pub fn build_debian_skel(&self, name: &str) -> PathBuf {
+        let rootfs = debian_rootfs();
+        self.vskel()
+            .args(["build-skel", name, "--from"])
+            .arg(&rootfs)
+            .assert()
+            .success();
+        self.root.join(".skel").join(name)
+    }
+
+    /// `create-vs --view SKEL NAME NAME.example.org IP`, which must
+    /// succeed; returns the view's directory `<root>/.views/NAME`.
+    pub fn create_view(&self, skel: &str, name: &str, ip: &str) -> PathBuf {
+        self.vskel()
+            .args([
+                "create-vs",
+                "--view",
+                skel,
+                name,
+                &format!("{name}.example.org"),
+                ip,
+            ])
+            .assert()
+            .success();
+        self.root.join(".views").join(name)
+    }
+
     /// `create-vs SKEL NAME NAME.example.org IP`, which must succeed.
     pub fn create(&self, skel: &str, name: &str, ip: &str) -> PathBuf {
         self.vskel()
