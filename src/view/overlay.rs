@@ -210,6 +210,11 @@ impl Overlay {
         &self.lowers[i]
     }
 
+    /// The read-only layers, top first.
+    pub fn lower_layers(&self) -> &[TreeRoot] {
+        &self.lowers
+    }
+
     /// Remove leftovers of an interrupted copy-up or removal from `work/`.
     fn clean_work(&self) -> crate::Result<()> {
         crate::tree::remove::clear_dir(self.work.fd())

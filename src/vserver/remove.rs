@@ -128,6 +128,7 @@ pub fn remove_vs(config: &Config, name: &str) -> Result<Removed> {
     if has_conf {
         std::fs::remove_file(&conf).map_err(|e| Error::io("remove", &conf, e))?;
     }
+    crate::sync::state::StateFiles::new(config, name).remove_all()?;
     registry::remove(config, name)?;
     if let Some(trash) = trash {
         trash.discard()?;

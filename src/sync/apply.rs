@@ -1,0 +1,560 @@
+//! The incremental sync: bring the paths that changed since the last sync
+//! to what the view shows now, in the live tree, leaving the rest alone.
+//!
+//! Each changed path is compared with the tree and only rewritten if it
+//! differs: a file is written under a temporary name and renamed over the
+//! old one (readers see the old file or the new, never half), a name the
+//! view no longer shows is removed, a directory the tree lacks is made and
+//! filled. A directory whose lower content changed shape (made opaque, or
+//! renamed with a redirect) has its listing compared too, so entries that
+//! only a lower layer held come and go with it. Directory metadata is
+//! brought up to date last.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use fuser::Errno;
+use rustix::fs::{FileType, Stat};
+
+use super::flatten::{
+    Source, TEMP_NAMES, Writer, cname_of, op_err, source_of, split, without_private,
+};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::tree::meta::Meta;
+use crate::tree::remove::remove_tree_at;
+use crate::view::format;
+use crate::view::node::{ROOT_ID, child_path};
+use crate::view::overlay::{DirInfo, Overlay, Resolved};
+
+/// What the view shows at `rel` (`None`: nothing), resolving from the root.
+pub fn resolve_path(overlay: &Overlay, rel: &Path) -> std::result::Result<Option<Resolved>, Errno> {
+    let mut dir = overlay.dir_info(ROOT_ID)?;
+    let mut components = rel.iter().peekable();
+    while let Some(name) = components.next() {
+        let r = match overlay.resolve(&dir, name) {
+            Ok(r) => r,
+            Err(e) if e == Errno::ENOENT || e == Errno::ENOTDIR => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if components.peek().is_none() {
+            return Ok(Some(r));
+        }
+        if r.found.kind != FileType::Directory {
+            return Ok(None);
+        }
+        dir = dir_info_of(&r, child_path(&dir.path, name));
+    }
+    Ok(None)
+}
+
+fn dir_info_of(r: &Resolved, path: PathBuf) -> DirInfo {
+    DirInfo {
+        id: r.id,
+        path,
+        upper: r.found.upper,
+        lower: r.found.lower.clone(),
+    }
+}
+
+/// How much of a changed directory is compared with the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Its own metadata (what it holds changed through other paths).
+    Own,
+    /// Also its listing: entries only lower layers held come and go.
+    Listing,
+    /// Everything below it (after an interrupted sync, or a redirect).
+    All,
+}
+
+/// Applies changed paths to the tree.
+pub struct Applier<'a> {
+    /// The writer (and its counts).
+    pub w: Writer<'a>,
+    views: HashMap<PathBuf, DirInfo>,
+    /// Tree directories whose metadata is checked at the end.
+    meta_dirs: BTreeSet<PathBuf>,
+    /// Subtrees already brought up to date in full.
+    done: Vec<PathBuf>,
+    /// Names added to the tree, minus names removed (entries below them
+    /// included).
+    pub net_entries: i64,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier writing through `w` (which must be atomic).
+    pub fn new(w: Writer<'a>) -> Self {
+        Applier {
+            w,
+            views: HashMap::new(),
+            meta_dirs: BTreeSet::new(),
+            done: Vec::new(),
+            net_entries: 0,
+        }
+    }
+
+    /// Remove the temporary files an interrupted sync may have left beside
+    /// `rel` (never a name the view itself shows).
+    pub fn clean_temporaries(&mut self, rel: &Path) -> Result<()> {
+        let parent = if rel.as_os_str().is_empty() {
+            rel
+        } else {
+            split(rel).0
+        };
+        let Ok(dir) = sys::open_dir_beneath(self.w.into.fd(), parent) else {
+            return Ok(());
+        };
+        for temp in TEMP_NAMES {
+            let path = child_path(parent, sys::os_name(temp));
+            if sys::stat_at(dir.as_fd(), temp).is_err() || self.resolve(&path)?.is_some() {
+                continue;
+            }
+            if !self.w.dry_run {
+                remove_tree_at(dir.as_fd(), temp)
+                    .map_err(|e| Error::io("remove", self.w.into.display(&path), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bring `rel` in the tree to what the view shows. `depth` says how
+    /// much of it to compare if it is a directory the tree has too.
+    pub fn apply(&mut self, rel: &Path, depth: Depth) -> Result<()> {
+        if self.done.iter().any(|d| rel.starts_with(d)) {
+            return Ok(());
+        }
+        if rel.as_os_str().is_empty() {
+            if depth != Depth::Own {
+                self.reconcile_listing(rel, depth == Depth::All)?;
+            }
+            self.meta_dirs.insert(PathBuf::new());
+            return Ok(());
+        }
+        let desired = self.resolve(rel)?;
+        let (parent_rel, name) = split(rel);
+        let parent = match sys::open_dir_beneath(self.w.into.fd(), parent_rel) {
+            Ok(fd) => fd,
+            Err(_) if desired.is_none() => return Ok(()), // gone with its parent
+            Err(_) => {
+                // The parent is missing from the tree (an interrupted run):
+                // make it first, then this comes with it.
+                return self.apply(parent_rel, Depth::All);
+            }
+        };
+        let name_c = cname_of(name, rel)?;
+        let current = stat_if_any(parent.as_fd(), &name_c, &self.w.into.display(rel))?;
+        match desired {
+            None => {
+                if let Some(st) = current {
+                    self.remove(parent.as_fd(), &name_c, rel, &st)?;
+                }
+                Ok(())
+            }
+            Some(r) => self.place(parent.as_fd(), rel, &r, current, depth),
+        }
+    }
+
+    /// Make `rel` (in tree directory `parent`) what `r` says; `current` is
+    /// what the tree has there now.
+    fn place(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        rel: &Path,
+        r: &Resolved,
+        mut current: Option<Stat>,
+        depth: Depth,
+    ) -> Result<()> {
+        let name = cname_of(split(rel).1, rel)?;
+        let parent_rel = split(rel).0.to_path_buf();
+        if r.found.kind == FileType::Directory {
+            if let Some(st) = current.filter(|st| kind_of(st) != FileType::Directory) {
+                self.remove(parent, &name, rel, &st)?;
+                current = None;
+            }
+            if current.is_some() {
+                self.views
+                    .insert(rel.to_path_buf(), dir_info_of(r, rel.to_path_buf()));
+                if depth != Depth::Own {
+                    self.reconcile_listing(rel, depth == Depth::All)?;
+                }
+                self.meta_dirs.insert(rel.to_path_buf());
+                return Ok(());
+            }
+            self.write(parent, &name, rel, r, false)?;
+            self.meta_dirs.insert(parent_rel);
+            self.done.push(rel.to_path_buf());
+            return Ok(());
+        }
+        if let Some(st) = &current {
+            if self.matches(parent, &name, st, rel, r)? {
+                self.w.counts.unchanged += 1;
+                return Ok(());
+            }
+        }
+        self.write(parent, &name, rel, r, current.is_some())?;
+        self.meta_dirs.insert(parent_rel);
+        Ok(())
+    }
+
+    /// Write `r` as `rel` through the writer, counting new names.
+    fn write(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        rel: &Path,
+        r: &Resolved,
+        replacing: bool,
+    ) -> Result<()> {
+        let (source, src_rel) = source_of(r, rel);
+        let src_parent = self.w.layer(source).open_dir(split(&src_rel).0)?;
+        let before = self.written();
+        let dst = (!self.w.dry_run).then_some(parent);
+        self.w
+            .write_entry(src_parent.as_fd(), source, &src_rel, dst, name, rel, r)?;
+        let added = (self.written() - before) as i64;
+        self.net_entries += if replacing { added - 1 } else { added };
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        let c = &self.w.counts;
+        c.linked + c.copied + c.dirs
+    }
+
+    /// Compare tree directory `rel` with the view's listing of it: remove
+    /// what the view does not show, add what the tree lacks, and with
+    /// `all` compare everything below too.
+    fn reconcile_listing(&mut self, rel: &Path, all: bool) -> Result<()> {
+        let Some(view_dir) = self.view_dir(rel)? else {
+            return Ok(());
+        };
+        let listing = self
+            .w
+            .overlay
+            .list(&view_dir)
+            .map_err(|e| op_err("list", rel, e))?;
+        let tree_dir = self.w.into.open_dir(rel)?;
+        let in_tree = sys::read_dir(tree_dir.as_fd())
+            .map_err(|e| Error::io("read", self.w.into.display(rel), e))?;
+        let shown: HashSet<&OsStr> = listing.iter().map(|l| l.name.as_os_str()).collect();
+        for entry in &in_tree {
+            let name = sys::os_name(&entry.name);
+            if shown.contains(name) {
+                continue;
+            }
+            let child = child_path(rel, name);
+            if let Some(st) =
+                stat_if_any(tree_dir.as_fd(), &entry.name, &self.w.into.display(&child))?
+            {
+                self.remove(tree_dir.as_fd(), &entry.name, &child, &st)?;
+            }
+        }
+        for item in &listing {
+            let child = child_path(rel, &item.name);
+            let r = match self.w.overlay.resolve(&view_dir, &item.name) {
+                Ok(r) => r,
+                Err(e) if e == Errno::ENOENT => continue,
+                Err(e) => return Err(op_err("resolve", &child, e)),
+            };
+            let name_c = cname_of(&item.name, &child)?;
+            let current = stat_if_any(tree_dir.as_fd(), &name_c, &self.w.into.display(&child))?;
+            let depth = if all { Depth::All } else { Depth::Own };
+            if r.found.kind == FileType::Directory
+                && current.is_some_and(|st| kind_of(&st) == FileType::Directory)
+                && !all
+            {
+                // Unchanged below unless changed paths say otherwise.
+                self.w.counts.unchanged += 1;
+                continue;
+            }
+            self.place(tree_dir.as_fd(), &child, &r, current, depth)?;
+        }
+        Ok(())
+    }
+
+    /// Remove `name` (at `rel`, with stat `st`) from tree directory `dir`.
+    fn remove(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        rel: &Path,
+        st: &Stat,
+    ) -> Result<()> {
+        let n = if kind_of(st) == FileType::Directory {
+            count_entries(dir, name).map_err(|e| Error::io("read", self.w.into.display(rel), e))?
+        } else {
+            1
+        };
+        self.w.counts.removed += n;
+        self.net_entries -= n as i64;
+        self.w.note("remove", rel);
+        self.meta_dirs.insert(split(rel).0.to_path_buf());
+        if self.w.dry_run {
+            return Ok(());
+        }
+        remove_tree_at(dir, name).map_err(|e| Error::io("remove", self.w.into.display(rel), e))
+    }
+
+    /// Does the tree's `name` in `parent` (stat `st`) already hold what
+    /// the view shows as `r`?
+    fn matches(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        st: &Stat,
+        rel: &Path,
+        r: &Resolved,
+    ) -> Result<bool> {
+        if kind_of(st) != r.found.kind {
+            return Ok(false);
+        }
+        let (source, src_rel) = source_of(r, rel);
+        let same_inode =
+            (sys::dev_of(st), sys::ino_of(st)) == (sys::dev_of(&r.stat), sys::ino_of(&r.stat));
+        if self.w.is_link_layer(source) {
+            return Ok(same_inode);
+        }
+        if same_inode {
+            // A copy must not be the layer's own inode.
+            return Ok(false);
+        }
+        if let Some(first) = self.w.group_peek(r) {
+            let (first_parent, first_name) = split(&first);
+            let first_st = match sys::open_dir_beneath(self.w.into.fd(), first_parent)
+                .and_then(|d| sys::stat_at(d.as_fd(), &sys::cname(first_name)?))
+            {
+                Ok(s) => s,
+                Err(_) => return Ok(false),
+            };
+            return Ok((sys::dev_of(st), sys::ino_of(st))
+                == (sys::dev_of(&first_st), sys::ino_of(&first_st)));
+        }
+        let want = Meta::from_stat(&r.stat);
+        let have = Meta::from_stat(st);
+        let same_meta = want.uid == have.uid
+            && want.gid == have.gid
+            && (want.mode == have.mode || want.file_type == FileType::Symlink)
+            && want.times.mtime == have.times.mtime
+            && want.size == have.size
+            && want.rdev == have.rdev;
+        if !same_meta {
+            return Ok(false);
+        }
+        let src_dir = self.w.layer(source).open_dir(split(&src_rel).0)?;
+        let src_name = cname_of(split(&src_rel).1, rel)?;
+        let err = |e| Error::io("compare", self.w.into.display(rel), e);
+        let mut want_x = without_private(
+            want.with_xattrs_at(src_dir.as_fd(), &src_name)
+                .map_err(err)?,
+        )
+        .xattrs;
+        let mut have_x = have.with_xattrs_at(parent, name).map_err(err)?.xattrs;
+        want_x.sort();
+        have_x.sort();
+        if want_x != have_x {
+            return Ok(false);
+        }
+        let same = match r.found.kind {
+            FileType::Symlink => {
+                sys::readlink_at(src_dir.as_fd(), &src_name).map_err(err)?
+                    == sys::readlink_at(parent, name).map_err(err)?
+            }
+            FileType::RegularFile if source == Source::Upper => {
+                same_content(src_dir.as_fd(), &src_name, parent, name).map_err(err)?
+            }
+            _ => true,
+        };
+        if same {
+            self.w.group_record(r, rel);
+        }
+        Ok(same)
+    }
+
+    /// Check the metadata of every directory touched or changed, and
+    /// apply the view's where it differs. Call after all paths.
+    pub fn finish(&mut self) -> Result<()> {
+        if !self.w.dry_run {
+            self.w.finish_dirs()?;
+        }
+        for rel in std::mem::take(&mut self.meta_dirs) {
+            let Ok(tree_dir) = self.w.into.open_dir(&rel) else {
+                continue; // removed, or (dry run) not made
+            };
+            let Some(want) = self.dir_meta(&rel)? else {
+                continue;
+            };
+            let err = |e| Error::io("read", self.w.into.display(&rel), e);
+            let have = Meta::from_stat(&sys::fstat(tree_dir.as_fd()).map_err(err)?)
+                .with_xattrs(tree_dir.as_fd())
+                .map_err(err)?;
+            let mut want_x = want.xattrs.clone();
+            let mut have_x = have.xattrs.clone();
+            want_x.sort();
+            have_x.sort();
+            if (want.mode, want.uid, want.gid, want.times.mtime)
+                == (have.mode, have.uid, have.gid, have.times.mtime)
+                && want_x == have_x
+            {
+                continue;
+            }
+            self.w.counts.updated += 1;
+            self.w.note("update", &rel);
+            if self.w.dry_run {
+                continue;
+            }
+            for (name, _) in &have.xattrs {
+                if !want.xattrs.iter().any(|(n, _)| n == name) {
+                    let _ = rustix::fs::fremovexattr(tree_dir.as_fd(), name.as_c_str());
+                }
+            }
+            want.apply_to_fd(tree_dir.as_fd())
+                .map_err(|e| Error::io("set metadata", self.w.into.display(&rel), e))?;
+        }
+        Ok(())
+    }
+
+    /// The view's metadata for directory `rel`, without private xattrs.
+    fn dir_meta(&mut self, rel: &Path) -> Result<Option<Meta>> {
+        let (fd, st): (OwnedFd, Stat) = if rel.as_os_str().is_empty() {
+            let upper = self.w.overlay.upper_layer();
+            let fd = sys::open_dir_beneath(upper.fd(), rel)
+                .map_err(|e| Error::io("open", upper.path(), e))?;
+            let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io("stat", upper.path(), e))?;
+            (fd, st)
+        } else {
+            let Some(r) = self.resolve(rel)? else {
+                return Ok(None);
+            };
+            if r.found.kind != FileType::Directory {
+                return Ok(None);
+            }
+            let (source, src_rel) = source_of(&r, rel);
+            (self.w.layer(source).open_dir(&src_rel)?, r.stat)
+        };
+        let meta = Meta::from_stat(&st)
+            .with_xattrs(fd.as_fd())
+            .map_err(|e| Error::io("read xattrs", rel, e))?;
+        Ok(Some(without_private(meta)))
+    }
+
+    /// What the view shows at `rel`, through cached directory lookups.
+    pub fn resolve(&mut self, rel: &Path) -> Result<Option<Resolved>> {
+        if rel.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let (parent, name) = split(rel);
+        let Some(dir) = self.view_dir(parent)? else {
+            return Ok(None);
+        };
+        match self.w.overlay.resolve(&dir, name) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e == Errno::ENOENT || e == Errno::ENOTDIR => Ok(None),
+            Err(e) => Err(op_err("resolve", rel, e)),
+        }
+    }
+
+    fn view_dir(&mut self, rel: &Path) -> Result<Option<DirInfo>> {
+        if let Some(info) = self.views.get(rel) {
+            return Ok(Some(info.clone()));
+        }
+        let info = if rel.as_os_str().is_empty() {
+            self.w
+                .overlay
+                .dir_info(ROOT_ID)
+                .map_err(|e| op_err("read", Path::new("/"), e))?
+        } else {
+            match self.resolve(rel)? {
+                Some(r) if r.found.kind == FileType::Directory => {
+                    dir_info_of(&r, rel.to_path_buf())
+                }
+                _ => return Ok(None),
+            }
+        };
+        self.views.insert(rel.to_path_buf(), info.clone());
+        Ok(Some(info))
+    }
+}
+
+/// Is the upper directory at `rel` redirected (its lower content moved)?
+pub fn is_redirected(upper: BorrowedFd<'_>, rel: &Path) -> bool {
+    sys::open_dir_beneath(upper, rel)
+        .ok()
+        .and_then(|fd| sys::fget_xattr(fd.as_fd(), format::REDIRECT_XATTR).ok())
+        .is_some()
+}
+
+/// Is the upper directory at `rel` opaque?
+pub fn is_opaque(upper: BorrowedFd<'_>, rel: &Path) -> bool {
+    sys::open_dir_beneath(upper, rel)
+        .ok()
+        .and_then(|fd| format::is_opaque(fd.as_fd()).ok())
+        .unwrap_or(false)
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn kind_of(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as _)
+}
+
+fn stat_if_any(dir: BorrowedFd<'_>, name: &std::ffi::CStr, shown: &Path) -> Result<Option<Stat>> {
+    match sys::stat_at(dir, name) {
+        Ok(st) => Ok(Some(st)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(Error::io("stat", shown, e)),
+    }
+}
+
+/// Entries in `name` (itself included), never following a symlink.
+fn count_entries(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<u64> {
+    let sub = match sys::open_subdir(dir, name) {
+        Ok(sub) => sub,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => return Ok(1),
+        Err(e) => return Err(e),
+    };
+    let mut n = 1;
+    for entry in sys::read_dir(sub.as_fd())? {
+        n += if matches!(entry.file_type, FileType::Directory | FileType::Unknown) {
+            count_entries(sub.as_fd(), &entry.name)?
+        } else {
+            1
+        };
+    }
+    Ok(n)
+}
+
+/// Do two regular files hold the same bytes?
+fn same_content(
+    a_dir: BorrowedFd<'_>,
+    a: &std::ffi::CStr,
+    b_dir: BorrowedFd<'_>,
+    b: &std::ffi::CStr,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut fa = std::fs::File::from(sys::open_file_read(a_dir, a)?);
+    let mut fb = std::fs::File::from(sys::open_file_read(b_dir, b)?);
+    let mut ba = vec![0u8; 1 << 16];
+    let mut bb = vec![0u8; 1 << 16];
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,432 @@
+//! What a sync remembers between runs, in `<root>/.vskel/sync/`:
+//!
+//! * `NAME.manifest`: the stamp (inode, ctime) of every upper-layer entry
+//!   as the last completed sync applied it, and the identity of the layers
+//!   and the tree it was applied to. The next sync compares the upper
+//!   layer with it to find what changed, without walking the skel.
+//! * `NAME.journal`: while an incremental sync changes the tree, the paths
+//!   it is changing. A sync that finds a journal was interrupted; it
+//!   treats those paths as changed, checks them in depth and removes any
+//!   temporary file the interrupted run left beside them.
+//! * `NAME.lock`: held while a sync runs, so two never run at once.
+//!
+//! Both files are written beside and renamed into place after an fsync,
+//! so a crash leaves the old version or the new one. Paths are stored
+//! hex-encoded (a file name may hold any byte but `/` and NUL).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The first line of a manifest of this format.
+const MANIFEST_HEADER: &str = "vskel-sync-manifest 1";
+/// The first line of a journal of this format.
+const JOURNAL_HEADER: &str = "vskel-sync-journal 1";
+
+/// What kind of upper entry a stamp is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StampKind {
+    /// A directory.
+    Dir,
+    /// A whiteout (a name the view hides).
+    Whiteout,
+    /// Anything else.
+    Other,
+}
+
+/// An upper-layer entry as a sync saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Its inode.
+    pub ino: u64,
+    /// Its change time (seconds, nanoseconds): any change to the entry's
+    /// data, metadata, xattrs or (for a directory) entries moves it.
+    pub ctime: (i64, i64),
+    /// Its kind.
+    pub kind: StampKind,
+}
+
+/// The state a completed sync leaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// (dev, ino) of the tree root, the upper root and each lower root:
+    /// a manifest of other directories does not describe this tree.
+    pub identity: Vec<(u64, u64)>,
+    /// When that sync started reading the upper layer (ns since the epoch):
+    /// stamps this close to it may hide a change made just after.
+    pub started_ns: i128,
+    /// Entries in the tree after it.
+    pub entries: u64,
+    /// The upper layer's entries, by path.
+    pub stamps: BTreeMap<PathBuf, Stamp>,
+}
+
+/// How close to the start of the sync that recorded it a change time must
+/// be to be distrusted: file times come from a clock that lags by up to a
+/// scheduler tick, so a change right after the sync read the entry may
+/// carry the same time.
+const RACY_WINDOW_NS: i128 = 100_000_000;
+
+impl Manifest {
+    /// Was `stamp`, recorded in this manifest, possibly followed by a change
+    /// its ctime cannot show?
+    pub fn is_racy(&self, stamp: &Stamp) -> bool {
+        let ctime = i128::from(stamp.ctime.0) * 1_000_000_000 + i128::from(stamp.ctime.1);
+        ctime + RACY_WINDOW_NS >= self.started_ns
+    }
+}
+
+/// The sync state files of vserver `name`.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    dir: PathBuf,
+    name: String,
+}
+
+impl StateFiles {
+    /// The state files of `name` under `config`'s state directory.
+    pub fn new(config: &Config, name: &str) -> Self {
+        StateFiles {
+            dir: config.state_dir().join("sync"),
+            name: name.to_string(),
+        }
+    }
+
+    fn path(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.name))
+    }
+
+    /// The manifest's path.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.path("manifest")
+    }
+
+    /// The journal's path.
+    pub fn journal_path(&self) -> PathBuf {
+        self.path("journal")
+    }
+
+    /// Take the sync lock of this vserver, or fail naming it if another sync
+    /// holds it. Released when the returned file is dropped.
+    pub fn lock(&self) -> Result<File> {
+        crate::staging::make_private_dir(&self.dir)?;
+        let path = self.path("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        match rustix::fs::flock(
+            file.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Failed(format!(
+                "another sync of {} is running (it holds {})",
+                self.name,
+                path.display()
+            ))),
+            Err(e) => Err(Error::io("lock", &path, std::io::Error::from(e))),
+        }
+    }
+
+    /// The manifest of the last completed sync, if there is a readable one.
+    pub fn load_manifest(&self) -> Result<Option<Manifest>> {
+        let path = self.manifest_path();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        match parse_manifest(BufReader::new(file)) {
+            Ok(m) => Ok(Some(m)),
+            Err(why) => {
+                tracing::warn!(
+                    "ignoring {} ({why}); the next sync rebuilds the tree",
+                    path.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replace the manifest with `manifest`, durably.
+    pub fn save_manifest(&self, manifest: &Manifest) -> Result<()> {
+        crate::staging::make_private_dir(&self.dir)?;
+        let mut text = Vec::with_capacity(64 + manifest.stamps.len() * 48);
+        writeln!(text, "{MANIFEST_HEADER}").ok();
+        let ids: Vec<String> = manifest
+            .identity
+            .iter()
+            .map(|(d, i)| format!("{d}:{i}"))
+            .collect();
+        writeln!(text, "identity {}", ids.join(" ")).ok();
+        writeln!(text, "started {}", manifest.started_ns).ok();
+        writeln!(text, "entries {}", manifest.entries).ok();
+        for (path, s) in &manifest.stamps {
+            let kind = match s.kind {
+                StampKind::Dir => 'd',
+                StampKind::Whiteout => 'w',
+                StampKind::Other => 'f',
+            };
+            writeln!(
+                text,
+                "{kind} {} {} {} {}",
+                s.ino,
+                s.ctime.0,
+                s.ctime.1,
+                hex(path.as_os_str().as_bytes())
+            )
+            .ok();
+        }
+        self.write_durably(&self.manifest_path(), &text)
+    }
+
+    /// Remove the manifest, journal and lock (the tree follows no view now).
+    pub fn remove_all(&self) -> Result<()> {
+        for path in [self.manifest_path(), self.journal_path(), self.path("lock")] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths an interrupted sync was changing, if one was.
+    pub fn load_journal(&self) -> Result<Option<Vec<PathBuf>>> {
+        let path = self.journal_path();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let mut lines = BufReader::new(file).lines();
+        if lines.next().and_then(|l| l.ok()).as_deref() != Some(JOURNAL_HEADER) {
+            // A journal cut short before its header: nothing was changed yet.
+            return Ok(Some(Vec::new()));
+        }
+        let mut paths = Vec::new();
+        for line in lines {
+            let line = line.map_err(|e| Error::io("read", &path, e))?;
+            // A torn last line: the sync had not started changing yet.
+            if let Some(p) = unhex(&line) {
+                paths.push(PathBuf::from(OsStr::from_bytes(&p)));
+            }
+        }
+        Ok(Some(paths))
+    }
+
+    /// Record, durably, the paths a sync is about to change.
+    pub fn save_journal(&self, paths: &[PathBuf]) -> Result<()> {
+        crate::staging::make_private_dir(&self.dir)?;
+        let mut text = Vec::with_capacity(32 + paths.len() * 32);
+        writeln!(text, "{JOURNAL_HEADER}").ok();
+        for p in paths {
+            writeln!(text, "{}", hex(p.as_os_str().as_bytes())).ok();
+        }
+        self.write_durably(&self.journal_path(), &text)
+    }
+
+    /// The sync completed: forget its journal.
+    pub fn clear_journal(&self) -> Result<()> {
+        let path = self.journal_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+
+    fn write_durably(&self, path: &Path, data: &[u8]) -> Result<()> {
+        let temp = path.with_extension("tmp");
+        let file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+        let mut out = BufWriter::new(&file);
+        out.write_all(data)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("write", &temp, e))?;
+        drop(out);
+        file.sync_all().map_err(|e| Error::io("flush", &temp, e))?;
+        std::fs::rename(&temp, path).map_err(|e| Error::io("rename into place", path, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("flush", &self.dir, e))
+    }
+}
+
+fn parse_manifest(reader: impl BufRead) -> std::result::Result<Manifest, String> {
+    let mut lines = reader.lines();
+    let mut next = || -> std::result::Result<String, String> {
+        lines.next().ok_or("cut short")?.map_err(|e| e.to_string())
+    };
+    if next()? != MANIFEST_HEADER {
+        return Err("not a manifest of this version".into());
+    }
+    let identity_line = next()?;
+    let identity = identity_line
+        .strip_prefix("identity")
+        .ok_or("no identity line")?
+        .split_whitespace()
+        .map(|pair| {
+            let (d, i) = pair.split_once(':')?;
+            Some((d.parse().ok()?, i.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or("bad identity")?;
+    let started_ns = next()?
+        .strip_prefix("started ")
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad start time")?;
+    let entries = next()?
+        .strip_prefix("entries ")
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad entry count")?;
+    let mut stamps = BTreeMap::new();
+    for line in lines {
+        let line = line.map_err(|e| e.to_string())?;
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [kind, ino, secs, nanos, path] = fields[..] else {
+            return Err(format!("bad line {line:?}"));
+        };
+        let kind = match kind {
+            "d" => StampKind::Dir,
+            "w" => StampKind::Whiteout,
+            "f" => StampKind::Other,
+            _ => return Err(format!("bad kind in {line:?}")),
+        };
+        let parse = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| format!("bad number in {line:?}"))
+        };
+        let stamp = Stamp {
+            ino: ino.parse().map_err(|_| format!("bad inode in {line:?}"))?,
+            ctime: (parse(secs)?, parse(nanos)?),
+            kind,
+        };
+        let path = unhex(path).ok_or_else(|| format!("bad path in {line:?}"))?;
+        stamps.insert(PathBuf::from(OsStr::from_bytes(&path)), stamp);
+    }
+    Ok(Manifest {
+        identity,
+        started_ns,
+        entries,
+        stamps,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "-".to_string();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text == "-" {
+        return Some(Vec::new());
+    }
+    if text.is_empty() || text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_any_path_bytes() {
+        let mut stamps = BTreeMap::new();
+        for (i, p) in [&b""[..], b"etc", b"etc/new\nline", b"bin/\xff\x01 sp"]
+            .iter()
+            .enumerate()
+        {
+            stamps.insert(
+                PathBuf::from(OsStr::from_bytes(p)),
+                Stamp {
+                    ino: i as u64 + 7,
+                    ctime: (1_700_000_000 + i as i64, 123 * i as i64),
+                    kind: [StampKind::Dir, StampKind::Other, StampKind::Whiteout][i % 3],
+                },
+            );
+        }
+        let m = Manifest {
+            identity: vec![(1, 2), (3, 4)],
+            started_ns: 1_700_000_000_123_456_789,
+            entries: 42,
+            stamps,
+        };
+        let dir = std::env::temp_dir().join(format!("vskel-manifest-{}", std::process::id()));
+        let files = StateFiles {
+            dir: dir.clone(),
+            name: "vs".into(),
+        };
+        files.save_manifest(&m).unwrap();
+        assert_eq!(files.load_manifest().unwrap(), Some(m));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_ignored_not_trusted() {
+        for text in [
+            "",
+            "vskel-sync-manifest 1\n",
+            "other\nidentity 1:2\nstarted 1\nentries 1\n",
+            "vskel-sync-manifest 1\nidentity 1:2\nstarted 1\nentries 1\nf 1 2 3\n",
+            "vskel-sync-manifest 1\nidentity 1:2\nstarted 1\nentries 1\nf 1 2 3 6\n",
+        ] {
+            assert!(parse_manifest(text.as_bytes()).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn journal_survives_a_torn_last_line() {
+        let dir = std::env::temp_dir().join(format!("vskel-journal-{}", std::process::id()));
+        let files = StateFiles {
+            dir: dir.clone(),
+            name: "vs".into(),
+        };
+        files
+            .save_journal(&[PathBuf::from("a/b"), PathBuf::new()])
+            .unwrap();
+        let mut text = std::fs::read(files.journal_path()).unwrap();
+        text.extend_from_slice(b"6");
+        std::fs::write(files.journal_path(), text).unwrap();
+        assert_eq!(
+            files.load_journal().unwrap(),
+            Some(vec![PathBuf::from("a/b"), PathBuf::new()])
+        );
+        files.clear_journal().unwrap();
+        assert_eq!(files.load_journal().unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stamps_near_the_sync_start_are_racy() {
+        let m = Manifest {
+            started_ns: 10_000_000_000,
+            ..Manifest::default()
+        };
+        let at = |s, n| Stamp {
+            ino: 1,
+            ctime: (s, n),
+            kind: StampKind::Other,
+        };
+        assert!(m.is_racy(&at(10, 0)));
+        assert!(m.is_racy(&at(9, 950_000_000)));
+        assert!(!m.is_racy(&at(9, 0)));
+    }
+}
