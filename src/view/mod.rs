@@ -55,6 +55,7 @@ pub mod daemon_start;
 pub mod files;
 pub mod format;
 pub mod fuse;
+pub mod gate;
 pub mod hardlinks;
 pub mod mountpoint;
 pub mod mutate;

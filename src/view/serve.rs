@@ -2,6 +2,7 @@
 //! told to stop (SIGTERM, SIGINT, SIGHUP: it then unmounts cleanly).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -9,6 +10,7 @@ use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
 use super::fuse::ViewFs;
+use super::gate::WriteGate;
 use super::overlay::Overlay;
 use super::{LayerSpec, SUBTYPE, ServeOptions};
 use crate::error::{Error, Result};
@@ -38,10 +40,11 @@ pub fn serve(
     }
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
-    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
-    let mut session =
-        fuser::Session::new(ViewFs::new(overlay, notifier.clone()), mountpoint, &config)
-            .map_err(|e| Error::io("mount the view", mountpoint, e))?;
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let gate = Arc::new(WriteGate::default());
+    let view = ViewFs::new(overlay, gate.clone(), notifier.clone());
+    let mut session = fuser::Session::new(view, mountpoint, &config)
+        .map_err(|e| Error::io("mount the view", mountpoint, e))?;
     let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
