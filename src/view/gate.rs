@@ -7,6 +7,12 @@
 //! exclusively, so it waits for the changes in flight and then keeps new
 //! ones waiting in the kernel until it ends. Reads are never gated.
 //!
+//! What a hold cannot spare: the kernel keeps its own locks while a change
+//! waits in vskel. A waiting `mkdir`, `create`, `unlink` or `rename` holds
+//! its directory's lock, so lookups of names not cached yet in that
+//! directory and listings of it wait too; a waiting write holds the pages
+//! it writes, so reads of that file wait. Everything else is served.
+//!
 //! The lock is std's `RwLock`, which on Linux prefers a waiting writer: a
 //! hold is not starved by a stream of writes (new writes queue behind it).
 
