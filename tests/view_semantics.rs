@@ -752,3 +752,96 @@ fn paths_longer_than_path_max_work_relative_to_a_directory() {
     let st = rustix::fs::statat(&dir, "leaf", rustix::fs::AtFlags::empty()).unwrap();
     assert_eq!(st.st_size, 4);
 }
+
+/// Read all of `f` from the start.
+fn read_from_start(f: &mut fs::File) -> String {
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn a_lower_file_held_open_for_reading_can_be_opened_for_writing() {
+    if !require_root("a_lower_file_held_open_for_reading_can_be_opened_for_writing") {
+        return;
+    }
+    let view = View::new(standard);
+    let path = view.path("etc/passwd");
+    let old = "root:x:0:0::/root:/bin/sh\n";
+    // The reader holds the lower file (a passthrough open).
+    let mut reader = fs::File::open(&path).unwrap();
+    assert_eq!(read_from_start(&mut reader), old);
+    for (i, rw) in [false, true].into_iter().enumerate() {
+        // A writable open copies up while the reader is open.
+        let mut writer = fs::OpenOptions::new()
+            .read(rw)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        writer.seek(SeekFrom::End(0)).unwrap();
+        let line = format!("user{i}:x:100{i}:100{i}::/home:/bin/sh\n");
+        writer.write_all(line.as_bytes()).unwrap();
+        if rw {
+            assert!(read_from_start(&mut writer).ends_with(&line));
+        }
+        writer.sync_all().unwrap();
+        // A new open sees the writer's data, the upper file has it.
+        let now = fs::read_to_string(&path).unwrap();
+        assert!(now.starts_with(old) && now.ends_with(&line), "{now:?}");
+        assert_eq!(
+            fs::read_to_string(view.layer("upper/etc/passwd")).unwrap(),
+            now
+        );
+        // A second reader opened now works too.
+        let mut late = fs::File::open(&path).unwrap();
+        assert_eq!(read_from_start(&mut late), now);
+    }
+    // The first reader still reads (the file it opened, as on kernel
+    // overlayfs: the lower file, which never changes).
+    assert_eq!(read_from_start(&mut reader), old);
+    assert_eq!(
+        fs::read_to_string(view.layer("lower2/etc/passwd")).unwrap(),
+        old,
+        "the lower changed"
+    );
+    drop(reader);
+    // With every handle closed, opens of the upper file go on working.
+    let text = fs::read_to_string(&path).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"end\n")
+        .unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), format!("{text}end\n"));
+}
+
+#[test]
+fn an_upper_file_serves_two_readers_and_a_writer_at_once() {
+    if !require_root("an_upper_file_serves_two_readers_and_a_writer_at_once") {
+        return;
+    }
+    let view = View::new(standard);
+    let path = view.path("etc/new");
+    fs::write(&path, "one\n").unwrap();
+    let mut r1 = fs::File::open(&path).unwrap();
+    let mut r2 = fs::File::open(&path).unwrap();
+    assert_eq!(read_from_start(&mut r1), "one\n");
+    let mut rw = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    rw.seek(SeekFrom::End(0)).unwrap();
+    rw.write_all(b"two\n").unwrap();
+    assert_eq!(read_from_start(&mut rw), "one\ntwo\n");
+    assert_eq!(read_from_start(&mut r1), "one\ntwo\n");
+    assert_eq!(read_from_start(&mut r2), "one\ntwo\n");
+    assert_eq!(
+        fs::read_to_string(view.layer("upper/etc/new")).unwrap(),
+        "one\ntwo\n"
+    );
+    drop((r1, r2, rw));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+}

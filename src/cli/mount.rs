@@ -153,6 +153,7 @@ fn mounted(view: &View, mountpoint: &Path, pid: u32, log: Option<PathBuf>) -> Mo
 fn serve_here(view: &View, mountpoint: &Path, format: Format, readiness: Readiness) -> Result<()> {
     let options = ServeOptions {
         fsname: view.fsname(),
+        control: Some(view.dirs.control_socket()),
         ..ServeOptions::default()
     };
     let report = mounted(view, mountpoint, std::process::id(), None);

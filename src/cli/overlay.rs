@@ -446,6 +446,8 @@ pub fn run(args: &Args, invocation: &Invocation<'_>) -> Result<()> {
             } else {
                 ServeOptions::default().threads
             },
+            // Nobody syncs an overlay: no control socket.
+            control: None,
         };
         let mounted = report(std::process::id(), None);
         serve(&layers, &mountpoint, &serve_options, || {

@@ -19,7 +19,7 @@ use fuser::Errno;
 use rustix::fs::{Mode, OFlags};
 
 use super::format;
-use super::overlay::{OpResult, Overlay, cname, errno};
+use super::overlay::{Layer, OpResult, Overlay, cname, errno};
 use crate::sys;
 
 /// An open file of the view.
@@ -29,8 +29,8 @@ pub struct OpenFile {
     pub node: u64,
     /// The layer file.
     pub file: Arc<File>,
-    /// Opened in passthrough mode (holds one count of the node's backing).
-    pub passthrough: bool,
+    /// Holds one count of the node's passthrough backing.
+    pub backing: bool,
 }
 
 /// What a handle holds.
@@ -98,12 +98,11 @@ const PASSED_FLAGS: OFlags = OFlags::ACCMODE
 
 impl Overlay {
     /// Open node `id` with `flags` (`open(2)` flags); a file opened for
-    /// writing is copied up first.
-    pub fn open(&self, id: u64, flags: i32) -> OpResult<OwnedFd> {
+    /// writing is copied up first, so only a read-only open returns a
+    /// file of a lower layer.
+    pub fn open(&self, id: u64, flags: i32) -> OpResult<(OwnedFd, Layer)> {
+        let writes = opens_for_writing(flags);
         let flags = OFlags::from_bits_retain(flags as _);
-        let writes = flags.contains(OFlags::WRONLY)
-            || flags.contains(OFlags::RDWR)
-            || flags.contains(OFlags::TRUNC);
         // Opening for writing copies up: a change of the view.
         let _exclusive;
         let _shared;
@@ -114,7 +113,7 @@ impl Overlay {
             _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
         }
         let (dir, name) = self.where_is(id)?;
-        let parent = self.shown_parent(&dir, &name)?;
+        let (parent, layer) = self.shown_parent_in(&dir, &name)?;
         let cname = cname(&name)?;
         let mut open_flags = (flags & PASSED_FLAGS) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         if flags.contains(OFlags::TRUNC) {
@@ -122,8 +121,9 @@ impl Overlay {
         }
         // The kernel handles O_APPEND by the offsets it sends.
         open_flags.remove(OFlags::APPEND);
-        rustix::fs::openat(parent.as_fd(), &cname, open_flags, Mode::empty())
-            .map_err(|e| errno(e.into()))
+        let fd = rustix::fs::openat(parent.as_fd(), &cname, open_flags, Mode::empty())
+            .map_err(|e| errno(e.into()))?;
+        Ok((fd, layer))
     }
 
     /// Read `size` bytes at `offset` from an open file.
@@ -188,6 +188,13 @@ impl Overlay {
         let path = sys::proc_path(parent.as_fd(), &cname(&name)?);
         Ok((path, Some(parent)))
     }
+}
+
+/// An open with `flags` (`open(2)` flags) may change the file: it is
+/// writable or truncates (and so copies the file up).
+pub fn opens_for_writing(flags: i32) -> bool {
+    let flags = OFlags::from_bits_retain(flags as _);
+    flags.intersects(OFlags::WRONLY | OFlags::RDWR | OFlags::TRUNC)
 }
 
 /// Reply helper for xattr reads: the size when asked for 0 bytes, the data

@@ -1,7 +1,18 @@
 //! The FUSE adapter: each `fuser::Filesystem` method calls the overlay core
 //! and turns its result into the reply. No filesystem logic lives here.
+//!
+//! Every request that changes the view runs inside the write gate
+//! ([`super::gate`]), so `vskel sync` can hold all changes while it
+//! flattens a mounted view: setattr, mknod, mkdir, unlink, rmdir, symlink,
+//! rename, link, create, write, fallocate, setxattr, removexattr, and an
+//! open that may write (writable or `O_TRUNC`: it copies up). During a hold
+//! those wait on threads of their own; reads, lookups, getattr, readdir,
+//! xattr reads, flush, fsync and release are served as usual. For the gate
+//! to see every write, passthrough is used for lower (read-only) files only
+//! ([`super::passthrough`]).
 
 use std::ffi::OsStr;
+use std::ops::Deref;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -16,9 +27,12 @@ use fuser::{
 use rustix::fs::FileType;
 use tracing::{debug, trace};
 
-use super::files::{Handle, Handles, OpenFile, XattrReply, xattr_name, xattr_reply};
+use super::files::{
+    Handle, Handles, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply,
+};
+use super::gate::WriteGate;
 use super::mutate::{Caller, Make, SetAttr};
-use super::overlay::{Entry, OpResult, Overlay, fuse_kind};
+use super::overlay::{Entry, Layer, OpResult, Overlay, fuse_kind};
 use super::passthrough::{Backings, Mode};
 
 /// The entries of a cookie-sorted listing that come after offset `offset`.
@@ -39,24 +53,57 @@ const DOT_ENTRIES: u64 = 2;
 /// The view as a FUSE filesystem.
 #[derive(Debug)]
 pub struct ViewFs {
+    core: Arc<Core>,
+}
+
+/// What the requests share (also with changes parked during a hold).
+#[derive(Debug)]
+pub struct Core {
     overlay: Overlay,
     handles: Handles,
     backings: Backings,
+    /// Held by `vskel sync` to stop changes (see [`super::control`]).
+    gate: Arc<WriteGate>,
     /// Tells the kernel to drop cached attributes (set once mounted).
     notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
+impl Deref for ViewFs {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
 impl ViewFs {
-    /// Serve `overlay`; `notifier` is filled in once the session exists.
-    pub fn new(overlay: Overlay, notifier: Arc<OnceLock<fuser::Notifier>>) -> Self {
+    /// Serve `overlay`, its changes passing `gate`; `notifier` is filled in
+    /// once the session exists.
+    pub fn new(
+        overlay: Overlay,
+        gate: Arc<WriteGate>,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+    ) -> Self {
         ViewFs {
-            overlay,
-            handles: Handles::default(),
-            backings: Backings::default(),
-            notifier,
+            core: Arc::new(Core {
+                overlay,
+                handles: Handles::default(),
+                backings: Backings::default(),
+                gate,
+                notifier,
+            }),
         }
     }
 
+    /// Run a change of the view inside the write gate (parked on a thread
+    /// of its own while a hold lasts).
+    fn change(&self, change: impl FnOnce(&Core) + Send + 'static) {
+        let core = self.core.clone();
+        self.gate.run(move || change(&core));
+    }
+}
+
+impl Core {
     /// After a change: the kernel drops its cached attributes of the nodes
     /// whose attributes changed as a side effect.
     fn tell_kernel(&self) {
@@ -77,9 +124,88 @@ impl ViewFs {
         let fh = self.handles.insert(Handle::File(OpenFile {
             node,
             file: Arc::new(fd.into()),
-            passthrough: matches!(mode, Mode::Passthrough(_)),
+            backing: mode.holds_backing(),
         }));
         FileHandle(fh)
+    }
+
+    /// Open node `ino` (a writable open runs inside the gate).
+    fn open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fd, layer) = match self.overlay.open(ino.0, flags.0) {
+            Ok(opened) => opened,
+            Err(e) => {
+                debug!("open {} {:#o}: {e:?}", ino.0, flags.0);
+                return reply.error(e);
+            }
+        };
+        let mode = self
+            .backings
+            .acquire(ino.0, fd.as_fd(), layer, |fd| reply.open_backing(fd));
+        let fh = self.keep_open(ino.0, fd, &mode);
+        match &mode {
+            Mode::Passthrough(id) => reply.opened_passthrough(fh, NO_FLUSH, id),
+            Mode::Served => reply.opened(fh, NO_FLUSH),
+            Mode::ServedDirect(id) => {
+                reply.opened_passthrough(fh, NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO, id)
+            }
+        }
+        self.tell_kernel();
+    }
+
+    /// Make file `name` in `parent` and open it (runs inside the gate).
+    fn create(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+        reply: ReplyCreate,
+    ) {
+        let made = self
+            .overlay
+            .make(parent.0, name, Make::File { mode }, umask, caller);
+        match made {
+            Ok((entry, Some(fd))) => {
+                let id = entry.attr.ino.0;
+                // A new file is in the upper layer: served, unless the node
+                // still has a backing from an earlier life.
+                let mode = self
+                    .backings
+                    .acquire(id, fd.as_fd(), Layer::Upper, |fd| reply.open_backing(fd));
+                let fh = self.keep_open(id, fd, &mode);
+                let generation = Generation(entry.generation);
+                match &mode {
+                    Mode::Served => {
+                        reply.created(&entry.ttl, &entry.attr, generation, fh, NO_FLUSH)
+                    }
+                    Mode::Passthrough(backing) | Mode::ServedDirect(backing) => reply
+                        .created_passthrough(
+                            &entry.ttl,
+                            &entry.attr,
+                            generation,
+                            fh,
+                            NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO,
+                            backing,
+                        ),
+                }
+            }
+            Ok((_, None)) => reply.error(Errno::EIO),
+            Err(e) => reply.error(e),
+        }
+        self.tell_kernel();
+    }
+
+    /// Write `data` at `offset` through handle `fh`.
+    fn write(&self, fh: FileHandle, offset: u64, data: &[u8], reply: ReplyWrite) {
+        match self
+            .handles
+            .file(fh.0)
+            .and_then(|f| Overlay::write(&f, offset, data))
+        {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
     }
 }
 
@@ -213,22 +339,24 @@ impl Filesystem for ViewFs {
             atime,
             mtime,
         };
-        let file = fh.and_then(|fh| self.handles.file(fh.0).ok());
-        let result = self
-            .overlay
-            .setattr(ino.0, &change, file.as_ref().map(|f| f.as_fd()));
-        if let Err(e) = result {
-            debug!("setattr {} {change:?}: {e:?}", ino.0);
-            return reply.error(e);
-        }
-        match self.overlay.getattr(ino.0) {
-            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
-            Err(e) => {
-                debug!("setattr {}: {e:?}", ino.0);
-                reply.error(e)
+        self.change(move |fs| {
+            let file = fh.and_then(|fh| fs.handles.file(fh.0).ok());
+            let result = fs
+                .overlay
+                .setattr(ino.0, &change, file.as_ref().map(|f| f.as_fd()));
+            if let Err(e) = result {
+                debug!("setattr {} {change:?}: {e:?}", ino.0);
+                return reply.error(e);
             }
-        }
-        self.tell_kernel();
+            match fs.overlay.getattr(ino.0) {
+                Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+                Err(e) => {
+                    debug!("setattr {}: {e:?}", ino.0);
+                    reply.error(e)
+                }
+            }
+            fs.tell_kernel();
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -257,13 +385,16 @@ impl Filesystem for ViewFs {
                 rdev: u64::from(rdev),
             },
         };
-        let result = self.overlay.make(parent.0, name, what, umask, caller(req));
-        reply_entry(
-            reply,
-            &("mknod", parent.0, name),
-            result.map(|(entry, _file)| entry),
-        );
-        self.tell_kernel();
+        let (name, caller) = (name.to_owned(), caller(req));
+        self.change(move |fs| {
+            let result = fs.overlay.make(parent.0, &name, what, umask, caller);
+            reply_entry(
+                reply,
+                &("mknod", parent.0, &name),
+                result.map(|(entry, _file)| entry),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn mkdir(
@@ -275,33 +406,42 @@ impl Filesystem for ViewFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self
-            .overlay
-            .make(parent.0, name, Make::Dir { mode }, umask, caller(req));
-        reply_entry(
-            reply,
-            &("mkdir", parent.0, name),
-            result.map(|(entry, _)| entry),
-        );
-        self.tell_kernel();
+        let (name, caller) = (name.to_owned(), caller(req));
+        self.change(move |fs| {
+            let result = fs
+                .overlay
+                .make(parent.0, &name, Make::Dir { mode }, umask, caller);
+            reply_entry(
+                reply,
+                &("mkdir", parent.0, &name),
+                result.map(|(entry, _)| entry),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            &("unlink", parent.0, name),
-            self.overlay.unlink(parent.0, name),
-        );
-        self.tell_kernel();
+        let name = name.to_owned();
+        self.change(move |fs| {
+            reply_empty(
+                reply,
+                &("unlink", parent.0, &name),
+                fs.overlay.unlink(parent.0, &name),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            &("rmdir", parent.0, name),
-            self.overlay.rmdir(parent.0, name),
-        );
-        self.tell_kernel();
+        let name = name.to_owned();
+        self.change(move |fs| {
+            reply_empty(
+                reply,
+                &("rmdir", parent.0, &name),
+                fs.overlay.rmdir(parent.0, &name),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn symlink(
@@ -316,19 +456,22 @@ impl Filesystem for ViewFs {
             Ok(t) => t,
             Err(_) => return reply.error(Errno::EINVAL),
         };
-        let result = self.overlay.make(
-            parent.0,
-            link_name,
-            Make::Symlink { target: &target },
-            0,
-            caller(req),
-        );
-        reply_entry(
-            reply,
-            &("symlink", parent.0, link_name),
-            result.map(|(entry, _)| entry),
-        );
-        self.tell_kernel();
+        let (name, caller) = (link_name.to_owned(), caller(req));
+        self.change(move |fs| {
+            let result = fs.overlay.make(
+                parent.0,
+                &name,
+                Make::Symlink { target: &target },
+                0,
+                caller,
+            );
+            reply_entry(
+                reply,
+                &("symlink", parent.0, &name),
+                result.map(|(entry, _)| entry),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn rename(
@@ -342,13 +485,16 @@ impl Filesystem for ViewFs {
         reply: ReplyEmpty,
     ) {
         let flags = rustix::fs::RenameFlags::from_bits_truncate(flags.bits());
-        reply_empty(
-            reply,
-            &("rename", parent.0, name, newparent.0, newname),
-            self.overlay
-                .rename(parent.0, name, newparent.0, newname, flags),
-        );
-        self.tell_kernel();
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.change(move |fs| {
+            reply_empty(
+                reply,
+                &("rename", parent.0, &name, newparent.0, &newname),
+                fs.overlay
+                    .rename(parent.0, &name, newparent.0, &newname, flags),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn link(
@@ -359,32 +505,24 @@ impl Filesystem for ViewFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(
-            reply,
-            &("link", ino.0, newparent.0, newname),
-            self.overlay.link(ino.0, newparent.0, newname),
-        );
-        self.tell_kernel();
+        let newname = newname.to_owned();
+        self.change(move |fs| {
+            reply_entry(
+                reply,
+                &("link", ino.0, newparent.0, &newname),
+                fs.overlay.link(ino.0, newparent.0, &newname),
+            );
+            fs.tell_kernel();
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fd = match self.overlay.open(ino.0, flags.0) {
-            Ok(fd) => fd,
-            Err(e) => {
-                debug!("open {} {:#o}: {e:?}", ino.0, flags.0);
-                return reply.error(e);
-            }
-        };
-        let mode = self
-            .backings
-            .acquire(ino.0, fd.as_fd(), |fd| reply.open_backing(fd));
-        let fh = self.keep_open(ino.0, fd, &mode);
-        match &mode {
-            Mode::Passthrough(id) => reply.opened_passthrough(fh, NO_FLUSH, id),
-            Mode::Served => reply.opened(fh, NO_FLUSH),
-            Mode::ServedDirect => reply.opened(fh, NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO),
+        if opens_for_writing(flags.0) {
+            // It copies up, possibly several hard-link names.
+            self.change(move |fs| fs.open(ino, flags, reply));
+        } else {
+            self.core.open(ino, flags, reply);
         }
-        self.tell_kernel();
     }
 
     fn read(
@@ -420,13 +558,13 @@ impl Filesystem for ViewFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .handles
-            .file(fh.0)
-            .and_then(|f| Overlay::write(&f, offset, data))
-        {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
+        match self.gate.try_write() {
+            Some(_writing) => self.core.write(fh, offset, data, reply),
+            // A hold: copy the data out of the request buffer and wait.
+            None => {
+                let data = data.to_vec();
+                self.change(move |fs| fs.write(fh, offset, &data, reply));
+            }
         }
     }
 
@@ -452,7 +590,7 @@ impl Filesystem for ViewFs {
         reply: ReplyEmpty,
     ) {
         if let Some(Handle::File(open)) = self.handles.remove(fh.0)
-            && open.passthrough
+            && open.backing
         {
             self.backings.release(open.node);
         }
@@ -475,7 +613,7 @@ impl Filesystem for ViewFs {
             }
             .map_err(super::overlay::errno)
         });
-        reply_empty(reply, &"fsync/fallocate/xattr", result);
+        reply_empty(reply, &"fsync", result);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -616,9 +754,16 @@ impl Filesystem for ViewFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let result = xattr_name(name).and_then(|n| self.overlay.setxattr(ino.0, &n, value, flags));
-        reply_empty(reply, &"fsync/fallocate/xattr", result);
-        self.tell_kernel();
+        let name = match xattr_name(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        let value = value.to_vec();
+        self.change(move |fs| {
+            let result = fs.overlay.setxattr(ino.0, &name, &value, flags);
+            reply_empty(reply, &"setxattr", result);
+            fs.tell_kernel();
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -631,9 +776,15 @@ impl Filesystem for ViewFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = xattr_name(name).and_then(|n| self.overlay.removexattr(ino.0, &n));
-        reply_empty(reply, &"fsync/fallocate/xattr", result);
-        self.tell_kernel();
+        let name = match xattr_name(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        self.change(move |fs| {
+            let result = fs.overlay.removexattr(ino.0, &name);
+            reply_empty(reply, &"removexattr", result);
+            fs.tell_kernel();
+        });
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -651,43 +802,9 @@ impl Filesystem for ViewFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let made = self
-            .overlay
-            .make(parent.0, name, Make::File { mode }, umask, caller(req));
-        match made {
-            Ok((entry, Some(fd))) => {
-                let id = entry.attr.ino.0;
-                let _ = flags;
-                let mode = self
-                    .backings
-                    .acquire(id, fd.as_fd(), |fd| reply.open_backing(fd));
-                let fh = self.keep_open(id, fd, &mode);
-                let generation = Generation(entry.generation);
-                match &mode {
-                    Mode::Passthrough(backing) => reply.created_passthrough(
-                        &entry.ttl,
-                        &entry.attr,
-                        generation,
-                        fh,
-                        NO_FLUSH,
-                        backing,
-                    ),
-                    Mode::Served => {
-                        reply.created(&entry.ttl, &entry.attr, generation, fh, NO_FLUSH)
-                    }
-                    Mode::ServedDirect => reply.created(
-                        &entry.ttl,
-                        &entry.attr,
-                        generation,
-                        fh,
-                        NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO,
-                    ),
-                }
-            }
-            Ok((_, None)) => reply.error(Errno::EIO),
-            Err(e) => reply.error(e),
-        }
-        self.tell_kernel();
+        let _ = flags; // the kernel handles O_APPEND; O_TRUNC means nothing here
+        let (name, caller) = (name.to_owned(), caller(req));
+        self.change(move |fs| fs.create(parent, &name, mode, umask, caller, reply));
     }
 
     fn fallocate(
@@ -700,12 +817,14 @@ impl Filesystem for ViewFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let result = self.handles.file(fh.0).and_then(|f| {
-            let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
-            rustix::fs::fallocate(&*f, flags, offset, length)
-                .map_err(|e| super::overlay::errno(e.into()))
+        self.change(move |fs| {
+            let result = fs.handles.file(fh.0).and_then(|f| {
+                let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
+                rustix::fs::fallocate(&*f, flags, offset, length)
+                    .map_err(|e| super::overlay::errno(e.into()))
+            });
+            reply_empty(reply, &"fallocate", result);
         });
-        reply_empty(reply, &"fsync/fallocate/xattr", result);
     }
 
     fn destroy(&mut self) {

@@ -32,6 +32,9 @@ pub struct ServeOptions {
     pub allow_other: bool,
     /// Worker threads serving requests.
     pub threads: usize,
+    /// Where to serve the control socket that lets `vskel sync` hold the
+    /// view's writes ([`control`]); none for views nobody syncs.
+    pub control: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +43,7 @@ impl Default for ServeOptions {
             fsname: "vskel".to_string(),
             allow_other: true,
             threads: DEFAULT_THREADS,
+            control: None,
         }
     }
 }
@@ -50,11 +54,13 @@ pub const DEFAULT_THREADS: usize = 4;
 /// The filesystem type's subtype: mounts show as `fuse.vskel`.
 pub const SUBTYPE: &str = "vskel";
 
+pub mod control;
 pub mod copyup;
 pub mod daemon_start;
 pub mod files;
 pub mod format;
 pub mod fuse;
+pub mod gate;
 pub mod hardlinks;
 pub mod mountpoint;
 pub mod mutate;

@@ -72,6 +72,15 @@ pub struct Listed {
 /// Readdir offsets 1 and 2 are `.` and `..`; cookies start above.
 pub const FIRST_COOKIE: u64 = 3;
 
+/// Which kind of layer a file of the view lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// The writable layer.
+    Upper,
+    /// One of the read-only layers (never written through the view).
+    Lower,
+}
+
 /// The readdir cookie of a name (stable across mounts; 63 bits, as the
 /// kernel's offsets are signed).
 pub fn cookie_of(name: &OsStr) -> u64 {
@@ -539,13 +548,23 @@ impl Overlay {
     /// The open directory of the layer that shows `name` in `dir`, for
     /// `*at()` calls on it.
     pub(super) fn shown_parent(&self, dir: &DirInfo, name: &OsStr) -> OpResult<OwnedFd> {
+        self.shown_parent_in(dir, name).map(|(fd, _)| fd)
+    }
+
+    /// [`Overlay::shown_parent`], and which kind of layer it is in.
+    pub(super) fn shown_parent_in(
+        &self,
+        dir: &DirInfo,
+        name: &OsStr,
+    ) -> OpResult<(OwnedFd, Layer)> {
         let r = self.resolve(dir, name)?;
         if r.found.upper {
-            return self.upper_dir(&dir.path);
+            return Ok((self.upper_dir(&dir.path)?, Layer::Upper));
         }
         let lower = r.found.lower.as_ref().ok_or(Errno::ENOENT)?;
         let (parent, _) = split(&lower.path);
-        self.lower_dir(lower.layers[0], parent).map_err(errno)
+        let fd = self.lower_dir(lower.layers[0], parent).map_err(errno)?;
+        Ok((fd, Layer::Lower))
     }
 
     /// The merged listing of directory `dir`: upper names, then lower ones

@@ -1,21 +1,28 @@
 //! Mounting a view and serving it until it is unmounted or the process is
-//! told to stop (SIGTERM, SIGINT, SIGHUP: it then unmounts cleanly).
+//! told to stop (SIGTERM, SIGINT, SIGHUP: it then unmounts cleanly), with
+//! its control socket if asked for.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
+use super::control;
 use super::fuse::ViewFs;
+use super::gate::WriteGate;
 use super::overlay::Overlay;
 use super::{LayerSpec, SUBTYPE, ServeOptions};
 use crate::error::{Error, Result};
 
 /// Mount the view at `mountpoint` and serve it until it is unmounted or
 /// the process gets SIGTERM/SIGINT/SIGHUP (then it unmounts cleanly).
-/// `on_ready` is called once the mount is live (after the FUSE handshake).
+/// `on_ready` is called once the mount is live (after the FUSE handshake)
+/// and its control socket listens. A control socket that cannot be served
+/// fails the mount (it is unmounted again): a view `vskel sync` cannot
+/// hold would be flattened with torn files.
 pub fn serve(
     spec: &LayerSpec,
     mountpoint: &Path,
@@ -38,11 +45,17 @@ pub fn serve(
     }
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
-    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
-    let mut session =
-        fuser::Session::new(ViewFs::new(overlay, notifier.clone()), mountpoint, &config)
-            .map_err(|e| Error::io("mount the view", mountpoint, e))?;
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let gate = Arc::new(WriteGate::default());
+    let view = ViewFs::new(overlay, gate.clone(), notifier.clone());
+    let mut session = fuser::Session::new(view, mountpoint, &config)
+        .map_err(|e| Error::io("mount the view", mountpoint, e))?;
     let _ = notifier.set(session.notifier());
+    // Dropped (the socket file removed) when serving ends, also on error.
+    let _control = match &options.control {
+        Some(path) => Some(control::listen(path, gate)?),
+        None => None,
+    };
     let mut unmounter = session.unmount_callable();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("install signal handlers", mountpoint, e))?;

@@ -8,6 +8,7 @@
 //!   work/       scratch space for copy-up, on the upper's filesystem
 //!   merged/     the default mount point: the vserver's root
 //!   mount.pid   pid and mount point of the serving process (locked while it serves)
+//!   control.sock  the serving process's control socket (`vskel sync` holds writes with it)
 //!   mount.log   output of background servers
 //! ```
 //!
@@ -23,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::skel::Skel;
 use crate::validate::validate_name;
 use crate::view::LayerSpec;
+use crate::view::control::{self, Hold};
+use crate::view::mountpoint::PidFile;
 
 /// Entry names inside a view's directory.
 pub const STATIC: &str = "static";
@@ -36,6 +39,8 @@ pub const MERGED: &str = "merged";
 pub const PID_FILE: &str = "mount.pid";
 /// See [`STATIC`].
 pub const LOG_FILE: &str = "mount.log";
+/// See [`STATIC`].
+pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// The paths of one view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +82,43 @@ impl ViewDirs {
         self.dir.join(PID_FILE)
     }
 
+    /// `control.sock`, served while the view is mounted.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join(CONTROL_SOCKET)
+    }
+
     /// `mount.log`.
     pub fn log_file(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
+    }
+}
+
+/// Hold the writes of the view at `dirs` if it is mounted, for as long as
+/// the returned [`Hold`] lives (see [`crate::view::control`]): every
+/// change in flight is done when this returns, and new ones wait.
+///
+/// `Ok(None)`: the view is not served (nothing writes to it through a
+/// mount). A view whose server is alive (its `mount.pid` is locked) but
+/// serves no control socket is an error, not `None`: it is being
+/// mounted right now, or served by a vskel too old to hold, and syncing
+/// it unheld could copy a file half-written.
+/// (So call it without holding the view's pid file lock yourself.)
+pub fn hold_view(dirs: &ViewDirs) -> Result<Option<Hold>> {
+    let socket = dirs.control_socket();
+    if let Some(hold) = control::hold(&socket)? {
+        return Ok(Some(hold));
+    }
+    match PidFile::read(&dirs.pid_file())? {
+        Some((holder, true)) => Err(Error::Failed(format!(
+            "{}: the view is served ({}) but not through {}: it is starting, or its              server cannot hold writes (remount it with this vskel); try again",
+            dirs.dir.display(),
+            holder
+                .pid
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "another process".into()),
+            socket.display()
+        ))),
+        _ => Ok(None),
     }
 }
 

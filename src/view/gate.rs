@@ -1,0 +1,202 @@
+//! The write gate: lets another process (a `vskel sync`) stop every change
+//! of a mounted view for a while, so it sees each file as it was before or
+//! after a write, never half-way.
+//!
+//! Every request that changes the view (or may: a writable open copies up)
+//! takes the gate shared for its whole duration; a hold takes it
+//! exclusively, so it waits for the changes in flight and then keeps new
+//! ones waiting in the kernel until it ends. Reads are never gated.
+//!
+//! What a hold cannot spare: the kernel keeps its own locks while a change
+//! waits in vskel. A waiting `mkdir`, `create`, `unlink` or `rename` holds
+//! its directory's lock, so lookups of names not cached yet in that
+//! directory and listings of it wait too; a waiting write holds the pages
+//! it writes, so reads of that file wait. Everything else is served.
+//!
+//! The lock is std's `RwLock`, which on Linux prefers a waiting writer: a
+//! hold is not starved by a stream of writes (new writes queue behind it).
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+
+use tracing::warn;
+
+/// The gate of one mounted view.
+#[derive(Debug, Default)]
+pub struct WriteGate {
+    lock: RwLock<()>,
+}
+
+/// A change in progress: while it lives, no hold can begin.
+#[derive(Debug)]
+#[must_use = "the change is only covered while the guard lives"]
+pub struct Writing<'a> {
+    _guard: RwLockReadGuard<'a, ()>,
+}
+
+/// A hold: while it lives, no change can begin.
+#[derive(Debug)]
+#[must_use = "the hold ends when the guard is dropped"]
+pub struct Holding<'a> {
+    _guard: RwLockWriteGuard<'a, ()>,
+}
+
+impl WriteGate {
+    /// Enter a change (waits while a hold lasts). Changes run side by side.
+    pub fn write(&self) -> Writing<'_> {
+        // The lock guards no data: a panic while it was held breaks nothing.
+        Writing {
+            _guard: self.lock.read().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Enter a change if no hold lasts or waits; `None` otherwise.
+    pub fn try_write(&self) -> Option<Writing<'_>> {
+        match self.lock.try_read() {
+            Ok(guard) => Some(Writing { _guard: guard }),
+            Err(TryLockError::Poisoned(p)) => Some(Writing {
+                _guard: p.into_inner(),
+            }),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Run `change` inside the gate: at once on this thread if no hold
+    /// lasts or waits, otherwise on a thread of its own that waits for the
+    /// hold to end, and this call returns at once.
+    ///
+    /// So a hold parks only the changes, never the caller: the FUSE worker
+    /// threads (a handful) go on serving reads, lookups and `statfs` however
+    /// many writers wait.
+    pub fn run(self: &Arc<Self>, change: impl FnOnce() + Send + 'static) {
+        if let Some(_writing) = self.try_write() {
+            change();
+            return;
+        }
+        let gate = self.clone();
+        let waiter = std::thread::Builder::new()
+            .name("vskel-held".into())
+            .spawn(move || {
+                let _writing = gate.write();
+                change();
+            });
+        if let Err(e) = waiter {
+            // The change (and its reply) is dropped: the caller gets EIO.
+            warn!("no thread to wait for the hold: {e}");
+        }
+    }
+
+    /// Stop all changes: waits for those in flight, then keeps new ones
+    /// waiting until the returned guard is dropped.
+    pub fn hold(&self) -> Holding<'_> {
+        Holding {
+            _guard: self.lock.write().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// How long "does not happen" is watched for.
+    const BLOCKED: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn writes_run_side_by_side() {
+        let gate = WriteGate::default();
+        let _a = gate.write();
+        let _b = gate.write();
+    }
+
+    #[test]
+    fn a_hold_waits_for_writes_and_blocks_new_ones() {
+        let gate = Arc::new(WriteGate::default());
+        let writing = gate.write();
+        let (held_tx, held_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let holder = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let _hold = gate.hold();
+                held_tx.send(()).unwrap();
+                let _ = end_rx.recv();
+            })
+        };
+        assert!(
+            held_rx.recv_timeout(BLOCKED).is_err(),
+            "the hold began during a write"
+        );
+        drop(writing);
+        held_rx.recv().unwrap();
+        let (wrote_tx, wrote_rx) = mpsc::channel();
+        let writer = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let _w = gate.write();
+                wrote_tx.send(()).unwrap();
+            })
+        };
+        assert!(
+            wrote_rx.recv_timeout(BLOCKED).is_err(),
+            "a write began during the hold"
+        );
+        end_tx.send(()).unwrap();
+        holder.join().unwrap();
+        wrote_rx.recv().unwrap();
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn run_defers_a_change_during_a_hold_and_returns_at_once() {
+        let gate = Arc::new(WriteGate::default());
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let tx = ran_tx.clone();
+        gate.run(move || tx.send("free").unwrap());
+        assert_eq!(ran_rx.try_recv(), Ok("free"), "no hold: runs inline");
+        let hold = gate.hold();
+        gate.run(move || ran_tx.send("held").unwrap());
+        assert!(
+            ran_rx.recv_timeout(BLOCKED).is_err(),
+            "a change ran during the hold"
+        );
+        drop(hold);
+        assert_eq!(ran_rx.recv_timeout(Duration::from_secs(10)), Ok("held"));
+    }
+
+    #[test]
+    fn a_waiting_hold_is_not_starved_by_new_writes() {
+        let gate = Arc::new(WriteGate::default());
+        let first = gate.write();
+        let (held_tx, held_rx) = mpsc::channel();
+        let holder = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let hold = gate.hold();
+                held_tx.send(()).unwrap();
+                drop(hold);
+            })
+        };
+        // Give the hold time to queue, then try a new write: it must wait
+        // behind the hold rather than slip in.
+        std::thread::sleep(BLOCKED / 2);
+        let (wrote_tx, wrote_rx) = mpsc::channel();
+        let late = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let _w = gate.write();
+                wrote_tx.send(()).unwrap();
+            })
+        };
+        assert!(
+            wrote_rx.recv_timeout(BLOCKED).is_err(),
+            "a new write overtook the waiting hold"
+        );
+        drop(first);
+        held_rx.recv().unwrap();
+        wrote_rx.recv().unwrap();
+        holder.join().unwrap();
+        late.join().unwrap();
+    }
+}
