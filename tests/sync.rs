@@ -456,3 +456,56 @@ fn dry_run_reports_the_changes_and_writes_nothing() {
     assert_eq!(fs::read_to_string(tree.join("etc/motd")).unwrap(), "new\n");
     assert!(!tree.join("sbin/init").exists());
 }
+
+#[test]
+fn a_file_written_during_a_sync_of_the_mounted_view_is_never_torn() {
+    if !require_root("a_file_written_during_a_sync_of_the_mounted_view_is_never_torn") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const SIZE: usize = 64 * 1024;
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    setup.create_view("base", "web1", "10.0.0.2");
+    let merged = setup.root.join(".views/web1/merged");
+    let _guard = MountGuard(merged.clone());
+    setup.vskel().args(["mount", "web1"]).assert().success();
+    let file = fs::File::create(merged.join("etc/busy")).unwrap();
+    file.write_all_at(&[0u8; SIZE], 0).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, writes) = (stop.clone(), writes.clone());
+        std::thread::spawn(move || {
+            let mut k = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                k = k.wrapping_add(1);
+                // One write call: the view gets it as one request.
+                file.write_all_at(&[k; SIZE], 0).unwrap();
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let tree = setup.root.join("web1");
+    let mut seen = HashSet::new();
+    for round in 0..8 {
+        let done = sync_json(&setup, &[]);
+        assert_eq!(done["writes_held"], true, "{done}");
+        let data = fs::read(tree.join("etc/busy")).unwrap();
+        assert_eq!(data.len(), SIZE, "round {round}");
+        assert!(
+            data.iter().all(|b| *b == data[0]),
+            "round {round}: torn file: starts with {} and holds {:?}",
+            data[0],
+            data.iter().collect::<HashSet<_>>()
+        );
+        seen.insert(data[0]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(writes.load(Ordering::Relaxed) > 8, "the writer hardly ran");
+    assert!(seen.len() > 1, "every sync saw the same write: {seen:?}");
+    setup.vskel().args(["unmount", "web1"]).assert().success();
+}

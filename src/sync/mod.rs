@@ -83,7 +83,8 @@ pub fn sync_view(
     let _lock = if dry_run { None } else { Some(state.lock()?) };
     let target = config.vserver_dir(name);
     crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &config.state_dir()])?;
-    let held: Option<()> = None; // the mounted view's writes: held once control lands
+    // A mounted view's server holds its writes until `held` is dropped.
+    let held = view::hold_view(&view::ViewDirs::new(config, name))?;
     let overlay = Overlay::open_layers(&view.layers)?;
     let global = view.skel.global();
     let link_layer = view.layers.lowers.iter().position(|l| *l == global);
@@ -115,7 +116,7 @@ pub fn sync_view(
         )?,
     };
     synced.writes_held = held.is_some();
-    let _ = held;
+    drop(held);
     synced.name = name.to_string();
     if !dry_run {
         synced.scripts = run_pending_scripts(config, &view, &target)?;
