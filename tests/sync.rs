@@ -288,7 +288,9 @@ fn change_a_lot(merged: &Path, round: u32) {
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
     };
     append(&merged.join("bin/hello"), &format!("echo round {round}\n"));
-    fs::write(merged.join("etc/motd"), format!("round {round}\n")).unwrap();
+    if round == 1 {
+        fs::write(merged.join("etc/motd"), format!("round {round}\n")).unwrap();
+    }
     fs::set_permissions(
         merged.join("lib/libdemo.so.1"),
         fs::Permissions::from_mode(0o700 + round),
@@ -320,6 +322,12 @@ fn change_a_lot(merged: &Path, round: u32) {
         .unwrap();
         fs::write(merged.join("sbin/init"), "#!/bin/sh\n").unwrap();
         fs::remove_file(merged.join("var/log/new.log")).unwrap();
+        // A file becomes a directory and a directory a file.
+        fs::remove_file(merged.join("etc/motd")).unwrap();
+        fs::create_dir(merged.join("etc/motd")).unwrap();
+        fs::write(merged.join("etc/motd/part"), "part\n").unwrap();
+        fs::remove_dir_all(merged.join("srv/round1")).unwrap();
+        fs::write(merged.join("srv/round1"), "now a file\n").unwrap();
     }
 }
 

@@ -164,17 +164,13 @@ impl<'a> Applier<'a> {
         parent: BorrowedFd<'_>,
         rel: &Path,
         r: &Resolved,
-        mut current: Option<Stat>,
+        current: Option<Stat>,
         depth: Depth,
     ) -> Result<()> {
         let name = cname_of(split(rel).1, rel)?;
         let parent_rel = split(rel).0.to_path_buf();
         if r.found.kind == FileType::Directory {
-            if let Some(st) = current.filter(|st| kind_of(st) != FileType::Directory) {
-                self.remove(parent, &name, rel, &st)?;
-                current = None;
-            }
-            if current.is_some() {
+            if current.is_some_and(|st| kind_of(&st) == FileType::Directory) {
                 self.views
                     .insert(rel.to_path_buf(), dir_info_of(r, rel.to_path_buf()));
                 if depth != Depth::Own {
@@ -183,7 +179,7 @@ impl<'a> Applier<'a> {
                 self.meta_dirs.insert(rel.to_path_buf());
                 return Ok(());
             }
-            self.write(parent, &name, rel, r, false)?;
+            self.write(parent, &name, rel, r, current.is_some())?;
             self.meta_dirs.insert(parent_rel);
             self.done.push(rel.to_path_buf());
             return Ok(());

@@ -243,8 +243,21 @@ impl<'a> Writer<'a> {
             let sub = sys::open_subdir(src_dir, &src_name)
                 .map_err(|e| Error::io("open directory", self.layer(source).display(src_rel), e))?;
             if let Some(dst) = dst {
-                sys::mkdir_at(dst, name, 0o700)
+                // Made under a temporary name when something else may hold
+                // the name, so the name never goes missing.
+                let at = if self.atomic {
+                    self.temp_name(rel)?
+                } else {
+                    name
+                };
+                if self.atomic {
+                    let _ = crate::tree::remove::remove_tree_at(dst, at);
+                }
+                sys::mkdir_at(dst, at, 0o700)
                     .map_err(|e| Error::io("make directory", self.into.display(rel), e))?;
+                if self.atomic {
+                    self.rename_over(dst, at, name, rel)?;
+                }
                 let meta = Meta::from_stat(&r.stat)
                     .with_xattrs(sub.as_fd())
                     .map_err(|e| Error::io("read xattrs", rel, e))?;
@@ -292,12 +305,16 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Rename the finished `temp` over `name` (a directory there is
-    /// exchanged with it, then removed).
+    /// Rename the finished `temp` over `name`. Where a rename cannot
+    /// replace what is there (a directory, or a non-directory with a
+    /// directory), the two are exchanged and the old one removed.
     fn rename_over(&self, dir: BorrowedFd<'_>, temp: &CStr, name: &CStr, rel: &Path) -> Result<()> {
         let err = |e| Error::io("rename into place", self.into.display(rel), e);
+        let is_dir =
+            |st: &rustix::fs::Stat| FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
+        let placing_dir = sys::stat_at(dir, temp).map(|st| is_dir(&st)).map_err(err)?;
         match sys::stat_at(dir, name) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
+            Ok(st) if is_dir(&st) || placing_dir => {
                 rustix::fs::renameat_with(dir, temp, dir, name, rustix::fs::RenameFlags::EXCHANGE)
                     .map_err(|e| err(e.into()))?;
                 crate::tree::remove::remove_tree_at(dir, temp).map_err(err)
