@@ -18,25 +18,15 @@
 //! Run (as root): `cargo bench --bench create_vs`; `VSKEL_BENCH_RUNS=N` sets
 //! the number of pairs (default 10).
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
+mod common;
+
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rustix::fs::{FlockOperation, flock};
+use common::{MS_PER_S, Setup, run_checked, summary, timed, tree_stats};
 
-/// Environment variable naming the Debian source tree.
-const ROOTFS_ENV: &str = "VSKEL_ROOTFS";
-/// Default Debian source tree (shared with the integration tests).
-const DEFAULT_ROOTFS: &str = "/var/tmp/vskel-fixtures/rootfs-bookworm";
-/// File `make-rootfs.sh` writes into a finished tree.
-const COMPLETE_MARKER: &str = ".vskel-rootfs-complete";
-/// Fixture builder, relative to `CARGO_MANIFEST_DIR`.
-const MAKE_ROOTFS: &str = "../shared/fixtures/make-rootfs.sh";
-/// Environment variable overriding the number of paired runs.
-const RUNS_ENV: &str = "VSKEL_BENCH_RUNS";
 /// Paired runs when `VSKEL_BENCH_RUNS` is unset.
 const DEFAULT_RUNS: usize = 10;
 /// Name of the skel built for the benchmark.
@@ -50,25 +40,14 @@ const VS_IP: &str = "10.0.0.2";
 const WARMUP_RUNS: usize = 1;
 /// Bytes per MB in the report.
 const BYTES_PER_MB: f64 = 1e6;
-/// Milliseconds per second.
-const MS_PER_S: f64 = 1e3;
 
 fn main() {
     if !rustix::process::geteuid().is_root() {
         println!("create_vs benchmark: needs root (create-vs keeps owners); skipped");
         return;
     }
-    let runs = match std::env::var(RUNS_ENV) {
-        Ok(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("{RUNS_ENV}={v:?}: expected a positive integer")),
-        Err(std::env::VarError::NotPresent) => DEFAULT_RUNS,
-        Err(e) => panic!("{RUNS_ENV}: {e}"),
-    };
-    let rootfs = PathBuf::from(std::env::var_os(ROOTFS_ENV).unwrap_or(DEFAULT_ROOTFS.into()));
-    ensure_rootfs(&rootfs);
+    let runs = common::runs(DEFAULT_RUNS);
+    let rootfs = common::rootfs();
 
     let tmp = tempfile::Builder::new()
         .prefix("vskel-bench-")
@@ -81,7 +60,7 @@ fn main() {
     build.args(["build-skel", SKEL, "--from"]).arg(&rootfs);
     run_checked(&mut build, "vskel build-skel");
     let build_time = started.elapsed();
-    let skel = bench.root.join(".skel").join(SKEL);
+    let skel = bench.setup.root.join(".skel").join(SKEL);
     let (entries, bytes) = tree_stats(&skel);
     println!(
         "build-skel {SKEL} from {}: {:.1}s (untimed below)",
@@ -137,86 +116,29 @@ fn main() {
     tmp.close().expect("remove the benchmark's temp dir");
 }
 
-/// Make sure the Debian tree exists, building it under an exclusive lock
-/// (tests may build the same fixture concurrently).
-fn ensure_rootfs(dir: &Path) {
-    let parent = dir.parent().expect("rootfs path has a parent");
-    fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
-    let mut lock_path = dir.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock: File = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap_or_else(|e| panic!("open {lock_path:?}: {e}"));
-    flock(&lock, FlockOperation::LockExclusive)
-        .unwrap_or_else(|e| panic!("lock {lock_path:?}: {e}"));
-    if !dir.join(COMPLETE_MARKER).exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(MAKE_ROOTFS);
-        println!(
-            "building the Debian fixture in {} (takes minutes)",
-            dir.display()
-        );
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg(dir)
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(
-            status.success(),
-            "{} {} failed: {status}",
-            script.display(),
-            dir.display()
-        );
-    }
-    // Closing the file releases the lock.
-    drop(lock);
-}
-
 /// One timed variant: runs once, returns the time of its timed part.
 type Variant = fn(&Bench) -> Duration;
 
 /// The benchmark's vskel setup.
 struct Bench {
-    config: PathBuf,
-    root: PathBuf,
+    setup: Setup,
     cpal: PathBuf,
 }
 
 impl Bench {
     fn new(tmp: &Path) -> Self {
-        let root = tmp.join("vservers");
-        let etc = tmp.join("etc-vservers");
-        let defaults = tmp.join("etc-vskel");
-        fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
-        let config = tmp.join("vskel.toml");
-        fs::write(
-            &config,
-            format!("root = {root:?}\netc = {etc:?}\ndefaults = {defaults:?}\n"),
-        )
-        .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
         Bench {
-            config,
-            root,
+            setup: Setup::new(tmp),
             cpal: tmp.join("cpal"),
         }
     }
 
-    /// `vskel -q -c CONFIG` with CI set and no inherited vskel settings.
     fn vskel(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vskel"));
-        cmd.arg("-q")
-            .arg("-c")
-            .arg(&self.config)
-            .env("CI", "true")
-            .env_remove("VSKEL_LOG")
-            .env_remove("VSKEL_CONFIG");
-        cmd
+        self.setup.vskel()
     }
 
     fn skel_dir(&self, layer: &str) -> PathBuf {
-        self.root.join(".skel").join(SKEL).join(layer)
+        self.setup.skel_dir(SKEL, layer)
     }
 
     /// A: create-vs, timed; remove-vs, untimed.
@@ -259,66 +181,4 @@ impl Bench {
         rm.arg("-rf").arg(&self.cpal);
         run_checked(&mut rm, "rm -rf");
     }
-}
-
-/// Flush dirty data, then time `cmd` as a whole child process.
-fn timed(cmd: &mut Command, what: &str) -> Duration {
-    rustix::fs::sync();
-    let started = Instant::now();
-    run_checked(cmd, what);
-    started.elapsed()
-}
-
-/// Run `cmd` with stdout discarded; panic with its stderr if it fails.
-fn run_checked(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim_end()
-    );
-}
-
-/// Entries below `dir` (not counting it) and bytes of its regular files,
-/// each inode counted once.
-fn tree_stats(dir: &Path) -> (u64, u64) {
-    let mut entries = 0;
-    let mut bytes = 0;
-    let mut seen = HashSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let listing = fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display()));
-        for entry in listing {
-            let entry = entry.unwrap_or_else(|e| panic!("read {}: {e}", d.display()));
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path)
-                .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-            entries += 1;
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
-                bytes += meta.size();
-            }
-        }
-    }
-    (entries, bytes)
-}
-
-/// Median, min and max of a non-empty sample.
-fn summary(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
 }

@@ -5,75 +5,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{MountGuard, Setup, dev_ino, fingerprint, require_root, snapshot};
-
-/// One entry of a canonical listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Canonical {
-    kind: &'static str,
-    mode: u32,
-    owner: (u32, u32),
-    size: u64,
-    mtime: (i64, i64),
-    content: Option<u64>,
-    link: Option<PathBuf>,
-    xattrs: Vec<(String, Vec<u8>)>,
-    /// Shares an inode with the skel.
-    shares_skel: bool,
-    /// The first path (in order) of its hard-link group within the tree.
-    group: Option<PathBuf>,
-}
-
-/// The canonical listing of a vserver tree: everything `sync` must get
-/// the same as `create-vs`.
-fn canonical(tree: &Path, skel: &Path) -> BTreeMap<PathBuf, Canonical> {
-    let skel_inodes: HashSet<(u64, u64)> = snapshot(skel)
-        .keys()
-        .map(|rel| dev_ino(&skel.join(rel)))
-        .collect();
-    let mut first_of: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    fingerprint(tree)
-        .into_iter()
-        .map(|(rel, (e, hash))| {
-            let di = dev_ino(&tree.join(&rel));
-            let group = (e.kind != "dir" && e.nlink > 1)
-                .then(|| first_of.entry(di).or_insert_with(|| rel.clone()).clone());
-            let entry = Canonical {
-                kind: e.kind,
-                mode: e.mode,
-                owner: (e.uid, e.gid),
-                size: e.size,
-                mtime: e.mtime,
-                content: hash,
-                link: e.link,
-                xattrs: common::xattrs(&tree.join(&rel)),
-                shares_skel: e.kind != "dir" && skel_inodes.contains(&di),
-                group,
-            };
-            (rel, entry)
-        })
-        .collect()
-}
-
-fn diff(a: &BTreeMap<PathBuf, Canonical>, b: &BTreeMap<PathBuf, Canonical>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (path, ea) in a {
-        match b.get(path) {
-            None => out.push(format!("{}: only in the created tree", path.display())),
-            Some(eb) if ea != eb => out.push(format!("{}: {ea:?} vs {eb:?}", path.display())),
-            _ => {}
-        }
-    }
-    for path in b.keys().filter(|p| !a.contains_key(*p)) {
-        out.push(format!("{}: only in the synced tree", path.display()));
-    }
-    out
-}
+use common::{MountGuard, Setup, canonical, dev_ino, diff, fingerprint, require_root, snapshot};
 
 #[test]
 fn a_synced_view_equals_the_tree_create_vs_makes() {
@@ -92,7 +28,7 @@ fn a_synced_view_equals_the_tree_create_vs_makes() {
     let differences = diff(&created, &synced);
     assert!(
         differences.is_empty(),
-        "{} differences, first: {:#?}",
+        "{} differences (first tree: create-vs, second: sync), first: {:#?}",
         differences.len(),
         &differences[..differences.len().min(10)]
     );

@@ -2,7 +2,7 @@
 //! vservers root, etc dir, defaults dir) and ways to look at trees.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,18 @@ impl Setup {
     /// `vskel -c CONFIG` with no terminal, quiet logs and CI set.
     pub fn vskel(&self) -> Command {
         let mut cmd = Command::cargo_bin("vskel").expect("vskel binary");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("CI", "true")
+            .env("VSKEL_LOG", "warn")
+            .env_remove("VSKEL_CONFIG");
+        cmd
+    }
+
+    /// `vskel -c CONFIG` as a plain process (to spawn, time or kill),
+    /// with the same environment as [`Setup::vskel`].
+    pub fn vskel_process(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vskel"));
         cmd.arg("--config")
             .arg(&self.config)
             .env("CI", "true")
@@ -367,4 +379,73 @@ pub fn chroot_sh(root: &Path, script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// One entry of a canonical listing: what a synced tree must get right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub owner: (u32, u32),
+    pub size: u64,
+    pub mtime: (i64, i64),
+    /// Hash of a regular file's content.
+    pub content: Option<u64>,
+    pub link: Option<PathBuf>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Shares an inode with the skel.
+    pub shares_skel: bool,
+    /// The first path (in order) of its hard-link group within the tree.
+    pub group: Option<PathBuf>,
+}
+
+/// A canonical listing, by path relative to the tree.
+pub type Listing = BTreeMap<PathBuf, Canonical>;
+
+/// The canonical listing of a vserver tree made from `skel` (the skel's
+/// directory, whose inodes count as shared).
+pub fn canonical(tree: &Path, skel: &Path) -> Listing {
+    let skel_inodes: HashSet<(u64, u64)> = snapshot_meta_only(skel)
+        .into_iter()
+        .map(|(rel, _)| dev_ino(&skel.join(rel)))
+        .collect();
+    let mut first_of: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    fingerprint(tree)
+        .into_iter()
+        .map(|(rel, (e, hash))| {
+            let di = dev_ino(&tree.join(&rel));
+            let group = (e.kind != "dir" && e.nlink > 1)
+                .then(|| first_of.entry(di).or_insert_with(|| rel.clone()).clone());
+            let entry = Canonical {
+                kind: e.kind,
+                mode: e.mode,
+                owner: (e.uid, e.gid),
+                size: e.size,
+                mtime: e.mtime,
+                content: hash,
+                link: e.link,
+                xattrs: xattrs(&tree.join(&rel)),
+                shares_skel: e.kind != "dir" && skel_inodes.contains(&di),
+                group,
+            };
+            (rel, entry)
+        })
+        .collect()
+}
+
+/// The differences between two listings, one line each (`a` is "first",
+/// `b` "second").
+pub fn diff(a: &Listing, b: &Listing) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, ea) in a {
+        match b.get(path) {
+            None => out.push(format!("{}: only in the first tree", path.display())),
+            Some(eb) if ea != eb => out.push(format!("{}: {ea:?} vs {eb:?}", path.display())),
+            _ => {}
+        }
+    }
+    for path in b.keys().filter(|p| !a.contains_key(*p)) {
+        out.push(format!("{}: only in the second tree", path.display()));
+    }
+    out
 }
