@@ -112,6 +112,7 @@ impl<'a> Applier<'a> {
             if sys::stat_at(dir.as_fd(), temp).is_err() || self.resolve(&path)?.is_some() {
                 continue;
             }
+            self.meta_dirs.insert(parent.to_path_buf());
             if !self.w.dry_run {
                 remove_tree_at(dir.as_fd(), temp)
                     .map_err(|e| Error::io("remove", self.w.into.display(&path), e))?;
@@ -135,6 +136,10 @@ impl<'a> Applier<'a> {
         }
         let desired = self.resolve(rel)?;
         let (parent_rel, name) = split(rel);
+        // An interrupted sync may have renamed this path in already and so
+        // moved its directory's times: check them even if nothing is left
+        // to write here.
+        self.meta_dirs.insert(parent_rel.to_path_buf());
         let parent = match sys::open_dir_beneath(self.w.into.fd(), parent_rel) {
             Ok(fd) => fd,
             Err(_) if desired.is_none() => return Ok(()), // gone with its parent

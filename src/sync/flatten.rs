@@ -255,13 +255,21 @@ impl<'a> Writer<'a> {
                 }
                 sys::mkdir_at(dst, at, 0o700)
                     .map_err(|e| Error::io("make directory", self.into.display(rel), e))?;
+                let meta = without_private(
+                    Meta::from_stat(&r.stat)
+                        .with_xattrs(sub.as_fd())
+                        .map_err(|e| Error::io("read xattrs", rel, e))?,
+                );
                 if self.atomic {
+                    // Shown with its owner and mode from the start; its
+                    // times are set again once it is filled.
+                    let made = sys::open_subdir(dst, at)
+                        .map_err(|e| Error::io("open directory", self.into.display(rel), e))?;
+                    meta.apply_to_fd(made.as_fd())
+                        .map_err(|e| Error::io("set metadata", self.into.display(rel), e))?;
                     self.rename_over(dst, at, name, rel)?;
                 }
-                let meta = Meta::from_stat(&r.stat)
-                    .with_xattrs(sub.as_fd())
-                    .map_err(|e| Error::io("read xattrs", rel, e))?;
-                self.dirs.push((rel.to_path_buf(), without_private(meta)));
+                self.dirs.push((rel.to_path_buf(), meta));
             }
             let child = DirInfo {
                 id: r.id,
