@@ -5,9 +5,10 @@
 
 mod common;
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{MountGuard, Setup, canonical, dev_ino, diff, fingerprint, require_root, snapshot};
 
