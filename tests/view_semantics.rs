@@ -225,6 +225,17 @@ fn copy_up_keeps_mode_owner_times_xattrs_and_capabilities() {
         vskel::example::CAP_NET_RAW_EP
     );
     assert!(view.layer("upper/usr/bin/ping").exists(), "no copy-up");
+    // Copying up is no change to the directories: their times stay the
+    // lower ones (as kernel overlayfs keeps them), in the upper layer too.
+    for dir in ["usr", "usr/bin"] {
+        let lower = fs::metadata(view.layer(&format!("lower2/{dir}"))).unwrap();
+        let upper = fs::metadata(view.layer(&format!("upper/{dir}"))).unwrap();
+        assert_eq!(
+            (upper.mtime(), upper.mtime_nsec()),
+            (lower.mtime(), lower.mtime_nsec()),
+            "{dir}: copy-up moved its mtime"
+        );
+    }
     // Overlay-private xattrs never show.
     let listed: Vec<String> = xattr::list(&f)
         .unwrap()

@@ -89,10 +89,18 @@ impl Overlay {
             }
         };
         let target = cname(name)?;
+        // A copy-up is no change the view's users made: like kernel
+        // overlayfs, keep the upper parent's times as they were.
+        let parent_times = sys::fstat(target_dir)
+            .ok()
+            .map(|st| Meta::from_stat(&st).times);
         sys::rename_noreplace(work, &tmp, target_dir, &target).map_err(|e| {
             let _ = crate::tree::remove::remove_tree_at(work, &tmp);
             errno(e)
         })?;
+        if let Some(times) = parent_times {
+            let _ = sys::futimens(target_dir, times); // best effort, as the kernel's
+        }
         Ok(links)
     }
 
