@@ -129,6 +129,8 @@ pub struct Overlay {
     pub(super) nodes: Mutex<Nodes>,
     pub(super) tree: RwLock<()>,
     work_seq: AtomicU64,
+    /// This process's ID (part of scratch names; asked once, not per name).
+    pid: u32,
     /// Multiply-linked lower files (built on first need, see `hardlinks`).
     pub(super) link_map: OnceLock<super::hardlinks::LinkMap>,
     /// Counts changes of the view (listings cached before are stale).
@@ -200,6 +202,7 @@ impl Overlay {
             nodes: Mutex::new(Nodes::new(Some(root_lower))),
             tree: RwLock::new(()),
             work_seq: AtomicU64::new(0),
+            pid: std::process::id(),
             link_map: OnceLock::new(),
             version: AtomicU64::new(0),
             listings: Mutex::new(Vec::new()),
@@ -238,7 +241,7 @@ impl Overlay {
     /// A fresh name for scratch work in `work/`.
     pub(super) fn work_name(&self) -> CString {
         let n = self.work_seq.fetch_add(1, Ordering::Relaxed);
-        CString::new(format!("#vskel-{}-{n}", std::process::id())).expect("no NUL")
+        CString::new(format!("#vskel-{}-{n}", self.pid)).expect("no NUL")
     }
 
     /// The view inode number of inode `ino` on device `dev`.
