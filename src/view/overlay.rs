@@ -33,9 +33,15 @@ pub const NAME_MAX: usize = 255;
 /// How long the kernel may keep entries and attributes that live only in
 /// the read-only lowers (they never change underneath).
 pub const LOWER_TTL: Duration = Duration::from_secs(3600);
-/// How long the kernel may keep entries and attributes of the upper layer
-/// (only changed through the view, which tells the kernel).
-pub const UPPER_TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may keep entries and attributes of the upper layer.
+/// As long as the lowers': while mounted, the upper layer changes only
+/// through the view. The kernel updates its own cache for the changes it
+/// asks for (create, unlink, rename, setattr, write) and vskel invalidates
+/// the nodes a change touches as a side effect (`Overlay::touch`). A
+/// short TTL cost a LOOKUP per name and a GETATTR per node again every
+/// second (deleting 10,000 files made a second ago: 4 requests each
+/// instead of 3).
+pub const UPPER_TTL: Duration = LOWER_TTL;
 /// Bits above this are used to keep inode numbers of different
 /// filesystems apart when the layers are not on one filesystem.
 const DEV_SHIFT: u32 = 48;
