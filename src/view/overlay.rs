@@ -122,6 +122,17 @@ pub struct DirInfo {
     pub lower: Option<Lower>,
 }
 
+impl DirInfo {
+    /// The directory as seen from its lower layers only (to resolve a name
+    /// the upper layer is known not to have).
+    pub fn lower_only(&self) -> DirInfo {
+        DirInfo {
+            upper: false,
+            ..self.clone()
+        }
+    }
+}
+
 /// The view over its layers.
 #[derive(Debug)]
 pub struct Overlay {
@@ -556,24 +567,42 @@ impl Overlay {
 
     /// The open directory of the layer that shows `name` in `dir`, for
     /// `*at()` calls on it.
-    pub(super) fn shown_parent(&self, dir: &DirInfo, name: &OsStr) -> OpResult<OwnedFd> {
+    pub(super) fn shown_parent(&self, dir: &DirInfo, name: &OsStr) -> OpResult<Arc<OwnedFd>> {
         self.shown_parent_in(dir, name).map(|(fd, _)| fd)
     }
 
-    /// [`Overlay::shown_parent`], and which kind of layer it is in.
+    /// [`Overlay::shown_parent`], and which kind of layer it is in. A name
+    /// the upper layer has costs one `stat` in the cached upper directory
+    /// (a whole [`Overlay::resolve`] also reads its origin, or for a
+    /// directory opens it and its lower ones).
     pub(super) fn shown_parent_in(
         &self,
         dir: &DirInfo,
         name: &OsStr,
-    ) -> OpResult<(OwnedFd, Layer)> {
-        let r = self.resolve(dir, name)?;
-        if r.found.upper {
-            return Ok((self.upper_dir(&dir.path)?, Layer::Upper));
+    ) -> OpResult<(Arc<OwnedFd>, Layer)> {
+        if dir.upper {
+            let fd = self.upper_dir_cached(dir)?;
+            match sys::stat_at(fd.as_fd(), &cname(name)?) {
+                Ok(st) if format::is_whiteout(&st) => return Err(Errno::ENOENT),
+                Ok(_) => return Ok((fd, Layer::Upper)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(errno(e)),
+            }
         }
+        // Not in the upper layer: only the lowers can show it.
+        let r = self.resolve(&dir.lower_only(), name)?;
         let lower = r.found.lower.as_ref().ok_or(Errno::ENOENT)?;
         let (parent, _) = split(&lower.path);
         let fd = self.lower_dir(lower.layers[0], parent).map_err(errno)?;
-        Ok((fd, Layer::Lower))
+        Ok((Arc::new(fd), Layer::Lower))
+    }
+
+    /// The upper directory of directory `dir` (which must be in the upper
+    /// layer), from the directory cache.
+    pub(super) fn upper_dir_cached(&self, dir: &DirInfo) -> OpResult<Arc<OwnedFd>> {
+        self.dir_cache
+            .get_or_open(dir.id, UPPER_SLOT, || self.upper_dir(&dir.path).ok())
+            .ok_or(Errno::ENOENT)
     }
 
     /// The merged listing of directory `dir`: upper names, then lower ones
