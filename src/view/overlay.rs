@@ -354,6 +354,9 @@ impl Overlay {
         };
         let mut lower_layers = Vec::new();
         let mut lower_stat: Option<Stat> = None;
+        // Lower directories opened on the way: kept in the directory cache
+        // for the lookups and the listing in them that usually follow.
+        let mut opened_dirs: Vec<(usize, OwnedFd)> = Vec::new();
         if let Some(path) = &lower_path {
             let (parent_path, leaf) = split(path);
             let leaf = cname(leaf)?;
@@ -394,9 +397,14 @@ impl Overlay {
                 }
                 lower_layers.push(layer);
                 lower_stat.get_or_insert(st);
-                let opaque = sys::open_subdir(parent, &leaf)
-                    .and_then(|d| format::is_opaque(d.as_fd()))
-                    .unwrap_or(false);
+                let opaque = match sys::open_subdir(parent, &leaf) {
+                    Ok(sub) => {
+                        let opaque = format::is_opaque(sub.as_fd()).unwrap_or(false);
+                        opened_dirs.push((layer, sub));
+                        opaque
+                    }
+                    Err(_) => false,
+                };
                 if opaque {
                     break;
                 }
@@ -408,7 +416,7 @@ impl Overlay {
                 path,
                 layers: lower_layers.clone(),
             });
-        match (upper_dir_hit, lower_stat) {
+        let resolved = match (upper_dir_hit, lower_stat) {
             (Some((st, _)), top_lower) => {
                 // A merged directory is its top lower directory's inode
                 // (stat'ed by the probe above).
@@ -444,7 +452,11 @@ impl Overlay {
                 })
             }
             (None, None) => Err(Errno::ENOENT),
+        }?;
+        for (layer, fd) in opened_dirs {
+            self.dir_cache.put(resolved.id, layer + 1, fd);
         }
+        Ok(resolved)
     }
 
     /// A non-directory found in the upper layer.
@@ -612,18 +624,24 @@ impl Overlay {
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut stop_lower = false;
         if dir.upper {
-            let fd = self.upper_dir(&dir.path)?;
+            let fd = self.upper_dir_cached(dir)?;
             stop_lower = format::is_opaque(fd.as_fd()).map_err(errno)?;
             self.list_layer(fd.as_fd(), None, &mut seen, &mut out)?;
         }
         if let (Some(lower), false) = (&dir.lower, stop_lower) {
-            for layer in &lower.layers {
-                let Ok(fd) = self.lower_dir(*layer, &lower.path) else {
+            let last = lower.layers.len().saturating_sub(1);
+            for (i, layer) in lower.layers.iter().enumerate() {
+                let cached = self.dir_cache.get_or_open(dir.id, layer + 1, || {
+                    self.lower_dir(*layer, &lower.path).ok()
+                });
+                let Some(fd) = cached else {
                     continue;
                 };
                 let dev = self.lowers[*layer].dev();
                 self.list_layer(fd.as_fd(), Some(dev), &mut seen, &mut out)?;
-                if format::is_opaque(fd.as_fd()).unwrap_or(false) {
+                // An opaque directory hides the layers below (the last one
+                // has none: no need to ask).
+                if i < last && format::is_opaque(fd.as_fd()).unwrap_or(false) {
                     break;
                 }
             }
@@ -871,6 +889,19 @@ impl DirCache {
         }
         inner.map.insert((id, slot), opened.clone());
         opened
+    }
+
+    /// Keep `fd`, the directory of node `id` in layer slot `slot`, unless
+    /// one is kept already.
+    fn put(&self, id: u64, slot: usize, fd: OwnedFd) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.map.len() >= DIR_CACHE_SIZE {
+            inner.map.clear();
+        }
+        inner
+            .map
+            .entry((id, slot))
+            .or_insert_with(|| Some(Arc::new(fd)));
     }
 
     /// Forget everything (the view changed).
