@@ -269,11 +269,13 @@ impl Filesystem for ViewFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(
-            reply,
-            &("lookup", parent.0, name),
-            self.overlay.lookup(parent.0, name),
-        );
+        // A name no layer has is answered as a negative entry the kernel
+        // keeps (see `NEGATIVE_TTL`), not as ENOENT (which it asks again).
+        let result = match self.overlay.lookup(parent.0, name) {
+            Err(e) if e == Errno::ENOENT => Ok(super::overlay::negative_entry()),
+            other => other,
+        };
+        reply_entry(reply, &("lookup", parent.0, name), result);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

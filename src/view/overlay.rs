@@ -42,6 +42,13 @@ pub const LOWER_TTL: Duration = Duration::from_secs(3600);
 /// second (deleting 10,000 files made a second ago: 4 requests each
 /// instead of 3).
 pub const UPPER_TTL: Duration = LOWER_TTL;
+/// How long the kernel may keep a negative entry: a name no layer has.
+/// As long as positive ones: the lowers do not change underneath, and a
+/// name appears in the upper layer only by a request on that name
+/// (create, mkdir, mknod, symlink, link, rename), whose reply the kernel
+/// puts in place of its negative entry (as for kernel overlayfs, which
+/// keeps negative dentries until memory is short).
+pub const NEGATIVE_TTL: Duration = LOWER_TTL;
 /// Bits above this are used to keep inode numbers of different
 /// filesystems apart when the layers are not on one filesystem.
 const DEV_SHIFT: u32 = 48;
@@ -947,6 +954,33 @@ pub fn attr(id: u64, st: &Stat, merged_dir: bool) -> FileAttr {
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
         flags: 0,
+    }
+}
+
+/// The entry that tells the kernel a name does not exist: node ID 0 (the
+/// kernel then keeps a negative entry for the entry TTL; nothing to
+/// forget later).
+pub fn negative_entry() -> Entry {
+    Entry {
+        attr: FileAttr {
+            ino: INodeNo(0),
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: fuser::FileType::RegularFile,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 0,
+            flags: 0,
+        },
+        generation: 0,
+        ttl: NEGATIVE_TTL,
     }
 }
 
