@@ -893,3 +893,33 @@ fn names_looked_up_while_missing_show_once_made() {
     fs::write(view.path("etc/motd"), "new\n").unwrap();
     assert_eq!(fs::read_to_string(view.path("etc/motd")).unwrap(), "new\n");
 }
+
+#[test]
+fn a_symlink_made_again_shows_its_new_target() {
+    if !require_root("a_symlink_made_again_shows_its_new_target") {
+        return;
+    }
+    // The kernel caches link targets: a name that gets another link
+    // (removed and made again, or renamed over) must show the new one.
+    let view = View::new(standard);
+    let link = view.path("usr/bin/link");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("/usr/bin/tool"));
+    let mut open = Vec::new();
+    for target in ["one", "two", "three"] {
+        // An O_PATH descriptor keeps the old inode in the kernel.
+        open.push(
+            rustix::fs::open(
+                &link,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap(),
+        );
+        fs::remove_file(&link).unwrap();
+        symlink(target, &link).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(target));
+    }
+    symlink("four", view.path("usr/bin/other")).unwrap();
+    fs::rename(view.path("usr/bin/other"), &link).unwrap();
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("four"));
+}

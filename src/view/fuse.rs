@@ -260,7 +260,16 @@ impl Filesystem for ViewFs {
         } else {
             debug!("kernel offers no FUSE passthrough: reads and writes are served");
         }
-        for wanted in [InitFlags::FUSE_PARALLEL_DIROPS] {
+        // FUSE_CACHE_SYMLINKS: the kernel keeps what READLINK returned in
+        // the link's page cache. A symlink's target never changes: one
+        // made again under a node ID the kernel still holds gets a new
+        // generation, so the kernel makes a new inode for it. Without it
+        // every walk through a link (`/bin -> usr/bin` in a merged-/usr
+        // tree) asked the server again.
+        for wanted in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
             if let Err(missing) = config.add_capabilities(wanted) {
                 debug!("kernel lacks {missing:?}");
             }
