@@ -485,7 +485,29 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Resu
                 | rustix::io::Errno::INVAL
                 | rustix::io::Errno::NOSYS
                 | rustix::io::Errno::OPNOTSUPP,
-            ) if copied == 0 => return copy_by_read_write(src, dst),
+            ) if copied == 0 => return copy_by_sendfile(src, dst, len),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Copy `len` bytes where `copy_file_range` cannot (across filesystems):
+/// `sendfile` on the descriptors themselves (`io::copy` would duplicate
+/// both and try `copy_file_range` again first: 5 more syscalls a file).
+fn copy_by_sendfile(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let mut copied: u64 = 0;
+    while copied < len {
+        let want = usize::try_from(len - copied)
+            .unwrap_or(COPY_CHUNK)
+            .min(COPY_CHUNK);
+        match rfs::sendfile(dst, src, None, want) {
+            Ok(0) => break, // the source shrank while we copied
+            Ok(n) => copied += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) if copied == 0 => {
+                return copy_by_read_write(src, dst);
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -856,3 +856,81 @@ fn an_upper_file_serves_two_readers_and_a_writer_at_once() {
     drop((r1, r2, rw));
     assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\n");
 }
+
+#[test]
+fn names_looked_up_while_missing_show_once_made() {
+    if !require_root("names_looked_up_while_missing_show_once_made") {
+        return;
+    }
+    // The kernel keeps negative entries: every way of making a name must
+    // replace them, in a lower directory and in a new one.
+    let view = View::new(standard);
+    fs::create_dir(view.path("new")).unwrap();
+    for dir in ["etc", "new"] {
+        let p = |name: &str| view.path(&format!("{dir}/{name}"));
+        let made = ["file", "dir", "fifo", "sym", "hard", "renamed", "moved-dir"];
+        for name in made {
+            assert!(p(name).symlink_metadata().is_err(), "{dir}/{name}");
+        }
+        fs::write(p("file"), "x").unwrap();
+        fs::create_dir(p("dir")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        symlink("file", p("sym")).unwrap();
+        fs::hard_link(p("file"), p("hard")).unwrap();
+        fs::write(p("tmp"), "y").unwrap();
+        fs::rename(p("tmp"), p("renamed")).unwrap();
+        fs::rename(p("dir"), p("moved-dir")).unwrap();
+        for name in ["file", "fifo", "sym", "hard", "renamed", "moved-dir"] {
+            assert!(p(name).symlink_metadata().is_ok(), "{dir}/{name}");
+        }
+        assert!(p("dir").symlink_metadata().is_err());
+        assert!(p("tmp").symlink_metadata().is_err());
+        // Removed again, then made once more.
+        fs::remove_file(p("file")).unwrap();
+        assert!(p("file").symlink_metadata().is_err());
+        fs::write(p("file"), "z").unwrap();
+        assert_eq!(fs::read_to_string(p("file")).unwrap(), "z");
+    }
+    // Lower names that were removed and are made again.
+    fs::remove_file(view.path("etc/motd")).unwrap();
+    assert!(view.path("etc/motd").symlink_metadata().is_err());
+    fs::write(view.path("etc/motd"), "new\n").unwrap();
+    assert_eq!(fs::read_to_string(view.path("etc/motd")).unwrap(), "new\n");
+}
+
+#[test]
+fn a_symlink_made_again_shows_its_new_target() {
+    if !require_root("a_symlink_made_again_shows_its_new_target") {
+        return;
+    }
+    // The kernel caches link targets: a name that gets another link
+    // (removed and made again, or renamed over) must show the new one.
+    let view = View::new(standard);
+    let link = view.path("usr/bin/link");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("/usr/bin/tool"));
+    let mut open = Vec::new();
+    for target in ["one", "two", "three"] {
+        // An O_PATH descriptor keeps the old inode in the kernel.
+        open.push(
+            rustix::fs::open(
+                &link,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap(),
+        );
+        fs::remove_file(&link).unwrap();
+        symlink(target, &link).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(target));
+    }
+    symlink("four", view.path("usr/bin/other")).unwrap();
+    fs::rename(view.path("usr/bin/other"), &link).unwrap();
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("four"));
+}

@@ -40,7 +40,7 @@ impl Overlay {
         self.copy_up(parent)?;
         let lower = lower.ok_or(Errno::EIO)?;
         let dir = self.dir_info(parent)?;
-        let target_dir = self.upper_dir(&dir.path)?;
+        let target_dir = self.upper_dir_cached(&dir)?;
         let links = self.copy_up_entry(&lower, kind, target_dir.as_fd(), &name)?;
         if let Some(node) = self.nodes().get_mut(id) {
             node.upper = true;

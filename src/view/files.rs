@@ -175,7 +175,10 @@ impl Overlay {
 
     /// A `/proc/self/fd` path to what shows node `id` (and the directory
     /// descriptor keeping it valid).
-    fn shown_proc_path(&self, id: u64) -> OpResult<(std::path::PathBuf, Option<OwnedFd>)> {
+    fn shown_proc_path(
+        &self,
+        id: u64,
+    ) -> OpResult<(std::path::PathBuf, Option<std::sync::Arc<OwnedFd>>)> {
         if id == super::node::ROOT_ID {
             let path = format!(
                 "/proc/self/fd/{}",

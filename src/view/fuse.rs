@@ -260,7 +260,16 @@ impl Filesystem for ViewFs {
         } else {
             debug!("kernel offers no FUSE passthrough: reads and writes are served");
         }
-        for wanted in [InitFlags::FUSE_PARALLEL_DIROPS] {
+        // FUSE_CACHE_SYMLINKS: the kernel keeps what READLINK returned in
+        // the link's page cache. A symlink's target never changes: one
+        // made again under a node ID the kernel still holds gets a new
+        // generation, so the kernel makes a new inode for it. Without it
+        // every walk through a link (`/bin -> usr/bin` in a merged-/usr
+        // tree) asked the server again.
+        for wanted in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
             if let Err(missing) = config.add_capabilities(wanted) {
                 debug!("kernel lacks {missing:?}");
             }
@@ -269,11 +278,13 @@ impl Filesystem for ViewFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(
-            reply,
-            &("lookup", parent.0, name),
-            self.overlay.lookup(parent.0, name),
-        );
+        // A name no layer has is answered as a negative entry the kernel
+        // keeps (see `NEGATIVE_TTL`), not as ENOENT (which it asks again).
+        let result = match self.overlay.lookup(parent.0, name) {
+            Err(e) if e == Errno::ENOENT => Ok(super::overlay::negative_entry()),
+            other => other,
+        };
+        reply_entry(reply, &("lookup", parent.0, name), result);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

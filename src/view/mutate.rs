@@ -5,6 +5,7 @@
 
 use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{Errno, TimeOrNow};
@@ -110,10 +111,10 @@ impl Overlay {
     }
 
     /// Copy up directory `parent` and open its upper copy.
-    fn upper_parent(&self, parent: u64) -> OpResult<(DirInfo, OwnedFd)> {
+    fn upper_parent(&self, parent: u64) -> OpResult<(DirInfo, Arc<OwnedFd>)> {
         self.copy_up(parent)?;
         let dir = self.dir_info(parent)?;
-        let fd = self.upper_dir(&dir.path)?;
+        let fd = self.upper_dir_cached(&dir)?;
         Ok((dir, fd))
     }
 
@@ -141,7 +142,7 @@ impl Overlay {
         };
         if !over_whiteout {
             // Shown from a lower layer? (Whiteouts within the lowers count.)
-            match self.resolve(&dir, name) {
+            match self.resolve(&dir.lower_only(), name) {
                 Ok(_) => return Err(Errno::EEXIST),
                 Err(e) if e == Errno::ENOENT => {}
                 Err(e) => return Err(e),
