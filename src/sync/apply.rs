@@ -191,7 +191,6 @@ impl<'a> Applier<'a> {
         }
         if let Some(st) = &current {
             if self.matches(parent, &name, st, rel, r)? {
-                self.w.counts.unchanged += 1;
                 return Ok(());
             }
         }
@@ -268,7 +267,6 @@ impl<'a> Applier<'a> {
                 && !all
             {
                 // Unchanged below unless changed paths say otherwise.
-                self.w.counts.unchanged += 1;
                 continue;
             }
             self.place(tree_dir.as_fd(), &child, &r, current, depth)?;

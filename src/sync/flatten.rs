@@ -94,6 +94,8 @@ pub struct Writer<'a> {
     pub changes: Option<Vec<Change>>,
     /// First placed name of each multiply-linked source inode (dev, ino).
     groups: HashMap<(u64, u64), PathBuf>,
+    /// The temporary name chosen for each directory written into.
+    temps: HashMap<PathBuf, &'static CStr>,
     /// Directories whose metadata is applied at the end.
     dirs: Vec<(PathBuf, Meta)>,
 }
@@ -160,6 +162,7 @@ impl<'a> Writer<'a> {
             counts: SyncCounts::default(),
             changes: None,
             groups: HashMap::new(),
+            temps: HashMap::new(),
             dirs: Vec::new(),
         }
     }
@@ -240,9 +243,10 @@ impl<'a> Writer<'a> {
         if r.found.kind == FileType::Directory {
             self.counts.dirs += 1;
             self.note("mkdir", rel);
-            let sub = sys::open_subdir(src_dir, &src_name)
-                .map_err(|e| Error::io("open directory", self.layer(source).display(src_rel), e))?;
             if let Some(dst) = dst {
+                let sub = sys::open_subdir(src_dir, &src_name).map_err(|e| {
+                    Error::io("open directory", self.layer(source).display(src_rel), e)
+                })?;
                 // Made under a temporary name when something else may hold
                 // the name, so the name never goes missing.
                 let at = if self.atomic {
@@ -332,8 +336,13 @@ impl<'a> Writer<'a> {
     }
 
     /// The temporary name for writing `rel`: one its directory does not show.
-    fn temp_name(&self, rel: &Path) -> Result<&'static CStr> {
+    /// Chosen once per directory: resolving from the root for every file
+    /// written would repeat the whole path's lookups.
+    fn temp_name(&mut self, rel: &Path) -> Result<&'static CStr> {
         let parent = split(rel).0;
+        if let Some(temp) = self.temps.get(parent) {
+            return Ok(temp);
+        }
         for temp in TEMP_NAMES {
             let shown = crate::sync::apply::resolve_path(
                 self.overlay,
@@ -341,6 +350,7 @@ impl<'a> Writer<'a> {
             )
             .map_err(|e| op_err("resolve", rel, e))?;
             if shown.is_none() {
+                self.temps.insert(parent.to_path_buf(), temp);
                 return Ok(temp);
             }
         }
