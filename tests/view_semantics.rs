@@ -414,6 +414,42 @@ fn hard_links_stay_one_inode_after_copy_up() {
 }
 
 #[test]
+#[test]
+fn removing_a_name_of_a_lower_hard_link_lowers_the_others_nlink() {
+    if !require_root("removing_a_name_of_a_lower_hard_link_lowers_the_others_nlink") {
+        return;
+    }
+    let view = View::new(|l1, l2| {
+        standard(l1, l2);
+        fs::write(l2.join("usr/bin/trio"), "three names\n").unwrap();
+        fs::hard_link(l2.join("usr/bin/trio"), l2.join("usr/bin/trio-2")).unwrap();
+        fs::hard_link(l2.join("usr/bin/trio"), l2.join("usr/bin/trio-3")).unwrap();
+    });
+    let ino = fs::metadata(view.path("usr/bin/tool")).unwrap().ino();
+    // Unlink one of two names: the other is now the only one.
+    fs::remove_file(view.path("usr/bin/tool-again")).unwrap();
+    let a = fs::metadata(view.path("usr/bin/tool")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (ino, 1));
+    // Rename a file over one of three names: two remain, still one inode.
+    let trio = fs::metadata(view.path("usr/bin/trio")).unwrap().ino();
+    fs::rename(view.path("etc/passwd"), view.path("usr/bin/trio-3")).unwrap();
+    let t1 = fs::metadata(view.path("usr/bin/trio")).unwrap();
+    let t2 = fs::metadata(view.path("usr/bin/trio-2")).unwrap();
+    assert_eq!((t1.ino(), t2.ino()), (trio, trio));
+    assert_eq!((t1.nlink(), t2.nlink()), (2, 2));
+    assert_eq!(
+        fs::read_to_string(view.path("usr/bin/trio-2")).unwrap(),
+        "three names\n"
+    );
+    // The upper layer says the same, so a remount (and sync) agrees.
+    let view = view.remount();
+    let a = fs::metadata(view.path("usr/bin/tool")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (ino, 1));
+    let t2 = fs::metadata(view.path("usr/bin/trio-2")).unwrap();
+    assert_eq!((t2.ino(), t2.nlink()), (trio, 2));
+    assert!(!view.path("usr/bin/tool-again").exists());
+}
+
 fn symlinks_keep_their_inode_number_across_copy_up() {
     if !require_root("symlinks_keep_their_inode_number_across_copy_up") {
         return;

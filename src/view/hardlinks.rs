@@ -13,6 +13,7 @@
 //! one link.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -170,6 +171,34 @@ impl Overlay {
             };
         }
         Ok(())
+    }
+
+    /// Before the lower file `r`, shown as `name` in `parent`, loses that
+    /// name (unlink, or a rename over it): if the lower layer has other
+    /// names of the same inode, copy it up first. The names the view still
+    /// shows then become upper hard links of one copy, whose `nlink` drops
+    /// with this name as it should (kernel overlayfs needs `index=on` for
+    /// this). Returns whether it was copied up.
+    pub(super) fn copy_up_shared_lower_file(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        r: &Resolved,
+    ) -> OpResult<bool> {
+        if r.found.upper || r.found.kind != FileType::RegularFile || sys::nlink_of(&r.stat) < 2 {
+            return Ok(false);
+        }
+        let Some(lower) = &r.found.lower else {
+            return Ok(false);
+        };
+        let names = self.lower_names(lower.layers[0], sys::ino_of(&r.stat))?;
+        if !names.iter().any(|other| *other != lower.path) {
+            return Ok(false); // its other links are outside the view
+        }
+        self.nodes()
+            .enter(r.id, parent, name, r.found.clone(), false);
+        self.copy_up(r.id)?;
+        Ok(true)
     }
 
     /// After `upper_path` was copied up from lower inode `ino` of `layer`:

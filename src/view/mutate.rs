@@ -319,9 +319,10 @@ impl Overlay {
         if is_dir {
             self.dirs_changed();
         }
+        let in_upper = r.found.upper || self.copy_up_shared_lower_file(parent, name, &r)?;
         let needs_whiteout = lower_has(self, dir.lower.as_ref(), name);
         let (_, parent_fd) = self.upper_parent(parent)?;
-        self.remove_upper(parent_fd.as_fd(), &cname, r.found.upper, needs_whiteout)?;
+        self.remove_upper(parent_fd.as_fd(), &cname, in_upper, needs_whiteout)?;
         self.nodes().drop_name(r.id, parent, name);
         Ok(())
     }
@@ -446,6 +447,8 @@ impl Overlay {
                 if exchange {
                     self.copy_up(d.id)?;
                     self.mark_moved_dir(d.id)?;
+                } else {
+                    self.copy_up_shared_lower_file(new_parent, new_name, d)?;
                 }
             }
             let (_, from) = self.upper_parent(parent)?;
