@@ -531,6 +531,53 @@ fn mount_serves_the_view_in_the_background_until_unmounted() {
 }
 
 #[test]
+fn a_mount_waits_for_a_running_sync_to_finish() {
+    if !require_root("a_mount_waits_for_a_running_sync_to_finish") {
+        return;
+    }
+    let setup = with_view();
+    let merged = view_dir(&setup, "web1").join("merged");
+    let _guard = MountGuard::new(&merged);
+    // Hold the vserver's sync lock, as a running `vskel sync web1` does.
+    let lock_dir = setup.root.join(".vskel/sync");
+    fs::create_dir_all(&lock_dir).unwrap();
+    let lock = fs::File::create(lock_dir.join("web1.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let mut mount = setup
+        .vskel_process()
+        .env("VSKEL_LOG", "info")
+        .args(["mount", "web1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(mount.try_wait().unwrap().is_none(), "mount did not wait");
+    assert!(!is_mount_point(&merged), "mounted while a sync ran");
+    // The sync ends: the mount goes ahead.
+    drop(lock);
+    let out = mount.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("waiting for the running sync of web1"),
+        "{stderr}"
+    );
+    assert!(is_mount_point(&merged));
+    // A sync started now finds the view mounted and holds its writes.
+    let out = setup
+        .vskel()
+        .args(["sync", "web1", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json(&out)["writes_held"], true);
+    setup.vskel().args(["unmount", "web1"]).assert().success();
+}
+
+#[test]
 fn a_server_that_fails_to_start_is_reported_with_its_log() {
     if !require_root("a_server_that_fails_to_start_is_reported_with_its_log") {
         return;

@@ -1,6 +1,7 @@
 //! `vskel mount NAME [MOUNTPOINT] [--foreground]`.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use super::Invocation;
 use super::output::{Format, print};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sync::state::StateFiles;
 use crate::view::ServeOptions;
 use crate::view::daemon_start::{Readiness, start_in_background};
 use crate::view::mountpoint::{
@@ -112,13 +114,28 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
         )) if old != mountpoint => clear_if_stale(&old, &view.fsname())?,
         _ => {}
     }
+    let sync_state = StateFiles::new(config, &args.name);
+    let wait_for_sync = || {
+        sync_state.lock_waiting(|| {
+            info!(
+                "waiting for the running sync of {} to finish before mounting",
+                args.name
+            )
+        })
+    };
     if args.foreground {
         // The lock before the mount: of two servers started at once, one wins.
         let _pid_file = PidFile::acquire(&pid_path, &mountpoint, &what)?;
+        // A sync running now ends before the view is mounted; one started
+        // after the mount is live finds it mounted and holds its writes.
         prepare(&mountpoint)?;
-        serve_here(&view, &mountpoint, args.format, readiness)
+        let sync_lock = wait_for_sync()?;
+        serve_here(&view, &mountpoint, args.format, readiness, sync_lock)
     } else {
+        // Wait here, without the server's start-up timeout; the server
+        // takes the lock again.
         prepare(&mountpoint)?;
+        drop(wait_for_sync()?);
         start(&view, &mountpoint, args.format, invocation)
     }
 }
@@ -150,7 +167,13 @@ fn mounted(view: &View, mountpoint: &Path, pid: u32, log: Option<PathBuf>) -> Mo
 }
 
 /// Serve in this process until the view is unmounted.
-fn serve_here(view: &View, mountpoint: &Path, format: Format, readiness: Readiness) -> Result<()> {
+fn serve_here(
+    view: &View,
+    mountpoint: &Path,
+    format: Format,
+    readiness: Readiness,
+    sync_lock: File,
+) -> Result<()> {
     let options = ServeOptions {
         fsname: view.fsname(),
         control: Some(view.dirs.control_socket()),
@@ -159,6 +182,7 @@ fn serve_here(view: &View, mountpoint: &Path, format: Format, readiness: Readine
     let report = mounted(view, mountpoint, std::process::id(), None);
     debug!("serving {:?} at {}", view.layers, mountpoint.display());
     serve(&view.layers, mountpoint, &options, || {
+        drop(sync_lock); // live, with its control socket: syncs may start
         if let Err(e) = print(format, &report, || report.text()) {
             debug!("cannot report the mount on stdout: {e}");
         }

@@ -114,8 +114,49 @@ impl StateFiles {
     }
 
     /// Take the sync lock of this vserver, or fail naming it if another sync
-    /// holds it. Released when the returned file is dropped.
+    /// (or a mount of its view that is starting) holds it. Released when the
+    /// returned file is dropped.
     pub fn lock(&self) -> Result<File> {
+        let (file, path) = self.open_lock()?;
+        match rustix::fs::flock(
+            file.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Failed(format!(
+                "another sync of {}, or a mount of its view, is in progress (it holds {})",
+                self.name,
+                path.display()
+            ))),
+            Err(e) => Err(Error::io("lock", &path, std::io::Error::from(e))),
+        }
+    }
+
+    /// Take the sync lock, waiting for a running sync to finish (calling
+    /// `on_wait` first if it has to wait). A view's server holds it from
+    /// before its mount until the mount is live: a sync then either ends
+    /// before the view is mounted or finds it mounted and holds its writes.
+    pub fn lock_waiting(&self, on_wait: impl FnOnce()) -> Result<File> {
+        let (file, path) = self.open_lock()?;
+        let lock = |op| {
+            rustix::fs::flock(file.as_fd(), op)
+                .map_err(|e| Error::io("lock", &path, std::io::Error::from(e)))
+        };
+        match rustix::fs::flock(
+            file.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                on_wait();
+                lock(rustix::fs::FlockOperation::LockExclusive)?;
+            }
+            Err(e) => return Err(Error::io("lock", &path, std::io::Error::from(e))),
+        }
+        Ok(file)
+    }
+
+    fn open_lock(&self) -> Result<(File, PathBuf)> {
         crate::staging::make_private_dir(&self.dir)?;
         let path = self.path("lock");
         let file = File::options()
@@ -124,18 +165,7 @@ impl StateFiles {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        match rustix::fs::flock(
-            file.as_fd(),
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        ) {
-            Ok(()) => Ok(file),
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Failed(format!(
-                "another sync of {} is running (it holds {})",
-                self.name,
-                path.display()
-            ))),
-            Err(e) => Err(Error::io("lock", &path, std::io::Error::from(e))),
-        }
+        Ok((file, path))
     }
 
     /// The manifest of the last completed sync, if there is a readable one.
