@@ -414,7 +414,6 @@ fn hard_links_stay_one_inode_after_copy_up() {
 }
 
 #[test]
-#[test]
 fn removing_a_name_of_a_lower_hard_link_lowers_the_others_nlink() {
     if !require_root("removing_a_name_of_a_lower_hard_link_lowers_the_others_nlink") {
         return;
@@ -450,6 +449,7 @@ fn removing_a_name_of_a_lower_hard_link_lowers_the_others_nlink() {
     assert!(!view.path("usr/bin/tool-again").exists());
 }
 
+#[test]
 fn symlinks_keep_their_inode_number_across_copy_up() {
     if !require_root("symlinks_keep_their_inode_number_across_copy_up") {
         return;
