@@ -138,10 +138,6 @@ impl StateFiles {
     /// before the view is mounted or finds it mounted and holds its writes.
     pub fn lock_waiting(&self, on_wait: impl FnOnce()) -> Result<File> {
         let (file, path) = self.open_lock()?;
-        let lock = |op| {
-            rustix::fs::flock(file.as_fd(), op)
-                .map_err(|e| Error::io("lock", &path, std::io::Error::from(e)))
-        };
         match rustix::fs::flock(
             file.as_fd(),
             rustix::fs::FlockOperation::NonBlockingLockExclusive,
@@ -149,7 +145,8 @@ impl StateFiles {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 on_wait();
-                lock(rustix::fs::FlockOperation::LockExclusive)?;
+                crate::sys::lock_exclusive(file.as_fd())
+                    .map_err(|e| Error::io("lock", &path, e))?;
             }
             Err(e) => return Err(Error::io("lock", &path, std::io::Error::from(e))),
         }
