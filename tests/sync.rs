@@ -240,6 +240,9 @@ fn change_a_lot(merged: &Path, round: u32) {
     std::os::unix::fs::symlink("sub/a", dir.join("link")).unwrap();
     if round == 1 {
         fs::remove_file(merged.join("sbin/init")).unwrap();
+        if merged.join("usr/bin/ping-again").exists() {
+            fs::remove_file(merged.join("usr/bin/ping-again")).unwrap();
+        }
         fs::rename(
             merged.join("usr/share/doc"),
             merged.join("usr/share/manuals"),
@@ -274,6 +277,10 @@ fn an_incremental_sync_gives_the_tree_a_full_rebuild_gives() {
         return;
     }
     let setup = Setup::new("");
+    // A second hard-linked pair in global/, left unchanged through the
+    // rounds but for one name removed (which copies the other up as is).
+    let src = setup.example_source();
+    fs::hard_link(src.join("usr/bin/ping"), src.join("usr/bin/ping-again")).unwrap();
     let skel = setup.build_example_skel("base");
     let skel_before = fingerprint(&skel.join("local"));
     setup.create_view("base", "web1", "10.0.0.2");

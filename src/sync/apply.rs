@@ -320,6 +320,14 @@ impl<'a> Applier<'a> {
             // A copy must not be the layer's own inode.
             return Ok(false);
         }
+        // A copy of an upper file has as many names in the tree as the
+        // upper file has in the view. A skel file hard-linked into the tree
+        // has more (its skel names too), so an upper file that equals one
+        // (copied up unchanged, as when another name of it was removed)
+        // is still written as a copy of its own.
+        if source == Source::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
+            return Ok(false);
+        }
         if let Some(first) = self.w.group_peek(r) {
             let (first_parent, first_name) = split(&first);
             let first_st = match sys::open_dir_beneath(self.w.into.fd(), first_parent)
