@@ -217,6 +217,16 @@ fn sync_json(setup: &Setup, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Skel "base" from the example, with a second hard-linked pair in
+/// global/ (`usr/bin/ping`, `usr/bin/ping-again`) that [`change_a_lot`]
+/// leaves unchanged but for removing one name, which copies the other up
+/// as it is.
+fn build_skel_for_changes(setup: &Setup) -> PathBuf {
+    let src = setup.example_source();
+    fs::hard_link(src.join("usr/bin/ping"), src.join("usr/bin/ping-again")).unwrap();
+    setup.build_example_skel("base")
+}
+
 /// Change many kinds of things through the mounted view `merged`.
 fn change_a_lot(merged: &Path, round: u32) {
     use std::os::unix::fs::PermissionsExt;
@@ -240,9 +250,7 @@ fn change_a_lot(merged: &Path, round: u32) {
     std::os::unix::fs::symlink("sub/a", dir.join("link")).unwrap();
     if round == 1 {
         fs::remove_file(merged.join("sbin/init")).unwrap();
-        if merged.join("usr/bin/ping-again").exists() {
-            fs::remove_file(merged.join("usr/bin/ping-again")).unwrap();
-        }
+        fs::remove_file(merged.join("usr/bin/ping-again")).unwrap();
         fs::rename(
             merged.join("usr/share/doc"),
             merged.join("usr/share/manuals"),
@@ -277,11 +285,7 @@ fn an_incremental_sync_gives_the_tree_a_full_rebuild_gives() {
         return;
     }
     let setup = Setup::new("");
-    // A second hard-linked pair in global/, left unchanged through the
-    // rounds but for one name removed (which copies the other up as is).
-    let src = setup.example_source();
-    fs::hard_link(src.join("usr/bin/ping"), src.join("usr/bin/ping-again")).unwrap();
-    let skel = setup.build_example_skel("base");
+    let skel = build_skel_for_changes(&setup);
     let skel_before = fingerprint(&skel.join("local"));
     setup.create_view("base", "web1", "10.0.0.2");
     let first = sync_json(&setup, &[]);
@@ -334,7 +338,7 @@ fn a_sync_with_nothing_changed_changes_nothing() {
         return;
     }
     let setup = Setup::new("");
-    setup.build_example_skel("base");
+    build_skel_for_changes(&setup);
     setup.create_view("base", "web1", "10.0.0.2");
     sync_json(&setup, &[]);
     let merged = setup.root.join(".views/web1/merged");

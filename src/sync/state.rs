@@ -117,19 +117,15 @@ impl StateFiles {
     /// (or a mount of its view that is starting) holds it. Released when the
     /// returned file is dropped.
     pub fn lock(&self) -> Result<File> {
-        let (file, path) = self.open_lock()?;
-        match rustix::fs::flock(
-            file.as_fd(),
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        ) {
-            Ok(()) => Ok(file),
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Failed(format!(
+        let (file, path, taken) = self.try_lock()?;
+        if !taken {
+            return Err(Error::Failed(format!(
                 "another sync of {}, or a mount of its view, is in progress (it holds {})",
                 self.name,
                 path.display()
-            ))),
-            Err(e) => Err(Error::io("lock", &path, std::io::Error::from(e))),
+            )));
         }
+        Ok(file)
     }
 
     /// Take the sync lock, waiting for a running sync to finish (calling
@@ -137,23 +133,17 @@ impl StateFiles {
     /// before its mount until the mount is live: a sync then either ends
     /// before the view is mounted or finds it mounted and holds its writes.
     pub fn lock_waiting(&self, on_wait: impl FnOnce()) -> Result<File> {
-        let (file, path) = self.open_lock()?;
-        match rustix::fs::flock(
-            file.as_fd(),
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        ) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                on_wait();
-                crate::sys::lock_exclusive(file.as_fd())
-                    .map_err(|e| Error::io("lock", &path, e))?;
-            }
-            Err(e) => return Err(Error::io("lock", &path, std::io::Error::from(e))),
+        let (file, path, taken) = self.try_lock()?;
+        if !taken {
+            on_wait();
+            crate::sys::lock_exclusive(file.as_fd()).map_err(|e| Error::io("lock", &path, e))?;
         }
         Ok(file)
     }
 
-    fn open_lock(&self) -> Result<(File, PathBuf)> {
+    /// Open the lock file and try to take it without waiting: the file,
+    /// its path, and whether it was taken.
+    fn try_lock(&self) -> Result<(File, PathBuf, bool)> {
         crate::staging::make_private_dir(&self.dir)?;
         let path = self.path("lock");
         let file = File::options()
@@ -162,7 +152,14 @@ impl StateFiles {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        Ok((file, path))
+        match rustix::fs::flock(
+            file.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Ok((file, path, true)),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok((file, path, false)),
+            Err(e) => Err(Error::io("lock", &path, std::io::Error::from(e))),
+        }
     }
 
     /// The manifest of the last completed sync, if there is a readable one.

@@ -103,6 +103,18 @@ mod tests {
     /// How long "does not happen" is watched for.
     const BLOCKED: Duration = Duration::from_millis(200);
 
+    /// A thread that takes `gate` for writing; the receiver hears once it
+    /// has.
+    fn spawn_writer(gate: &Arc<WriteGate>) -> (std::thread::JoinHandle<()>, mpsc::Receiver<()>) {
+        let (wrote_tx, wrote_rx) = mpsc::channel();
+        let gate = gate.clone();
+        let writer = std::thread::spawn(move || {
+            let _w = gate.write();
+            wrote_tx.send(()).unwrap();
+        });
+        (writer, wrote_rx)
+    }
+
     #[test]
     fn writes_run_side_by_side() {
         let gate = WriteGate::default();
@@ -130,14 +142,7 @@ mod tests {
         );
         drop(writing);
         held_rx.recv().unwrap();
-        let (wrote_tx, wrote_rx) = mpsc::channel();
-        let writer = {
-            let gate = gate.clone();
-            std::thread::spawn(move || {
-                let _w = gate.write();
-                wrote_tx.send(()).unwrap();
-            })
-        };
+        let (writer, wrote_rx) = spawn_writer(&gate);
         assert!(
             wrote_rx.recv_timeout(BLOCKED).is_err(),
             "a write began during the hold"
@@ -181,14 +186,7 @@ mod tests {
         // Give the hold time to queue, then try a new write: it must wait
         // behind the hold rather than slip in.
         std::thread::sleep(BLOCKED / 2);
-        let (wrote_tx, wrote_rx) = mpsc::channel();
-        let late = {
-            let gate = gate.clone();
-            std::thread::spawn(move || {
-                let _w = gate.write();
-                wrote_tx.send(()).unwrap();
-            })
-        };
+        let (late, wrote_rx) = spawn_writer(&gate);
         assert!(
             wrote_rx.recv_timeout(BLOCKED).is_err(),
             "a new write overtook the waiting hold"
