@@ -970,3 +970,127 @@ fn a_symlink_made_again_shows_its_new_target() {
     fs::rename(view.path("usr/bin/other"), &link).unwrap();
     assert_eq!(fs::read_link(&link).unwrap(), Path::new("four"));
 }
+
+/// Runs `script` with perl (Debian's essential perl-base) in `dir` as the
+/// user `uid`; returns its stdout, panicking with its stderr on failure.
+fn perl_as(uid: u32, dir: &Path, script: &str, args: &[&Path]) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("perl")
+        .arg("-e")
+        .arg(script)
+        .args(args)
+        .current_dir(dir)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("perl runs");
+    assert!(
+        out.status.success(),
+        "perl as {uid} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A file outside every layer, as the server must never change it.
+fn decoy_in(dir: &Path) -> (PathBuf, (u32, u32, u64, i64, Vec<u8>)) {
+    let decoy = dir.join("decoy");
+    fs::write(&decoy, b"host file\n").unwrap();
+    fs::set_permissions(&decoy, fs::Permissions::from_mode(0o644)).unwrap();
+    let state = decoy_state(&decoy);
+    (decoy, state)
+}
+
+fn decoy_state(decoy: &Path) -> (u32, u32, u64, i64, Vec<u8>) {
+    let md = fs::symlink_metadata(decoy).unwrap();
+    (
+        md.mode(),
+        md.uid(),
+        md.size(),
+        md.mtime(),
+        fs::read(decoy).unwrap(),
+    )
+}
+
+/// Security issue, finding 1: after a rename puts a symlink (to a host
+/// file) in place of an open file's name, changes made through the open
+/// descriptor (fchmod, futimens, ftruncate, a reopen through
+/// `/proc/self/fd`) reach that file, which lives on nameless, and never
+/// the symlink's target. Done as an unprivileged user of the view.
+#[test]
+fn changes_through_an_open_file_renamed_over_by_a_symlink_stay_on_that_file() {
+    if !require_root("changes_through_an_open_file_renamed_over_by_a_symlink_stay_on_that_file") {
+        return;
+    }
+    let view = View::new(standard);
+    let (decoy, before) = decoy_in(view.dir.path());
+    fs::set_permissions(view.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(view.path(""), fs::Permissions::from_mode(0o1777)).unwrap();
+    let script = r#"
+        use Fcntl;
+        my $decoy = $ARGV[0];
+        sysopen(my $f, "f", O_CREAT | O_RDWR, 0644) or die "open f: $!";
+        syswrite($f, "mine\n");
+        symlink($decoy, "s") or die "symlink: $!";
+        rename("s", "f") or die "rename: $!";
+        my @failed;
+        chmod(04777, $f) or push @failed, "fchmod: $!";
+        truncate($f, 2) or push @failed, "ftruncate: $!";
+        my $fd = fileno($f);
+        sysopen(my $again, "/proc/self/fd/$fd", O_RDWR) or push @failed, "reopen: $!";
+        syswrite($again, "X");
+        # A write clears setuid: set it (and the times) again.
+        chmod(04777, $f) or push @failed, "fchmod: $!";
+        utime(1, 1, $f) or push @failed, "futimens: $!";
+        print "failed: @failed\n" if @failed;
+        my @st = stat($f);
+        sysseek($f, 0, 0);
+        sysread($f, my $data, 100);
+        printf "%o %d %d %s\n", $st[2] & 07777, $st[9], $st[7], $data;
+    "#;
+    let out = perl_as(65534, &view.path(""), script, &[&decoy]);
+    assert_eq!(decoy_state(&decoy), before, "the host file changed");
+    assert_eq!(
+        out.trim(),
+        "4777 1 2 Xi",
+        "the changes land on the open (now nameless) file"
+    );
+    let link = fs::read_link(view.path("f")).unwrap();
+    assert_eq!(link, decoy, "the symlink is what the name shows");
+}
+
+/// Finding 1 for a file of a lower layer, opened read-only by the
+/// vserver's root and renamed over: nothing reaches the host file, nor
+/// the lower file (the skel's).
+#[test]
+fn a_lower_file_renamed_over_by_a_symlink_is_never_reached_by_name() {
+    if !require_root("a_lower_file_renamed_over_by_a_symlink_is_never_reached_by_name") {
+        return;
+    }
+    let view = View::new(standard);
+    let (decoy, before) = decoy_in(view.dir.path());
+    let tool = view.layer("lower2/usr/bin/tool");
+    let tool_before = decoy_state(&tool);
+    let script = r#"
+        use Fcntl;
+        my $decoy = $ARGV[0];
+        sysopen(my $f, "usr/bin/tool", O_RDONLY) or die "open: $!";
+        symlink($decoy, "usr/bin/s") or die "symlink: $!";
+        rename("usr/bin/s", "usr/bin/tool") or die "rename: $!";
+        my $chmod = chmod(04777, $f) ? "changed" : "refused";
+        my $chown = chown(0, 0, $f) ? "changed" : "refused";
+        my $utime = utime(1, 1, $f) ? "changed" : "refused";
+        my $fd = fileno($f);
+        my $reopen = sysopen(my $w, "/proc/self/fd/$fd", O_WRONLY) ? "opened" : "refused";
+        print "$chmod $chown $utime $reopen\n";
+    "#;
+    let out = perl_as(0, &view.path(""), script, &[&decoy]);
+    println!("as root through the stale descriptor: {out}");
+    assert_eq!(decoy_state(&decoy), before, "the host file changed: {out}");
+    assert_eq!(
+        decoy_state(&tool),
+        tool_before,
+        "the lower file changed: {out}"
+    );
+    assert_eq!(fs::read_link(view.path("usr/bin/tool")).unwrap(), decoy);
+}

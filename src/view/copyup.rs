@@ -23,20 +23,17 @@ impl Overlay {
     /// Make sure node `id` exists in the upper layer (with the tree lock
     /// held exclusively).
     pub(super) fn copy_up(&self, id: u64) -> OpResult<()> {
-        let (parent, name, upper, lower, kind) = {
+        let (name_of, upper, lower, kind) = {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
-            (
-                node.parent,
-                node.name.to_os_string(),
-                node.upper,
-                nodes.lower_of(id),
-                node.kind,
-            )
+            let name_of = nodes.name_of(id).map(|(p, n)| (p, n.to_os_string()));
+            (name_of, node.upper, nodes.lower_of(id), node.kind)
         };
         if upper || id == ROOT_ID {
             return Ok(());
         }
+        // A lower file whose name is gone has nowhere to be copied to.
+        let (parent, name) = name_of.ok_or(Errno::ENOENT)?;
         self.copy_up(parent)?;
         let lower = lower.ok_or(Errno::EIO)?;
         let dir = self.dir_info(parent)?;

@@ -19,7 +19,7 @@ use fuser::Errno;
 use rustix::fs::{Mode, OFlags};
 
 use super::format;
-use super::overlay::{Layer, OpResult, Overlay, cname, errno};
+use super::overlay::{Layer, OpResult, Overlay, errno};
 use crate::sys;
 
 /// An open file of the view.
@@ -29,6 +29,8 @@ pub struct OpenFile {
     pub node: u64,
     /// The layer file.
     pub file: Arc<File>,
+    /// Which kind of layer the file is in.
+    pub layer: Layer,
     /// Holds one count of the node's passthrough backing.
     pub backing: bool,
 }
@@ -68,12 +70,25 @@ impl Handles {
         }
     }
 
-    /// Any open file of node `id` (its attributes outlive its last name).
-    pub fn any_file_of(&self, id: u64) -> Option<Arc<File>> {
-        self.lock().values().find_map(|h| match h {
-            Handle::File(open) if open.node == id => Some(open.file.clone()),
+    /// The open file of handle `fh`, with what is known of it.
+    pub fn open_file(&self, fh: u64) -> Option<OpenFile> {
+        match self.get(fh) {
+            Some(Handle::File(open)) => Some(open),
             _ => None,
-        })
+        }
+    }
+
+    /// Any open file of node `id` (its attributes outlive its last name),
+    /// one of the upper layer if there is one.
+    pub fn any_file_of(&self, id: u64) -> Option<OpenFile> {
+        let map = self.lock();
+        let mut found: Option<&OpenFile> = None;
+        for Handle::File(open) in map.values() {
+            if open.node == id && found.is_none_or(|f| f.layer != Layer::Upper) {
+                found = Some(open);
+            }
+        }
+        found.cloned()
     }
 
     /// Forget handle `fh`.
@@ -112,18 +127,34 @@ impl Overlay {
         } else {
             _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
         }
-        let (dir, name) = self.where_is(id)?;
-        let (parent, layer) = self.shown_parent_in(&dir, &name)?;
-        let cname = cname(&name)?;
-        let mut open_flags = (flags & PASSED_FLAGS) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        if flags.contains(OFlags::TRUNC) {
-            open_flags |= OFlags::TRUNC;
+        let at = self.locate(id)?;
+        let fd = rustix::fs::openat(
+            at.parent.as_fd(),
+            &at.name,
+            layer_open_flags(flags),
+            Mode::empty(),
+        )
+        .map_err(|e| errno(e.into()))?;
+        // The name was checked under the tree lock; that it opened the very
+        // inode checked costs one fstat.
+        if !sys::same_inode(&sys::fstat(fd.as_fd()).map_err(errno)?, &at.stat) {
+            return Err(Errno::ENOENT);
         }
-        // The kernel handles O_APPEND by the offsets it sends.
-        open_flags.remove(OFlags::APPEND);
-        let fd = rustix::fs::openat(parent.as_fd(), &cname, open_flags, Mode::empty())
-            .map_err(|e| errno(e.into()))?;
-        Ok((fd, layer))
+        Ok((fd, at.layer))
+    }
+
+    /// Open anew the file that `open` (of node `id`) holds, with `flags`:
+    /// for a node whose every name is gone, reached again through
+    /// `/proc/PID/fd` (as kernel overlayfs allows). The same inode or
+    /// nothing; writing needs a file of the upper layer, as nothing is
+    /// copied up without a name.
+    pub fn reopen(&self, open: &OpenFile, flags: i32) -> OpResult<(OwnedFd, Layer)> {
+        if opens_for_writing(flags) && open.layer != Layer::Upper {
+            return Err(Errno::ENOENT);
+        }
+        let flags = OFlags::from_bits_retain(flags as _);
+        let fd = sys::reopen_handle(open.file.as_fd(), layer_open_flags(flags)).map_err(errno)?;
+        Ok((fd, open.layer))
     }
 
     /// Read `size` bytes at `offset` from an open file.
@@ -155,42 +186,35 @@ impl Overlay {
             return Err(Errno::ENODATA);
         }
         let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let path = self.shown_proc_path(id)?;
-        sys::lget_xattr(&path.0, name).map_err(errno)
+        let (handle, _) = self.handle_of(id)?;
+        sys::get_xattr_handle(handle.as_fd(), name).map_err(errno)
     }
 
     /// The xattr names of node `id`, NUL-separated (without the private
     /// ones).
     pub fn listxattr(&self, id: u64) -> OpResult<Vec<u8>> {
         let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let path = self.shown_proc_path(id)?;
+        let (handle, _) = self.handle_of(id)?;
         let mut out = Vec::new();
-        for name in sys::llist_xattrs(&path.0).map_err(errno)? {
+        for name in sys::list_xattrs_handle(handle.as_fd()).map_err(errno)? {
             if !format::is_private_xattr(name.to_bytes()) {
                 out.extend_from_slice(name.to_bytes_with_nul());
             }
         }
         Ok(out)
     }
+}
 
-    /// A `/proc/self/fd` path to what shows node `id` (and the directory
-    /// descriptor keeping it valid).
-    fn shown_proc_path(
-        &self,
-        id: u64,
-    ) -> OpResult<(std::path::PathBuf, Option<std::sync::Arc<OwnedFd>>)> {
-        if id == super::node::ROOT_ID {
-            let path = format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&self.upper.fd())
-            );
-            return Ok((path.into(), None));
-        }
-        let (dir, name) = self.where_is(id)?;
-        let parent = self.shown_parent(&dir, &name)?;
-        let path = sys::proc_path(parent.as_fd(), &cname(&name)?);
-        Ok((path, Some(parent)))
+/// The flags a layer file is opened with for an open of the view with
+/// `flags`: never following a symlink, never creating.
+fn layer_open_flags(flags: OFlags) -> OFlags {
+    let mut open_flags = (flags & PASSED_FLAGS) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if flags.contains(OFlags::TRUNC) {
+        open_flags |= OFlags::TRUNC;
     }
+    // The kernel handles O_APPEND by the offsets it sends.
+    open_flags.remove(OFlags::APPEND);
+    open_flags
 }
 
 /// An open with `flags` (`open(2)` flags) may change the file: it is

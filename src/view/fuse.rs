@@ -120,10 +120,17 @@ impl Core {
     }
 
     /// Keep an open file; returns its handle.
-    fn keep_open(&self, node: u64, fd: std::os::fd::OwnedFd, mode: &Mode) -> FileHandle {
+    fn keep_open(
+        &self,
+        node: u64,
+        fd: std::os::fd::OwnedFd,
+        layer: Layer,
+        mode: &Mode,
+    ) -> FileHandle {
         let fh = self.handles.insert(Handle::File(OpenFile {
             node,
             file: Arc::new(fd.into()),
+            layer,
             backing: mode.holds_backing(),
         }));
         FileHandle(fh)
@@ -131,7 +138,16 @@ impl Core {
 
     /// Open node `ino` (a writable open runs inside the gate).
     fn open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fd, layer) = match self.overlay.open(ino.0, flags.0) {
+        // A file whose every name is gone is opened again only through a
+        // handle still open (the kernel reaches it by `/proc/PID/fd/N`).
+        let opened = match self.overlay.open(ino.0, flags.0) {
+            Err(e) if e == Errno::ENOENT => match self.handles.any_file_of(ino.0) {
+                Some(open) => self.overlay.reopen(&open, flags.0),
+                None => Err(e),
+            },
+            other => other,
+        };
+        let (fd, layer) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 debug!("open {} {:#o}: {e:?}", ino.0, flags.0);
@@ -141,7 +157,7 @@ impl Core {
         let mode = self
             .backings
             .acquire(ino.0, fd.as_fd(), layer, |fd| reply.open_backing(fd));
-        let fh = self.keep_open(ino.0, fd, &mode);
+        let fh = self.keep_open(ino.0, fd, layer, &mode);
         match &mode {
             Mode::Passthrough(id) => reply.opened_passthrough(fh, NO_FLUSH, id),
             Mode::Served => reply.opened(fh, NO_FLUSH),
@@ -173,7 +189,7 @@ impl Core {
                 let mode = self
                     .backings
                     .acquire(id, fd.as_fd(), Layer::Upper, |fd| reply.open_backing(fd));
-                let fh = self.keep_open(id, fd, &mode);
+                let fh = self.keep_open(id, fd, Layer::Upper, &mode);
                 let generation = Generation(entry.generation);
                 match &mode {
                     Mode::Served => {
@@ -307,9 +323,9 @@ impl Filesystem for ViewFs {
         // name is gone is still found through its handle.
         let result = match result {
             Err(e) if e == Errno::ENOENT => match self.handles.any_file_of(ino.0) {
-                Some(file) => self
+                Some(open) => self
                     .overlay
-                    .fgetattr(ino.0, file.as_fd())
+                    .fgetattr(ino.0, open.file.as_fd())
                     .map(|a| (a, super::overlay::UPPER_TTL)),
                 None => Err(e),
             },
@@ -351,18 +367,22 @@ impl Filesystem for ViewFs {
             mtime,
         };
         self.change(move |fs| {
-            let file = fh.and_then(|fh| fs.handles.file(fh.0).ok());
-            let result = fs
-                .overlay
-                .setattr(ino.0, &change, file.as_ref().map(|f| f.as_fd()));
-            if let Err(e) = result {
-                debug!("setattr {} {change:?}: {e:?}", ino.0);
-                return reply.error(e);
-            }
-            match fs.overlay.getattr(ino.0) {
+            // The kernel sends no handle with fchmod() and the like: an open
+            // file of the node whose names are all gone is found by node.
+            let open = match fh.and_then(|fh| fs.handles.open_file(fh.0)) {
+                Some(open) => Some(open),
+                None if fs.overlay.is_unlinked(ino.0) => fs.handles.any_file_of(ino.0),
+                None => None,
+            };
+            let result = fs.overlay.setattr(
+                ino.0,
+                &change,
+                open.as_ref().map(|o| (o.file.as_fd(), o.layer)),
+            );
+            match result {
                 Ok((attr, ttl)) => reply.attr(&ttl, &attr),
                 Err(e) => {
-                    debug!("setattr {}: {e:?}", ino.0);
+                    debug!("setattr {} {change:?}: {e:?}", ino.0);
                     reply.error(e)
                 }
             }

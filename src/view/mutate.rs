@@ -6,16 +6,15 @@
 use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use fuser::{Errno, TimeOrNow};
+use fuser::{Errno, FileAttr, TimeOrNow};
 use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 
 use super::copyup::lower_has;
 use super::format;
 use super::node::Found;
-use super::node::ROOT_ID;
-use super::overlay::{DirInfo, Entry, OpResult, Overlay, Resolved, cname, errno};
+use super::overlay::{DirInfo, Entry, Layer, OpResult, Overlay, Resolved, UPPER_TTL, cname, errno};
 use crate::sys;
 use crate::tree::remove::remove_tree_at;
 use tracing::debug;
@@ -271,16 +270,17 @@ impl Overlay {
             Err(e) => return Err(e),
         }
         self.copy_up(id)?;
-        let (src_dir, src_name) = self.where_is(id)?;
-        let src_fd = self.upper_dir(&src_dir.path)?;
-        let src_cname = cname_of(&src_name)?;
+        let src = self.locate(id)?;
+        if src.layer != Layer::Upper {
+            return Err(Errno::EIO); // copied up above
+        }
         let (_, parent_fd) = self.upper_parent(parent)?;
         if let Ok(st) = sys::stat_at(parent_fd.as_fd(), &cname)
             && format::is_whiteout(&st)
         {
             sys::unlink_at(parent_fd.as_fd(), &cname).map_err(errno)?;
         }
-        sys::link_at(src_fd.as_fd(), &src_cname, parent_fd.as_fd(), &cname).map_err(errno)?;
+        sys::link_at(src.parent.as_fd(), &src.name, parent_fd.as_fd(), &cname).map_err(errno)?;
         self.lookup_locked(parent, name, false)
     }
 
@@ -553,21 +553,30 @@ impl Overlay {
         format::set_redirect(fd.as_fd(), &lower.path).map_err(errno)
     }
 
-    /// Change attributes of node `id` (copying it up); `fd` is an open
-    /// descriptor of it, if the caller has one.
-    pub fn setattr(&self, id: u64, change: &SetAttr, fd: Option<BorrowedFd<'_>>) -> OpResult<()> {
+    /// Change attributes of node `id` (copying it up). `open` is the
+    /// caller's open file of it, if the request came with one: when that
+    /// file is in the upper layer the change acts on its descriptor, which
+    /// is right even after every name of the file is gone. Otherwise it
+    /// acts on an `O_PATH` handle of the checked upper entry, never on a
+    /// name. Returns the attributes after the change.
+    pub fn setattr(
+        &self,
+        id: u64,
+        change: &SetAttr,
+        open: Option<(BorrowedFd<'_>, Layer)>,
+    ) -> OpResult<(FileAttr, Duration)> {
         let _exclusive = self.exclusive();
-        self.copy_up(id)?;
-        if id == ROOT_ID {
-            return apply_attrs(self.upper.fd(), c".", change, fd, true);
+        if let Some((fd, Layer::Upper)) = open {
+            apply_attrs(Target::Open(fd), change)?;
+            return Ok((self.fgetattr(id, fd)?, UPPER_TTL));
         }
-        let (dir, name) = self.where_is(id)?;
-        let parent = self.upper_dir(&dir.path)?;
-        let is_symlink = self
-            .nodes()
-            .get(id)
-            .is_some_and(|n| n.kind == FileType::Symlink);
-        apply_attrs(parent.as_fd(), &cname(&name)?, change, fd, !is_symlink)
+        self.copy_up(id)?;
+        let (handle, layer) = self.handle_of(id)?;
+        if layer != Layer::Upper {
+            return Err(Errno::EIO); // copied up above: a lower file is never changed
+        }
+        apply_attrs(Target::Handle(handle.as_fd()), change)?;
+        self.getattr_locked(id)
     }
 
     /// Set an xattr of node `id` (copying it up).
@@ -576,10 +585,9 @@ impl Overlay {
             return Err(Errno::EPERM);
         }
         let _exclusive = self.exclusive();
-        self.copy_up(id)?;
-        let path = self.upper_proc_path(id)?;
+        let handle = self.upper_handle(id)?;
         let flags = rustix::fs::XattrFlags::from_bits_truncate(flags as _);
-        rustix::fs::lsetxattr(&path.0, name, value, flags).map_err(|e| errno(e.into()))
+        sys::set_xattr_handle(handle.as_fd(), name, value, flags).map_err(errno)
     }
 
     /// Remove an xattr of node `id` (copying it up).
@@ -588,27 +596,17 @@ impl Overlay {
             return Err(Errno::ENODATA);
         }
         let _exclusive = self.exclusive();
-        self.copy_up(id)?;
-        let path = self.upper_proc_path(id)?;
-        rustix::fs::lremovexattr(&path.0, name).map_err(|e| errno(e.into()))
+        let handle = self.upper_handle(id)?;
+        sys::remove_xattr_handle(handle.as_fd(), name).map_err(errno)
     }
 
-    /// A `/proc/self/fd` path to node `id` in the upper layer (and the
-    /// directory descriptor keeping it valid).
-    fn upper_proc_path(&self, id: u64) -> OpResult<(std::path::PathBuf, Option<OwnedFd>)> {
-        if id == ROOT_ID {
-            return Ok((
-                std::path::PathBuf::from(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&self.upper.fd())
-                )),
-                None,
-            ));
+    /// Copy node `id` up and take a handle of its upper entry.
+    fn upper_handle(&self, id: u64) -> OpResult<OwnedFd> {
+        self.copy_up(id)?;
+        match self.handle_of(id)? {
+            (handle, Layer::Upper) => Ok(handle),
+            (_, Layer::Lower) => Err(Errno::EIO), // copied up above
         }
-        let (dir, name) = self.where_is(id)?;
-        let parent = self.upper_dir(&dir.path)?;
-        let path = sys::proc_path(parent.as_fd(), &cname(&name)?);
-        Ok((path, Some(parent)))
     }
 }
 
@@ -616,36 +614,51 @@ fn cname_of(name: &OsStr) -> OpResult<std::ffi::CString> {
     cname(name)
 }
 
-/// Apply attribute changes to `name` in `dir` (or to `fd` for the size).
-fn apply_attrs(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    change: &SetAttr,
-    fd: Option<BorrowedFd<'_>>,
-    can_chmod: bool,
-) -> OpResult<()> {
+/// What attribute changes act on: never a name.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// An open file of the upper layer (the caller's).
+    Open(BorrowedFd<'a>),
+    /// An `O_PATH` handle of an upper entry.
+    Handle(BorrowedFd<'a>),
+}
+
+/// Apply attribute changes to the inode `target` names.
+fn apply_attrs(target: Target<'_>, change: &SetAttr) -> OpResult<()> {
+    let (Target::Open(fd) | Target::Handle(fd)) = target;
+    let kind = FileType::from_raw_mode(sys::fstat(fd).map_err(errno)?.st_mode as _);
     if change.uid.is_some() || change.gid.is_some() {
-        sys::lchown_some_at(dir, name, change.uid, change.gid).map_err(errno)?;
+        sys::chown_handle(fd, change.uid, change.gid).map_err(errno)?;
     }
+    // Linux cannot change a symlink's mode; chmod of one is a no-op here.
     if let Some(mode) = change.mode
-        && can_chmod
+        && kind != FileType::Symlink
     {
-        sys::chmod_at(dir, name, mode & 0o7777).map_err(errno)?;
+        match target {
+            Target::Open(fd) => sys::fchmod(fd, mode & 0o7777),
+            Target::Handle(fd) => sys::chmod_handle(fd, mode & 0o7777),
+        }
+        .map_err(errno)?;
     }
     if let Some(size) = change.size {
-        match fd {
-            Some(fd) => rustix::fs::ftruncate(fd, size).map_err(|e| errno(e.into()))?,
-            None => {
-                let f = rustix::fs::openat(
-                    dir,
-                    name,
-                    rustix::fs::OFlags::WRONLY
-                        | rustix::fs::OFlags::NOFOLLOW
-                        | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
+        if kind != FileType::RegularFile {
+            return Err(if kind == FileType::Directory {
+                Errno::EISDIR
+            } else {
+                Errno::EINVAL
+            });
+        }
+        let truncate = |fd: BorrowedFd<'_>| rustix::fs::ftruncate(fd, size);
+        match target {
+            // The kernel sends the handle of a file opened for writing.
+            Target::Open(fd) if truncate(fd).is_ok() => {}
+            Target::Open(fd) | Target::Handle(fd) => {
+                let file = sys::reopen_handle(
+                    fd,
+                    rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK,
                 )
-                .map_err(|e| errno(e.into()))?;
-                rustix::fs::ftruncate(&f, size).map_err(|e| errno(e.into()))?;
+                .map_err(errno)?;
+                truncate(file.as_fd()).map_err(|e| errno(e.into()))?;
             }
         }
     }
@@ -654,8 +667,10 @@ fn apply_attrs(
             last_access: timespec(change.atime),
             last_modification: timespec(change.mtime),
         };
-        rustix::fs::utimensat(dir, name, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| errno(e.into()))?;
+        match target {
+            Target::Open(fd) => rustix::fs::futimens(fd, &times).map_err(|e| errno(e.into())),
+            Target::Handle(fd) => sys::utimens_handle(fd, &times).map_err(errno),
+        }?;
     }
     Ok(())
 }

@@ -44,6 +44,11 @@ pub struct Node {
     pub parent: u64,
     /// The name in the parent under which it was last looked up.
     pub name: Box<OsStr>,
+    /// `name` still names it. False once that name is gone (unlinked or
+    /// renamed over) and no other name of it is known: the file lives on
+    /// only through open handles, and nothing may be done by its old name,
+    /// which may now hold anything (a symlink a user put there, say).
+    pub linked: bool,
     /// Its type.
     pub kind: FileType,
     /// Exists in the upper layer at its path.
@@ -98,6 +103,7 @@ impl Nodes {
             Node {
                 parent: ROOT_ID,
                 name: OsStr::new("").into(),
+                linked: true,
                 kind: FileType::Directory,
                 upper: true,
                 lower_layers: root_lower.as_ref().map_or(0, |l| layer_mask(&l.layers)),
@@ -123,13 +129,24 @@ impl Nodes {
         self.map.get_mut(&id)
     }
 
+    /// The directory and name by which node `id` is shown, if it still has
+    /// one (see [`Node::linked`]).
+    pub fn name_of(&self, id: u64) -> Option<(u64, &OsStr)> {
+        let node = self.map.get(&id)?;
+        node.linked.then_some((node.parent, &*node.name))
+    }
+
     /// The path of node `id` relative to the view's root (the same in the
-    /// upper layer). `None` for an unknown node.
+    /// upper layer). `None` for an unknown node, or one that (or one of
+    /// whose parents) lost its name.
     pub fn path(&self, id: u64) -> Option<PathBuf> {
         let mut names: Vec<&OsStr> = Vec::new();
         let mut at = id;
         while at != ROOT_ID {
             let node = self.map.get(&at)?;
+            if !node.linked {
+                return None;
+            }
             names.push(&node.name);
             at = node.parent;
             if names.len() > MAX_DEPTH {
@@ -161,6 +178,7 @@ impl Nodes {
         let node = self.map.entry(id).or_insert_with(|| Node {
             parent,
             name: name.into(),
+            linked: true,
             kind: found.kind,
             upper: found.upper,
             lower_layers,
@@ -185,6 +203,7 @@ impl Nodes {
                 aliases_table.remove(&id);
             }
         }
+        node.linked = true;
         node.kind = found.kind;
         node.upper = found.upper;
         node.lower_layers = lower_layers;
@@ -274,28 +293,37 @@ impl Nodes {
             }
             node.parent = parent;
             node.name = name.into();
+            node.linked = true;
         }
     }
 
     /// The name `parent`/`name` of node `id` is gone (unlinked, or renamed
-    /// over): another known name of it becomes the one used.
+    /// over): another known name of it becomes the one used, and with none
+    /// left the node is no longer linked (it lives on for its open
+    /// handles, but its old name is never used again).
     pub fn drop_name(&mut self, id: u64, parent: u64, name: &OsStr) {
         let Some(node) = self.map.get_mut(&id) else {
             return;
         };
-        let Some(aliases) = self.aliases.get_mut(&id) else {
-            return;
-        };
-        aliases.retain(|(p, n)| !(*p == parent && **n == *name));
-        if node.parent == parent
-            && *node.name == *name
-            && let Some((p, n)) = aliases.pop()
-        {
-            node.parent = p;
-            node.name = n;
+        let aliases = self.aliases.get_mut(&id);
+        let mut other = None;
+        if let Some(aliases) = aliases {
+            aliases.retain(|(p, n)| !(*p == parent && **n == *name));
+            if node.parent == parent && *node.name == *name {
+                other = aliases.pop();
+            }
+            if aliases.is_empty() {
+                self.aliases.remove(&id);
+            }
         }
-        if aliases.is_empty() {
-            self.aliases.remove(&id);
+        if node.parent == parent && *node.name == *name {
+            match other {
+                Some((p, n)) => {
+                    node.parent = p;
+                    node.name = n;
+                }
+                None => node.linked = false,
+            }
         }
     }
 
@@ -392,10 +420,57 @@ mod tests {
         nodes.drop_name(10, ROOT_ID, OsStr::new("a"));
         nodes.drop_name(10, ROOT_ID, OsStr::new("b"));
         assert_eq!(
-            nodes.path(10).unwrap(),
-            Path::new("b"),
-            "no name left to use"
+            nodes.path(10),
+            None,
+            "no name left: the old one is not used"
         );
+        assert_eq!(nodes.name_of(10), None);
+        assert!(nodes.get(10).is_some(), "the node lives on for its handles");
+        nodes.enter(10, ROOT_ID, OsStr::new("d"), file(), false);
+        assert_eq!(
+            nodes.path(10).unwrap(),
+            Path::new("d"),
+            "found again by a lookup"
+        );
+    }
+
+    /// A file renamed over, or a directory removed, takes its old name with
+    /// it: nothing below it is reached by that name any more (what holds
+    /// the name now may be anything).
+    #[test]
+    fn a_name_that_is_gone_is_never_used_again() {
+        let mut nodes = Nodes::new(None);
+        nodes.enter(
+            10,
+            ROOT_ID,
+            OsStr::new("f"),
+            found(FileType::RegularFile),
+            true,
+        );
+        nodes.drop_name(10, ROOT_ID, OsStr::new("f"));
+        assert_eq!(nodes.name_of(10), None);
+        assert_eq!(nodes.path(10), None);
+        nodes.enter(
+            20,
+            ROOT_ID,
+            OsStr::new("d"),
+            found(FileType::Directory),
+            true,
+        );
+        nodes.enter(21, 20, OsStr::new("x"), found(FileType::RegularFile), true);
+        nodes.drop_name(20, ROOT_ID, OsStr::new("d"));
+        assert_eq!(nodes.path(21), None, "below a removed directory");
+        assert_eq!(nodes.name_of(21), Some((20, OsStr::new("x"))));
+        // Dropping a name the node is not known by changes nothing.
+        nodes.enter(
+            30,
+            ROOT_ID,
+            OsStr::new("g"),
+            found(FileType::RegularFile),
+            true,
+        );
+        nodes.drop_name(30, ROOT_ID, OsStr::new("other"));
+        assert_eq!(nodes.path(30).unwrap(), Path::new("g"));
     }
 
     #[test]

@@ -140,6 +140,19 @@ impl DirInfo {
     }
 }
 
+/// Where a node is shown, checked by [`Overlay::locate`].
+#[derive(Debug)]
+pub(super) struct Located {
+    /// The layer directory holding it.
+    pub parent: Arc<OwnedFd>,
+    /// Its name there (`.` for the root, in the upper root).
+    pub name: CString,
+    /// Which kind of layer that is.
+    pub layer: Layer,
+    /// `stat` of what the name held when checked.
+    pub stat: Stat,
+}
+
 /// The view over its layers.
 #[derive(Debug)]
 pub struct Overlay {
@@ -526,7 +539,8 @@ impl Overlay {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::ENOENT)?;
             let merged = node.kind == FileType::Directory && node.has_lower();
-            (node.parent, node.name.to_os_string(), node.upper, merged)
+            let (parent, name) = nodes.name_of(id).ok_or(Errno::ENOENT)?;
+            (parent, name.to_os_string(), node.upper, merged)
         };
         // Fast path: an entry made in the view, whose inode number is its
         // upper inode's, is one stat in its (cached) upper directory.
@@ -566,54 +580,108 @@ impl Overlay {
     /// The target of symlink node `id`.
     pub fn readlink(&self, id: u64) -> OpResult<Vec<u8>> {
         let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let (dir, name) = self.where_is(id)?;
-        let cname = cname(&name)?;
-        let fd = self.shown_parent(&dir, &name)?;
-        Ok(sys::readlink_at(fd.as_fd(), &cname)
+        let at = self.locate(id)?;
+        Ok(sys::readlink_at(at.parent.as_fd(), &at.name)
             .map_err(errno)?
             .into_bytes())
     }
 
     /// The directory holding node `id` and its name there.
+    /// `ENOENT` for a node whose name is gone (it lives on only through its
+    /// open handles). The name is what the node table knows; before acting
+    /// on what it holds, [`Overlay::locate`] checks that it still shows
+    /// the node.
     pub(super) fn where_is(&self, id: u64) -> OpResult<(DirInfo, OsString)> {
         let (parent, name) = {
             let nodes = self.nodes();
-            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
-            (node.parent, node.name.to_os_string())
+            let (parent, name) = nodes.name_of(id).ok_or(Errno::ENOENT)?;
+            (parent, name.to_os_string())
         };
         Ok((self.dir_info(parent)?, name))
     }
 
-    /// The open directory of the layer that shows `name` in `dir`, for
-    /// `*at()` calls on it.
-    pub(super) fn shown_parent(&self, dir: &DirInfo, name: &OsStr) -> OpResult<Arc<OwnedFd>> {
-        self.shown_parent_in(dir, name).map(|(fd, _)| fd)
+    /// Has node `id` lost every name it was known by (it lives on only
+    /// through open handles)?
+    pub fn is_unlinked(&self, id: u64) -> bool {
+        let nodes = self.nodes();
+        nodes.get(id).is_some() && nodes.name_of(id).is_none()
     }
 
-    /// [`Overlay::shown_parent`], and which kind of layer it is in. A name
-    /// the upper layer has costs one `stat` in the cached upper directory
-    /// (a whole [`Overlay::resolve`] also reads its origin, or for a
-    /// directory opens it and its lower ones).
-    pub(super) fn shown_parent_in(
-        &self,
-        dir: &DirInfo,
-        name: &OsStr,
-    ) -> OpResult<(Arc<OwnedFd>, Layer)> {
+    /// Where node `id` is shown, checked: the name the node table knows
+    /// still shows this very node (an upper entry made in the view by its
+    /// inode number, a copied-up one by its origin, anything else by
+    /// resolving it through the layers), or `ENOENT`. Every operation on a
+    /// node by name starts here, so no name that now holds something else
+    /// (a file renamed over, a symlink put in its place) is ever acted on.
+    /// With the tree lock held, the upper layer changes only through the
+    /// view, so what is checked stays true while the lock is held.
+    pub(super) fn locate(&self, id: u64) -> OpResult<Located> {
+        if id == ROOT_ID {
+            let parent = self.upper.fd().try_clone_to_owned().map_err(errno)?;
+            let stat = sys::fstat(parent.as_fd()).map_err(errno)?;
+            return Ok(Located {
+                parent: Arc::new(parent),
+                name: c".".to_owned(),
+                layer: Layer::Upper,
+                stat,
+            });
+        }
+        let (dir, name) = self.where_is(id)?;
+        let name_c = cname(&name)?;
         if dir.upper {
-            let fd = self.upper_dir_cached(dir)?;
-            match sys::stat_at(fd.as_fd(), &cname(name)?) {
+            let parent = self.upper_dir_cached(&dir)?;
+            match sys::stat_at(parent.as_fd(), &name_c) {
                 Ok(st) if format::is_whiteout(&st) => return Err(Errno::ENOENT),
-                Ok(_) => return Ok((fd, Layer::Upper)),
+                Ok(st) => {
+                    let shows = if self.upper_ino(&st) == id {
+                        true // made in the view (a lower inode has another number)
+                    } else if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory {
+                        self.resolve(&dir, &name)?.id == id
+                    } else {
+                        self.upper_non_dir(parent.as_fd(), &name_c, st).id == id
+                    };
+                    if !shows {
+                        return Err(Errno::ENOENT);
+                    }
+                    return Ok(Located {
+                        parent,
+                        name: name_c,
+                        layer: Layer::Upper,
+                        stat: st,
+                    });
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(errno(e)),
             }
         }
-        // Not in the upper layer: only the lowers can show it.
-        let r = self.resolve(&dir.lower_only(), name)?;
+        let r = self.resolve(&dir.lower_only(), &name)?;
+        if r.id != id {
+            return Err(Errno::ENOENT);
+        }
         let lower = r.found.lower.as_ref().ok_or(Errno::ENOENT)?;
-        let (parent, _) = split(&lower.path);
-        let fd = self.lower_dir(lower.layers[0], parent).map_err(errno)?;
-        Ok((Arc::new(fd), Layer::Lower))
+        let (parent_path, leaf) = split(&lower.path);
+        let parent = self
+            .lower_dir(lower.layers[0], parent_path)
+            .map_err(errno)?;
+        Ok(Located {
+            parent: Arc::new(parent),
+            name: cname(leaf)?,
+            layer: Layer::Lower,
+            stat: r.stat,
+        })
+    }
+
+    /// An `O_PATH` handle of node `id` as [`Overlay::locate`] finds it,
+    /// checked to be the inode it stat'ed, and the layer it is in. Metadata
+    /// is read and changed through it (`sys`'s `*_handle` calls), never
+    /// through the name.
+    pub(super) fn handle_of(&self, id: u64) -> OpResult<(OwnedFd, Layer)> {
+        let at = self.locate(id)?;
+        let handle = sys::open_handle_at(at.parent.as_fd(), &at.name).map_err(errno)?;
+        if !sys::same_inode(&sys::fstat(handle.as_fd()).map_err(errno)?, &at.stat) {
+            return Err(Errno::ENOENT);
+        }
+        Ok((handle, at.layer))
     }
 
     /// The upper directory of directory `dir` (which must be in the upper
