@@ -338,3 +338,59 @@ fn an_unmounted_view_has_nothing_to_hold() {
     }
     assert!(hold_view(&view.dirs).unwrap().is_none());
 }
+
+/// Security issue, finding 13: changes waiting for a hold cost the server
+/// one thread in all, not one each (2,000 chmods once made 2,008 server
+/// threads), and every one of them completes when the hold ends.
+#[test]
+fn changes_waiting_for_a_hold_cost_the_server_one_thread() {
+    if !require_root("changes_waiting_for_a_hold_cost_the_server_one_thread") {
+        return;
+    }
+    const CHANGES: usize = 200;
+    let view = Mounted::new();
+    for i in 0..CHANGES {
+        fs::write(view.path(&format!("tmp/f{i}")), "x").unwrap();
+    }
+    let pid = fs::read_to_string(view.dirs.pid_file()).unwrap();
+    let pid: u32 = pid.split_whitespace().next().unwrap().parse().unwrap();
+    let threads = || fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    let before = threads();
+    let hold = hold_view(&view.dirs).unwrap().expect("a mounted view");
+    let pending: Vec<_> = (0..CHANGES)
+        .map(|i| {
+            let path = view.path(&format!("tmp/f{i}"));
+            start(move || fs::set_permissions(&path, fs::Permissions::from_mode(0o640)))
+        })
+        .collect();
+    // Wait until the server has every change (or no more arrive).
+    let mut during = threads();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        during = during.max(threads());
+    }
+    for (done, _) in &pending {
+        assert!(
+            done.try_recv().is_err(),
+            "a chmod completed during the hold"
+        );
+    }
+    drop(hold);
+    for (done, thread) in pending {
+        done.recv_timeout(COMPLETES)
+            .expect("a chmod completes after the hold")
+            .unwrap();
+        thread.join().unwrap();
+    }
+    for i in 0..CHANGES {
+        let mode = fs::metadata(view.path(&format!("tmp/f{i}")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+    }
+    assert!(
+        during <= before + 2,
+        "{CHANGES} waiting changes took the server from {before} to {during} threads"
+    );
+}

@@ -15,15 +15,41 @@
 //!
 //! The lock is std's `RwLock`, which on Linux prefers a waiting writer: a
 //! hold is not starved by a stream of writes (new writes queue behind it).
+//!
+//! Changes that arrive during a hold are parked in one queue, and one
+//! thread per gate runs them once the hold ends: however many changes
+//! wait (each is a closure holding its reply), the server has one thread
+//! more, never one per change.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use tracing::warn;
 
+/// A change parked during a hold.
+type Parked = Box<dyn FnOnce() + Send + 'static>;
+
 /// The gate of one mounted view.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct WriteGate {
     lock: RwLock<()>,
+    parked: Mutex<ParkedChanges>,
+}
+
+/// Changes waiting for a hold to end, and whether a thread runs them.
+#[derive(Default)]
+struct ParkedChanges {
+    queue: VecDeque<Parked>,
+    /// The thread that runs parked changes exists.
+    runner: bool,
+}
+
+impl std::fmt::Debug for WriteGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteGate")
+            .field("parked", &self.parked())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A change in progress: while it lives, no hold can begin.
@@ -61,28 +87,63 @@ impl WriteGate {
     }
 
     /// Run `change` inside the gate: at once on this thread if no hold
-    /// lasts or waits, otherwise on a thread of its own that waits for the
-    /// hold to end, and this call returns at once.
+    /// lasts or waits, otherwise parked, to run in order once the hold
+    /// ends, and this call returns at once.
     ///
     /// So a hold parks only the changes, never the caller: the FUSE worker
     /// threads (a handful) go on serving reads, lookups and `statfs` however
-    /// many writers wait.
+    /// many writers wait, and the parked changes cost one thread in all.
     pub fn run(self: &Arc<Self>, change: impl FnOnce() + Send + 'static) {
         if let Some(_writing) = self.try_write() {
             change();
             return;
         }
-        let gate = self.clone();
-        let waiter = std::thread::Builder::new()
-            .name("vskel-held".into())
-            .spawn(move || {
-                let _writing = gate.write();
-                change();
-            });
-        if let Err(e) = waiter {
-            // The change (and its reply) is dropped: the caller gets EIO.
-            warn!("no thread to wait for the hold: {e}");
+        let mut parked = self.lock_parked();
+        parked.queue.push_back(Box::new(change));
+        if parked.runner {
+            return;
         }
+        parked.runner = true;
+        drop(parked);
+        let gate = self.clone();
+        let runner = std::thread::Builder::new()
+            .name("vskel-held".into())
+            .spawn(move || gate.run_parked());
+        if let Err(e) = runner {
+            // No thread to spare: this one waits for the hold instead.
+            warn!("no thread to run changes waiting for a hold: {e}");
+            self.run_parked();
+        }
+    }
+
+    /// Run the parked changes as each hold ends, until none is left. Each
+    /// round takes the changes parked so far, so a new hold waits for one
+    /// round at most, however many changes keep arriving.
+    fn run_parked(&self) {
+        loop {
+            let _writing = self.write();
+            let round = {
+                let mut parked = self.lock_parked();
+                if parked.queue.is_empty() {
+                    parked.runner = false;
+                    return;
+                }
+                std::mem::take(&mut parked.queue)
+            };
+            for change in round {
+                change();
+            }
+        }
+    }
+
+    /// How many changes wait for a hold to end.
+    pub fn parked(&self) -> usize {
+        self.lock_parked().queue.len()
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, ParkedChanges> {
+        // Only the queue is guarded; a panic in a change runs outside it.
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stop all changes: waits for those in flight, then keeps new ones
@@ -168,6 +229,25 @@ mod tests {
         );
         drop(hold);
         assert_eq!(ran_rx.recv_timeout(Duration::from_secs(10)), Ok("held"));
+    }
+
+    #[test]
+    fn changes_parked_during_a_hold_run_in_order_after_it() {
+        let gate = Arc::new(WriteGate::default());
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let hold = gate.hold();
+        for i in 0..1000 {
+            let tx = ran_tx.clone();
+            gate.run(move || tx.send(i).unwrap());
+        }
+        assert_eq!(gate.parked(), 1000);
+        assert!(ran_rx.recv_timeout(BLOCKED).is_err(), "ran during the hold");
+        drop(hold);
+        let ran: Vec<i32> = (0..1000)
+            .map(|_| ran_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        assert_eq!(ran, (0..1000).collect::<Vec<_>>());
+        assert_eq!(gate.parked(), 0);
     }
 
     #[test]
