@@ -161,3 +161,40 @@ fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
     );
     assert_eq!(layers.decoy(), before);
 }
+
+/// House issue, defect 4, on the bare core: a 0/0 character device is a
+/// whiteout, refused with EPERM before anything is made.
+#[test]
+fn a_whiteout_device_is_refused() {
+    if !require_root("a_whiteout_device_is_refused") {
+        return;
+    }
+    let layers = Layers::new(|lower| fs::create_dir(lower.join("d")).unwrap());
+    let ov = layers.overlay();
+    let d = ov.lookup(ROOT_ID, OsStr::new("d")).unwrap().attr.ino.0;
+    let whiteout = Make::Node {
+        kind: rustix::fs::FileType::CharacterDevice,
+        mode: 0o644,
+        rdev: 0,
+    };
+    assert_eq!(
+        ov.make(d, OsStr::new("c"), whiteout, 0, ME).unwrap_err(),
+        Errno::EPERM
+    );
+    assert!(
+        !layers.path("upper/d").exists(),
+        "nothing copied up or made"
+    );
+    let device = Make::Node {
+        kind: rustix::fs::FileType::CharacterDevice,
+        mode: 0o644,
+        rdev: rustix::fs::makedev(1, 3),
+    };
+    ov.make(d, OsStr::new("null"), device, 0, ME).unwrap();
+    assert_eq!(
+        fs::symlink_metadata(layers.path("upper/d/null"))
+            .unwrap()
+            .rdev(),
+        rustix::fs::makedev(1, 3)
+    );
+}

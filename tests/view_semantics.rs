@@ -1094,3 +1094,74 @@ fn a_lower_file_renamed_over_by_a_symlink_is_never_reached_by_name() {
     );
     assert_eq!(fs::read_link(view.path("usr/bin/tool")).unwrap(), decoy);
 }
+
+/// House issue, defect 3: files of the upper layer open with `O_DIRECT`
+/// for reading and writing (databases and VM images reopen files so).
+#[test]
+fn o_direct_reads_and_writes_an_upper_file() {
+    if !require_root("o_direct_reads_and_writes_an_upper_file") {
+        return;
+    }
+    let view = View::new(standard);
+    let f = view.path("f");
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&f, &data).unwrap();
+    let dd = |args: &[&str]| {
+        let out = std::process::Command::new("dd")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let of = format!("of={}", f.display());
+    let iff = format!("if={}", f.display());
+    dd(&[
+        "if=/dev/zero",
+        &of,
+        "bs=4096",
+        "count=1",
+        "oflag=direct",
+        "conv=notrunc",
+    ]);
+    let copy = view.dir.path().join("copy");
+    dd(&[
+        &iff,
+        &format!("of={}", copy.display()),
+        "bs=4096",
+        "iflag=direct",
+    ]);
+    let mut want = data.clone();
+    want[..4096].fill(0);
+    assert_eq!(fs::read(&copy).unwrap(), want);
+    assert_eq!(fs::read(view.layer("upper/f")).unwrap(), want);
+}
+
+/// House issue, defect 4: a 0/0 character device would be a whiteout in
+/// the upper layer, hiding itself: refused with EPERM, as kernel
+/// overlayfs does, and nothing is left behind.
+#[test]
+fn a_whiteout_device_cannot_be_made() {
+    if !require_root("a_whiteout_device_cannot_be_made") {
+        return;
+    }
+    let view = View::new(standard);
+    fs::create_dir(view.path("d")).unwrap();
+    let out = std::process::Command::new("mknod")
+        .arg(view.path("d/c"))
+        .args(["c", "0", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "mknod c 0 0 succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(names(&view.path("d")).is_empty());
+    assert!(names(&view.layer("upper/d")).is_empty());
+    fs::remove_dir(view.path("d")).unwrap();
+}

@@ -102,11 +102,13 @@ impl Handles {
 }
 
 /// Open flags passed on to the layer file (creation and truncation are
-/// the view's business).
+/// the view's business). Not `O_DIRECT`: vskel reads and writes served
+/// files through its own buffers, which direct I/O would refuse as
+/// unaligned (the kernel still bypasses its page cache for the caller's
+/// direct I/O).
 const PASSED_FLAGS: OFlags = OFlags::ACCMODE
     .union(OFlags::APPEND)
     .union(OFlags::NONBLOCK)
-    .union(OFlags::DIRECT)
     .union(OFlags::SYNC)
     .union(OFlags::DSYNC)
     .union(OFlags::NOATIME);

@@ -35,7 +35,12 @@ pub const OPAQUE_YES: &[u8] = b"y";
 /// Is this `stat` a whiteout (character device 0/0)?
 #[allow(clippy::unnecessary_cast)]
 pub fn is_whiteout(st: &Stat) -> bool {
-    FileType::from_raw_mode(st.st_mode as _) == FileType::CharacterDevice && st.st_rdev == 0
+    is_whiteout_kind(FileType::from_raw_mode(st.st_mode as _), st.st_rdev)
+}
+
+/// Would an entry of this type and device number be a whiteout?
+pub fn is_whiteout_kind(kind: FileType, rdev: u64) -> bool {
+    kind == FileType::CharacterDevice && rdev == 0
 }
 
 /// Is this xattr name overlay-private (hidden from the view's users)?

@@ -128,6 +128,13 @@ impl Overlay {
         caller: Caller,
     ) -> OpResult<(Entry, Option<OwnedFd>)> {
         let cname = cname(name)?;
+        // A 0/0 character device is a whiteout in the upper layer: made
+        // there it would hide itself (kernel overlayfs refuses it too).
+        if let Make::Node { kind, rdev, .. } = what
+            && format::is_whiteout_kind(kind, rdev)
+        {
+            return Err(Errno::EPERM);
+        }
         let _exclusive = self.exclusive();
         let (dir, parent_fd) = self.upper_parent(parent)?;
         let parent_fd = parent_fd.as_fd();
