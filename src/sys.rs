@@ -525,6 +525,26 @@ pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rfs::flock(fd, rfs::FlockOperation::LockExclusive)?)
 }
 
+/// The soft limit on open files.
+pub fn open_file_limit() -> u64 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit.current.unwrap_or(u64::MAX)
+}
+
+/// Raise the soft limit on open files to the hard limit (as
+/// fuse-overlayfs does: a server of many files needs descriptors, and the
+/// default soft limit of 1,024 is a relic of `select`). Returns the limit
+/// now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit)?;
+    }
+    Ok(limit.current.unwrap_or(u64::MAX))
+}
+
 /// Flush a whole filesystem to disk.
 pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rfs::syncfs(fd)?)

@@ -11,6 +11,8 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use std::sync::RwLock;
+
 use common::require_root;
 use fuser::Errno;
 use rustix::fs::RenameFlags;
@@ -60,6 +62,14 @@ impl Layers {
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
+/// Taken shared by every test, and exclusively by the one that runs the
+/// process out of descriptors (the others would fail meanwhile).
+static DESCRIPTORS: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    DESCRIPTORS.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Every way of acting on a node by name, after a symlink to a host file
 /// took the node's name: none may reach the host file. The node lives on
 /// for its open handles only; by name it is gone.
@@ -68,6 +78,7 @@ fn a_node_whose_name_was_taken_by_a_symlink_is_never_reached_by_that_name() {
     if !require_root("a_node_whose_name_was_taken_by_a_symlink_is_never_reached_by_that_name") {
         return;
     }
+    let _fds = shared();
     // Cases: the file replaced was made in the view, or is a lower file.
     for made_in_view in [true, false] {
         let layers = Layers::new(|lower| fs::write(lower.join("f"), b"lower\n").unwrap());
@@ -134,6 +145,7 @@ fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
     if !require_root("a_change_through_an_open_upper_file_acts_on_its_descriptor") {
         return;
     }
+    let _fds = shared();
     let layers = Layers::new(|_| {});
     let before = layers.decoy();
     let ov = layers.overlay();
@@ -169,6 +181,7 @@ fn a_whiteout_device_is_refused() {
     if !require_root("a_whiteout_device_is_refused") {
         return;
     }
+    let _fds = shared();
     let layers = Layers::new(|lower| fs::create_dir(lower.join("d")).unwrap());
     let ov = layers.overlay();
     let d = ov.lookup(ROOT_ID, OsStr::new("d")).unwrap().attr.ino.0;
@@ -197,4 +210,55 @@ fn a_whiteout_device_is_refused() {
             .rdev(),
         rustix::fs::makedev(1, 3)
     );
+}
+
+/// House issue, defect 1: out of descriptors, a name that exists is never
+/// answered "absent" (the kernel would keep that for an hour), and what
+/// failed is not cached: once descriptors are free, every name is found.
+#[test]
+fn out_of_descriptors_an_existing_name_is_an_error_not_absent() {
+    if !require_root("out_of_descriptors_an_existing_name_is_an_error_not_absent") {
+        return;
+    }
+    let _all = DESCRIPTORS.write().unwrap_or_else(|p| p.into_inner());
+    const DIRS: usize = 64;
+    let layers = Layers::new(|lower| {
+        for i in 0..DIRS {
+            fs::create_dir(lower.join(format!("d{i}"))).unwrap();
+            fs::write(lower.join(format!("d{i}/f")), b"x").unwrap();
+        }
+    });
+    let ov = layers.overlay();
+    let lookup_all = |ov: &Overlay| -> Vec<Result<(), Errno>> {
+        let mut results = Vec::new();
+        for i in 0..DIRS {
+            let d = ov.lookup(ROOT_ID, OsStr::new(&format!("d{i}")));
+            results.push(d.as_ref().map(|_| ()).map_err(|e| *e));
+            if let Ok(d) = d {
+                results.push(ov.lookup(d.attr.ino.0, OsStr::new("f")).map(|_| ()));
+            }
+        }
+        results
+    };
+    // Use up every descriptor, then give back a few (lookups need some).
+    let mut held = Vec::new();
+    while let Ok(f) = fs::File::open("/dev/null") {
+        held.push(f);
+    }
+    held.truncate(held.len().saturating_sub(2));
+    let starved = lookup_all(&ov);
+    drop(held);
+    let emfile = starved.iter().filter(|r| **r == Err(Errno::EMFILE)).count();
+    let absent = starved.iter().filter(|r| **r == Err(Errno::ENOENT)).count();
+    assert!(
+        emfile > 0,
+        "the lookups never ran out of descriptors: {starved:?}"
+    );
+    assert_eq!(absent, 0, "existing names answered ENOENT: {starved:?}");
+    let fed = lookup_all(&ov);
+    assert!(
+        fed.iter().all(|r| r.is_ok()),
+        "failures were cached: {fed:?}"
+    );
+    assert_eq!(fed.len(), 2 * DIRS);
 }

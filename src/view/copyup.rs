@@ -15,7 +15,7 @@ use rustix::fs::FileType;
 
 use super::format;
 use super::node::{Lower, ROOT_ID};
-use super::overlay::{OpResult, Overlay, cname, errno, split};
+use super::overlay::{OpResult, Overlay, absent_as_none, cname, errno, split};
 use crate::sys;
 use crate::tree::meta::Meta;
 
@@ -179,17 +179,22 @@ fn lower_meta(fd: BorrowedFd<'_>) -> OpResult<Meta> {
 
 /// Is there a lower entry called `name` in the lower content of a directory
 /// (so that removing or renaming the name needs a whiteout)?
-pub(super) fn lower_has(overlay: &Overlay, lower: Option<&Lower>, name: &OsStr) -> bool {
+pub(super) fn lower_has(overlay: &Overlay, lower: Option<&Lower>, name: &OsStr) -> OpResult<bool> {
     let Some(lower) = lower else {
-        return false;
+        return Ok(false);
     };
-    let Ok(cname) = cname(name) else {
-        return false;
-    };
-    lower.layers.iter().any(|layer| {
-        overlay
-            .lower_dir(*layer, &lower.path)
-            .and_then(|d| sys::stat_at(d.as_fd(), &cname))
-            .is_ok()
-    })
+    let cname = cname(name)?;
+    for layer in &lower.layers {
+        let Some(dir) = absent_as_none(overlay.lower_dir(*layer, &lower.path)).map_err(errno)?
+        else {
+            continue;
+        };
+        if absent_as_none(sys::stat_at(dir.as_fd(), &cname))
+            .map_err(errno)?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -96,9 +96,12 @@ pub fn set_redirect(dir: BorrowedFd<'_>, lower_path: &Path) -> io::Result<()> {
 
 /// The origin `(dev, ino)` recorded on a copied-up file (by path through
 /// `/proc/self/fd`, without opening it).
-pub fn origin_at(dir: BorrowedFd<'_>, name: &CStr) -> Option<(u64, u64)> {
-    let value = sys::lget_xattr(&sys::proc_path(dir, name), ORIGIN_XATTR).ok()?;
-    parse_origin(&value)
+pub fn origin_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<(u64, u64)>> {
+    match sys::lget_xattr(&sys::proc_path(dir, name), ORIGIN_XATTR) {
+        Ok(value) => Ok(parse_origin(&value)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parse `"<dev>:<ino>"`.

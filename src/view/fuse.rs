@@ -25,7 +25,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::FileType;
-use tracing::{debug, trace};
+use tracing::{debug, warn};
 
 use super::files::{
     Handle, Handles, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply,
@@ -150,7 +150,7 @@ impl Core {
         let (fd, layer) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                debug!("open {} {:#o}: {e:?}", ino.0, flags.0);
+                failed(&("open", ino.0, flags.0), e);
                 return reply.error(e);
             }
         };
@@ -232,11 +232,37 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// Log a request that failed: at debug for what callers cause (no such
+/// name, exists, not empty, no permission, ...), at warn for the server's
+/// own faults (I/O errors, a full disk, out of descriptors or memory),
+/// which an administrator must see.
+fn failed(what: &dyn std::fmt::Debug, e: Errno) {
+    if is_server_fault(e) {
+        warn!("{what:?} failed: {e:?}");
+    } else {
+        debug!("{what:?}: {e:?}");
+    }
+}
+
+/// Errors that say the server or its disk is in trouble, not the caller.
+fn is_server_fault(e: Errno) -> bool {
+    [
+        Errno::EIO,
+        Errno::ENOSPC,
+        Errno::EDQUOT,
+        Errno::EMFILE,
+        Errno::ENFILE,
+        Errno::ENOMEM,
+        Errno::EBADF,
+    ]
+    .contains(&e)
+}
+
 fn reply_entry(reply: ReplyEntry, what: &dyn std::fmt::Debug, result: OpResult<Entry>) {
     match result {
         Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
         Err(e) => {
-            trace!("{what:?}: {e:?}");
+            failed(what, e);
             reply.error(e)
         }
     }
@@ -246,7 +272,7 @@ fn reply_empty(reply: ReplyEmpty, what: &dyn std::fmt::Debug, result: OpResult<(
     match result {
         Ok(()) => reply.ok(),
         Err(e) => {
-            debug!("{what:?}: {e:?}");
+            failed(what, e);
             reply.error(e)
         }
     }
@@ -334,7 +360,7 @@ impl Filesystem for ViewFs {
         match result {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => {
-                debug!("getattr {}: {e:?}", ino.0);
+                failed(&("getattr", ino.0), e);
                 reply.error(e)
             }
         }
@@ -382,7 +408,7 @@ impl Filesystem for ViewFs {
             match result {
                 Ok((attr, ttl)) => reply.attr(&ttl, &attr),
                 Err(e) => {
-                    debug!("setattr {} {change:?}: {e:?}", ino.0);
+                    failed(&("setattr", ino.0, change), e);
                     reply.error(e)
                 }
             }

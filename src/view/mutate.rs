@@ -14,7 +14,9 @@ use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 use super::copyup::lower_has;
 use super::format;
 use super::node::Found;
-use super::overlay::{DirInfo, Entry, Layer, OpResult, Overlay, Resolved, UPPER_TTL, cname, errno};
+use super::overlay::{
+    DirInfo, Entry, Layer, OpResult, Overlay, Resolved, UPPER_TTL, absent_as_none, cname, errno,
+};
 use crate::sys;
 use crate::tree::remove::remove_tree_at;
 use tracing::debug;
@@ -327,7 +329,7 @@ impl Overlay {
             self.dirs_changed();
         }
         let in_upper = r.found.upper || self.copy_up_shared_lower_file(parent, name, &r)?;
-        let needs_whiteout = lower_has(self, dir.lower.as_ref(), name);
+        let needs_whiteout = lower_has(self, dir.lower.as_ref(), name)?;
         let (_, parent_fd) = self.upper_parent(parent)?;
         self.remove_upper(parent_fd.as_fd(), &cname, in_upper, needs_whiteout)?;
         self.nodes().drop_name(r.id, parent, name);
@@ -443,8 +445,8 @@ impl Overlay {
         // Everything involved goes to the upper layer first.
         self.nodes()
             .enter(src.id, parent, name, src.found.clone(), false);
-        let src_needs_whiteout = lower_has(self, src_dir.lower.as_ref(), name);
-        let dst_lower_exists = lower_has(self, dst_dir.lower.as_ref(), new_name);
+        let src_needs_whiteout = lower_has(self, src_dir.lower.as_ref(), name)?;
+        let dst_lower_exists = lower_has(self, dst_dir.lower.as_ref(), new_name)?;
         let result = (|| {
             self.copy_up(src.id)?;
             self.mark_moved_dir(src.id)?;
@@ -482,7 +484,9 @@ impl Overlay {
             // (atomic), which leaves the whiteout at the old name, where it
             // is wanted or removed.
             let over_whiteout = dst.is_none()
-                && sys::stat_at(to.as_fd(), &new_cname).is_ok_and(|st| format::is_whiteout(&st));
+                && absent_as_none(sys::stat_at(to.as_fd(), &new_cname))
+                    .map_err(errno)?
+                    .is_some_and(|st| format::is_whiteout(&st));
             if is_dir && over_whiteout {
                 rustix::fs::renameat_with(
                     from.as_fd(),

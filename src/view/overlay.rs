@@ -243,7 +243,7 @@ impl Overlay {
             link_map: OnceLock::new(),
             version: AtomicU64::new(0),
             listings: Mutex::new(Vec::new()),
-            dir_cache: DirCache::default(),
+            dir_cache: DirCache::sized_for(sys::open_file_limit()),
             touched: Mutex::new(Vec::new()),
             dirs_changed: std::sync::atomic::AtomicBool::new(false),
         })
@@ -314,7 +314,11 @@ impl Overlay {
 
     /// Open a directory of the upper layer.
     pub(super) fn upper_dir(&self, path: &Path) -> OpResult<OwnedFd> {
-        sys::open_dir_beneath(self.upper.fd(), path).map_err(errno)
+        self.upper_dir_io(path).map_err(errno)
+    }
+
+    fn upper_dir_io(&self, path: &Path) -> io::Result<OwnedFd> {
+        sys::open_dir_beneath(self.upper.fd(), path)
     }
 
     /// Open a directory of lower layer `layer`.
@@ -358,7 +362,7 @@ impl Overlay {
                     };
                     upper_dir_hit = Some((st, lower_path));
                 }
-                Ok(st) => return Ok(self.upper_non_dir(parent, &name_c, st)),
+                Ok(st) => return self.upper_non_dir(parent, &name_c, st),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(errno(e)),
             }
@@ -386,22 +390,22 @@ impl Overlay {
             for layer in probe {
                 let opened;
                 let parent = if own {
-                    match fds.lower(self, dir, layer) {
+                    match fds.lower(self, dir, layer)? {
                         Some(fd) => fd,
                         None => continue,
                     }
                 } else {
-                    match self.lower_dir(layer, parent_path) {
-                        Ok(fd) => {
+                    match absent_as_none(self.lower_dir(layer, parent_path)).map_err(errno)? {
+                        Some(fd) => {
                             opened = fd;
                             opened.as_fd()
                         }
-                        Err(_) => continue,
+                        None => continue,
                     }
                 };
-                let st = match sys::stat_at(parent, &leaf) {
-                    Ok(st) => st,
-                    Err(_) => continue,
+                let st = match absent_as_none(sys::stat_at(parent, &leaf)).map_err(errno)? {
+                    Some(st) => st,
+                    None => continue,
                 };
                 if format::is_whiteout(&st) {
                     break;
@@ -417,14 +421,9 @@ impl Overlay {
                 }
                 lower_layers.push(layer);
                 lower_stat.get_or_insert(st);
-                let opaque = match sys::open_subdir(parent, &leaf) {
-                    Ok(sub) => {
-                        let opaque = format::is_opaque(sub.as_fd()).unwrap_or(false);
-                        opened_dirs.push((layer, sub));
-                        opaque
-                    }
-                    Err(_) => false,
-                };
+                let sub = sys::open_subdir(parent, &leaf).map_err(errno)?;
+                let opaque = format::is_opaque(sub.as_fd()).map_err(errno)?;
+                opened_dirs.push((layer, sub));
                 if opaque {
                     break;
                 }
@@ -480,12 +479,12 @@ impl Overlay {
     }
 
     /// A non-directory found in the upper layer.
-    fn upper_non_dir(&self, parent: BorrowedFd<'_>, name: &CStr, st: Stat) -> Resolved {
-        let id = match format::origin_at(parent, name) {
+    fn upper_non_dir(&self, parent: BorrowedFd<'_>, name: &CStr, st: Stat) -> OpResult<Resolved> {
+        let id = match format::origin_at(parent, name).map_err(errno)? {
             Some((dev, ino)) => self.view_ino(dev, ino),
             None => self.view_ino(self.devs[0], sys::ino_of(&st)),
         };
-        Resolved {
+        Ok(Resolved {
             id,
             merged: false,
             found: Found {
@@ -494,7 +493,7 @@ impl Overlay {
                 lower: None,
             },
             stat: st,
-        }
+        })
     }
 
     /// Look `name` up in directory `parent` and enter it in the node table
@@ -562,11 +561,16 @@ impl Overlay {
     }
 
     /// `stat` of `name` in the upper copy of directory node `parent`.
+    /// `None` whatever the reason: the caller then resolves the name the
+    /// long way, which reports a real error.
     fn upper_stat(&self, parent: u64, name: &OsStr) -> Option<Stat> {
-        let fd = self.dir_cache.get_or_open(parent, UPPER_SLOT, || {
-            let path = self.nodes().path(parent)?;
-            self.upper_dir(&path).ok()
-        })?;
+        let fd = self
+            .dir_cache
+            .get_or_open(parent, UPPER_SLOT, || match self.nodes().path(parent) {
+                Some(path) => absent_as_none(self.upper_dir_io(&path)),
+                None => Ok(None),
+            })
+            .ok()??;
         sys::stat_at(fd.as_fd(), &cname(name).ok()?).ok()
     }
 
@@ -638,7 +642,7 @@ impl Overlay {
                     } else if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory {
                         self.resolve(&dir, &name)?.id == id
                     } else {
-                        self.upper_non_dir(parent.as_fd(), &name_c, st).id == id
+                        self.upper_non_dir(parent.as_fd(), &name_c, st)?.id == id
                     };
                     if !shows {
                         return Err(Errno::ENOENT);
@@ -688,7 +692,10 @@ impl Overlay {
     /// layer), from the directory cache.
     pub(super) fn upper_dir_cached(&self, dir: &DirInfo) -> OpResult<Arc<OwnedFd>> {
         self.dir_cache
-            .get_or_open(dir.id, UPPER_SLOT, || self.upper_dir(&dir.path).ok())
+            .get_or_open(dir.id, UPPER_SLOT, || {
+                absent_as_none(self.upper_dir_io(&dir.path))
+            })
+            .map_err(errno)?
             .ok_or(Errno::ENOENT)
     }
 
@@ -707,16 +714,16 @@ impl Overlay {
             let last = lower.layers.len().saturating_sub(1);
             for (i, layer) in lower.layers.iter().enumerate() {
                 let cached = self.dir_cache.get_or_open(dir.id, layer + 1, || {
-                    self.lower_dir(*layer, &lower.path).ok()
+                    absent_as_none(self.lower_dir(*layer, &lower.path))
                 });
-                let Some(fd) = cached else {
+                let Some(fd) = cached.map_err(errno)? else {
                     continue;
                 };
                 let dev = self.lowers[*layer].dev();
                 self.list_layer(fd.as_fd(), Some(dev), &mut seen, &mut out)?;
                 // An opaque directory hides the layers below (the last one
                 // has none: no need to ask).
-                if i < last && format::is_opaque(fd.as_fd()).unwrap_or(false) {
+                if i < last && format::is_opaque(fd.as_fd()).map_err(errno)? {
                     break;
                 }
             }
@@ -742,9 +749,9 @@ impl Overlay {
             }
             let mut kind = entry.file_type;
             if matches!(kind, FileType::CharacterDevice | FileType::Unknown) {
-                let st = match sys::stat_at(fd, &entry.name) {
-                    Ok(st) => st,
-                    Err(_) => continue, // gone meanwhile
+                let st = match absent_as_none(sys::stat_at(fd, &entry.name)).map_err(errno)? {
+                    Some(st) => st,
+                    None => continue, // gone meanwhile
                 };
                 if format::is_whiteout(&st) {
                     seen.insert(name);
@@ -888,10 +895,7 @@ impl DirFds {
     /// The upper directory of `dir` (which must exist in the upper layer).
     fn upper(&mut self, overlay: &Overlay, dir: &DirInfo) -> OpResult<BorrowedFd<'_>> {
         if self.upper.is_none() {
-            let fd = overlay
-                .dir_cache
-                .get_or_open(dir.id, UPPER_SLOT, || overlay.upper_dir(&dir.path).ok());
-            self.upper = Some(fd.ok_or(Errno::ENOENT)?);
+            self.upper = Some(overlay.upper_dir_cached(dir)?);
         }
         Ok(self
             .upper
@@ -902,39 +906,52 @@ impl DirFds {
 
     /// The directory of `dir`'s lower content in lower layer `layer`, if
     /// it has one.
-    fn lower(&mut self, overlay: &Overlay, dir: &DirInfo, layer: usize) -> Option<BorrowedFd<'_>> {
+    fn lower(
+        &mut self,
+        overlay: &Overlay,
+        dir: &DirInfo,
+        layer: usize,
+    ) -> OpResult<Option<BorrowedFd<'_>>> {
+        let Some(lower) = &dir.lower else {
+            return Ok(None);
+        };
         if self.lowers.len() <= layer {
             self.lowers.resize_with(layer + 1, || None);
         }
         let slot = &mut self.lowers[layer];
         if slot.is_none() {
-            let path = &dir.lower.as_ref()?.path;
-            *slot = Some(
-                overlay
-                    .dir_cache
-                    .get_or_open(dir.id, layer + 1, || overlay.lower_dir(layer, path).ok()),
-            );
+            let fd = overlay.dir_cache.get_or_open(dir.id, layer + 1, || {
+                absent_as_none(overlay.lower_dir(layer, &lower.path))
+            });
+            *slot = Some(fd.map_err(errno)?);
         }
-        slot.as_ref()
+        Ok(slot
+            .as_ref()
             .and_then(|fd| fd.as_ref())
-            .map(|fd| fd.as_fd())
+            .map(|fd| fd.as_fd()))
     }
 }
 
 /// Slot of the upper layer in the directory cache (lower layer `i` is
 /// slot `i + 1`).
 const UPPER_SLOT: usize = 0;
-/// Open directories the cache keeps at most (well below the open-file
-/// limit; a tree of any size is walked with at most this many).
-const DIR_CACHE_SIZE: usize = 1024;
+/// The share of the open-file limit the directory cache may hold (the
+/// rest is for open files, passthrough backings and the session).
+const DIR_CACHE_SHARE: u64 = 4;
+/// Bounds of the directory cache's size, whatever the limit.
+const DIR_CACHE_MIN: usize = 16;
+const DIR_CACHE_MAX: usize = 16 * 1024;
 
 /// Recently used layer directories of view directories, so that lookups
 /// in one directory do not walk its path in every layer again. Emptied at
 /// every change of the view (a directory renamed, removed or copied up
 /// must not be served from a stale descriptor).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DirCache {
     inner: Mutex<DirCacheInner>,
+    /// Directories kept at most: a tree of any size is walked with at most
+    /// this many open.
+    capacity: usize,
 }
 
 #[derive(Debug, Default)]
@@ -943,34 +960,46 @@ struct DirCacheInner {
 }
 
 impl DirCache {
+    /// A cache sized from the open-file limit in force: a share of it, so
+    /// that the cache alone never runs the server out of descriptors.
+    pub fn sized_for(open_file_limit: u64) -> DirCache {
+        let share = usize::try_from(open_file_limit / DIR_CACHE_SHARE).unwrap_or(usize::MAX);
+        DirCache {
+            inner: Mutex::default(),
+            capacity: share.clamp(DIR_CACHE_MIN, DIR_CACHE_MAX),
+        }
+    }
+
     /// The directory of node `id` in layer slot `slot`, opened by `open`
-    /// if not cached (`None`: the layer has no such directory).
+    /// if not cached (`None`: the layer has no such directory). A failed
+    /// open (out of descriptors, say) is not cached: the next call tries
+    /// again.
     fn get_or_open(
         &self,
         id: u64,
         slot: usize,
-        open: impl FnOnce() -> Option<OwnedFd>,
-    ) -> Option<Arc<OwnedFd>> {
+        open: impl FnOnce() -> io::Result<Option<OwnedFd>>,
+    ) -> io::Result<Option<Arc<OwnedFd>>> {
         {
             let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(hit) = inner.map.get(&(id, slot)) {
-                return hit.clone();
+                return Ok(hit.clone());
             }
         }
-        let opened = open().map(Arc::new);
+        let opened = open()?.map(Arc::new);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.map.len() >= DIR_CACHE_SIZE {
+        if inner.map.len() >= self.capacity {
             inner.map.clear();
         }
         inner.map.insert((id, slot), opened.clone());
-        opened
+        Ok(opened)
     }
 
     /// Keep `fd`, the directory of node `id` in layer slot `slot`, unless
     /// one is kept already.
     fn put(&self, id: u64, slot: usize, fd: OwnedFd) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.map.len() >= DIR_CACHE_SIZE {
+        if inner.map.len() >= self.capacity {
             inner.map.clear();
         }
         inner
@@ -983,6 +1012,22 @@ impl DirCache {
     pub fn invalidate(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.map.clear();
+    }
+}
+
+/// An entry that is not there: `ENOENT`, or `ENOTDIR` (a path component is
+/// no directory). Only these mean "absent"; any other error (out of
+/// descriptors, I/O) is a failure to report, never a missing name.
+pub fn is_absent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+/// `Ok(None)` for an absent entry ([`is_absent`]), other errors kept.
+pub fn absent_as_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

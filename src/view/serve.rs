@@ -29,6 +29,10 @@ pub fn serve(
     options: &ServeOptions,
     on_ready: impl FnOnce(),
 ) -> Result<()> {
+    match crate::sys::raise_open_file_limit() {
+        Ok(limit) => info!("open-file limit {limit}"),
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
     let overlay = Overlay::new(spec)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
