@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::RwLock;
 
 use common::require_root;
-use fuser::Errno;
 use rustix::fs::RenameFlags;
 use vskel::view::LayerSpec;
 use vskel::view::mutate::{Caller, Make, SetAttr};
 use vskel::view::node::ROOT_ID;
+use vskel::view::overlay::Errno;
 use vskel::view::overlay::{Layer, Overlay};
 
 /// Layers in a temporary directory: `lower` (one layer, made by `fill`),
@@ -90,9 +90,9 @@ fn a_node_whose_name_was_taken_by_a_symlink_is_never_reached_by_that_name() {
                 .make(ROOT_ID, OsStr::new("f"), Make::File { mode: 0o644 }, 0, ME)
                 .unwrap();
             assert!(fd.is_some());
-            entry.attr.ino.0
+            entry.attr.id
         } else {
-            ov.lookup(ROOT_ID, OsStr::new("f")).unwrap().attr.ino.0
+            ov.lookup(ROOT_ID, OsStr::new("f")).unwrap().attr.id
         };
         let target =
             CString::new(layers.path("decoy").into_os_string().into_encoded_bytes()).unwrap();
@@ -120,18 +120,18 @@ fn a_node_whose_name_was_taken_by_a_symlink_is_never_reached_by_that_name() {
             size: Some(0),
             ..SetAttr::default()
         };
-        assert_eq!(ov.setattr(f, &chmod, None).unwrap_err(), Errno::ENOENT);
-        assert_eq!(ov.open(f, libc::O_RDWR).unwrap_err(), Errno::ENOENT);
-        assert_eq!(ov.open(f, libc::O_RDONLY).unwrap_err(), Errno::ENOENT);
-        assert_eq!(ov.getxattr(f, c"user.x").unwrap_err(), Errno::ENOENT);
+        assert_eq!(ov.setattr(f, &chmod, None).unwrap_err(), Errno::NOENT);
+        assert_eq!(ov.open(f, libc::O_RDWR).unwrap_err(), Errno::NOENT);
+        assert_eq!(ov.open(f, libc::O_RDONLY).unwrap_err(), Errno::NOENT);
+        assert_eq!(ov.getxattr(f, c"user.x").unwrap_err(), Errno::NOENT);
         assert_eq!(
             ov.setxattr(f, c"user.x", b"1", 0).unwrap_err(),
-            Errno::ENOENT
+            Errno::NOENT
         );
-        assert_eq!(ov.getattr(f).unwrap_err(), Errno::ENOENT);
+        assert_eq!(ov.getattr(f).unwrap_err(), Errno::NOENT);
         assert_eq!(
             ov.link(f, ROOT_ID, OsStr::new("again")).unwrap_err(),
-            Errno::ENOENT
+            Errno::NOENT
         );
         assert_eq!(layers.decoy(), before, "made in view: {made_in_view}");
         assert_eq!(fs::read(layers.path("lower/f")).unwrap(), b"lower\n");
@@ -152,7 +152,7 @@ fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
     let (entry, fd) = ov
         .make(ROOT_ID, OsStr::new("f"), Make::File { mode: 0o600 }, 0, ME)
         .unwrap();
-    let (f, fd) = (entry.attr.ino.0, fd.unwrap());
+    let (f, fd) = (entry.attr.id, fd.unwrap());
     ov.unlink(ROOT_ID, OsStr::new("f")).unwrap();
     assert!(ov.is_unlinked(f));
     let change = SetAttr {
@@ -165,7 +165,14 @@ fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
     let (attr, _) = ov
         .setattr(f, &change, Some((fd.as_fd(), Layer::Upper)))
         .unwrap();
-    assert_eq!((attr.perm, attr.uid, attr.size), (0o4750, 65534, 4096));
+    assert_eq!(
+        (
+            attr.stat.st_mode & 0o7777,
+            attr.stat.st_uid,
+            attr.stat.st_size
+        ),
+        (0o4750, 65534, 4096)
+    );
     let st = rustix::fs::fstat(&fd).unwrap();
     assert_eq!(
         (st.st_mode & 0o7777, st.st_uid, st.st_size),
@@ -184,7 +191,7 @@ fn a_whiteout_device_is_refused() {
     let _fds = shared();
     let layers = Layers::new(|lower| fs::create_dir(lower.join("d")).unwrap());
     let ov = layers.overlay();
-    let d = ov.lookup(ROOT_ID, OsStr::new("d")).unwrap().attr.ino.0;
+    let d = ov.lookup(ROOT_ID, OsStr::new("d")).unwrap().attr.id;
     let whiteout = Make::Node {
         kind: rustix::fs::FileType::CharacterDevice,
         mode: 0o644,
@@ -192,7 +199,7 @@ fn a_whiteout_device_is_refused() {
     };
     assert_eq!(
         ov.make(d, OsStr::new("c"), whiteout, 0, ME).unwrap_err(),
-        Errno::EPERM
+        Errno::PERM
     );
     assert!(
         !layers.path("upper/d").exists(),
@@ -235,7 +242,7 @@ fn out_of_descriptors_an_existing_name_is_an_error_not_absent() {
             let d = ov.lookup(ROOT_ID, OsStr::new(&format!("d{i}")));
             results.push(d.as_ref().map(|_| ()).map_err(|e| *e));
             if let Ok(d) = d {
-                results.push(ov.lookup(d.attr.ino.0, OsStr::new("f")).map(|_| ()));
+                results.push(ov.lookup(d.attr.id, OsStr::new("f")).map(|_| ()));
             }
         }
         results
@@ -248,8 +255,8 @@ fn out_of_descriptors_an_existing_name_is_an_error_not_absent() {
     held.truncate(held.len().saturating_sub(2));
     let starved = lookup_all(&ov);
     drop(held);
-    let emfile = starved.iter().filter(|r| **r == Err(Errno::EMFILE)).count();
-    let absent = starved.iter().filter(|r| **r == Err(Errno::ENOENT)).count();
+    let emfile = starved.iter().filter(|r| **r == Err(Errno::MFILE)).count();
+    let absent = starved.iter().filter(|r| **r == Err(Errno::NOENT)).count();
     assert!(
         emfile > 0,
         "the lookups never ran out of descriptors: {starved:?}"

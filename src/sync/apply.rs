@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use fuser::Errno;
+use crate::view::overlay::Errno;
 use rustix::fs::{FileType, Stat};
 
 use super::flatten::{
@@ -36,7 +36,7 @@ pub fn resolve_path(overlay: &Overlay, rel: &Path) -> std::result::Result<Option
     while let Some(name) = components.next() {
         let r = match overlay.resolve(&dir, name) {
             Ok(r) => r,
-            Err(e) if e == Errno::ENOENT || e == Errno::ENOTDIR => return Ok(None),
+            Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => return Ok(None),
             Err(e) => return Err(e),
         };
         if components.peek().is_none() {
@@ -256,7 +256,7 @@ impl<'a> Applier<'a> {
             let child = child_path(rel, &item.name);
             let r = match self.w.overlay.resolve(&view_dir, &item.name) {
                 Ok(r) => r,
-                Err(e) if e == Errno::ENOENT => continue,
+                Err(e) if e == Errno::NOENT => continue,
                 Err(e) => return Err(op_err("resolve", &child, e)),
             };
             let name_c = cname_of(&item.name, &child)?;
@@ -458,7 +458,7 @@ impl<'a> Applier<'a> {
         };
         match self.w.overlay.resolve(&dir, name) {
             Ok(r) => Ok(Some(r)),
-            Err(e) if e == Errno::ENOENT || e == Errno::ENOTDIR => Ok(None),
+            Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => Ok(None),
             Err(e) => Err(op_err("resolve", rel, e)),
         }
     }

@@ -131,8 +131,8 @@ pub fn flatten(
 }
 
 /// An overlay error as an I/O error on `path`.
-pub fn op_err(action: &'static str, path: &Path, e: fuser::Errno) -> Error {
-    Error::io(action, path, std::io::Error::from_raw_os_error(e.code()))
+pub fn op_err(action: &'static str, path: &Path, e: crate::view::overlay::Errno) -> Error {
+    Error::io(action, path, std::io::Error::from(e))
 }
 
 /// Metadata without the overlay's private xattrs.
@@ -202,7 +202,7 @@ impl<'a> Writer<'a> {
             let rel = child_path(&dir.path, &item.name);
             let r = match self.overlay.resolve(dir, &item.name) {
                 Ok(r) => r,
-                Err(e) if e == fuser::Errno::ENOENT => continue, // gone meanwhile
+                Err(e) if e == crate::view::overlay::Errno::NOENT => continue, // gone meanwhile
                 Err(e) => return Err(op_err("resolve", &rel, e)),
             };
             let (source, src_rel) = source_of(&r, &rel);

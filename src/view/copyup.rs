@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use fuser::Errno;
+use super::overlay::Errno;
 use rustix::fs::FileType;
 
 use super::format;
@@ -25,7 +25,7 @@ impl Overlay {
     pub(super) fn copy_up(&self, id: u64) -> OpResult<()> {
         let (name_of, upper, lower, kind) = {
             let nodes = self.nodes();
-            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            let node = nodes.get(id).ok_or(Errno::NOENT)?;
             let name_of = nodes.name_of(id).map(|(p, n)| (p, n.to_os_string()));
             (name_of, node.upper, nodes.lower_of(id), node.kind)
         };
@@ -33,9 +33,9 @@ impl Overlay {
             return Ok(());
         }
         // A lower file whose name is gone has nowhere to be copied to.
-        let (parent, name) = name_of.ok_or(Errno::ENOENT)?;
+        let (parent, name) = name_of.ok_or(Errno::NOENT)?;
         self.copy_up(parent)?;
-        let lower = lower.ok_or(Errno::EIO)?;
+        let lower = lower.ok_or(Errno::IO)?;
         let dir = self.dir_info(parent)?;
         let target_dir = self.upper_dir_cached(&dir)?;
         let links = self.copy_up_entry(&lower, kind, target_dir.as_fd(), &name)?;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fuser::Errno;
+use super::overlay::Errno;
 use rustix::fs::{Mode, OFlags};
 
 use super::format;
@@ -66,7 +66,7 @@ impl Handles {
     pub fn file(&self, fh: u64) -> OpResult<Arc<File>> {
         match self.get(fh) {
             Some(Handle::File(open)) => Ok(open.file),
-            _ => Err(Errno::EBADF),
+            _ => Err(Errno::BADF),
         }
     }
 
@@ -140,7 +140,7 @@ impl Overlay {
         // The name was checked under the tree lock; that it opened the very
         // inode checked costs one fstat.
         if !sys::same_inode(&sys::fstat(fd.as_fd()).map_err(errno)?, &at.stat) {
-            return Err(Errno::ENOENT);
+            return Err(Errno::NOENT);
         }
         Ok((fd, at.layer))
     }
@@ -152,7 +152,7 @@ impl Overlay {
     /// copied up without a name.
     pub fn reopen(&self, open: &OpenFile, flags: i32) -> OpResult<(OwnedFd, Layer)> {
         if opens_for_writing(flags) && open.layer != Layer::Upper {
-            return Err(Errno::ENOENT);
+            return Err(Errno::NOENT);
         }
         let flags = OFlags::from_bits_retain(flags as _);
         let fd = sys::reopen_handle(open.file.as_fd(), layer_open_flags(flags)).map_err(errno)?;
@@ -185,7 +185,7 @@ impl Overlay {
     /// hidden).
     pub fn getxattr(&self, id: u64, name: &CStr) -> OpResult<Vec<u8>> {
         if format::is_private_xattr(name.to_bytes()) {
-            return Err(Errno::ENODATA);
+            return Err(Errno::NODATA);
         }
         let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
         let (handle, _) = self.handle_of(id)?;
@@ -240,7 +240,7 @@ pub fn xattr_reply(value: Vec<u8>, size: u32) -> OpResult<XattrReply> {
     if size == 0 {
         Ok(XattrReply::Size(value.len() as u32))
     } else if value.len() > size as usize {
-        Err(Errno::ERANGE)
+        Err(Errno::RANGE)
     } else {
         Ok(XattrReply::Data(value))
     }

@@ -16,10 +16,10 @@ use std::ops::Deref;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    AccessFlags, BsdFileFlags, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
@@ -31,8 +31,8 @@ use super::files::{
     Handle, Handles, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply,
 };
 use super::gate::WriteGate;
-use super::mutate::{Caller, Make, SetAttr};
-use super::overlay::{Entry, Layer, OpResult, Overlay, fuse_kind};
+use super::mutate::{Caller, Make, SetAttr, SetTime};
+use super::overlay::{Attrs, Entry, Errno, Layer, NEGATIVE_TTL, OpResult, Overlay};
 use super::passthrough::{Backings, Mode};
 
 /// The entries of a cookie-sorted listing that come after offset `offset`.
@@ -141,7 +141,7 @@ impl Core {
         // A file whose every name is gone is opened again only through a
         // handle still open (the kernel reaches it by `/proc/PID/fd/N`).
         let opened = match self.overlay.open(ino.0, flags.0) {
-            Err(e) if e == Errno::ENOENT => match self.handles.any_file_of(ino.0) {
+            Err(e) if e == Errno::NOENT => match self.handles.any_file_of(ino.0) {
                 Some(open) => self.overlay.reopen(&open, flags.0),
                 None => Err(e),
             },
@@ -151,7 +151,7 @@ impl Core {
             Ok(opened) => opened,
             Err(e) => {
                 failed(&("open", ino.0, flags.0), e);
-                return reply.error(e);
+                return reply.error(kernel(e));
             }
         };
         let mode = self
@@ -183,7 +183,7 @@ impl Core {
             .make(parent.0, name, Make::File { mode }, umask, caller);
         match made {
             Ok((entry, Some(fd))) => {
-                let id = entry.attr.ino.0;
+                let id = entry.attr.id;
                 // A new file is in the upper layer: served, unless the node
                 // still has a backing from an earlier life.
                 let mode = self
@@ -192,13 +192,17 @@ impl Core {
                 let fh = self.keep_open(id, fd, Layer::Upper, &mode);
                 let generation = Generation(entry.generation);
                 match &mode {
-                    Mode::Served => {
-                        reply.created(&entry.ttl, &entry.attr, generation, fh, NO_FLUSH)
-                    }
+                    Mode::Served => reply.created(
+                        &entry.ttl,
+                        &file_attr(&entry.attr),
+                        generation,
+                        fh,
+                        NO_FLUSH,
+                    ),
                     Mode::Passthrough(backing) | Mode::ServedDirect(backing) => reply
                         .created_passthrough(
                             &entry.ttl,
-                            &entry.attr,
+                            &file_attr(&entry.attr),
                             generation,
                             fh,
                             NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO,
@@ -206,8 +210,8 @@ impl Core {
                         ),
                 }
             }
-            Ok((_, None)) => reply.error(Errno::EIO),
-            Err(e) => reply.error(e),
+            Ok((_, None)) => reply.error(kernel(Errno::IO)),
+            Err(e) => reply.error(kernel(e)),
         }
         self.tell_kernel();
     }
@@ -220,7 +224,7 @@ impl Core {
             .and_then(|f| Overlay::write(&f, offset, data))
         {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(kernel(e)),
         }
     }
 }
@@ -229,6 +233,87 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+    }
+}
+
+/// A time the kernel asks to set.
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+    }
+}
+
+/// The errno the kernel gets for a core error.
+fn kernel(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.raw_os_error())
+}
+
+/// Kernel attributes of a node.
+#[allow(clippy::unnecessary_cast)] // field widths differ per architecture
+fn file_attr(a: &Attrs) -> FileAttr {
+    let st = &a.stat;
+    let time = |sec: i64, nsec: i64| {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+        } else {
+            UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::from_nanos(nsec as u64)
+        }
+    };
+    let kind = FileType::from_raw_mode(st.st_mode as _);
+    FileAttr {
+        ino: INodeNo(a.id),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime as i64, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        crtime: UNIX_EPOCH,
+        kind: fuse_kind(kind),
+        perm: (st.st_mode as u32 & 0o7777) as u16,
+        // A merged directory's link count is not known (as in overlayfs).
+        nlink: if a.merged_dir { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid as u32,
+        gid: st.st_gid as u32,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+/// The attributes that tell the kernel a name does not exist: node ID 0
+/// (the kernel then keeps a negative entry for the entry TTL; nothing to
+/// forget later).
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+/// fuser's file type for rustix's.
+fn fuse_kind(kind: FileType) -> fuser::FileType {
+    match kind {
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::CharacterDevice => fuser::FileType::CharDevice,
+        FileType::BlockDevice => fuser::FileType::BlockDevice,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+        _ => fuser::FileType::RegularFile,
     }
 }
 
@@ -247,23 +332,23 @@ fn failed(what: &dyn std::fmt::Debug, e: Errno) {
 /// Errors that say the server or its disk is in trouble, not the caller.
 fn is_server_fault(e: Errno) -> bool {
     [
-        Errno::EIO,
-        Errno::ENOSPC,
-        Errno::EDQUOT,
-        Errno::EMFILE,
-        Errno::ENFILE,
-        Errno::ENOMEM,
-        Errno::EBADF,
+        Errno::IO,
+        Errno::NOSPC,
+        Errno::DQUOT,
+        Errno::MFILE,
+        Errno::NFILE,
+        Errno::NOMEM,
+        Errno::BADF,
     ]
     .contains(&e)
 }
 
 fn reply_entry(reply: ReplyEntry, what: &dyn std::fmt::Debug, result: OpResult<Entry>) {
     match result {
-        Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
         Err(e) => {
             failed(what, e);
-            reply.error(e)
+            reply.error(kernel(e))
         }
     }
 }
@@ -273,7 +358,7 @@ fn reply_empty(reply: ReplyEmpty, what: &dyn std::fmt::Debug, result: OpResult<(
         Ok(()) => reply.ok(),
         Err(e) => {
             failed(what, e);
-            reply.error(e)
+            reply.error(kernel(e))
         }
     }
 }
@@ -282,7 +367,7 @@ fn reply_xattr(reply: ReplyXattr, value: OpResult<Vec<u8>>, size: u32) {
     match value.and_then(|v| xattr_reply(v, size)) {
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
-        Err(e) => reply.error(e),
+        Err(e) => reply.error(kernel(e)),
     }
 }
 
@@ -322,11 +407,12 @@ impl Filesystem for ViewFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // A name no layer has is answered as a negative entry the kernel
         // keeps (see `NEGATIVE_TTL`), not as ENOENT (which it asks again).
-        let result = match self.overlay.lookup(parent.0, name) {
-            Err(e) if e == Errno::ENOENT => Ok(super::overlay::negative_entry()),
-            other => other,
-        };
-        reply_entry(reply, &("lookup", parent.0, name), result);
+        match self.overlay.lookup(parent.0, name) {
+            Err(e) if e == Errno::NOENT => {
+                reply.entry(&NEGATIVE_TTL, &negative_attr(), Generation(0))
+            }
+            other => reply_entry(reply, &("lookup", parent.0, name), other),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -348,7 +434,7 @@ impl Filesystem for ViewFs {
         // The kernel sends no handle with fstat(); an open file whose last
         // name is gone is still found through its handle.
         let result = match result {
-            Err(e) if e == Errno::ENOENT => match self.handles.any_file_of(ino.0) {
+            Err(e) if e == Errno::NOENT => match self.handles.any_file_of(ino.0) {
                 Some(open) => self
                     .overlay
                     .fgetattr(ino.0, open.file.as_fd())
@@ -358,10 +444,10 @@ impl Filesystem for ViewFs {
             other => other,
         };
         match result {
-            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
             Err(e) => {
                 failed(&("getattr", ino.0), e);
-                reply.error(e)
+                reply.error(kernel(e))
             }
         }
     }
@@ -389,8 +475,8 @@ impl Filesystem for ViewFs {
             uid,
             gid,
             size,
-            atime,
-            mtime,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
         };
         self.change(move |fs| {
             // The kernel sends no handle with fchmod() and the like: an open
@@ -406,10 +492,10 @@ impl Filesystem for ViewFs {
                 open.as_ref().map(|o| (o.file.as_fd(), o.layer)),
             );
             match result {
-                Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+                Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => {
                     failed(&("setattr", ino.0, change), e);
-                    reply.error(e)
+                    reply.error(kernel(e))
                 }
             }
             fs.tell_kernel();
@@ -419,7 +505,7 @@ impl Filesystem for ViewFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.overlay.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(kernel(e)),
         }
     }
 
@@ -435,7 +521,7 @@ impl Filesystem for ViewFs {
     ) {
         let what = match kind_of_mode(mode) {
             FileType::RegularFile => Make::File { mode },
-            FileType::Directory => return reply.error(Errno::EINVAL),
+            FileType::Directory => return reply.error(kernel(Errno::INVAL)),
             kind => Make::Node {
                 kind,
                 mode,
@@ -511,7 +597,7 @@ impl Filesystem for ViewFs {
     ) {
         let target = match crate::sys::cname(target.as_os_str()) {
             Ok(t) => t,
-            Err(_) => return reply.error(Errno::EINVAL),
+            Err(_) => return reply.error(kernel(Errno::INVAL)),
         };
         let (name, caller) = (link_name.to_owned(), caller(req));
         self.change(move |fs| {
@@ -599,7 +685,7 @@ impl Filesystem for ViewFs {
             .and_then(|f| Overlay::read(&f, offset, size))
         {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(kernel(e)),
         }
     }
 
@@ -679,7 +765,7 @@ impl Filesystem for ViewFs {
         // keeps what it read in its own cache (every change of a
         // directory goes through this mount, and the kernel drops the
         // cache then).
-        reply.error(Errno::ENOSYS);
+        reply.error(kernel(Errno::NOSYS));
     }
 
     fn readdir(
@@ -692,7 +778,7 @@ impl Filesystem for ViewFs {
     ) {
         let list = match self.overlay.listing(ino.0) {
             Ok(list) => list,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(kernel(e)),
         };
         if offset < DOT_ENTRIES {
             let parent = self.overlay.parent_of(ino.0);
@@ -724,7 +810,7 @@ impl Filesystem for ViewFs {
     ) {
         let list = match self.overlay.listing(ino.0) {
             Ok(list) => list,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(kernel(e)),
         };
         // `.` and `..` carry no lookup (the kernel does not count them).
         if offset < DOT_ENTRIES {
@@ -735,14 +821,14 @@ impl Filesystem for ViewFs {
                 }
                 let attr = match self.overlay.getattr(id) {
                     Ok((attr, _)) => attr,
-                    Err(e) => return reply.error(e),
+                    Err(e) => return reply.error(kernel(e)),
                 };
                 if reply.add(
                     INodeNo(id),
                     next,
                     name,
                     &Duration::ZERO,
-                    &attr,
+                    &file_attr(&attr),
                     Generation(0),
                 ) {
                     return reply.ok();
@@ -751,7 +837,7 @@ impl Filesystem for ViewFs {
         }
         let mut resolver = match self.overlay.resolver(ino.0) {
             Ok(r) => r,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(kernel(e)),
         };
         for item in entries_after(&list, offset) {
             let Ok(resolved) = resolver.resolve(&item.name) else {
@@ -763,7 +849,7 @@ impl Filesystem for ViewFs {
                 item.cookie,
                 &item.name,
                 &entry.ttl,
-                &entry.attr,
+                &file_attr(&entry.attr),
                 Generation(entry.generation),
             ) {
                 break;
@@ -797,7 +883,7 @@ impl Filesystem for ViewFs {
                 super::overlay::NAME_MAX as u32,
                 s.f_frsize as u32,
             ),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(kernel(e)),
         }
     }
 
@@ -813,7 +899,7 @@ impl Filesystem for ViewFs {
     ) {
         let name = match xattr_name(name) {
             Ok(name) => name,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(kernel(e)),
         };
         let value = value.to_vec();
         self.change(move |fs| {
@@ -835,7 +921,7 @@ impl Filesystem for ViewFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match xattr_name(name) {
             Ok(name) => name,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(kernel(e)),
         };
         self.change(move |fs| {
             let result = fs.overlay.removexattr(ino.0, &name);

@@ -131,7 +131,7 @@ impl Overlay {
                 return Ok((dir, r));
             }
             if r.found.kind != FileType::Directory {
-                return Err(fuser::Errno::ENOTDIR);
+                return Err(super::overlay::Errno::NOTDIR);
             }
             dir = DirInfo {
                 id: r.id,
@@ -140,7 +140,7 @@ impl Overlay {
                 lower: r.found.lower,
             };
         }
-        Err(fuser::Errno::ENOENT)
+        Err(super::overlay::Errno::NOENT)
     }
 
     /// Make the directory `path` and its parents exist in the upper layer
@@ -151,11 +151,11 @@ impl Overlay {
             let name = component.as_os_str();
             let r = self.resolve(&dir, name)?;
             if r.found.kind != FileType::Directory {
-                return Err(fuser::Errno::ENOTDIR);
+                return Err(super::overlay::Errno::NOTDIR);
             }
             if !r.found.upper {
                 let parent = self.upper_dir(&dir.path)?;
-                let lower = r.found.lower.clone().ok_or(fuser::Errno::EIO)?;
+                let lower = r.found.lower.clone().ok_or(super::overlay::Errno::IO)?;
                 self.copy_up_entry(&lower, FileType::Directory, parent.as_fd(), name)?;
                 if let Some(node) = self.nodes().get_mut(r.id) {
                     node.upper = true;

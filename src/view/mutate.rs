@@ -8,14 +8,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fuser::{Errno, FileAttr, TimeOrNow};
 use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 
 use super::copyup::lower_has;
 use super::format;
 use super::node::Found;
 use super::overlay::{
-    DirInfo, Entry, Layer, OpResult, Overlay, Resolved, UPPER_TTL, absent_as_none, cname, errno,
+    Attrs, DirInfo, Entry, Errno, Layer, OpResult, Overlay, Resolved, UPPER_TTL, absent_as_none,
+    cname, errno,
 };
 use crate::sys;
 use crate::tree::remove::remove_tree_at;
@@ -59,9 +59,18 @@ pub struct SetAttr {
     /// New size.
     pub size: Option<u64>,
     /// New access time.
-    pub atime: Option<TimeOrNow>,
+    pub atime: Option<SetTime>,
     /// New modification time.
-    pub mtime: Option<TimeOrNow>,
+    pub mtime: Option<SetTime>,
+}
+
+/// A time to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// The current time.
+    Now,
+    /// This time.
+    At(SystemTime),
 }
 
 /// The tree lock held for a change. What was cached while the change
@@ -135,7 +144,7 @@ impl Overlay {
         if let Make::Node { kind, rdev, .. } = what
             && format::is_whiteout_kind(kind, rdev)
         {
-            return Err(Errno::EPERM);
+            return Err(Errno::PERM);
         }
         let _exclusive = self.exclusive();
         let (dir, parent_fd) = self.upper_parent(parent)?;
@@ -144,15 +153,15 @@ impl Overlay {
         // (and a new directory must not show the lower one's content).
         let over_whiteout = match sys::stat_at(parent_fd, &cname) {
             Ok(st) if format::is_whiteout(&st) => true,
-            Ok(_) => return Err(Errno::EEXIST),
+            Ok(_) => return Err(Errno::EXIST),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
             Err(e) => return Err(errno(e)),
         };
         if !over_whiteout {
             // Shown from a lower layer? (Whiteouts within the lowers count.)
             match self.resolve(&dir.lower_only(), name) {
-                Ok(_) => return Err(Errno::EEXIST),
-                Err(e) if e == Errno::ENOENT => {}
+                Ok(_) => return Err(Errno::EXIST),
+                Err(e) if e == Errno::NOENT => {}
                 Err(e) => return Err(e),
             }
         }
@@ -274,14 +283,14 @@ impl Overlay {
         let _exclusive = self.exclusive();
         let dir = self.dir_info(parent)?;
         match self.resolve(&dir, name) {
-            Ok(_) => return Err(Errno::EEXIST),
-            Err(e) if e == Errno::ENOENT => {}
+            Ok(_) => return Err(Errno::EXIST),
+            Err(e) if e == Errno::NOENT => {}
             Err(e) => return Err(e),
         }
         self.copy_up(id)?;
         let src = self.locate(id)?;
         if src.layer != Layer::Upper {
-            return Err(Errno::EIO); // copied up above
+            return Err(Errno::IO); // copied up above
         }
         let (_, parent_fd) = self.upper_parent(parent)?;
         if let Ok(st) = sys::stat_at(parent_fd.as_fd(), &cname)
@@ -310,8 +319,8 @@ impl Overlay {
         let r = self.resolve(&dir, name)?;
         let is_dir = r.found.kind == FileType::Directory;
         match (want_dir, is_dir) {
-            (true, false) => return Err(Errno::ENOTDIR),
-            (false, true) => return Err(Errno::EISDIR),
+            (true, false) => return Err(Errno::NOTDIR),
+            (false, true) => return Err(Errno::ISDIR),
             _ => {}
         }
         if is_dir {
@@ -322,7 +331,7 @@ impl Overlay {
                 lower: r.found.lower.clone(),
             };
             if !self.list(&child)?.is_empty() {
-                return Err(Errno::ENOTEMPTY);
+                return Err(Errno::NOTEMPTY);
             }
         }
         if is_dir {
@@ -397,7 +406,7 @@ impl Overlay {
         let cname = cname(name)?;
         let new_cname = cname_of(new_name)?;
         if new_name.len() > super::overlay::NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(Errno::NAMETOOLONG);
         }
         let _exclusive = self.exclusive();
         let src_dir = self.dir_info(parent)?;
@@ -405,15 +414,15 @@ impl Overlay {
         let src = self.resolve(&src_dir, name)?;
         let dst = match self.resolve(&dst_dir, new_name) {
             Ok(d) => Some(d),
-            Err(e) if e == Errno::ENOENT => None,
+            Err(e) if e == Errno::NOENT => None,
             Err(e) => return Err(e),
         };
         let exchange = flags.contains(RenameFlags::EXCHANGE);
         if flags.contains(RenameFlags::NOREPLACE) && dst.is_some() {
-            return Err(Errno::EEXIST);
+            return Err(Errno::EXIST);
         }
         if exchange && dst.is_none() {
-            return Err(Errno::ENOENT);
+            return Err(Errno::NOENT);
         }
         if let Some(d) = &dst {
             if d.id == src.id && !exchange {
@@ -423,10 +432,10 @@ impl Overlay {
             let dst_is_dir = d.found.kind == FileType::Directory;
             if !exchange {
                 if src_is_dir && !dst_is_dir {
-                    return Err(Errno::ENOTDIR);
+                    return Err(Errno::NOTDIR);
                 }
                 if !src_is_dir && dst_is_dir {
-                    return Err(Errno::EISDIR);
+                    return Err(Errno::ISDIR);
                 }
                 if dst_is_dir {
                     let child = DirInfo {
@@ -436,7 +445,7 @@ impl Overlay {
                         lower: d.found.lower.clone(),
                     };
                     if !self.list(&child)?.is_empty() {
-                        return Err(Errno::ENOTEMPTY);
+                        return Err(Errno::NOTEMPTY);
                     }
                 }
             }
@@ -552,7 +561,7 @@ impl Overlay {
     fn mark_moved_dir(&self, id: u64) -> OpResult<()> {
         let (kind, lower) = {
             let nodes = self.nodes();
-            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            let node = nodes.get(id).ok_or(Errno::NOENT)?;
             (node.kind, nodes.lower_of(id))
         };
         let Some(lower) = lower.filter(|_| kind == FileType::Directory) else {
@@ -575,7 +584,7 @@ impl Overlay {
         id: u64,
         change: &SetAttr,
         open: Option<(BorrowedFd<'_>, Layer)>,
-    ) -> OpResult<(FileAttr, Duration)> {
+    ) -> OpResult<(Attrs, Duration)> {
         let _exclusive = self.exclusive();
         if let Some((fd, Layer::Upper)) = open {
             apply_attrs(Target::Open(fd), change)?;
@@ -584,7 +593,7 @@ impl Overlay {
         self.copy_up(id)?;
         let (handle, layer) = self.handle_of(id)?;
         if layer != Layer::Upper {
-            return Err(Errno::EIO); // copied up above: a lower file is never changed
+            return Err(Errno::IO); // copied up above: a lower file is never changed
         }
         apply_attrs(Target::Handle(handle.as_fd()), change)?;
         self.getattr_locked(id)
@@ -593,7 +602,7 @@ impl Overlay {
     /// Set an xattr of node `id` (copying it up).
     pub fn setxattr(&self, id: u64, name: &CStr, value: &[u8], flags: i32) -> OpResult<()> {
         if format::is_private_xattr(name.to_bytes()) {
-            return Err(Errno::EPERM);
+            return Err(Errno::PERM);
         }
         let _exclusive = self.exclusive();
         let handle = self.upper_handle(id)?;
@@ -604,7 +613,7 @@ impl Overlay {
     /// Remove an xattr of node `id` (copying it up).
     pub fn removexattr(&self, id: u64, name: &CStr) -> OpResult<()> {
         if format::is_private_xattr(name.to_bytes()) {
-            return Err(Errno::ENODATA);
+            return Err(Errno::NODATA);
         }
         let _exclusive = self.exclusive();
         let handle = self.upper_handle(id)?;
@@ -616,7 +625,7 @@ impl Overlay {
         self.copy_up(id)?;
         match self.handle_of(id)? {
             (handle, Layer::Upper) => Ok(handle),
-            (_, Layer::Lower) => Err(Errno::EIO), // copied up above
+            (_, Layer::Lower) => Err(Errno::IO), // copied up above
         }
     }
 }
@@ -654,9 +663,9 @@ fn apply_attrs(target: Target<'_>, change: &SetAttr) -> OpResult<()> {
     if let Some(size) = change.size {
         if kind != FileType::RegularFile {
             return Err(if kind == FileType::Directory {
-                Errno::EISDIR
+                Errno::ISDIR
             } else {
-                Errno::EINVAL
+                Errno::INVAL
             });
         }
         let truncate = |fd: BorrowedFd<'_>| rustix::fs::ftruncate(fd, size);
@@ -686,17 +695,17 @@ fn apply_attrs(target: Target<'_>, change: &SetAttr) -> OpResult<()> {
     Ok(())
 }
 
-fn timespec(t: Option<TimeOrNow>) -> Timespec {
+fn timespec(t: Option<SetTime>) -> Timespec {
     match t {
         None => Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_OMIT,
         },
-        Some(TimeOrNow::Now) => Timespec {
+        Some(SetTime::Now) => Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_NOW,
         },
-        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Some(SetTime::At(t)) => match t.duration_since(SystemTime::UNIX_EPOCH) {
             Ok(d) => Timespec {
                 tv_sec: d.as_secs() as i64,
                 tv_nsec: d.subsec_nanos() as _,

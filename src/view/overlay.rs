@@ -17,10 +17,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use fuser::{Errno, FileAttr, INodeNo};
 use rustix::fs::{FileType, Stat};
+pub use rustix::io::Errno;
 
 use super::LayerSpec;
 use super::format;
@@ -53,14 +53,28 @@ pub const NEGATIVE_TTL: Duration = LOWER_TTL;
 /// filesystems apart when the layers are not on one filesystem.
 const DEV_SHIFT: u32 = 48;
 
-/// Result of a view operation.
+/// Result of a view operation: the errno a caller gets (rustix's, so the
+/// core stands on its own; the FUSE adapter translates).
 pub type OpResult<T> = Result<T, Errno>;
+
+/// The attributes of a node: the `stat` of what shows it, under the node's
+/// ID (its inode number in the view).
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs {
+    /// The node ID.
+    pub id: u64,
+    /// `stat` of the layer entry that shows the node.
+    pub stat: Stat,
+    /// A directory merged from more than one layer: its link count is not
+    /// known (shown as 1, as overlayfs does).
+    pub merged_dir: bool,
+}
 
 /// An entry for the kernel: attributes, generation, how long to trust it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    /// Attributes (`attr.ino` is the node ID).
-    pub attr: FileAttr,
+    /// Attributes.
+    pub attr: Attrs,
     /// Generation of the node ID.
     pub generation: u64,
     /// How long the kernel may cache it.
@@ -190,15 +204,16 @@ type CachedListing = (u64, u64, std::sync::Arc<Vec<Listed>>);
 /// kernel keeps what it read in its own cache).
 const LISTING_CACHE: usize = 16;
 
-/// An `io::Error` as the errno the kernel gets.
+/// An `io::Error` as the errno the caller gets (`EIO` for one that has
+/// none).
 pub fn errno(e: io::Error) -> Errno {
-    Errno::from(e)
+    Errno::from_io_error(&e).unwrap_or(Errno::IO)
 }
 
 /// A name as a C string, refusing names the kernel would not send.
 pub fn cname(name: &OsStr) -> OpResult<CString> {
     if name.len() > NAME_MAX {
-        return Err(Errno::ENAMETOOLONG);
+        return Err(Errno::NAMETOOLONG);
     }
     sys::cname(name).map_err(errno)
 }
@@ -300,13 +315,13 @@ impl Overlay {
     /// What is known of directory node `id`.
     pub fn dir_info(&self, id: u64) -> OpResult<DirInfo> {
         let nodes = self.nodes();
-        let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+        let node = nodes.get(id).ok_or(Errno::NOENT)?;
         if node.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::NOTDIR);
         }
         Ok(DirInfo {
             id,
-            path: nodes.path(id).ok_or(Errno::ENOENT)?,
+            path: nodes.path(id).ok_or(Errno::NOENT)?,
             upper: node.upper,
             lower: nodes.lower_of(id),
         })
@@ -344,7 +359,7 @@ impl Overlay {
         if dir.upper {
             let parent = fds.upper(self, dir)?;
             match sys::stat_at(parent, &name_c) {
-                Ok(st) if format::is_whiteout(&st) => return Err(Errno::ENOENT),
+                Ok(st) if format::is_whiteout(&st) => return Err(Errno::NOENT),
                 Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
                     let sub = sys::open_subdir(parent, &name_c).map_err(errno)?;
                     let lower_path = if format::is_opaque(sub.as_fd()).map_err(errno)? {
@@ -470,7 +485,7 @@ impl Overlay {
                     stat: st,
                 })
             }
-            (None, None) => Err(Errno::ENOENT),
+            (None, None) => Err(Errno::NOENT),
         }?;
         for (layer, fd) in opened_dirs {
             self.dir_cache.put(resolved.id, layer + 1, fd);
@@ -523,22 +538,22 @@ impl Overlay {
     }
 
     /// The attributes of node `id`.
-    pub fn getattr(&self, id: u64) -> OpResult<(FileAttr, Duration)> {
+    pub fn getattr(&self, id: u64) -> OpResult<(Attrs, Duration)> {
         let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
         self.getattr_locked(id)
     }
 
     /// [`Overlay::getattr`] with the tree lock held.
-    pub(super) fn getattr_locked(&self, id: u64) -> OpResult<(FileAttr, Duration)> {
+    pub(super) fn getattr_locked(&self, id: u64) -> OpResult<(Attrs, Duration)> {
         if id == ROOT_ID {
             let st = sys::fstat(self.upper.fd()).map_err(errno)?;
             return Ok((attr(ROOT_ID, &st, !self.lowers.is_empty()), UPPER_TTL));
         }
         let (parent, name, upper, merged) = {
             let nodes = self.nodes();
-            let node = nodes.get(id).ok_or(Errno::ENOENT)?;
+            let node = nodes.get(id).ok_or(Errno::NOENT)?;
             let merged = node.kind == FileType::Directory && node.has_lower();
-            let (parent, name) = nodes.name_of(id).ok_or(Errno::ENOENT)?;
+            let (parent, name) = nodes.name_of(id).ok_or(Errno::NOENT)?;
             (parent, name.to_os_string(), node.upper, merged)
         };
         // Fast path: an entry made in the view, whose inode number is its
@@ -554,7 +569,7 @@ impl Overlay {
         let dir = self.dir_info(parent)?;
         let r = self.resolve(&dir, &name)?;
         if r.id != id {
-            return Err(Errno::ENOENT); // the name now holds another file
+            return Err(Errno::NOENT); // the name now holds another file
         }
         let ttl = if r.found.upper { UPPER_TTL } else { LOWER_TTL };
         Ok((attr(id, &r.stat, r.merged), ttl))
@@ -576,7 +591,7 @@ impl Overlay {
 
     /// Attributes of an open file (from its descriptor: right even after
     /// the last name is gone).
-    pub fn fgetattr(&self, id: u64, fd: BorrowedFd<'_>) -> OpResult<FileAttr> {
+    pub fn fgetattr(&self, id: u64, fd: BorrowedFd<'_>) -> OpResult<Attrs> {
         let st = sys::fstat(fd).map_err(errno)?;
         Ok(attr(id, &st, false))
     }
@@ -598,7 +613,7 @@ impl Overlay {
     pub(super) fn where_is(&self, id: u64) -> OpResult<(DirInfo, OsString)> {
         let (parent, name) = {
             let nodes = self.nodes();
-            let (parent, name) = nodes.name_of(id).ok_or(Errno::ENOENT)?;
+            let (parent, name) = nodes.name_of(id).ok_or(Errno::NOENT)?;
             (parent, name.to_os_string())
         };
         Ok((self.dir_info(parent)?, name))
@@ -635,7 +650,7 @@ impl Overlay {
         if dir.upper {
             let parent = self.upper_dir_cached(&dir)?;
             match sys::stat_at(parent.as_fd(), &name_c) {
-                Ok(st) if format::is_whiteout(&st) => return Err(Errno::ENOENT),
+                Ok(st) if format::is_whiteout(&st) => return Err(Errno::NOENT),
                 Ok(st) => {
                     let shows = if self.upper_ino(&st) == id {
                         true // made in the view (a lower inode has another number)
@@ -645,7 +660,7 @@ impl Overlay {
                         self.upper_non_dir(parent.as_fd(), &name_c, st)?.id == id
                     };
                     if !shows {
-                        return Err(Errno::ENOENT);
+                        return Err(Errno::NOENT);
                     }
                     return Ok(Located {
                         parent,
@@ -660,9 +675,9 @@ impl Overlay {
         }
         let r = self.resolve(&dir.lower_only(), &name)?;
         if r.id != id {
-            return Err(Errno::ENOENT);
+            return Err(Errno::NOENT);
         }
-        let lower = r.found.lower.as_ref().ok_or(Errno::ENOENT)?;
+        let lower = r.found.lower.as_ref().ok_or(Errno::NOENT)?;
         let (parent_path, leaf) = split(&lower.path);
         let parent = self
             .lower_dir(lower.layers[0], parent_path)
@@ -683,7 +698,7 @@ impl Overlay {
         let at = self.locate(id)?;
         let handle = sys::open_handle_at(at.parent.as_fd(), &at.name).map_err(errno)?;
         if !sys::same_inode(&sys::fstat(handle.as_fd()).map_err(errno)?, &at.stat) {
-            return Err(Errno::ENOENT);
+            return Err(Errno::NOENT);
         }
         Ok((handle, at.layer))
     }
@@ -696,7 +711,7 @@ impl Overlay {
                 absent_as_none(self.upper_dir_io(&dir.path))
             })
             .map_err(errno)?
-            .ok_or(Errno::ENOENT)
+            .ok_or(Errno::NOENT)
     }
 
     /// The merged listing of directory `dir`: upper names, then lower ones
@@ -1039,73 +1054,11 @@ pub fn split(path: &Path) -> (&Path, &OsStr) {
     )
 }
 
-/// Kernel attributes from a `stat`.
-#[allow(clippy::unnecessary_cast)] // field widths differ per architecture
-pub fn attr(id: u64, st: &Stat, merged_dir: bool) -> FileAttr {
-    let time = |sec: i64, nsec: i64| {
-        if sec >= 0 {
-            UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-        } else {
-            UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::from_nanos(nsec as u64)
-        }
-    };
-    let kind = FileType::from_raw_mode(st.st_mode as _);
-    FileAttr {
-        ino: INodeNo(id),
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: time(st.st_atime as i64, st.st_atime_nsec as i64),
-        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as i64),
-        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: fuse_kind(kind),
-        perm: (st.st_mode as u32 & 0o7777) as u16,
-        // A merged directory's link count is not known (as in overlayfs).
-        nlink: if merged_dir { 1 } else { st.st_nlink as u32 },
-        uid: st.st_uid as u32,
-        gid: st.st_gid as u32,
-        rdev: st.st_rdev as u32,
-        blksize: st.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-/// The entry that tells the kernel a name does not exist: node ID 0 (the
-/// kernel then keeps a negative entry for the entry TTL; nothing to
-/// forget later).
-pub fn negative_entry() -> Entry {
-    Entry {
-        attr: FileAttr {
-            ino: INodeNo(0),
-            size: 0,
-            blocks: 0,
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
-            kind: fuser::FileType::RegularFile,
-            perm: 0,
-            nlink: 0,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 0,
-            flags: 0,
-        },
-        generation: 0,
-        ttl: NEGATIVE_TTL,
-    }
-}
-
-/// fuser's file type for rustix's.
-pub fn fuse_kind(kind: FileType) -> fuser::FileType {
-    match kind {
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::CharacterDevice => fuser::FileType::CharDevice,
-        FileType::BlockDevice => fuser::FileType::BlockDevice,
-        FileType::Fifo => fuser::FileType::NamedPipe,
-        FileType::Socket => fuser::FileType::Socket,
-        _ => fuser::FileType::RegularFile,
+/// The attributes of node `id`, shown by `st`.
+pub fn attr(id: u64, st: &Stat, merged_dir: bool) -> Attrs {
+    Attrs {
+        id,
+        stat: *st,
+        merged_dir,
     }
 }
