@@ -7,7 +7,6 @@ mod common;
 
 use std::ffi::{CString, OsStr};
 use std::fs;
-use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -16,6 +15,7 @@ use std::sync::RwLock;
 use common::require_root;
 use rustix::fs::RenameFlags;
 use vskel::view::LayerSpec;
+use vskel::view::files::{Handle, OpenFile};
 use vskel::view::mutate::{Caller, Make, SetAttr};
 use vskel::view::node::ROOT_ID;
 use vskel::view::overlay::Errno;
@@ -138,11 +138,12 @@ fn a_node_whose_name_was_taken_by_a_symlink_is_never_reached_by_that_name() {
     }
 }
 
-/// A change through an open file of the upper layer acts on that file,
-/// also once its name is gone (fchmod of an unlinked file works on Linux).
+/// A change of a node whose every name is gone acts on an open file of
+/// it in the upper layer (fchmod of an unlinked file works on Linux; the
+/// kernel sends no handle with it), and its attributes come from there.
 #[test]
-fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
-    if !require_root("a_change_through_an_open_upper_file_acts_on_its_descriptor") {
+fn a_change_of_an_unlinked_node_acts_on_its_open_file() {
+    if !require_root("a_change_of_an_unlinked_node_acts_on_its_open_file") {
         return;
     }
     let _fds = shared();
@@ -152,9 +153,17 @@ fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
     let (entry, fd) = ov
         .make(ROOT_ID, OsStr::new("f"), Make::File { mode: 0o600 }, 0, ME)
         .unwrap();
-    let (f, fd) = (entry.attr.id, fd.unwrap());
+    let f = entry.attr.id;
+    let file = std::sync::Arc::new(fs::File::from(fd.unwrap()));
+    ov.handles().insert(Handle::File(OpenFile {
+        node: f,
+        file: file.clone(),
+        layer: Layer::Upper,
+        backing: false,
+    }));
     ov.unlink(ROOT_ID, OsStr::new("f")).unwrap();
     assert!(ov.is_unlinked(f));
+    assert_eq!(ov.getattr(f).unwrap_err(), Errno::NOENT, "by name: gone");
     let change = SetAttr {
         mode: Some(0o4750),
         uid: Some(65534),
@@ -162,22 +171,24 @@ fn a_change_through_an_open_upper_file_acts_on_its_descriptor() {
         size: Some(4096),
         ..SetAttr::default()
     };
-    let (attr, _) = ov
-        .setattr(f, &change, Some((fd.as_fd(), Layer::Upper)))
-        .unwrap();
+    let (attr, _) = ov.setattr(f, &change, None).unwrap();
+    let got =
+        |a: &vskel::view::overlay::Attrs| (a.stat.st_mode & 0o7777, a.stat.st_uid, a.stat.st_size);
+    assert_eq!(got(&attr), (0o4750, 65534, 4096));
     assert_eq!(
-        (
-            attr.stat.st_mode & 0o7777,
-            attr.stat.st_uid,
-            attr.stat.st_size
-        ),
+        got(&ov.getattr_of(f, None).unwrap().0),
         (0o4750, 65534, 4096)
     );
-    let st = rustix::fs::fstat(&fd).unwrap();
+    let st = rustix::fs::fstat(&*file).unwrap();
     assert_eq!(
         (st.st_mode & 0o7777, st.st_uid, st.st_size),
         (0o4750, 65534, 4096)
     );
+    // Reopened through the open file (as through /proc/PID/fd), never a name.
+    let (again, layer) = ov.open(f, libc::O_RDWR).unwrap();
+    assert_eq!(layer, Layer::Upper);
+    let st2 = rustix::fs::fstat(&again).unwrap();
+    assert_eq!((st2.st_dev, st2.st_ino), (st.st_dev, st.st_ino));
     assert_eq!(layers.decoy(), before);
 }
 

@@ -117,7 +117,21 @@ impl Overlay {
     /// Open node `id` with `flags` (`open(2)` flags); a file opened for
     /// writing is copied up first, so only a read-only open returns a
     /// file of a lower layer.
+    ///
+    /// A node whose every name is gone is opened again only through a file
+    /// of it still open (the kernel reaches it by `/proc/PID/fd/N`), see
+    /// [`Overlay::reopen`].
     pub fn open(&self, id: u64, flags: i32) -> OpResult<(OwnedFd, Layer)> {
+        match self.open_by_name(id, flags) {
+            Err(e) if e == Errno::NOENT => match self.handles.any_file_of(id) {
+                Some(open) => self.reopen(&open, flags),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    fn open_by_name(&self, id: u64, flags: i32) -> OpResult<(OwnedFd, Layer)> {
         let writes = opens_for_writing(flags);
         let flags = OFlags::from_bits_retain(flags as _);
         // Opening for writing copies up: a change of the view.
@@ -150,7 +164,7 @@ impl Overlay {
     /// `/proc/PID/fd` (as kernel overlayfs allows). The same inode or
     /// nothing; writing needs a file of the upper layer, as nothing is
     /// copied up without a name.
-    pub fn reopen(&self, open: &OpenFile, flags: i32) -> OpResult<(OwnedFd, Layer)> {
+    fn reopen(&self, open: &OpenFile, flags: i32) -> OpResult<(OwnedFd, Layer)> {
         if opens_for_writing(flags) && open.layer != Layer::Upper {
             return Err(Errno::NOENT);
         }

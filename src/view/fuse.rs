@@ -27,19 +27,11 @@ use fuser::{
 use rustix::fs::FileType;
 use tracing::{debug, warn};
 
-use super::files::{
-    Handle, Handles, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply,
-};
+use super::files::{Handle, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply};
 use super::gate::WriteGate;
 use super::mutate::{Caller, Make, SetAttr, SetTime};
-use super::overlay::{Attrs, Entry, Errno, Layer, NEGATIVE_TTL, OpResult, Overlay};
+use super::overlay::{Attrs, Entry, Errno, Layer, NEGATIVE_TTL, OpResult, Overlay, entries_after};
 use super::passthrough::{Backings, Mode};
-
-/// The entries of a cookie-sorted listing that come after offset `offset`.
-fn entries_after(list: &[super::overlay::Listed], offset: u64) -> &[super::overlay::Listed] {
-    let start = list.partition_point(|item| item.cookie <= offset);
-    &list[start..]
-}
 
 /// Open files need no FLUSH: writes go to the layer file as they come.
 const NO_FLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
@@ -60,7 +52,6 @@ pub struct ViewFs {
 #[derive(Debug)]
 pub struct Core {
     overlay: Overlay,
-    handles: Handles,
     backings: Backings,
     /// Held by `vskel sync` to stop changes (see [`super::control`]).
     gate: Arc<WriteGate>,
@@ -87,7 +78,6 @@ impl ViewFs {
         ViewFs {
             core: Arc::new(Core {
                 overlay,
-                handles: Handles::default(),
                 backings: Backings::default(),
                 gate,
                 notifier,
@@ -127,7 +117,7 @@ impl Core {
         layer: Layer,
         mode: &Mode,
     ) -> FileHandle {
-        let fh = self.handles.insert(Handle::File(OpenFile {
+        let fh = self.overlay.handles().insert(Handle::File(OpenFile {
             node,
             file: Arc::new(fd.into()),
             layer,
@@ -138,16 +128,7 @@ impl Core {
 
     /// Open node `ino` (a writable open runs inside the gate).
     fn open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // A file whose every name is gone is opened again only through a
-        // handle still open (the kernel reaches it by `/proc/PID/fd/N`).
-        let opened = match self.overlay.open(ino.0, flags.0) {
-            Err(e) if e == Errno::NOENT => match self.handles.any_file_of(ino.0) {
-                Some(open) => self.overlay.reopen(&open, flags.0),
-                None => Err(e),
-            },
-            other => other,
-        };
-        let (fd, layer) = match opened {
+        let (fd, layer) = match self.overlay.open(ino.0, flags.0) {
             Ok(opened) => opened,
             Err(e) => {
                 failed(&("open", ino.0, flags.0), e);
@@ -219,7 +200,8 @@ impl Core {
     /// Write `data` at `offset` through handle `fh`.
     fn write(&self, fh: FileHandle, offset: u64, data: &[u8], reply: ReplyWrite) {
         match self
-            .handles
+            .overlay
+            .handles()
             .file(fh.0)
             .and_then(|f| Overlay::write(&f, offset, data))
         {
@@ -420,29 +402,7 @@ impl Filesystem for ViewFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let open_file = match fh.and_then(|fh| self.handles.get(fh.0)) {
-            Some(Handle::File(open)) => Some(open.file),
-            _ => None,
-        };
-        let result = match open_file {
-            Some(file) => self
-                .overlay
-                .fgetattr(ino.0, file.as_fd())
-                .map(|a| (a, super::overlay::UPPER_TTL)),
-            None => self.overlay.getattr(ino.0),
-        };
-        // The kernel sends no handle with fstat(); an open file whose last
-        // name is gone is still found through its handle.
-        let result = match result {
-            Err(e) if e == Errno::NOENT => match self.handles.any_file_of(ino.0) {
-                Some(open) => self
-                    .overlay
-                    .fgetattr(ino.0, open.file.as_fd())
-                    .map(|a| (a, super::overlay::UPPER_TTL)),
-                None => Err(e),
-            },
-            other => other,
-        };
+        let result = self.overlay.getattr_of(ino.0, fh.map(|fh| fh.0));
         match result {
             Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
             Err(e) => {
@@ -479,18 +439,7 @@ impl Filesystem for ViewFs {
             mtime: mtime.map(set_time),
         };
         self.change(move |fs| {
-            // The kernel sends no handle with fchmod() and the like: an open
-            // file of the node whose names are all gone is found by node.
-            let open = match fh.and_then(|fh| fs.handles.open_file(fh.0)) {
-                Some(open) => Some(open),
-                None if fs.overlay.is_unlinked(ino.0) => fs.handles.any_file_of(ino.0),
-                None => None,
-            };
-            let result = fs.overlay.setattr(
-                ino.0,
-                &change,
-                open.as_ref().map(|o| (o.file.as_fd(), o.layer)),
-            );
+            let result = fs.overlay.setattr(ino.0, &change, fh.map(|fh| fh.0));
             match result {
                 Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => {
@@ -680,7 +629,8 @@ impl Filesystem for ViewFs {
         reply: ReplyData,
     ) {
         match self
-            .handles
+            .overlay
+            .handles()
             .file(fh.0)
             .and_then(|f| Overlay::read(&f, offset, size))
         {
@@ -732,7 +682,7 @@ impl Filesystem for ViewFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(Handle::File(open)) = self.handles.remove(fh.0)
+        if let Some(Handle::File(open)) = self.overlay.handles().remove(fh.0)
             && open.backing
         {
             self.backings.release(open.node);
@@ -748,7 +698,7 @@ impl Filesystem for ViewFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.handles.file(fh.0).and_then(|f| {
+        let result = self.overlay.handles().file(fh.0).and_then(|f| {
             if datasync {
                 f.sync_data()
             } else {
@@ -808,10 +758,6 @@ impl Filesystem for ViewFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.overlay.listing(ino.0) {
-            Ok(list) => list,
-            Err(e) => return reply.error(kernel(e)),
-        };
         // `.` and `..` carry no lookup (the kernel does not count them).
         if offset < DOT_ENTRIES {
             let parent = self.overlay.parent_of(ino.0);
@@ -835,29 +781,20 @@ impl Filesystem for ViewFs {
                 }
             }
         }
-        let mut resolver = match self.overlay.resolver(ino.0) {
-            Ok(r) => r,
-            Err(e) => return reply.error(kernel(e)),
-        };
-        for item in entries_after(&list, offset) {
-            let Ok(resolved) = resolver.resolve(&item.name) else {
-                continue; // removed since the listing was taken
-            };
-            let entry = self.overlay.entry_of(&resolved);
-            if reply.add(
-                INodeNo(resolved.id),
+        let result = self.overlay.list_plus(ino.0, offset, |item, entry| {
+            !reply.add(
+                INodeNo(entry.attr.id),
                 item.cookie,
                 &item.name,
                 &entry.ttl,
                 &file_attr(&entry.attr),
                 Generation(entry.generation),
-            ) {
-                break;
-            }
-            self.overlay.enter_resolved(ino.0, &item.name, resolved);
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(kernel(e)),
         }
-        drop(resolver);
-        reply.ok();
     }
 
     fn fsyncdir(
@@ -961,7 +898,7 @@ impl Filesystem for ViewFs {
         reply: ReplyEmpty,
     ) {
         self.change(move |fs| {
-            let result = fs.handles.file(fh.0).and_then(|f| {
+            let result = fs.overlay.handles().file(fh.0).and_then(|f| {
                 let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
                 rustix::fs::fallocate(&*f, flags, offset, length)
                     .map_err(|e| super::overlay::errno(e.into()))

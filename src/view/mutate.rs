@@ -573,20 +573,28 @@ impl Overlay {
         format::set_redirect(fd.as_fd(), &lower.path).map_err(errno)
     }
 
-    /// Change attributes of node `id` (copying it up). `open` is the
-    /// caller's open file of it, if the request came with one: when that
-    /// file is in the upper layer the change acts on its descriptor, which
-    /// is right even after every name of the file is gone. Otherwise it
-    /// acts on an `O_PATH` handle of the checked upper entry, never on a
-    /// name. Returns the attributes after the change.
+    /// Change attributes of node `id` (copying it up). `fh` is the open
+    /// file the request came with, if any; a node whose every name is gone
+    /// is changed through any open file of it (the kernel sends no handle
+    /// with `fchmod` and the like). When that file is in the upper layer
+    /// the change acts on its descriptor, which is right even after every
+    /// name of the file is gone. Otherwise it acts on an `O_PATH` handle of
+    /// the checked upper entry, never on a name. Returns the attributes
+    /// after the change.
     pub fn setattr(
         &self,
         id: u64,
         change: &SetAttr,
-        open: Option<(BorrowedFd<'_>, Layer)>,
+        fh: Option<u64>,
     ) -> OpResult<(Attrs, Duration)> {
         let _exclusive = self.exclusive();
-        if let Some((fd, Layer::Upper)) = open {
+        let open = match fh.and_then(|fh| self.handles.open_file(fh)) {
+            Some(open) => Some(open),
+            None if self.is_unlinked(id) => self.handles.any_file_of(id),
+            None => None,
+        };
+        if let Some(open) = open.filter(|o| o.layer == Layer::Upper) {
+            let fd = open.file.as_fd();
             apply_attrs(Target::Open(fd), change)?;
             return Ok((self.fgetattr(id, fd)?, UPPER_TTL));
         }

@@ -96,6 +96,13 @@ pub struct Listed {
     pub cookie: u64,
 }
 
+/// The entries of a cookie-sorted listing that come after readdir offset
+/// `offset`.
+pub fn entries_after(list: &[Listed], offset: u64) -> &[Listed] {
+    let start = list.partition_point(|item| item.cookie <= offset);
+    &list[start..]
+}
+
 /// Readdir offsets 1 and 2 are `.` and `..`; cookies start above.
 pub const FIRST_COOKIE: u64 = 3;
 
@@ -195,6 +202,8 @@ pub struct Overlay {
     /// Nodes whose attributes changed as a side effect (a directory copied
     /// up becomes a merged one): the kernel's cached copies are invalidated.
     touched: Mutex<Vec<u64>>,
+    /// Open files of the view by handle number.
+    pub(super) handles: super::files::Handles,
 }
 
 /// A listing of directory node `.0` taken at view version `.1`.
@@ -260,6 +269,7 @@ impl Overlay {
             listings: Mutex::new(Vec::new()),
             dir_cache: DirCache::sized_for(sys::open_file_limit()),
             touched: Mutex::new(Vec::new()),
+            handles: super::files::Handles::default(),
             dirs_changed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -589,6 +599,28 @@ impl Overlay {
         sys::stat_at(fd.as_fd(), &cname(name).ok()?).ok()
     }
 
+    /// The attributes of node `id` for a request that came with open file
+    /// `fh` (or none): from the open file if there is one, else by name,
+    /// and for a node whose every name is gone from any open file of it
+    /// (the kernel sends no handle with `fstat`).
+    pub fn getattr_of(&self, id: u64, fh: Option<u64>) -> OpResult<(Attrs, Duration)> {
+        if let Some(open) = fh.and_then(|fh| self.handles.open_file(fh)) {
+            return Ok((self.fgetattr(id, open.file.as_fd())?, UPPER_TTL));
+        }
+        match self.getattr(id) {
+            Err(e) if e == Errno::NOENT => match self.handles.any_file_of(id) {
+                Some(open) => Ok((self.fgetattr(id, open.file.as_fd())?, UPPER_TTL)),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// The open files of the view.
+    pub fn handles(&self) -> &super::files::Handles {
+        &self.handles
+    }
+
     /// Attributes of an open file (from its descriptor: right even after
     /// the last name is gone).
     pub fn fgetattr(&self, id: u64, fd: BorrowedFd<'_>) -> OpResult<Attrs> {
@@ -837,6 +869,34 @@ impl Overlay {
             info,
             fds: DirFds::default(),
         })
+    }
+
+    /// For readdirplus: the entries of directory node `dir` after readdir
+    /// offset `offset`, resolved, each offered to `add`, which answers
+    /// whether it took it (a reply that is full takes no more). Every entry
+    /// taken is entered in the node table: the kernel now holds a lookup
+    /// of it. A name removed since the listing was taken is skipped.
+    pub fn list_plus(
+        &self,
+        dir: u64,
+        offset: u64,
+        mut add: impl FnMut(&Listed, &Entry) -> bool,
+    ) -> OpResult<()> {
+        let list = self.listing(dir)?;
+        let mut resolver = self.resolver(dir)?;
+        for item in entries_after(&list, offset) {
+            let resolved = match resolver.resolve(&item.name) {
+                Ok(r) => r,
+                Err(e) if e == Errno::NOENT => continue,
+                Err(e) => return Err(e),
+            };
+            let entry = self.entry_of(&resolved);
+            if !add(item, &entry) {
+                break;
+            }
+            self.enter_resolved(dir, &item.name, resolved);
+        }
+        Ok(())
     }
 
     /// Resolve `name` in directory node `dir` without entering it.
