@@ -20,9 +20,10 @@
 //! * Part B: a tree vserver synced again and again (`vskel sync`) from its
 //!   mounted view, where every round makes new FIFOs, device nodes, files,
 //!   links and modes, while a racer acting as the vserver's root in the
-//!   tree renames a symlink to the decoy over every name that appears there
-//!   (inotify IN_CREATE/IN_MOVED_TO: sync's temporary names whatever they
-//!   are), swaps directories for symlinks and entries for FIFOs.
+//!   tree renames a symlink to the decoy or the skel over every name
+//!   created there and some renamed into place (inotify IN_CREATE and
+//!   IN_MOVED_TO: sync's temporary names, whatever they are), swaps
+//!   directories for symlinks and entries for FIFOs.
 //!
 //! After each part: no decoy entry changed (kind, mode, owner, size,
 //! content, mtime, xattrs, no new entries), the skel's canonical listing is
