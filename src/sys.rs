@@ -565,6 +565,22 @@ pub fn is_terminal(fd: impl AsFd) -> bool {
     rustix::termios::isatty(fd)
 }
 
+/// An entry that is not there: `ENOENT`, or `ENOTDIR` (a path component is
+/// no directory). Only these mean "absent"; any other error (out of
+/// descriptors, I/O) is a failure to report, never a missing name.
+pub fn is_absent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+/// `Ok(None)` for an absent entry ([`is_absent`]), other errors kept.
+pub fn absent_as_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Make a C string from a path component (names never hold NUL bytes).
 pub fn cname(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))

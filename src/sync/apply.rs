@@ -27,7 +27,8 @@ use crate::tree::meta::Meta;
 use crate::tree::remove::remove_tree_at;
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::{DirInfo, Overlay, Resolved};
+use crate::view::overlay::Overlay;
+use crate::view::resolve::{DirInfo, Resolved};
 
 /// What the view shows at `rel` (`None`: nothing), resolving from the root.
 pub fn resolve_path(overlay: &Overlay, rel: &Path) -> std::result::Result<Option<Resolved>, Errno> {

@@ -31,7 +31,8 @@ use crate::tree::TreeRoot;
 use crate::tree::meta::Meta;
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::{DirInfo, Overlay, Resolved};
+use crate::view::overlay::Overlay;
+use crate::view::resolve::{DirInfo, Resolved};
 
 /// Counts of what a sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -15,8 +15,9 @@ use rustix::fs::FileType;
 
 use super::format;
 use super::node::{Lower, ROOT_ID};
-use super::overlay::{OpResult, Overlay, absent_as_none, cname, errno, split};
+use super::overlay::{OpResult, Overlay, cname, errno, split};
 use crate::sys;
+use crate::sys::absent_as_none;
 use crate::tree::meta::Meta;
 
 impl Overlay {

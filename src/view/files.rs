@@ -1,10 +1,11 @@
-//! Open files and directories of the view: handles, reads and writes, and
-//! reading xattrs.
+//! Open files of the view: handles, opening (by a checked name, or again
+//! through an open file for a node whose names are gone), reads and
+//! writes, and reading xattrs.
 //!
 //! A handle holds the descriptor of the layer file it reads (a lower file
-//! until something opens it for writing, which copies it up first) or, for
-//! a directory, a snapshot of the merged listing taken at `opendir`, so
-//! `readdir` offsets stay valid while the directory changes.
+//! until something opens it for writing, which copies it up first).
+//! Directories have no handles: `readdir` works from offsets alone (see
+//! `listing`).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};

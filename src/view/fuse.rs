@@ -1,12 +1,14 @@
 //! The FUSE adapter: each `fuser::Filesystem` method calls the overlay core
-//! and turns its result into the reply. No filesystem logic lives here.
+//! and turns its result into the reply: fuser's types (attributes, errnos,
+//! file types) are built here and nowhere else. No filesystem logic lives
+//! here.
 //!
 //! Every request that changes the view runs inside the write gate
 //! ([`super::gate`]), so `vskel sync` can hold all changes while it
 //! flattens a mounted view: setattr, mknod, mkdir, unlink, rmdir, symlink,
 //! rename, link, create, write, fallocate, setxattr, removexattr, and an
 //! open that may write (writable or `O_TRUNC`: it copies up). During a hold
-//! those wait on threads of their own; reads, lookups, getattr, readdir,
+//! those wait in the gate's queue; reads, lookups, getattr, readdir,
 //! xattr reads, flush, fsync and release are served as usual. For the gate
 //! to see every write, passthrough is used for lower (read-only) files only
 //! ([`super::passthrough`]).
@@ -29,8 +31,9 @@ use tracing::{debug, warn};
 
 use super::files::{Handle, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply};
 use super::gate::WriteGate;
+use super::listing::entries_after;
 use super::mutate::{Caller, Make, SetAttr, SetTime};
-use super::overlay::{Attrs, Entry, Errno, Layer, NEGATIVE_TTL, OpResult, Overlay, entries_after};
+use super::overlay::{Attrs, Entry, Errno, Layer, NEGATIVE_TTL, OpResult, Overlay};
 use super::passthrough::{Backings, Mode};
 
 /// Open files need no FLUSH: writes go to the layer file as they come.

@@ -20,7 +20,8 @@ use std::sync::Mutex;
 
 use rustix::fs::FileType;
 
-use super::overlay::{DirInfo, OpResult, Overlay, Resolved, cname, errno, split};
+use super::overlay::{OpResult, Overlay, cname, errno, split};
+use super::resolve::{DirInfo, Resolved};
 use crate::sys;
 use crate::tree::walk::par_walk;
 

@@ -54,6 +54,7 @@ pub const DEFAULT_THREADS: usize = 4;
 /// The filesystem type's subtype: mounts show as `fuse.vskel`.
 pub const SUBTYPE: &str = "vskel";
 
+pub mod caches;
 pub mod control;
 pub mod copyup;
 pub mod daemon_start;
@@ -62,9 +63,11 @@ pub mod format;
 pub mod fuse;
 pub mod gate;
 pub mod hardlinks;
+pub mod listing;
 pub mod mountpoint;
 pub mod mutate;
 pub mod node;
 pub mod overlay;
 pub mod passthrough;
+pub mod resolve;
 pub mod serve;

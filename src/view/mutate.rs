@@ -13,11 +13,10 @@ use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 use super::copyup::lower_has;
 use super::format;
 use super::node::Found;
-use super::overlay::{
-    Attrs, DirInfo, Entry, Errno, Layer, OpResult, Overlay, Resolved, UPPER_TTL, absent_as_none,
-    cname, errno,
-};
+use super::overlay::{Attrs, Entry, Errno, Layer, OpResult, Overlay, UPPER_TTL, cname, errno};
+use super::resolve::{DirInfo, Resolved};
 use crate::sys;
+use crate::sys::absent_as_none;
 use crate::tree::remove::remove_tree_at;
 use tracing::debug;
 
@@ -102,22 +101,13 @@ impl Overlay {
 
     /// Cached listings and directories may no longer be true.
     fn stale_caches(&self) {
-        self.version
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if self
-            .dirs_changed
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            self.dir_cache.invalidate();
-        }
+        self.caches.begin_change();
     }
 
     /// A directory was renamed, removed or copied up: cached layer
     /// directories may be wrong now, and again when the change ends.
     pub(super) fn dirs_changed(&self) {
-        self.dirs_changed
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.dir_cache.invalidate();
+        self.caches.dirs_changed();
     }
 
     /// Copy up directory `parent` and open its upper copy.

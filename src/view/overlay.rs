@@ -1,30 +1,34 @@
-//! The overlay core: finding names through the layers, attributes, merged
-//! directory listings. Mutations are in `mutate`, open files in `files`,
-//! copy-up in `copyup`; the FUSE adapter (`fuse`) only translates.
+//! The overlay core: the layers, the node table, and the requests that read
+//! the view (lookup, getattr, readlink, forget, statfs). Finding names is in
+//! `resolve`, merged listings in `listing`, what is cached in `caches`,
+//! changes in `mutate`, open files in `files`, copy-up in `copyup`; the
+//! FUSE adapter (`fuse`) only translates.
 //!
-//! Every method returns `Result<_, Errno>`; none talks to the kernel, so
-//! the logic is tested on temporary directories without mounting.
+//! Every method returns `Result<_, Errno>` (rustix's errno) and the core's
+//! own types; none talks to the kernel, so `tests/core.rs` drives the core
+//! on temporary directories without mounting.
 //!
 //! Concurrency: `tree` is held shared by operations that only read the
 //! namespace and exclusively by those that change it (create, unlink,
 //! rename, copy-up, ...), so a change never interleaves with another. The
 //! node table has its own short-held lock inside.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use rustix::fs::{FileType, Stat};
 pub use rustix::io::Errno;
 
 use super::LayerSpec;
+use super::caches::{Caches, UPPER_SLOT};
 use super::format;
-use super::node::{Found, Lower, Nodes, ROOT_ID, child_path};
+use super::node::{Lower, Nodes, ROOT_ID};
+use super::resolve::Resolved;
 use crate::sys;
 use crate::tree::TreeRoot;
 
@@ -81,31 +85,6 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
-/// One name in a merged directory listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    /// The name.
-    pub name: OsString,
-    /// Its type.
-    pub kind: FileType,
-    /// Its inode number in the view, when the listing knows it (lower
-    /// entries); `None` for upper entries, which are resolved when asked.
-    pub ino: Option<u64>,
-    /// Its readdir offset: a hash of the name, so that a listing resumed
-    /// after the directory changed neither skips nor repeats a name.
-    pub cookie: u64,
-}
-
-/// The entries of a cookie-sorted listing that come after readdir offset
-/// `offset`.
-pub fn entries_after(list: &[Listed], offset: u64) -> &[Listed] {
-    let start = list.partition_point(|item| item.cookie <= offset);
-    &list[start..]
-}
-
-/// Readdir offsets 1 and 2 are `.` and `..`; cookies start above.
-pub const FIRST_COOKIE: u64 = 3;
-
 /// Which kind of layer a file of the view lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {
@@ -113,65 +92,6 @@ pub enum Layer {
     Upper,
     /// One of the read-only layers (never written through the view).
     Lower,
-}
-
-/// The readdir cookie of a name (stable across mounts; 63 bits, as the
-/// kernel's offsets are signed).
-pub fn cookie_of(name: &OsStr) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    name.hash(&mut hasher);
-    (hasher.finish() >> 1).max(FIRST_COOKIE)
-}
-
-/// A name found through the layers, not yet entered in the node table.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The view inode number (node ID).
-    pub id: u64,
-    /// Where it is.
-    pub found: Found,
-    /// `stat` of what is shown (upper if there, else the top lower).
-    pub stat: Stat,
-    /// The shown directory merges more than one layer.
-    pub merged: bool,
-}
-
-/// What is known of a directory node.
-#[derive(Debug, Clone)]
-pub struct DirInfo {
-    /// Node ID.
-    pub id: u64,
-    /// Path in the view (and the upper layer).
-    pub path: PathBuf,
-    /// Exists in the upper layer.
-    pub upper: bool,
-    /// Lower content.
-    pub lower: Option<Lower>,
-}
-
-impl DirInfo {
-    /// The directory as seen from its lower layers only (to resolve a name
-    /// the upper layer is known not to have).
-    pub fn lower_only(&self) -> DirInfo {
-        DirInfo {
-            upper: false,
-            ..self.clone()
-        }
-    }
-}
-
-/// Where a node is shown, checked by [`Overlay::locate`].
-#[derive(Debug)]
-pub(super) struct Located {
-    /// The layer directory holding it.
-    pub parent: Arc<OwnedFd>,
-    /// Its name there (`.` for the root, in the upper root).
-    pub name: CString,
-    /// Which kind of layer that is.
-    pub layer: Layer,
-    /// `stat` of what the name held when checked.
-    pub stat: Stat,
 }
 
 /// The view over its layers.
@@ -191,27 +111,11 @@ pub struct Overlay {
     pid: u32,
     /// Multiply-linked lower files (built on first need, see `hardlinks`).
     pub(super) link_map: OnceLock<super::hardlinks::LinkMap>,
-    /// Counts changes of the view (listings cached before are stale).
-    pub(super) version: AtomicU64,
-    /// Recent directory listings.
-    listings: Mutex<Vec<CachedListing>>,
-    /// Recently used layer directories.
-    pub(super) dir_cache: DirCache,
-    /// A directory changed identity during the current change.
-    pub(super) dirs_changed: std::sync::atomic::AtomicBool,
-    /// Nodes whose attributes changed as a side effect (a directory copied
-    /// up becomes a merged one): the kernel's cached copies are invalidated.
-    touched: Mutex<Vec<u64>>,
+    /// What is cached between requests.
+    pub(super) caches: Caches,
     /// Open files of the view by handle number.
     pub(super) handles: super::files::Handles,
 }
-
-/// A listing of directory node `.0` taken at view version `.1`.
-type CachedListing = (u64, u64, std::sync::Arc<Vec<Listed>>);
-
-/// Directory listings kept (a listing is read in several replies; the
-/// kernel keeps what it read in its own cache).
-const LISTING_CACHE: usize = 16;
 
 /// An `io::Error` as the errno the caller gets (`EIO` for one that has
 /// none).
@@ -265,12 +169,8 @@ impl Overlay {
             work_seq: AtomicU64::new(0),
             pid: std::process::id(),
             link_map: OnceLock::new(),
-            version: AtomicU64::new(0),
-            listings: Mutex::new(Vec::new()),
-            dir_cache: DirCache::sized_for(sys::open_file_limit()),
-            touched: Mutex::new(Vec::new()),
+            caches: Caches::new(sys::open_file_limit()),
             handles: super::files::Handles::default(),
-            dirs_changed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -322,203 +222,18 @@ impl Overlay {
         self.view_ino(self.devs[0], sys::ino_of(st))
     }
 
-    /// What is known of directory node `id`.
-    pub fn dir_info(&self, id: u64) -> OpResult<DirInfo> {
-        let nodes = self.nodes();
-        let node = nodes.get(id).ok_or(Errno::NOENT)?;
-        if node.kind != FileType::Directory {
-            return Err(Errno::NOTDIR);
-        }
-        Ok(DirInfo {
-            id,
-            path: nodes.path(id).ok_or(Errno::NOENT)?,
-            upper: node.upper,
-            lower: nodes.lower_of(id),
-        })
-    }
-
     /// Open a directory of the upper layer.
     pub(super) fn upper_dir(&self, path: &Path) -> OpResult<OwnedFd> {
         self.upper_dir_io(path).map_err(errno)
     }
 
-    fn upper_dir_io(&self, path: &Path) -> io::Result<OwnedFd> {
+    pub(super) fn upper_dir_io(&self, path: &Path) -> io::Result<OwnedFd> {
         sys::open_dir_beneath(self.upper.fd(), path)
     }
 
     /// Open a directory of lower layer `layer`.
     pub(super) fn lower_dir(&self, layer: usize, path: &Path) -> io::Result<OwnedFd> {
         sys::open_dir_beneath(self.lowers[layer].fd(), path)
-    }
-
-    /// Find `name` in directory `dir` through the layers.
-    pub fn resolve(&self, dir: &DirInfo, name: &OsStr) -> OpResult<Resolved> {
-        self.resolve_with(&mut DirFds::default(), dir, name)
-    }
-
-    /// [`Overlay::resolve`], reusing the layer directories `fds` holds open
-    /// for `dir` (many names of one directory cost one open per layer).
-    pub(super) fn resolve_with(
-        &self,
-        fds: &mut DirFds,
-        dir: &DirInfo,
-        name: &OsStr,
-    ) -> OpResult<Resolved> {
-        let name_c = cname(name)?;
-        let mut upper_dir_hit: Option<(Stat, Option<PathBuf>)> = None;
-        if dir.upper {
-            let parent = fds.upper(self, dir)?;
-            match sys::stat_at(parent, &name_c) {
-                Ok(st) if format::is_whiteout(&st) => return Err(Errno::NOENT),
-                Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
-                    let sub = sys::open_subdir(parent, &name_c).map_err(errno)?;
-                    let lower_path = if format::is_opaque(sub.as_fd()).map_err(errno)? {
-                        None
-                    } else {
-                        match format::redirect(
-                            sub.as_fd(),
-                            dir.lower.as_ref().map(|l| l.path.as_path()),
-                        )
-                        .map_err(errno)?
-                        {
-                            Some(redirected) => Some(redirected),
-                            None => dir.lower.as_ref().map(|l| child_path(&l.path, name)),
-                        }
-                    };
-                    upper_dir_hit = Some((st, lower_path));
-                }
-                Ok(st) => return self.upper_non_dir(parent, &name_c, st),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(errno(e)),
-            }
-        }
-        let (lower_path, probe): (Option<PathBuf>, Vec<usize>) = match &upper_dir_hit {
-            // A redirect may point where the parent has no lower content.
-            Some((_, Some(path))) => (Some(path.clone()), (0..self.lowers.len()).collect()),
-            Some((_, None)) => (None, Vec::new()),
-            None => match &dir.lower {
-                Some(l) => (Some(child_path(&l.path, name)), l.layers.clone()),
-                None => (None, Vec::new()),
-            },
-        };
-        let mut lower_layers = Vec::new();
-        let mut lower_stat: Option<Stat> = None;
-        // Lower directories opened on the way: kept in the directory cache
-        // for the lookups and the listing in them that usually follow.
-        let mut opened_dirs: Vec<(usize, OwnedFd)> = Vec::new();
-        if let Some(path) = &lower_path {
-            let (parent_path, leaf) = split(path);
-            let leaf = cname(leaf)?;
-            // The directory's own lower content: its open layer dirs serve;
-            // a redirect elsewhere opens its own.
-            let own = dir.lower.as_ref().is_some_and(|l| l.path == parent_path);
-            for layer in probe {
-                let opened;
-                let parent = if own {
-                    match fds.lower(self, dir, layer)? {
-                        Some(fd) => fd,
-                        None => continue,
-                    }
-                } else {
-                    match absent_as_none(self.lower_dir(layer, parent_path)).map_err(errno)? {
-                        Some(fd) => {
-                            opened = fd;
-                            opened.as_fd()
-                        }
-                        None => continue,
-                    }
-                };
-                let st = match absent_as_none(sys::stat_at(parent, &leaf)).map_err(errno)? {
-                    Some(st) => st,
-                    None => continue,
-                };
-                if format::is_whiteout(&st) {
-                    break;
-                }
-                let is_dir = FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
-                let merging = upper_dir_hit.is_some() || !lower_layers.is_empty();
-                if !is_dir {
-                    if !merging {
-                        lower_layers.push(layer);
-                        lower_stat = Some(st);
-                    }
-                    break; // a non-directory ends the stack
-                }
-                lower_layers.push(layer);
-                lower_stat.get_or_insert(st);
-                let sub = sys::open_subdir(parent, &leaf).map_err(errno)?;
-                let opaque = format::is_opaque(sub.as_fd()).map_err(errno)?;
-                opened_dirs.push((layer, sub));
-                if opaque {
-                    break;
-                }
-            }
-        }
-        let lower = lower_path
-            .filter(|_| !lower_layers.is_empty())
-            .map(|path| Lower {
-                path,
-                layers: lower_layers.clone(),
-            });
-        let resolved = match (upper_dir_hit, lower_stat) {
-            (Some((st, _)), top_lower) => {
-                // A merged directory is its top lower directory's inode
-                // (stat'ed by the probe above).
-                let id = match (&lower, top_lower) {
-                    (Some(l), Some(lst)) => {
-                        self.view_ino(self.lowers[l.layers[0]].dev(), sys::ino_of(&lst))
-                    }
-                    _ => self.view_ino(self.devs[0], sys::ino_of(&st)),
-                };
-                Ok(Resolved {
-                    id,
-                    merged: lower.is_some(),
-                    found: Found {
-                        kind: FileType::Directory,
-                        upper: true,
-                        lower,
-                    },
-                    stat: st,
-                })
-            }
-            (None, Some(st)) => {
-                let kind = FileType::from_raw_mode(st.st_mode as _);
-                let layer = lower_layers[0];
-                Ok(Resolved {
-                    id: self.view_ino(self.lowers[layer].dev(), sys::ino_of(&st)),
-                    merged: lower_layers.len() > 1,
-                    found: Found {
-                        kind,
-                        upper: false,
-                        lower,
-                    },
-                    stat: st,
-                })
-            }
-            (None, None) => Err(Errno::NOENT),
-        }?;
-        for (layer, fd) in opened_dirs {
-            self.dir_cache.put(resolved.id, layer + 1, fd);
-        }
-        Ok(resolved)
-    }
-
-    /// A non-directory found in the upper layer.
-    fn upper_non_dir(&self, parent: BorrowedFd<'_>, name: &CStr, st: Stat) -> OpResult<Resolved> {
-        let id = match format::origin_at(parent, name).map_err(errno)? {
-            Some((dev, ino)) => self.view_ino(dev, ino),
-            None => self.view_ino(self.devs[0], sys::ino_of(&st)),
-        };
-        Ok(Resolved {
-            id,
-            merged: false,
-            found: Found {
-                kind: FileType::from_raw_mode(st.st_mode as _),
-                upper: true,
-                lower: None,
-            },
-            stat: st,
-        })
     }
 
     /// Look `name` up in directory `parent` and enter it in the node table
@@ -590,9 +305,10 @@ impl Overlay {
     /// long way, which reports a real error.
     fn upper_stat(&self, parent: u64, name: &OsStr) -> Option<Stat> {
         let fd = self
-            .dir_cache
+            .caches
+            .dirs
             .get_or_open(parent, UPPER_SLOT, || match self.nodes().path(parent) {
-                Some(path) => absent_as_none(self.upper_dir_io(&path)),
+                Some(path) => sys::absent_as_none(self.upper_dir_io(&path)),
                 None => Ok(None),
             })
             .ok()??;
@@ -637,278 +353,19 @@ impl Overlay {
             .into_bytes())
     }
 
-    /// The directory holding node `id` and its name there.
-    /// `ENOENT` for a node whose name is gone (it lives on only through its
-    /// open handles). The name is what the node table knows; before acting
-    /// on what it holds, [`Overlay::locate`] checks that it still shows
-    /// the node.
-    pub(super) fn where_is(&self, id: u64) -> OpResult<(DirInfo, OsString)> {
-        let (parent, name) = {
-            let nodes = self.nodes();
-            let (parent, name) = nodes.name_of(id).ok_or(Errno::NOENT)?;
-            (parent, name.to_os_string())
-        };
-        Ok((self.dir_info(parent)?, name))
-    }
-
-    /// Has node `id` lost every name it was known by (it lives on only
-    /// through open handles)?
-    pub fn is_unlinked(&self, id: u64) -> bool {
-        let nodes = self.nodes();
-        nodes.get(id).is_some() && nodes.name_of(id).is_none()
-    }
-
-    /// Where node `id` is shown, checked: the name the node table knows
-    /// still shows this very node (an upper entry made in the view by its
-    /// inode number, a copied-up one by its origin, anything else by
-    /// resolving it through the layers), or `ENOENT`. Every operation on a
-    /// node by name starts here, so no name that now holds something else
-    /// (a file renamed over, a symlink put in its place) is ever acted on.
-    /// With the tree lock held, the upper layer changes only through the
-    /// view, so what is checked stays true while the lock is held.
-    pub(super) fn locate(&self, id: u64) -> OpResult<Located> {
-        if id == ROOT_ID {
-            let parent = self.upper.fd().try_clone_to_owned().map_err(errno)?;
-            let stat = sys::fstat(parent.as_fd()).map_err(errno)?;
-            return Ok(Located {
-                parent: Arc::new(parent),
-                name: c".".to_owned(),
-                layer: Layer::Upper,
-                stat,
-            });
-        }
-        let (dir, name) = self.where_is(id)?;
-        let name_c = cname(&name)?;
-        if dir.upper {
-            let parent = self.upper_dir_cached(&dir)?;
-            match sys::stat_at(parent.as_fd(), &name_c) {
-                Ok(st) if format::is_whiteout(&st) => return Err(Errno::NOENT),
-                Ok(st) => {
-                    let shows = if self.upper_ino(&st) == id {
-                        true // made in the view (a lower inode has another number)
-                    } else if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory {
-                        self.resolve(&dir, &name)?.id == id
-                    } else {
-                        self.upper_non_dir(parent.as_fd(), &name_c, st)?.id == id
-                    };
-                    if !shows {
-                        return Err(Errno::NOENT);
-                    }
-                    return Ok(Located {
-                        parent,
-                        name: name_c,
-                        layer: Layer::Upper,
-                        stat: st,
-                    });
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(errno(e)),
-            }
-        }
-        let r = self.resolve(&dir.lower_only(), &name)?;
-        if r.id != id {
-            return Err(Errno::NOENT);
-        }
-        let lower = r.found.lower.as_ref().ok_or(Errno::NOENT)?;
-        let (parent_path, leaf) = split(&lower.path);
-        let parent = self
-            .lower_dir(lower.layers[0], parent_path)
-            .map_err(errno)?;
-        Ok(Located {
-            parent: Arc::new(parent),
-            name: cname(leaf)?,
-            layer: Layer::Lower,
-            stat: r.stat,
-        })
-    }
-
-    /// An `O_PATH` handle of node `id` as [`Overlay::locate`] finds it,
-    /// checked to be the inode it stat'ed, and the layer it is in. Metadata
-    /// is read and changed through it (`sys`'s `*_handle` calls), never
-    /// through the name.
-    pub(super) fn handle_of(&self, id: u64) -> OpResult<(OwnedFd, Layer)> {
-        let at = self.locate(id)?;
-        let handle = sys::open_handle_at(at.parent.as_fd(), &at.name).map_err(errno)?;
-        if !sys::same_inode(&sys::fstat(handle.as_fd()).map_err(errno)?, &at.stat) {
-            return Err(Errno::NOENT);
-        }
-        Ok((handle, at.layer))
-    }
-
-    /// The upper directory of directory `dir` (which must be in the upper
-    /// layer), from the directory cache.
-    pub(super) fn upper_dir_cached(&self, dir: &DirInfo) -> OpResult<Arc<OwnedFd>> {
-        self.dir_cache
-            .get_or_open(dir.id, UPPER_SLOT, || {
-                absent_as_none(self.upper_dir_io(&dir.path))
-            })
-            .map_err(errno)?
-            .ok_or(Errno::NOENT)
-    }
-
-    /// The merged listing of directory `dir`: upper names, then lower ones
-    /// not hidden by a whiteout, an opaque directory or a name above.
-    pub fn list(&self, dir: &DirInfo) -> OpResult<Vec<Listed>> {
-        let mut out = Vec::new();
-        let mut seen: HashSet<OsString> = HashSet::new();
-        let mut stop_lower = false;
-        if dir.upper {
-            let fd = self.upper_dir_cached(dir)?;
-            stop_lower = format::is_opaque(fd.as_fd()).map_err(errno)?;
-            self.list_layer(fd.as_fd(), None, &mut seen, &mut out)?;
-        }
-        if let (Some(lower), false) = (&dir.lower, stop_lower) {
-            let last = lower.layers.len().saturating_sub(1);
-            for (i, layer) in lower.layers.iter().enumerate() {
-                let cached = self.dir_cache.get_or_open(dir.id, layer + 1, || {
-                    absent_as_none(self.lower_dir(*layer, &lower.path))
-                });
-                let Some(fd) = cached.map_err(errno)? else {
-                    continue;
-                };
-                let dev = self.lowers[*layer].dev();
-                self.list_layer(fd.as_fd(), Some(dev), &mut seen, &mut out)?;
-                // An opaque directory hides the layers below (the last one
-                // has none: no need to ask).
-                if i < last && format::is_opaque(fd.as_fd()).map_err(errno)? {
-                    break;
-                }
-            }
-        }
-        out.sort_by_key(|l| l.cookie);
-        Ok(out)
-    }
-
-    /// Add one layer's names to a listing; whiteouts hide names below.
-    /// `lower_dev` is the device of a lower layer (its inode numbers are
-    /// the view's), `None` for the upper layer.
-    fn list_layer(
-        &self,
-        fd: BorrowedFd<'_>,
-        lower_dev: Option<u64>,
-        seen: &mut HashSet<OsString>,
-        out: &mut Vec<Listed>,
-    ) -> OpResult<()> {
-        for entry in sys::read_dir(fd).map_err(errno)? {
-            let name = sys::os_name(&entry.name).to_os_string();
-            if seen.contains(&name) {
-                continue;
-            }
-            let mut kind = entry.file_type;
-            if matches!(kind, FileType::CharacterDevice | FileType::Unknown) {
-                let st = match absent_as_none(sys::stat_at(fd, &entry.name)).map_err(errno)? {
-                    Some(st) => st,
-                    None => continue, // gone meanwhile
-                };
-                if format::is_whiteout(&st) {
-                    seen.insert(name);
-                    continue;
-                }
-                kind = FileType::from_raw_mode(st.st_mode as _);
-            }
-            seen.insert(name.clone());
-            let cookie = cookie_of(&name);
-            out.push(Listed {
-                ino: lower_dev.map(|dev| self.view_ino(dev, entry.ino)),
-                name,
-                kind,
-                cookie,
-            });
-        }
-        Ok(())
-    }
-
-    /// The merged listing of directory node `id`, from a small cache that
-    /// any change of the view empties.
-    pub fn listing(&self, id: u64) -> OpResult<std::sync::Arc<Vec<Listed>>> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let version = self.version.load(Ordering::Acquire);
-        {
-            let cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, _, list)) = cache.iter().find(|(d, v, _)| *d == id && *v == version) {
-                return Ok(list.clone());
-            }
-        }
-        let dir = self.dir_info(id)?;
-        let list = std::sync::Arc::new(self.list(&dir)?);
-        let mut cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(_, v, _)| *v == version);
-        if cache.len() >= LISTING_CACHE {
-            cache.remove(0);
-        }
-        cache.push((id, version, list.clone()));
-        Ok(list)
-    }
-
     /// Node `id`'s attributes changed behind the kernel's back.
     pub(super) fn touch(&self, id: u64) {
-        self.touched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
+        self.caches.node_touched(id);
     }
 
     /// The nodes touched since the last call.
     pub fn take_touched(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
+        self.caches.take_touched()
     }
 
     /// The parent of node `id` (the root is its own parent).
     pub fn parent_of(&self, id: u64) -> u64 {
         self.nodes().get(id).map_or(ROOT_ID, |n| n.parent)
-    }
-
-    /// A resolver for many names of directory node `dir` (readdirplus):
-    /// holds the tree lock shared and the layer directories open.
-    pub fn resolver(&self, dir: u64) -> OpResult<Resolver<'_>> {
-        let guard = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let info = self.dir_info(dir)?;
-        Ok(Resolver {
-            _shared: guard,
-            overlay: self,
-            info,
-            fds: DirFds::default(),
-        })
-    }
-
-    /// For readdirplus: the entries of directory node `dir` after readdir
-    /// offset `offset`, resolved, each offered to `add`, which answers
-    /// whether it took it (a reply that is full takes no more). Every entry
-    /// taken is entered in the node table: the kernel now holds a lookup
-    /// of it. A name removed since the listing was taken is skipped.
-    pub fn list_plus(
-        &self,
-        dir: u64,
-        offset: u64,
-        mut add: impl FnMut(&Listed, &Entry) -> bool,
-    ) -> OpResult<()> {
-        let list = self.listing(dir)?;
-        let mut resolver = self.resolver(dir)?;
-        for item in entries_after(&list, offset) {
-            let resolved = match resolver.resolve(&item.name) {
-                Ok(r) => r,
-                Err(e) if e == Errno::NOENT => continue,
-                Err(e) => return Err(e),
-            };
-            let entry = self.entry_of(&resolved);
-            if !add(item, &entry) {
-                break;
-            }
-            self.enter_resolved(dir, &item.name, resolved);
-        }
-        Ok(())
-    }
-
-    /// Resolve `name` in directory node `dir` without entering it.
-    pub fn resolve_in(&self, dir: u64, name: &OsStr) -> OpResult<Resolved> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
-        let info = self.dir_info(dir)?;
-        self.resolve(&info, name)
-    }
-
-    /// The inode number `name` in directory node `dir` has now, if any.
-    pub fn peek_ino(&self, dir: u64, name: &OsStr) -> Option<u64> {
-        self.resolve_in(dir, name).ok().map(|r| r.id)
     }
 
     /// The entry a resolved name gives, without entering it.
@@ -939,170 +396,6 @@ impl Overlay {
     /// Number of nodes the kernel holds (for status and tests).
     pub fn node_count(&self) -> usize {
         self.nodes().len()
-    }
-}
-
-/// Resolves names of one directory, one after the other.
-#[derive(Debug)]
-pub struct Resolver<'a> {
-    _shared: std::sync::RwLockReadGuard<'a, ()>,
-    overlay: &'a Overlay,
-    info: DirInfo,
-    fds: DirFds,
-}
-
-impl Resolver<'_> {
-    /// Find `name` in the directory.
-    pub fn resolve(&mut self, name: &OsStr) -> OpResult<Resolved> {
-        self.overlay.resolve_with(&mut self.fds, &self.info, name)
-    }
-}
-
-/// The layer directories of one view directory, opened on first use and
-/// kept for the next name (readdirplus resolves a whole listing).
-#[derive(Debug, Default)]
-pub struct DirFds {
-    upper: Option<Arc<OwnedFd>>,
-    lowers: Vec<Option<Option<Arc<OwnedFd>>>>,
-}
-
-impl DirFds {
-    /// The upper directory of `dir` (which must exist in the upper layer).
-    fn upper(&mut self, overlay: &Overlay, dir: &DirInfo) -> OpResult<BorrowedFd<'_>> {
-        if self.upper.is_none() {
-            self.upper = Some(overlay.upper_dir_cached(dir)?);
-        }
-        Ok(self
-            .upper
-            .as_ref()
-            .map(|fd| fd.as_fd())
-            .expect("just opened"))
-    }
-
-    /// The directory of `dir`'s lower content in lower layer `layer`, if
-    /// it has one.
-    fn lower(
-        &mut self,
-        overlay: &Overlay,
-        dir: &DirInfo,
-        layer: usize,
-    ) -> OpResult<Option<BorrowedFd<'_>>> {
-        let Some(lower) = &dir.lower else {
-            return Ok(None);
-        };
-        if self.lowers.len() <= layer {
-            self.lowers.resize_with(layer + 1, || None);
-        }
-        let slot = &mut self.lowers[layer];
-        if slot.is_none() {
-            let fd = overlay.dir_cache.get_or_open(dir.id, layer + 1, || {
-                absent_as_none(overlay.lower_dir(layer, &lower.path))
-            });
-            *slot = Some(fd.map_err(errno)?);
-        }
-        Ok(slot
-            .as_ref()
-            .and_then(|fd| fd.as_ref())
-            .map(|fd| fd.as_fd()))
-    }
-}
-
-/// Slot of the upper layer in the directory cache (lower layer `i` is
-/// slot `i + 1`).
-const UPPER_SLOT: usize = 0;
-/// The share of the open-file limit the directory cache may hold (the
-/// rest is for open files, passthrough backings and the session).
-const DIR_CACHE_SHARE: u64 = 4;
-/// Bounds of the directory cache's size, whatever the limit.
-const DIR_CACHE_MIN: usize = 16;
-const DIR_CACHE_MAX: usize = 16 * 1024;
-
-/// Recently used layer directories of view directories, so that lookups
-/// in one directory do not walk its path in every layer again. Emptied at
-/// every change of the view (a directory renamed, removed or copied up
-/// must not be served from a stale descriptor).
-#[derive(Debug)]
-pub struct DirCache {
-    inner: Mutex<DirCacheInner>,
-    /// Directories kept at most: a tree of any size is walked with at most
-    /// this many open.
-    capacity: usize,
-}
-
-#[derive(Debug, Default)]
-struct DirCacheInner {
-    map: HashMap<(u64, usize), Option<Arc<OwnedFd>>>,
-}
-
-impl DirCache {
-    /// A cache sized from the open-file limit in force: a share of it, so
-    /// that the cache alone never runs the server out of descriptors.
-    pub fn sized_for(open_file_limit: u64) -> DirCache {
-        let share = usize::try_from(open_file_limit / DIR_CACHE_SHARE).unwrap_or(usize::MAX);
-        DirCache {
-            inner: Mutex::default(),
-            capacity: share.clamp(DIR_CACHE_MIN, DIR_CACHE_MAX),
-        }
-    }
-
-    /// The directory of node `id` in layer slot `slot`, opened by `open`
-    /// if not cached (`None`: the layer has no such directory). A failed
-    /// open (out of descriptors, say) is not cached: the next call tries
-    /// again.
-    fn get_or_open(
-        &self,
-        id: u64,
-        slot: usize,
-        open: impl FnOnce() -> io::Result<Option<OwnedFd>>,
-    ) -> io::Result<Option<Arc<OwnedFd>>> {
-        {
-            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(hit) = inner.map.get(&(id, slot)) {
-                return Ok(hit.clone());
-            }
-        }
-        let opened = open()?.map(Arc::new);
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.map.len() >= self.capacity {
-            inner.map.clear();
-        }
-        inner.map.insert((id, slot), opened.clone());
-        Ok(opened)
-    }
-
-    /// Keep `fd`, the directory of node `id` in layer slot `slot`, unless
-    /// one is kept already.
-    fn put(&self, id: u64, slot: usize, fd: OwnedFd) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.map.len() >= self.capacity {
-            inner.map.clear();
-        }
-        inner
-            .map
-            .entry((id, slot))
-            .or_insert_with(|| Some(Arc::new(fd)));
-    }
-
-    /// Forget everything (the view changed).
-    pub fn invalidate(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.map.clear();
-    }
-}
-
-/// An entry that is not there: `ENOENT`, or `ENOTDIR` (a path component is
-/// no directory). Only these mean "absent"; any other error (out of
-/// descriptors, I/O) is a failure to report, never a missing name.
-pub fn is_absent(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
-}
-
-/// `Ok(None)` for an absent entry ([`is_absent`]), other errors kept.
-pub fn absent_as_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if is_absent(&e) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
