@@ -28,7 +28,7 @@ impl Overlay {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::NOENT)?;
             let name_of = nodes.name_of(id).map(|(p, n)| (p, n.to_os_string()));
-            (name_of, node.upper, nodes.lower_of(id), node.kind)
+            (name_of, node.upper(), nodes.lower_of(id), node.kind())
         };
         if upper || id == ROOT_ID {
             return Ok(());
@@ -40,9 +40,7 @@ impl Overlay {
         let dir = self.dir_info(parent)?;
         let target_dir = self.upper_dir_cached(&dir)?;
         let links = self.copy_up_entry(&lower, kind, target_dir.as_fd(), &name)?;
-        if let Some(node) = self.nodes().get_mut(id) {
-            node.upper = true;
-        }
+        self.nodes().mark_upper(id);
         if kind == FileType::Directory {
             self.touch(id); // now a merged directory (its nlink shows 1)
             self.dirs_changed();

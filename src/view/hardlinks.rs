@@ -158,9 +158,7 @@ impl Overlay {
                 let parent = self.upper_dir(&dir.path)?;
                 let lower = r.found.lower.clone().ok_or(super::overlay::Errno::IO)?;
                 self.copy_up_entry(&lower, FileType::Directory, parent.as_fd(), name)?;
-                if let Some(node) = self.nodes().get_mut(r.id) {
-                    node.upper = true;
-                }
+                self.nodes().mark_upper(r.id);
                 self.touch(r.id);
                 self.dirs_changed();
             }

@@ -552,7 +552,7 @@ impl Overlay {
         let (kind, lower) = {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::NOENT)?;
-            (node.kind, nodes.lower_of(id))
+            (node.kind(), nodes.lower_of(id))
         };
         let Some(lower) = lower.filter(|_| kind == FileType::Directory) else {
             return Ok(());

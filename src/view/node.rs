@@ -37,22 +37,23 @@ pub struct Lower {
     pub layers: Vec<usize>,
 }
 
-/// One inode of the view.
-#[derive(Debug, Clone)]
+/// One inode of the view. Only the table changes it (its lookup count
+/// above all), so it is neither `Clone` nor open for writing.
+#[derive(Debug)]
 pub struct Node {
     /// The parent directory's node ID (the root is its own parent).
-    pub parent: u64,
+    parent: u64,
     /// The name in the parent under which it was last looked up.
-    pub name: Box<OsStr>,
+    name: Box<OsStr>,
     /// `name` still names it. False once that name is gone (unlinked or
     /// renamed over) and no other name of it is known: the file lives on
     /// only through open handles, and nothing may be done by its old name,
     /// which may now hold anything (a symlink a user put there, say).
-    pub linked: bool,
+    linked: bool,
     /// Its type.
-    pub kind: FileType,
+    kind: FileType,
     /// Exists in the upper layer at its path.
-    pub upper: bool,
+    upper: bool,
     /// The lower layers holding it, one bit each (0: no lower content).
     lower_layers: u32,
     /// Where its lower content is, when that is not its parent's lower
@@ -60,15 +61,40 @@ pub struct Node {
     /// keeps a table of 100,000s of nodes small.
     lower_path: Option<Box<Path>>,
     /// Lookups the kernel holds.
-    pub lookups: u64,
+    lookups: u64,
     /// Generation reported with the node ID.
-    pub generation: u64,
+    generation: u64,
 }
 
 impl Node {
     /// Has lower content.
     pub fn has_lower(&self) -> bool {
         self.lower_layers != 0
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> FileType {
+        self.kind
+    }
+
+    /// Exists in the upper layer at its path.
+    pub fn upper(&self) -> bool {
+        self.upper
+    }
+
+    /// The parent directory's node ID (the root is its own parent).
+    pub fn parent(&self) -> u64 {
+        self.parent
+    }
+
+    /// Generation reported with the node ID.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Lookups the kernel holds.
+    pub fn lookups(&self) -> u64 {
+        self.lookups
     }
 }
 
@@ -124,9 +150,11 @@ impl Nodes {
         self.map.get(&id)
     }
 
-    /// The node `id`, to change.
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut Node> {
-        self.map.get_mut(&id)
+    /// Node `id` now exists in the upper layer (copied up).
+    pub fn mark_upper(&mut self, id: u64) {
+        if let Some(node) = self.map.get_mut(&id) {
+            node.upper = true;
+        }
     }
 
     /// The directory and name by which node `id` is shown, if it still has

@@ -277,9 +277,9 @@ impl Overlay {
         let (parent, name, upper, merged) = {
             let nodes = self.nodes();
             let node = nodes.get(id).ok_or(Errno::NOENT)?;
-            let merged = node.kind == FileType::Directory && node.has_lower();
+            let merged = node.kind() == FileType::Directory && node.has_lower();
             let (parent, name) = nodes.name_of(id).ok_or(Errno::NOENT)?;
-            (parent, name.to_os_string(), node.upper, merged)
+            (parent, name.to_os_string(), node.upper(), merged)
         };
         // Fast path: an entry made in the view, whose inode number is its
         // upper inode's, is one stat in its (cached) upper directory.
@@ -365,12 +365,12 @@ impl Overlay {
 
     /// The parent of node `id` (the root is its own parent).
     pub fn parent_of(&self, id: u64) -> u64 {
-        self.nodes().get(id).map_or(ROOT_ID, |n| n.parent)
+        self.nodes().get(id).map_or(ROOT_ID, |n| n.parent())
     }
 
     /// The entry a resolved name gives, without entering it.
     pub fn entry_of(&self, r: &Resolved) -> Entry {
-        let generation = self.nodes().get(r.id).map_or(0, |n| n.generation);
+        let generation = self.nodes().get(r.id).map_or(0, |n| n.generation());
         Entry {
             attr: attr(r.id, &r.stat, r.merged),
             generation,

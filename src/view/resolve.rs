@@ -140,13 +140,13 @@ impl Overlay {
     pub fn dir_info(&self, id: u64) -> OpResult<DirInfo> {
         let nodes = self.nodes();
         let node = nodes.get(id).ok_or(Errno::NOENT)?;
-        if node.kind != FileType::Directory {
+        if node.kind() != FileType::Directory {
             return Err(Errno::NOTDIR);
         }
         Ok(DirInfo {
             id,
             path: nodes.path(id).ok_or(Errno::NOENT)?,
-            upper: node.upper,
+            upper: node.upper(),
             lower: nodes.lower_of(id),
         })
     }
