@@ -43,7 +43,7 @@
 //! into a non-empty upper-only directory, which then fails with ENOTEMPTY;
 //! vskel changes nothing on a failed rename.
 //!
-//! Needs root (mounts); `VSKEL_SKIP_ROOT_TESTS=1` skips without it.
+//! Needs root (mounts); fails without it.
 //! By default seeds 1 to 40 run, 300 operations each;
 //! `OVERLAY_DIFF_SEEDS=1,2,3` and `OVERLAY_DIFF_OPS=300` change the runs;
 //! `OVERLAY_DIFF_TRACE=1` prints every operation and its outcome.

@@ -178,9 +178,14 @@ mod tests {
 
     #[test]
     fn writes_run_side_by_side() {
-        let gate = WriteGate::default();
-        let _a = gate.write();
-        let _b = gate.write();
+        let gate = Arc::new(WriteGate::default());
+        let _first = gate.write();
+        let (second, wrote_rx) = spawn_writer(&gate);
+        assert!(
+            wrote_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "a second write waited for the first"
+        );
+        second.join().unwrap();
     }
 
     #[test]
