@@ -280,3 +280,87 @@ fn out_of_descriptors_an_existing_name_is_an_error_not_absent() {
     );
     assert_eq!(fed.len(), 2 * DIRS);
 }
+
+/// House issue, defect 5: a lower layer that was once an upper one (vskel's
+/// or the kernel's) keeps its renamed directories: their redirects point
+/// the layers below to where the content is. Checked against kernel
+/// overlayfs over the same layers.
+#[test]
+fn redirects_in_lower_layers_are_followed() {
+    if !require_root("redirects_in_lower_layers_are_followed") {
+        return;
+    }
+    let _fds = shared();
+    let layers = Layers::new(|lower| {
+        fs::create_dir_all(lower.join("a/dir/sub")).unwrap();
+        fs::write(lower.join("a/dir/f"), b"moved with its directory\n").unwrap();
+        fs::write(lower.join("a/dir/sub/g"), b"deeper\n").unwrap();
+        fs::create_dir_all(lower.join("a/e")).unwrap();
+        fs::create_dir_all(lower.join("b/stay")).unwrap();
+    });
+    {
+        let ov = layers.overlay();
+        let a = ov.lookup(ROOT_ID, OsStr::new("a")).unwrap().attr.id;
+        let e = ov.lookup(a, OsStr::new("e")).unwrap().attr.id;
+        ov.lookup(a, OsStr::new("dir")).unwrap();
+        ov.rename(a, OsStr::new("dir"), e, OsStr::new("x"), RenameFlags::empty())
+            .unwrap();
+        // And one renamed within its directory.
+        let b = ov.lookup(ROOT_ID, OsStr::new("b")).unwrap().attr.id;
+        ov.lookup(b, OsStr::new("stay")).unwrap();
+        ov.rename(b, OsStr::new("stay"), b, OsStr::new("went"), RenameFlags::empty())
+            .unwrap();
+    }
+    // The old upper becomes the top lower of a new stack.
+    let d = layers.dir.path();
+    for sub in ["upper2", "work2", "mnt"] {
+        fs::create_dir(d.join(sub)).unwrap();
+    }
+    let ov = Overlay::new(&LayerSpec {
+        upper: d.join("upper2"),
+        work: d.join("work2"),
+        lowers: vec![d.join("upper"), d.join("lower")],
+    })
+    .unwrap();
+    let find = |path: &str| -> Result<u64, Errno> {
+        let mut id = ROOT_ID;
+        for name in path.split('/') {
+            id = ov.lookup(id, OsStr::new(name))?.attr.id;
+        }
+        Ok(id)
+    };
+    let f = find("a/e/x/f").expect("the moved directory's file");
+    let (fd, _) = ov.open(f, libc::O_RDONLY).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut fs::File::from(fd), &mut text).unwrap();
+    assert_eq!(text, "moved with its directory\n");
+    find("a/e/x/sub/g").expect("below the moved directory");
+    find("b/went").expect("renamed within its directory");
+    assert_eq!(find("a/dir").unwrap_err(), Errno::NOENT, "the old name stays gone");
+    let x = find("a/e/x").unwrap();
+    let mut names = Vec::new();
+    ov.list_plus(x, 0, |item, _| {
+        names.push(item.name.to_string_lossy().into_owned());
+        true
+    })
+    .unwrap();
+    names.sort();
+    assert_eq!(names, ["f", "sub"]);
+
+    // Kernel overlayfs over the same two lowers shows the same.
+    let lowerdir = format!("lowerdir={}:{}", d.join("upper").display(), d.join("lower").display());
+    let mnt = d.join("mnt");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &lowerdir])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "kernel overlayfs refused the layers");
+    let _guard = common::MountGuard(mnt.clone());
+    assert_eq!(
+        fs::read_to_string(mnt.join("a/e/x/f")).unwrap(),
+        "moved with its directory\n"
+    );
+    assert!(mnt.join("b/went").is_dir());
+    assert!(!mnt.join("a/dir").exists());
+}

@@ -494,7 +494,7 @@ impl<'a> Writer<'a> {
 pub fn source_of(r: &Resolved, rel: &Path) -> (Source, PathBuf) {
     match (&r.found.upper, &r.found.lower) {
         (true, _) | (false, None) => (Source::Upper, rel.to_path_buf()),
-        (false, Some(lower)) => (Source::Lower(lower.layers[0]), lower.path.clone()),
+        (false, Some(lower)) => (Source::Lower(lower.top_layer()), lower.path().to_path_buf()),
     }
 }
 

@@ -47,7 +47,7 @@ impl Overlay {
         }
         if let Some((layer, ino)) = links {
             let upper_path = super::node::child_path(&dir.path, &name);
-            self.link_up_other_names(id, layer, ino, &upper_path, &lower.path)?;
+            self.link_up_other_names(id, layer, ino, &upper_path, lower.path())?;
         }
         Ok(())
     }
@@ -62,8 +62,8 @@ impl Overlay {
         target_dir: BorrowedFd<'_>,
         name: &OsStr,
     ) -> OpResult<Option<(usize, u64)>> {
-        let layer = lower.layers[0];
-        let (src_parent, src_name) = split(&lower.path);
+        let layer = lower.top_layer();
+        let (src_parent, src_name) = split(lower.path());
         let src_dir = self.lower_dir(layer, src_parent).map_err(errno)?;
         let src_name = cname(src_name)?;
         let tmp = self.work_name();
@@ -183,9 +183,8 @@ pub(super) fn lower_has(overlay: &Overlay, lower: Option<&Lower>, name: &OsStr) 
         return Ok(false);
     };
     let cname = cname(name)?;
-    for layer in &lower.layers {
-        let Some(dir) = absent_as_none(overlay.lower_dir(*layer, &lower.path)).map_err(errno)?
-        else {
+    for (layer, path) in &lower.at {
+        let Some(dir) = absent_as_none(overlay.lower_dir(*layer, path)).map_err(errno)? else {
             continue;
         };
         if absent_as_none(sys::stat_at(dir.as_fd(), &cname))

@@ -11,7 +11,7 @@
 //!   reporting that inode number (kernel overlayfs ignores and hides every
 //!   `trusted.overlay.*` name it does not know).
 
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, OsStr, OsString};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -72,18 +72,35 @@ pub fn set_opaque(dir: BorrowedFd<'_>) -> io::Result<()> {
     sys::fset_xattr(dir, OPAQUE_XATTR, OPAQUE_YES)
 }
 
-/// The redirect of the open directory, as a path relative to the layer
-/// roots (`None` without one). `parent_lower` resolves a relative redirect
-/// (one name, as the kernel writes for a rename within one directory).
-pub fn redirect(dir: BorrowedFd<'_>, parent_lower: Option<&Path>) -> io::Result<Option<PathBuf>> {
+/// Where a renamed directory's lower content is, for the layers below the
+/// one whose directory carries the redirect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// A path from each layer's root (`/a/b`, as vskel and the kernel write
+    /// for a move between directories).
+    Absolute(PathBuf),
+    /// Another name in the same parent (as the kernel writes for a rename
+    /// within one directory).
+    Relative(OsString),
+}
+
+/// The redirect of the open directory, if it has one.
+pub fn redirect_of(dir: BorrowedFd<'_>) -> io::Result<Option<Redirect>> {
     let Some(value) = get_xattr(dir, REDIRECT_XATTR)? else {
         return Ok(None);
     };
     Ok(Some(match value.strip_prefix(b"/") {
-        Some(absolute) => PathBuf::from(OsStr::from_bytes(absolute)),
-        None => parent_lower
-            .unwrap_or(Path::new(""))
-            .join(OsStr::from_bytes(&value)),
+        Some(absolute) => Redirect::Absolute(PathBuf::from(OsStr::from_bytes(absolute))),
+        None => Redirect::Relative(OsStr::from_bytes(&value).to_os_string()),
+    }))
+}
+
+/// The redirect of the open directory, as a path relative to the layer
+/// roots (`None` without one). `parent_lower` resolves a relative redirect.
+pub fn redirect(dir: BorrowedFd<'_>, parent_lower: Option<&Path>) -> io::Result<Option<PathBuf>> {
+    Ok(redirect_of(dir)?.map(|r| match r {
+        Redirect::Absolute(path) => path,
+        Redirect::Relative(name) => parent_lower.unwrap_or(Path::new("")).join(name),
     }))
 }
 

@@ -190,8 +190,8 @@ impl Overlay {
         let Some(lower) = &r.found.lower else {
             return Ok(false);
         };
-        let names = self.lower_names(lower.layers[0], sys::ino_of(&r.stat))?;
-        if !names.iter().any(|other| *other != lower.path) {
+        let names = self.lower_names(lower.top_layer(), sys::ino_of(&r.stat))?;
+        if !names.iter().any(|other| other != lower.path()) {
             return Ok(false); // its other links are outside the view
         }
         self.nodes()

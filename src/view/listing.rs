@@ -61,10 +61,10 @@ impl Overlay {
             self.list_layer(fd.as_fd(), None, &mut seen, &mut out)?;
         }
         if let (Some(lower), false) = (&dir.lower, stop_lower) {
-            let last = lower.layers.len().saturating_sub(1);
-            for (i, layer) in lower.layers.iter().enumerate() {
+            let last = lower.at.len().saturating_sub(1);
+            for (i, (layer, path)) in lower.at.iter().enumerate() {
                 let cached = self.caches.dirs.get_or_open(dir.id, layer + 1, || {
-                    sys::absent_as_none(self.lower_dir(*layer, &lower.path))
+                    sys::absent_as_none(self.lower_dir(*layer, path))
                 });
                 let Some(fd) = cached.map_err(errno)? else {
                     continue;

@@ -560,7 +560,7 @@ impl Overlay {
         let (dir, name) = self.where_is(id)?;
         let parent = self.upper_dir(&dir.path)?;
         let fd = sys::open_subdir(parent.as_fd(), &cname(&name)?).map_err(errno)?;
-        format::set_redirect(fd.as_fd(), &lower.path).map_err(errno)
+        format::set_redirect(fd.as_fd(), lower.path()).map_err(errno)
     }
 
     /// Change attributes of node `id` (copying it up). `fh` is the open

@@ -25,16 +25,65 @@ use rustix::fs::FileType;
 /// The kernel's ID of the root directory.
 pub const ROOT_ID: u64 = 1;
 
-/// Where a node's lower content is.
+/// Where a node's lower content is: each lower layer holding it (indices
+/// into the lower list, top first; for a directory every one merged, for
+/// anything else the one shown) and its path there, relative to that
+/// layer's root. The path differs from the node's own below a renamed
+/// directory (through its redirect), and from one layer to the next where
+/// a lower layer's directory redirects the layers below it (a lower that
+/// was once an upper).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lower {
-    /// Path relative to the lower layers' roots (differs from the node's
-    /// own path below a renamed directory, through its redirect).
-    pub path: PathBuf,
-    /// The lower layers (indices into the lower list, top first) holding
-    /// it: for a directory every one merged; for anything else the one
-    /// shown.
-    pub layers: Vec<usize>,
+    /// `(layer, path)`, top first; never empty.
+    pub at: Vec<(usize, PathBuf)>,
+}
+
+impl Lower {
+    /// `path` in each of `layers`.
+    pub fn one(path: PathBuf, layers: impl IntoIterator<Item = usize>) -> Lower {
+        Lower {
+            at: layers.into_iter().map(|l| (l, path.clone())).collect(),
+        }
+    }
+
+    /// The top layer holding it (the one shown for a non-directory).
+    pub fn top_layer(&self) -> usize {
+        self.at[0].0
+    }
+
+    /// Its path in the top layer: what a redirect records, and where a
+    /// non-directory is read from.
+    pub fn path(&self) -> &Path {
+        &self.at[0].1
+    }
+
+    /// The layers holding it, top first.
+    pub fn layers(&self) -> Vec<usize> {
+        self.at.iter().map(|(l, _)| *l).collect()
+    }
+
+    /// Its path in layer `layer`, if that layer holds it.
+    pub fn path_in(&self, layer: usize) -> Option<&Path> {
+        self.at
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// One path serves every layer.
+    fn single_path(&self) -> Option<&Path> {
+        let first = self.path();
+        self.at.iter().all(|(_, p)| p == first).then_some(first)
+    }
+}
+
+/// A node's lower paths, where they cannot be derived from its parent's.
+#[derive(Debug)]
+enum LowerPaths {
+    /// One path in every layer holding it.
+    One(Box<Path>),
+    /// One path per layer holding it, in layer order.
+    PerLayer(Box<[PathBuf]>),
 }
 
 /// One inode of the view. Only the table changes it (its lookup count
@@ -59,7 +108,7 @@ pub struct Node {
     /// Where its lower content is, when that is not its parent's lower
     /// path plus its name (below a redirect); most nodes need none, which
     /// keeps a table of 100,000s of nodes small.
-    lower_path: Option<Box<Path>>,
+    lower_path: Option<LowerPaths>,
     /// Lookups the kernel holds.
     lookups: u64,
     /// Generation reported with the node ID.
@@ -132,7 +181,7 @@ impl Nodes {
                 linked: true,
                 kind: FileType::Directory,
                 upper: true,
-                lower_layers: root_lower.as_ref().map_or(0, |l| layer_mask(&l.layers)),
+                lower_layers: root_lower.as_ref().map_or(0, |l| layer_mask(&l.layers())),
                 lower_path: None,
                 lookups: 1,
                 generation: 0,
@@ -195,10 +244,10 @@ impl Nodes {
         let (lower_layers, lower_path) = match &found.lower {
             None => (0, None),
             Some(lower) => {
-                let derived = self.lower_path_of(parent).map(|p| child_path(&p, name));
-                let explicit = (derived.as_deref() != Some(lower.path.as_path()))
-                    .then(|| lower.path.clone().into_boxed_path());
-                (layer_mask(&lower.layers), explicit)
+                let mask = layer_mask(&lower.layers());
+                let derived = self.lower_of(parent).and_then(|p| derive(&p, mask, name));
+                let explicit = (derived.as_ref() != Some(lower)).then(|| stored(lower));
+                (mask, explicit)
             }
         };
         let next_generation = &mut self.next_generation;
@@ -210,7 +259,7 @@ impl Nodes {
             kind: found.kind,
             upper: found.upper,
             lower_layers,
-            lower_path: lower_path.clone(),
+            lower_path: None,
             lookups: 0,
             generation: 0,
         });
@@ -240,21 +289,9 @@ impl Nodes {
         node.generation
     }
 
-    /// The lower content of node `id`, if any.
+    /// The lower content of node `id`, if any: its own recorded paths, or
+    /// its parent's plus its name in each of its layers.
     pub fn lower_of(&self, id: u64) -> Option<Lower> {
-        let node = self.map.get(&id)?;
-        if node.lower_layers == 0 {
-            return None;
-        }
-        Some(Lower {
-            path: self.lower_path_of(id)?,
-            layers: mask_layers(node.lower_layers),
-        })
-    }
-
-    /// Where node `id`'s lower content is: its own recorded path, or its
-    /// parent's plus its name.
-    fn lower_path_of(&self, id: u64) -> Option<PathBuf> {
         let mut names: Vec<&OsStr> = Vec::new();
         let mut at = id;
         let base = loop {
@@ -262,11 +299,20 @@ impl Nodes {
             if node.lower_layers == 0 {
                 return None;
             }
-            if let Some(path) = &node.lower_path {
-                break path.to_path_buf();
-            }
-            if at == ROOT_ID {
-                break PathBuf::new();
+            match &node.lower_path {
+                Some(LowerPaths::One(path)) => {
+                    break Lower::one(path.to_path_buf(), mask_layers(node.lower_layers));
+                }
+                Some(LowerPaths::PerLayer(paths)) => {
+                    let layers = mask_layers(node.lower_layers);
+                    break Lower {
+                        at: layers.into_iter().zip(paths.iter().cloned()).collect(),
+                    };
+                }
+                None if at == ROOT_ID => {
+                    break Lower::one(PathBuf::new(), mask_layers(node.lower_layers));
+                }
+                None => {}
             }
             names.push(&node.name);
             at = node.parent;
@@ -274,11 +320,19 @@ impl Nodes {
                 return None;
             }
         };
-        let mut path = base;
+        let mask = self.map.get(&id)?.lower_layers;
+        let mut lower = base;
         for name in names.iter().rev() {
-            path = child_path(&path, name);
+            lower = Lower {
+                at: lower
+                    .at
+                    .into_iter()
+                    .map(|(l, p)| (l, child_path(&p, name)))
+                    .collect(),
+            };
         }
-        Some(path)
+        lower.at.retain(|(l, _)| mask & (1 << l) != 0);
+        (!lower.at.is_empty()).then_some(lower)
     }
 
     /// The kernel gives back `n` lookups of `id`; the node goes at zero.
@@ -307,7 +361,7 @@ impl Nodes {
     ) {
         // Its lower content stays where it is: record the path, which can no
         // longer be derived from the new parent and name.
-        let pinned = self.lower_path_of(id).map(PathBuf::into_boxed_path);
+        let pinned = self.lower_of(id).map(|l| stored(&l));
         if let Some(aliases) = self.aliases.get_mut(&id) {
             aliases.retain(|(p, n)| {
                 let gone = *p == old_parent && **n == *old_name;
@@ -363,6 +417,24 @@ impl Nodes {
     /// Only the root is held.
     pub fn is_empty(&self) -> bool {
         self.map.len() <= 1
+    }
+}
+
+/// `parent`'s lower content plus `name`, in the layers of `mask`, if the
+/// parent holds all of them.
+fn derive(parent: &Lower, mask: u32, name: &OsStr) -> Option<Lower> {
+    let at: Vec<(usize, PathBuf)> = mask_layers(mask)
+        .into_iter()
+        .map(|l| parent.path_in(l).map(|p| (l, child_path(p, name))))
+        .collect::<Option<_>>()?;
+    (!at.is_empty()).then_some(Lower { at })
+}
+
+/// How `lower` is recorded when it cannot be derived.
+fn stored(lower: &Lower) -> LowerPaths {
+    match lower.single_path() {
+        Some(path) => LowerPaths::One(path.into()),
+        None => LowerPaths::PerLayer(lower.at.iter().map(|(_, p)| p.clone()).collect()),
     }
 }
 
@@ -503,18 +575,12 @@ mod tests {
 
     #[test]
     fn lower_paths_are_derived_unless_redirected() {
-        let root = Lower {
-            path: PathBuf::new(),
-            layers: vec![0, 1],
-        };
+        let root = Lower::one(PathBuf::new(), [0, 1]);
         let mut nodes = Nodes::new(Some(root));
         let dir = |path: &str, layers: Vec<usize>| Found {
             kind: FileType::Directory,
             upper: true,
-            lower: Some(Lower {
-                path: PathBuf::from(path),
-                layers,
-            }),
+            lower: Some(Lower::one(PathBuf::from(path), layers)),
         };
         nodes.enter(10, ROOT_ID, OsStr::new("usr"), dir("usr", vec![1]), false);
         nodes.enter(
@@ -539,10 +605,10 @@ mod tests {
             dir("usr/share/doc/a", vec![1]),
             false,
         );
-        assert_eq!(nodes.lower_of(11).unwrap().path, Path::new("usr/share"));
-        assert_eq!(nodes.lower_of(12).unwrap().layers, [0, 1]);
+        assert_eq!(nodes.lower_of(11).unwrap().path(), Path::new("usr/share"));
+        assert_eq!(nodes.lower_of(12).unwrap().layers(), [0, 1]);
         assert_eq!(
-            nodes.lower_of(13).unwrap().path,
+            nodes.lower_of(13).unwrap().path(),
             Path::new("usr/share/doc/a")
         );
         assert!(
@@ -554,10 +620,40 @@ mod tests {
         assert!(nodes.lower_of(14).is_none());
         // Renaming keeps the lower content where it is, for it and below.
         nodes.rename(11, 10, OsStr::new("share"), ROOT_ID, OsStr::new("s2"));
-        assert_eq!(nodes.lower_of(11).unwrap().path, Path::new("usr/share"));
+        assert_eq!(nodes.lower_of(11).unwrap().path(), Path::new("usr/share"));
         let man = dir("usr/share/man", vec![1]);
         nodes.enter(15, 11, OsStr::new("man"), man, false);
-        assert_eq!(nodes.lower_of(15).unwrap().path, Path::new("usr/share/man"));
+        assert_eq!(
+            nodes.lower_of(15).unwrap().path(),
+            Path::new("usr/share/man")
+        );
+        // A lower layer's own redirect: each layer has its own path, and
+        // the children follow each.
+        let split_dir = Found {
+            kind: FileType::Directory,
+            upper: true,
+            lower: Some(Lower {
+                at: vec![(0, PathBuf::from("a/new")), (1, PathBuf::from("b/old"))],
+            }),
+        };
+        nodes.enter(16, ROOT_ID, OsStr::new("x"), split_dir, false);
+        let child = Found {
+            kind: FileType::Directory,
+            upper: false,
+            lower: Some(Lower {
+                at: vec![(0, PathBuf::from("a/new/c")), (1, PathBuf::from("b/old/c"))],
+            }),
+        };
+        nodes.enter(17, 16, OsStr::new("c"), child.clone(), false);
+        assert!(
+            nodes.get(17).unwrap().lower_path.is_none(),
+            "derived per layer"
+        );
+        assert_eq!(nodes.lower_of(17), child.lower);
+        assert_eq!(
+            nodes.lower_of(16).unwrap().path_in(1),
+            Some(Path::new("b/old"))
+        );
     }
 
     #[test]

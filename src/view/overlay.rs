@@ -154,10 +154,7 @@ impl Overlay {
         let mut devs = vec![upper.dev()];
         devs.extend(lowers.iter().map(|l| l.dev()));
         let single_dev = devs.iter().all(|d| *d == devs[0]);
-        let root_lower = Lower {
-            path: PathBuf::new(),
-            layers: (0..lowers.len()).collect(),
-        };
+        let root_lower = Lower::one(PathBuf::new(), 0..lowers.len());
         Ok(Overlay {
             upper,
             work,

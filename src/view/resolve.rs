@@ -20,6 +20,29 @@ use super::node::{Found, Lower, ROOT_ID, child_path};
 use super::overlay::{Errno, Layer, OpResult, Overlay, cname, errno, split};
 use crate::sys;
 
+/// Where the lower layers are searched for a name, as redirects change it
+/// from one layer to the next (kernel overlayfs' rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Aim {
+    /// This name in the directory's own content of each layer.
+    Below(OsString),
+    /// This path from the root of every layer (below the one that said so).
+    Absolute(PathBuf),
+}
+
+impl Aim {
+    /// Where to search after a directory carrying `redirect`.
+    fn redirected(self, redirect: format::Redirect) -> Aim {
+        match (redirect, self) {
+            (format::Redirect::Absolute(path), _) => Aim::Absolute(path),
+            (format::Redirect::Relative(name), Aim::Below(_)) => Aim::Below(name),
+            (format::Redirect::Relative(name), Aim::Absolute(path)) => {
+                Aim::Absolute(split(&path).0.join(name))
+            }
+        }
+    }
+}
+
 /// A name found through the layers, not yet entered in the node table.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -123,9 +146,14 @@ impl DirFds {
         }
         let slot = &mut self.lowers[layer];
         if slot.is_none() {
-            let fd = overlay.caches.dirs.get_or_open(dir.id, layer + 1, || {
-                sys::absent_as_none(overlay.lower_dir(layer, &lower.path))
-            });
+            let fd =
+                overlay
+                    .caches
+                    .dirs
+                    .get_or_open(dir.id, layer + 1, || match lower.path_in(layer) {
+                        Some(path) => sys::absent_as_none(overlay.lower_dir(layer, path)),
+                        None => Ok(None),
+                    });
             *slot = Some(fd.map_err(errno)?);
         }
         Ok(slot
@@ -165,108 +193,116 @@ impl Overlay {
         name: &OsStr,
     ) -> OpResult<Resolved> {
         let name_c = cname(name)?;
-        let mut upper_dir_hit: Option<(Stat, Option<PathBuf>)> = None;
+        // A directory in the upper layer: its stat, and how its lower
+        // content is found (`None`: opaque, it has none).
+        let mut upper_dir_hit: Option<(Stat, Option<Aim>)> = None;
         if dir.upper {
             let parent = fds.upper(self, dir)?;
             match sys::stat_at(parent, &name_c) {
                 Ok(st) if format::is_whiteout(&st) => return Err(Errno::NOENT),
                 Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {
                     let sub = sys::open_subdir(parent, &name_c).map_err(errno)?;
-                    let lower_path = if format::is_opaque(sub.as_fd()).map_err(errno)? {
+                    let aim = if format::is_opaque(sub.as_fd()).map_err(errno)? {
                         None
                     } else {
-                        match format::redirect(
-                            sub.as_fd(),
-                            dir.lower.as_ref().map(|l| l.path.as_path()),
-                        )
-                        .map_err(errno)?
-                        {
-                            Some(redirected) => Some(redirected),
-                            None => dir.lower.as_ref().map(|l| child_path(&l.path, name)),
-                        }
+                        let start = Aim::Below(name.to_os_string());
+                        Some(match format::redirect_of(sub.as_fd()).map_err(errno)? {
+                            Some(r) => start.redirected(r),
+                            None => start,
+                        })
                     };
-                    upper_dir_hit = Some((st, lower_path));
+                    upper_dir_hit = Some((st, aim));
                 }
                 Ok(st) => return self.upper_non_dir(parent, &name_c, st),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(errno(e)),
             }
         }
-        let (lower_path, probe): (Option<PathBuf>, Vec<usize>) = match &upper_dir_hit {
-            // A redirect may point where the parent has no lower content.
-            Some((_, Some(path))) => (Some(path.clone()), (0..self.lowers.len()).collect()),
-            Some((_, None)) => (None, Vec::new()),
-            None => match &dir.lower {
-                Some(l) => (Some(child_path(&l.path, name)), l.layers.clone()),
-                None => (None, Vec::new()),
-            },
+        let mut aim = match &upper_dir_hit {
+            Some((_, aim)) => aim.clone(),
+            None => Some(Aim::Below(name.to_os_string())),
         };
-        let mut lower_layers = Vec::new();
+        let mut found_at: Vec<(usize, PathBuf)> = Vec::new();
         let mut lower_stat: Option<Stat> = None;
         // Lower directories opened on the way: kept in the directory cache
         // for the lookups and the listing in them that usually follow.
         let mut opened_dirs: Vec<(usize, OwnedFd)> = Vec::new();
-        if let Some(path) = &lower_path {
-            let (parent_path, leaf) = split(path);
-            let leaf = cname(leaf)?;
-            // The directory's own lower content: its open layer dirs serve;
-            // a redirect elsewhere opens its own.
-            let own = dir.lower.as_ref().is_some_and(|l| l.path == parent_path);
-            for layer in probe {
-                let opened;
-                let parent = if own {
-                    match fds.lower(self, dir, layer)? {
-                        Some(fd) => fd,
-                        None => continue,
-                    }
-                } else {
-                    match sys::absent_as_none(self.lower_dir(layer, parent_path)).map_err(errno)? {
-                        Some(fd) => {
-                            opened = fd;
-                            opened.as_fd()
-                        }
-                        None => continue,
-                    }
-                };
-                let st = match sys::absent_as_none(sys::stat_at(parent, &leaf)).map_err(errno)? {
-                    Some(st) => st,
+        let last_layer = self.lowers.len().saturating_sub(1);
+        for layer in 0..self.lowers.len() {
+            let Some(current) = &aim else {
+                break;
+            };
+            // Where this layer may hold it: below the directory's own
+            // content in this layer, or where an absolute redirect says.
+            let path = match current {
+                Aim::Below(leaf) => match dir.lower.as_ref().and_then(|l| l.path_in(layer)) {
+                    Some(parent) => child_path(parent, leaf),
                     None => continue,
-                };
-                if format::is_whiteout(&st) {
-                    break;
+                },
+                Aim::Absolute(path) => path.clone(),
+            };
+            let (parent_path, leaf) = split(&path);
+            let leaf = cname(leaf)?;
+            // The directory's own layer directories serve (and stay open
+            // for the next name); a redirect elsewhere opens its own.
+            let own = matches!(current, Aim::Below(n) if n == name)
+                && dir.lower.as_ref().and_then(|l| l.path_in(layer)) == Some(parent_path);
+            let opened;
+            let parent = if own {
+                match fds.lower(self, dir, layer)? {
+                    Some(fd) => fd,
+                    None => continue,
                 }
-                let is_dir = FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
-                let merging = upper_dir_hit.is_some() || !lower_layers.is_empty();
-                if !is_dir {
-                    if !merging {
-                        lower_layers.push(layer);
-                        lower_stat = Some(st);
+            } else {
+                match sys::absent_as_none(self.lower_dir(layer, parent_path)).map_err(errno)? {
+                    Some(fd) => {
+                        opened = fd;
+                        opened.as_fd()
                     }
-                    break; // a non-directory ends the stack
+                    None => continue,
                 }
-                lower_layers.push(layer);
-                lower_stat.get_or_insert(st);
-                let sub = sys::open_subdir(parent, &leaf).map_err(errno)?;
-                let opaque = format::is_opaque(sub.as_fd()).map_err(errno)?;
-                opened_dirs.push((layer, sub));
-                if opaque {
-                    break;
+            };
+            let st = match sys::absent_as_none(sys::stat_at(parent, &leaf)).map_err(errno)? {
+                Some(st) => st,
+                None => continue,
+            };
+            if format::is_whiteout(&st) {
+                break;
+            }
+            let is_dir = FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
+            let merging = upper_dir_hit.is_some() || !found_at.is_empty();
+            if !is_dir {
+                if !merging {
+                    found_at.push((layer, path));
+                    lower_stat = Some(st);
                 }
+                break; // a non-directory ends the stack
+            }
+            found_at.push((layer, path));
+            lower_stat.get_or_insert(st);
+            let sub = sys::open_subdir(parent, &leaf).map_err(errno)?;
+            let opaque = format::is_opaque(sub.as_fd()).map_err(errno)?;
+            // A lower layer that was once an upper one: its renamed
+            // directories say where the layers below hold their content.
+            if !opaque
+                && layer < last_layer
+                && let Some(r) = format::redirect_of(sub.as_fd()).map_err(errno)?
+            {
+                aim = aim.map(|a| a.redirected(r));
+            }
+            opened_dirs.push((layer, sub));
+            if opaque {
+                break;
             }
         }
-        let lower = lower_path
-            .filter(|_| !lower_layers.is_empty())
-            .map(|path| Lower {
-                path,
-                layers: lower_layers.clone(),
-            });
+        let lower = (!found_at.is_empty()).then_some(Lower { at: found_at });
         let resolved = match (upper_dir_hit, lower_stat) {
             (Some((st, _)), top_lower) => {
                 // A merged directory is its top lower directory's inode
                 // (stat'ed by the probe above).
                 let id = match (&lower, top_lower) {
                     (Some(l), Some(lst)) => {
-                        self.view_ino(self.lowers[l.layers[0]].dev(), sys::ino_of(&lst))
+                        self.view_ino(self.lowers[l.top_layer()].dev(), sys::ino_of(&lst))
                     }
                     _ => self.upper_ino(&st),
                 };
@@ -283,10 +319,13 @@ impl Overlay {
             }
             (None, Some(st)) => {
                 let kind = FileType::from_raw_mode(st.st_mode as _);
-                let layer = lower_layers[0];
+                let (layer, merged) = match &lower {
+                    Some(l) => (l.top_layer(), l.at.len() > 1),
+                    None => return Err(Errno::NOENT),
+                };
                 Ok(Resolved {
                     id: self.view_ino(self.lowers[layer].dev(), sys::ino_of(&st)),
-                    merged: lower_layers.len() > 1,
+                    merged,
                     found: Found {
                         kind,
                         upper: false,
@@ -394,9 +433,9 @@ impl Overlay {
             return Err(Errno::NOENT);
         }
         let lower = r.found.lower.as_ref().ok_or(Errno::NOENT)?;
-        let (parent_path, leaf) = split(&lower.path);
+        let (parent_path, leaf) = split(lower.path());
         let parent = self
-            .lower_dir(lower.layers[0], parent_path)
+            .lower_dir(lower.top_layer(), parent_path)
             .map_err(errno)?;
         Ok(Located {
             parent: Arc::new(parent),
