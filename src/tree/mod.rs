@@ -56,6 +56,19 @@ impl TreeRoot {
             .map_err(|e| Error::io("open directory", self.path.join(rel), e))
     }
 
+    /// Open the directory `rel` below the root, following no symlink, as a
+    /// tree of its own.
+    pub fn subtree(&self, rel: &Path) -> Result<TreeRoot> {
+        let fd = self.open_dir(rel)?;
+        let path = self.display(rel);
+        let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io("stat", &path, e))?;
+        Ok(TreeRoot {
+            fd,
+            path,
+            dev: sys::dev_of(&st),
+        })
+    }
+
     /// The full path of `rel` (for messages only; never used to open).
     pub fn display(&self, rel: &Path) -> PathBuf {
         if rel.as_os_str().is_empty() {
