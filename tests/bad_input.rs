@@ -394,7 +394,85 @@ fn build_skel_rejects_bad_input() {
             USAGE,
             strings(&["NAME"]),
         ),
+        (
+            "--from is the vservers root",
+            strings(&["build-skel", "new", "--from", "{dir}/vservers"]),
+            USAGE,
+            strings(&["{dir}/vservers", "inside the vservers root"]),
+        ),
+        (
+            "--from is a vserver's tree",
+            strings(&["build-skel", "new", "--from", "{dir}/vservers/web1"]),
+            USAGE,
+            strings(&["inside the vservers root"]),
+        ),
+        (
+            "--from is inside a skel",
+            strings(&[
+                "build-skel",
+                "new",
+                "--from",
+                "{dir}/vservers/.skel/base/local",
+            ]),
+            USAGE,
+            strings(&["inside the vservers root"]),
+        ),
+        (
+            "--from reaches the root through ..",
+            strings(&[
+                "build-skel",
+                "new",
+                "--from",
+                "{dir}/etc-vskel/../vservers/web1/..",
+            ]),
+            USAGE,
+            strings(&["inside the vservers root"]),
+        ),
     ]);
+}
+
+#[test]
+fn build_skel_from_a_directory_holding_the_root_leaves_it_out() {
+    let setup = populated();
+    setup.create_view("base", "view1", "10.0.0.3");
+    let dir = setup.dir.path();
+    fs::write(dir.join("site-file"), "copied\n").unwrap();
+    setup
+        .vskel()
+        .args(["build-skel", "fromdir", "--from"])
+        .arg(dir)
+        .assert()
+        .success();
+    let skel = setup.root.join(".skel/fromdir");
+    let mut found = Vec::new();
+    for part in ["global", "local", "static"] {
+        for (rel, _) in snapshot(&skel.join(part)) {
+            let text = rel.to_string_lossy().into_owned();
+            if [
+                "vservers",
+                "etc-vservers",
+                ".skel",
+                ".views",
+                ".vskel",
+                "web1",
+                "view1",
+            ]
+            .iter()
+            .any(|bad| text.split('/').any(|c| c == *bad))
+            {
+                found.push(format!("{part}/{text}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the skel holds vskel's own trees: {found:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(skel.join("local/site-file")).unwrap(),
+        "copied\n",
+        "the rest of the source is copied"
+    );
 }
 
 #[test]

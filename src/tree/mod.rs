@@ -4,6 +4,7 @@
 //! Every tree operation in vskel goes through [`TreeRoot`], whose
 //! [`TreeRoot::open_dir`] never follows a symlink (see [`crate::sys`]).
 
+pub mod ancestry;
 pub mod copy;
 pub mod meta;
 pub mod remove;

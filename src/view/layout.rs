@@ -10,23 +10,15 @@
 //!
 //! Both are decided on the opened directories, by device and inode: each
 //! layer's ancestors are found by walking `..` from its descriptor up to
-//! `/`, so `..` or symlinks in the given paths, and bind mounts of one
+//! `/` (`tree::ancestry`), so `..` or symlinks in the given paths, and bind mounts of one
 //! directory in two places, cannot hide that two layers overlap. A work
 //! directory equal to, inside or above another layer would let vskel's
 //! scratch space clean-up reach that layer's files.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::tree::TreeRoot;
-
-/// Most ancestors followed from one layer (a path of 4096 bytes has at
-/// most 2048 components; a longer chain means the walk is not ending).
-const MAX_DEPTH: usize = 4096;
-
-/// Device and inode: the identity of a directory.
-type Id = (u64, u64);
+use crate::tree::ancestry::ancestry;
 
 /// One layer, named as on kernel overlayfs' command line.
 struct Named<'a> {
@@ -108,33 +100,6 @@ fn same_mount(upper: &TreeRoot, work: &TreeRoot) -> Result<()> {
     Ok(())
 }
 
-/// The identities of `tree`'s root and of each of its ancestors up to `/`,
-/// nearest first.
-fn ancestry(tree: &TreeRoot) -> Result<Vec<Id>> {
-    let failed = |e| Error::io("find the parent directories of", tree.path(), e);
-    let mut chain = vec![id_of(tree.fd()).map_err(failed)?];
-    let mut current: Option<OwnedFd> = None;
-    while chain.len() <= MAX_DEPTH {
-        let dir = current.as_ref().map_or(tree.fd(), |fd| fd.as_fd());
-        let parent = sys::open_parent(dir).map_err(failed)?;
-        let id = id_of(parent.as_fd()).map_err(failed)?;
-        if Some(&id) == chain.last() {
-            return Ok(chain); // `..` of `/` is `/`
-        }
-        chain.push(id);
-        current = Some(parent);
-    }
-    Err(Error::Failed(format!(
-        "{}: more than {MAX_DEPTH} parent directories; cannot check the layers",
-        tree.path().display()
-    )))
-}
-
-fn id_of(fd: BorrowedFd<'_>) -> std::io::Result<Id> {
-    let st = sys::fstat(fd)?;
-    Ok((sys::dev_of(&st), sys::ino_of(&st)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,16 +158,5 @@ mod tests {
         let work = TreeRoot::open(&dir.path().join("alias")).unwrap();
         let err = check(&upper, &work, &[low]).unwrap_err().to_string();
         assert!(err.contains("is inside workdir="), "{err}");
-    }
-
-    #[test]
-    fn ancestry_ends_at_the_root() {
-        let root = TreeRoot::open(Path::new("/")).unwrap();
-        assert_eq!(ancestry(&root).unwrap().len(), 1);
-        let dir = tempfile::tempdir().unwrap();
-        let deep = open(dir.path(), "a/b/c");
-        let chain = ancestry(&deep).unwrap();
-        assert_eq!(chain.last(), ancestry(&root).unwrap().last());
-        assert!(chain.len() >= 4);
     }
 }
