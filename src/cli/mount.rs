@@ -43,7 +43,9 @@ const MOUNTPOINT_MODE: u32 = 0o755;
 pub struct Args {
     /// The view vserver to mount.
     name: String,
-    /// Where to mount it [default: <root>/.views/NAME/merged, made if missing].
+    /// Where to mount it [default: <root>/.views/NAME/merged, made if
+    /// missing]; a directory above it must be closed to host users (mode
+    /// 0700, owned by root), as <root> is.
     mountpoint: Option<PathBuf>,
     /// Serve in this process until unmounted (for systemd units and debugging).
     #[arg(long, short = 'f')]
@@ -92,7 +94,11 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     let readiness = Readiness::from_option(args.ready_fd)?;
     let view = view::open(config, &args.name)?;
     let mountpoint = match &args.mountpoint {
-        Some(mp) => normalize(mp)?,
+        Some(mp) => {
+            let mountpoint = normalize(mp)?;
+            crate::barrier::require_closed_above(&mountpoint)?;
+            mountpoint
+        }
         None => {
             let merged = view.dirs.merged();
             make_mountpoint(&merged)?;

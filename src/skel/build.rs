@@ -17,7 +17,7 @@ use super::{CONFIGFILE, GLOBAL, LOCAL, POST_CREATE_DIR, STATIC, Skel};
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::staging::Staging;
+use crate::staging::{Staging, make_private_dir};
 use crate::tree::copy::{CopyCounts, CopyOptions, How, Target, copy_tree};
 use crate::tree::meta::Meta;
 use crate::tree::{TreeRoot, require_one_filesystem};
@@ -129,7 +129,7 @@ pub fn build_skel(
     require_one_filesystem(&[&config.root, &skels_dir, &config.state_dir()])?;
     let source = TreeRoot::open(from)?;
     refuse_source_in_root(config, &source)?;
-    std::fs::create_dir_all(&skels_dir).map_err(|e| Error::io("make directory", &skels_dir, e))?;
+    make_private_dir(&skels_dir)?; // <root> too, if missing (barrier)
     let staging = Staging::create(config, &format!("skel-{name}"))?;
     for part in [GLOBAL, LOCAL, STATIC, POST_CREATE_DIR] {
         let dir = staging.path().join(part);
