@@ -94,16 +94,20 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     let readiness = Readiness::from_option(args.ready_fd)?;
     let view = view::open(config, &args.name)?;
     let mountpoint = match &args.mountpoint {
-        Some(mp) => {
-            let mountpoint = normalize(mp)?;
-            crate::barrier::require_closed_above(&mountpoint)?;
-            mountpoint
-        }
+        Some(mp) => normalize(mp)?,
         None => {
             let merged = view.dirs.merged();
             make_mountpoint(&merged)?;
             normalize(&merged)?
         }
+    };
+    let barrier = || match &args.mountpoint {
+        // One of the caller's choice (a missing one is reported as such
+        // by `prepare`); the default is behind `<root>`'s barrier.
+        Some(_) if mountpoint.symlink_metadata().is_ok() => {
+            crate::barrier::require_closed_above(&mountpoint)
+        }
+        _ => Ok(()),
     };
     let what = format!("view \"{}\"", args.name);
     let pid_path = view.dirs.pid_file();
@@ -132,6 +136,7 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     if args.foreground {
         // The lock before the mount: of two servers started at once, one wins.
         let _pid_file = PidFile::acquire(&pid_path, &mountpoint, &what)?;
+        barrier()?;
         // A sync running now ends before the view is mounted; one started
         // after the mount is live finds it mounted and holds its writes.
         prepare(&mountpoint)?;
@@ -140,6 +145,7 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     } else {
         // Wait here, without the server's start-up timeout; the server
         // takes the lock again.
+        barrier()?;
         prepare(&mountpoint)?;
         drop(wait_for_sync()?);
         start(&view, &mountpoint, args.format, invocation)
