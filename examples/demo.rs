@@ -13,6 +13,7 @@ use std::path::Path;
 use vskel::config::Config;
 use vskel::progress::Progress;
 use vskel::skel::build::build_skel;
+use vskel::validate::Loopback;
 use vskel::vserver::create::{CreateRequest, create_vs};
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             name: "web1".into(),
             fqdn: "web1.example.org".into(),
             ip: "192.0.2.10".into(),
+            loopback: Loopback::Refuse,
         },
         &Progress::hidden(),
     )?;

@@ -17,7 +17,9 @@ use std::str::FromStr;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::validate::{CONTEXT_MAX, CONTEXT_MIN, validate_context, validate_token_key};
+use crate::validate::{
+    CONTEXT_MAX, CONTEXT_MIN, validate_context, validate_root, validate_token_key,
+};
 
 /// Where the main configuration file is when nobody says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vskel/vskel.toml";
@@ -499,12 +501,31 @@ impl Ctx<'_> {
         if text.is_empty() {
             return Err(self.err(at, key, "path must not be empty"));
         }
+        if text.contains('\0') {
+            return Err(self.err(
+                at,
+                key,
+                format!("path {text:?} contains a NUL byte, which no path can hold"),
+            ));
+        }
         let path = Path::new(text);
         Ok(if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.file.parent().unwrap_or(Path::new("")).join(path)
         })
+    }
+
+    /// The vservers root: a path (see [`Ctx::path`]) that is not `/` nor a
+    /// system directory once symlinks and `..` are resolved.
+    fn root(&self, value: &DeValue<'_>, at: usize, key: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.path(value, at, key)?;
+        let absolute = std::path::absolute(&path)
+            .map_err(|e| self.err(at, key, format!("cannot resolve {}: {e}", path.display())))?;
+        validate_root(&absolute)
+            .and_then(|()| validate_root(&resolve_existing(&absolute)))
+            .map_err(|e| self.err(at, key, e.0))?;
+        Ok(path)
     }
 
     fn context(&self, value: &DeValue<'_>, at: usize, key: &str) -> Result<u32, ConfigError> {
@@ -575,6 +596,36 @@ impl Ctx<'_> {
     }
 }
 
+/// The absolute `path` resolved one component at a time: a component
+/// that exists is resolved (symlinks: `std::fs::canonicalize`), one that
+/// does not is taken as written, and `..` goes up from what the path
+/// before it resolved to (as creating the missing parts and then
+/// following the path would).
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                let next = out.join(name);
+                out = match std::fs::canonicalize(&next) {
+                    Ok(resolved) => resolved,
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::NotFound {
+                            tracing::debug!("cannot resolve {}: {e}", next.display());
+                        }
+                        next
+                    }
+                };
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
 /// A table's entries in the order their keys appear in the text.
 fn in_source_order<'t, 'i>(
     table: &'t DeTable<'i>,
@@ -635,7 +686,7 @@ impl Config {
             let name: &str = key.get_ref();
             let value = value.get_ref();
             match name {
-                "root" => next.root = ctx.path(value, at, name)?,
+                "root" => next.root = ctx.root(value, at, name)?,
                 "etc" => next.etc = ctx.path(value, at, name)?,
                 "defaults" => next.defaults = ctx.path(value, at, name)?,
                 "context_start" => next.context_start = ctx.context(value, at, name)?,
@@ -1031,6 +1082,49 @@ _X1 = "y"
                 "invalid token key",
             ),
             ("root = \"/a\"\nroot = \"/b\"\n", 2, "root", "duplicate key"),
+            ("\nroot = \"/\"\n", 2, "root", "it is the root directory /"),
+            ("root = \"//\"\n", 1, "root", "it is the root directory /"),
+            ("root = \"/vservers/..\"\n", 1, "root", "root directory /"),
+            (
+                "root = \"/usr/\"\n",
+                1,
+                "root",
+                "/usr is a system directory",
+            ),
+            (
+                "root = \"/usr/lib/../bin\"\n",
+                1,
+                "root",
+                "/usr/bin is a system",
+            ),
+            (
+                "root = \"/home\"\n",
+                1,
+                "root",
+                "/home is a system directory",
+            ),
+            (
+                "root = \"/lib64\"\n",
+                1,
+                "root",
+                "/lib64 is a system directory",
+            ),
+            ("root = \"/var/lib\"\n", 1, "root", "/var/lib is a system"),
+            (
+                "root = \"/./etc\"\n",
+                1,
+                "root",
+                "/etc is a system directory",
+            ),
+            (
+                "root = \"/tmp\"\n",
+                1,
+                "root",
+                "cannot be the vservers root",
+            ),
+            ("etc = \"/a\\u0000b\"\n", 1, "etc", "contains a NUL byte"),
+            ("root = \"/vs\\u0000\"\n", 1, "root", "contains a NUL byte"),
+            ("defaults = \"\\u0000\"\n", 1, "defaults", "NUL byte"),
             ("root = \"/a\"\n\nroot = /b\n", 3, "root", "must be quoted"),
             (
                 "[tokens]\nA = \"1\"\n[tokens]\n",
@@ -1059,6 +1153,38 @@ _X1 = "y"
                 Config::default(),
                 "{text:?}: a failed file changed the config"
             );
+        }
+    }
+
+    #[test]
+    fn a_root_is_judged_after_resolving_symlinks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::os::unix::fs::symlink("/", dir.path().join("slash")).expect("symlink");
+        std::os::unix::fs::symlink("/usr", dir.path().join("usr-link")).expect("symlink");
+        let cases: &[(&str, Option<&str>)] = &[
+            ("slash", Some("it is the root directory /")),
+            ("slash/.", Some("it is the root directory /")),
+            ("slash/var/../home", Some("/home is a system directory")),
+            ("usr-link", Some("/usr is a system directory")),
+            ("usr-link/../etc", Some("/etc is a system directory")),
+            ("slash/vservers-not-there/..", Some("root directory /")),
+            ("usr-link/vservers", None),
+            ("vservers", None),
+            ("new/vservers", None),
+        ];
+        let file = dir.path().join("vskel.toml");
+        for (rel, want) in cases {
+            let text = format!("root = {:?}\n", dir.path().join(rel));
+            let mut c = Config::default();
+            match (c.apply_toml(&text, &file), want) {
+                (Ok(()), None) => assert_eq!(c.root, dir.path().join(rel)),
+                (Err(e), Some(part)) => {
+                    assert_eq!(e.key.as_deref(), Some("root"), "{rel}");
+                    assert_eq!(e.line, Some(1), "{rel}");
+                    assert!(e.message.contains(part), "{rel}: {e}");
+                }
+                (got, want) => panic!("{rel}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! creates, lists and removes vservers made from them; the `vskel` binary
 //! is a thin command line over it.
 
+pub mod barrier;
 pub mod cli;
 pub mod config;
 pub mod error;

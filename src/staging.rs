@@ -118,7 +118,8 @@ pub fn split_parent(path: &Path) -> Result<(&Path, CString)> {
     Ok((parent, cname))
 }
 
-/// Make a directory only root can enter (and its parents), if missing.
+/// Make a directory only root can enter (and its parents, so also a
+/// missing `<root>`: see `barrier`), if missing.
 pub fn make_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new()

@@ -591,6 +591,38 @@ pub fn os_name(name: &CStr) -> &OsStr {
     OsStr::from_bytes(name.to_bytes())
 }
 
+/// Open the parent of the open directory `dir` (its `..`: at the root of a
+/// mount, the directory the mount sits on; at `/`, `/` itself), as an
+/// `O_PATH` handle that can be `fstat`ed and walked from.
+pub fn open_parent(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        dir,
+        c"..",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The ID of the mount the open file `fd` is on (`statx`'s `stx_mnt_id`):
+/// two directories can be renamed between only when it is the same.
+pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = rfs::statx(fd, c"", AtFlags::EMPTY_PATH, rfs::StatxFlags::MNT_ID)?;
+    if !rfs::StatxFlags::from_bits_retain(st.stx_mask).contains(rfs::StatxFlags::MNT_ID) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// Try to take an exclusive `flock` on an open file without waiting:
+/// `false` when another open file holds it.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    match rfs::flock(fd, rfs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 // --- O_PATH handles ---
 //
 // An `O_PATH` handle names one inode for as long as it is open, whatever

@@ -190,6 +190,10 @@ fn create_vs_rejects_bad_fqdns() {
         ("bad_name.example.org", r#"label "bad_name""#),
         ("bang!.example.org", r#"label "bang!""#),
         ("a..b", "empty label"),
+        ("1.2.3.4", "is an IP address, not a host name"),
+        ("10.0.0.9", "is an IP address"),
+        ("0x7f.1", "is an IP address"),
+        ("web1.example.123", r#"the last label "123" is all digits"#),
     ];
     let cases = fqdns
         .iter()
@@ -219,6 +223,76 @@ fn create_vs_rejects_bad_ips() {
         })
         .collect();
     run_cases(cases);
+}
+
+#[test]
+fn create_vs_rejects_addresses_no_vserver_can_have() {
+    let ips: &[(&str, &str)] = &[
+        ("0.0.0.0", "is the unspecified address"),
+        ("0.1.2.3", "0.0.0.0/8"),
+        ("255.255.255.255", "is the broadcast address"),
+        ("240.0.0.1", "reserved 240.0.0.0/4"),
+        ("224.0.0.1", "is a multicast address"),
+        ("239.1.2.3", "is a multicast address"),
+        ("127.0.0.1", "is a loopback address"),
+        ("127.8.9.10", "--allow-loopback"),
+        ("::", "is the unspecified address"),
+        ("::1", "is a loopback address"),
+        ("ff02::1", "is a multicast address"),
+        ("::ffff:127.0.0.1", "is a loopback address"),
+        ("::ffff:255.255.255.255", "is the broadcast address"),
+    ];
+    let mut cases: Vec<_> = ips
+        .iter()
+        .map(|(ip, why)| {
+            (
+                "IP no vserver can have",
+                create_args("x", "x.example.org", ip),
+                USAGE,
+                vec![format!("invalid IP address {ip:?}"), (*why).to_owned()],
+            )
+        })
+        .collect();
+    // --allow-loopback allows loopback, nothing else.
+    for ip in ["0.0.0.0", "255.255.255.255", "ff02::1"] {
+        cases.push((
+            "IP no vserver can have, with --allow-loopback",
+            strings(&[
+                "create-vs",
+                "--allow-loopback",
+                "base",
+                "x",
+                "x.example.org",
+                ip,
+            ]),
+            USAGE,
+            vec![format!("invalid IP address {ip:?}")],
+        ));
+    }
+    run_cases(cases);
+}
+
+#[test]
+fn a_loopback_address_needs_allow_loopback_and_is_warned_about() {
+    let setup = populated();
+    for (name, ip) in [("lo4", "127.0.0.2"), ("lo6", "::1")] {
+        setup
+            .vskel()
+            .args([
+                "create-vs",
+                "--allow-loopback",
+                "base",
+                name,
+                "lo.example.org",
+                ip,
+            ])
+            .assert()
+            .success()
+            .stderr(predicates::str::contains(format!(
+                "{ip} is a loopback address"
+            )));
+        assert!(setup.root.join(name).join("proc").is_dir());
+    }
 }
 
 #[test]
@@ -320,7 +394,85 @@ fn build_skel_rejects_bad_input() {
             USAGE,
             strings(&["NAME"]),
         ),
+        (
+            "--from is the vservers root",
+            strings(&["build-skel", "new", "--from", "{dir}/vservers"]),
+            USAGE,
+            strings(&["{dir}/vservers", "inside the vservers root"]),
+        ),
+        (
+            "--from is a vserver's tree",
+            strings(&["build-skel", "new", "--from", "{dir}/vservers/web1"]),
+            USAGE,
+            strings(&["inside the vservers root"]),
+        ),
+        (
+            "--from is inside a skel",
+            strings(&[
+                "build-skel",
+                "new",
+                "--from",
+                "{dir}/vservers/.skel/base/local",
+            ]),
+            USAGE,
+            strings(&["inside the vservers root"]),
+        ),
+        (
+            "--from reaches the root through ..",
+            strings(&[
+                "build-skel",
+                "new",
+                "--from",
+                "{dir}/etc-vskel/../vservers/web1/..",
+            ]),
+            USAGE,
+            strings(&["inside the vservers root"]),
+        ),
     ]);
+}
+
+#[test]
+fn build_skel_from_a_directory_holding_the_root_leaves_it_out() {
+    let setup = populated();
+    setup.create_view("base", "view1", "10.0.0.3");
+    let dir = setup.dir.path();
+    fs::write(dir.join("site-file"), "copied\n").unwrap();
+    setup
+        .vskel()
+        .args(["build-skel", "fromdir", "--from"])
+        .arg(dir)
+        .assert()
+        .success();
+    let skel = setup.root.join(".skel/fromdir");
+    let mut found = Vec::new();
+    for part in ["global", "local", "static"] {
+        for (rel, _) in snapshot(&skel.join(part)) {
+            let text = rel.to_string_lossy().into_owned();
+            if [
+                "vservers",
+                "etc-vservers",
+                ".skel",
+                ".views",
+                ".vskel",
+                "web1",
+                "view1",
+            ]
+            .iter()
+            .any(|bad| text.split('/').any(|c| c == *bad))
+            {
+                found.push(format!("{part}/{text}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the skel holds vskel's own trees: {found:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(skel.join("local/site-file")).unwrap(),
+        "copied\n",
+        "the rest of the source is copied"
+    );
 }
 
 #[test]
@@ -397,6 +549,107 @@ fn bad_config_files_are_rejected() {
                 setup.dir.path(),
                 Case {
                     label: format!("config {file} with {line4:?} (vskel {args:?})"),
+                    cmd,
+                    code: USAGE,
+                    stderr_has,
+                },
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn bad_config_paths_are_rejected() {
+    // (label, key, value as TOML text, strings stderr must contain besides
+    // the file, line and key); `{dir}` is the setup directory.
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "root is /",
+            "root",
+            r#""/""#,
+            &["it is the root directory /"],
+        ),
+        (
+            "root is /usr",
+            "root",
+            r#""/usr""#,
+            &["/usr is a system directory"],
+        ),
+        (
+            "root is /var/lib",
+            "root",
+            r#""/var/lib/""#,
+            &["/var/lib is a system"],
+        ),
+        (
+            "root is / by ..",
+            "root",
+            r#""{dir}/../../../../../../../../../../../../..""#,
+            &["it is the root directory /"],
+        ),
+        (
+            "root is / by a symlink",
+            "root",
+            r#""{dir}/slash""#,
+            &["it is the root directory /"],
+        ),
+        (
+            "root is /etc by a symlink",
+            "root",
+            r#""{dir}/slash/etc""#,
+            &["/etc is a system directory"],
+        ),
+        (
+            "NUL in root",
+            "root",
+            r#""{dir}/vs\u0000ervers""#,
+            &["NUL byte"],
+        ),
+        ("NUL in etc", "etc", r#""{dir}/etc\u0000""#, &["NUL byte"]),
+        ("NUL in defaults", "defaults", r#""\u0000""#, &["NUL byte"]),
+    ];
+    let commands: &[&[&str]] = &[
+        &["list"],
+        &["create-vs", "base", "x", "x.example.org", "10.0.0.9"],
+        &["remove-vs", "nosuch"],
+    ];
+    let mut failures = Vec::new();
+    for (label, key, value, parts) in cases {
+        for args in commands {
+            let setup = populated();
+            let dir = setup.dir.path().display().to_string();
+            std::os::unix::fs::symlink("/", setup.dir.path().join("slash")).unwrap();
+            let bad = setup.dir.path().join("paths.toml");
+            let valid = fs::read_to_string(&setup.config).expect("read config");
+            // The setup's three path lines, with `key` given the bad value.
+            let mut line_of_key = 0;
+            let text: String = valid
+                .lines()
+                .take(3)
+                .enumerate()
+                .map(|(i, line)| {
+                    if line.starts_with(&format!("{key} =")) {
+                        line_of_key = i + 1;
+                        format!("{key} = {}\n", value.replace(DIR, &dir))
+                    } else {
+                        format!("{line}\n")
+                    }
+                })
+                .collect();
+            assert_ne!(line_of_key, 0, "the setup config sets {key}");
+            fs::write(&bad, text).expect("write config");
+            let mut cmd = bare_vskel();
+            cmd.arg("--config").arg(&bad).args(*args);
+            let mut stderr_has = vec![
+                format!("{}:{line_of_key}:", bad.display()),
+                format!("`{key}`"),
+            ];
+            stderr_has.extend(parts.iter().map(|p| (*p).to_owned()));
+            failures.extend(check(
+                setup.dir.path(),
+                Case {
+                    label: format!("{label} (vskel {args:?})"),
                     cmd,
                     code: USAGE,
                     stderr_has,

@@ -102,6 +102,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// A setup with skel "base" (the example tree) and view vserver "web1".
 fn with_view() -> Setup {
     let setup = Setup::new("");
+    // Mount points below the setup directory are then closed to host
+    // users, as `vskel mount` requires of a mount point of one's choice.
+    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
     setup.build_example_skel("base");
     setup
         .vskel()

@@ -5,6 +5,7 @@ use super::prompt::value_or_ask;
 use crate::config::Config;
 use crate::error::Result;
 use crate::progress::Progress;
+use crate::validate::Loopback;
 use crate::vserver::create::{CreateRequest, create_view_vs, create_vs};
 
 /// Create a vserver from a skel: a real hard-linked tree, or (--view) a view.
@@ -33,8 +34,13 @@ pub struct Args {
     name: Option<String>,
     /// Its fully qualified domain name.
     fqdn: Option<String>,
-    /// Its IPv4 or IPv6 address.
+    /// Its IPv4 or IPv6 address (not unspecified, broadcast, multicast or
+    /// reserved; loopback only with --allow-loopback).
     ip: Option<String>,
+    /// Accept a loopback IP address (127.0.0.0/8, ::1): a vserver only the
+    /// host itself can reach.
+    #[arg(long)]
+    allow_loopback: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -54,6 +60,11 @@ pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
             "Its fully qualified domain name",
         )?,
         ip: value_or_ask(args.ip.as_deref(), "IP", "Its IP address")?,
+        loopback: if args.allow_loopback {
+            Loopback::Allow
+        } else {
+            Loopback::Refuse
+        },
     };
     if args.view {
         let created = create_view_vs(config, &request, progress)?;

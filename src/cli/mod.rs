@@ -133,6 +133,9 @@ fn run(cli: &Cli) -> Result<()> {
         return overlay::run(args, &invocation);
     }
     let config = Config::load(cli.config.as_deref())?;
+    // Before anything else reads or writes the vservers root: close it to
+    // host users if it is open.
+    crate::barrier::enforce(&config)?;
     let progress = if cli.quiet {
         crate::progress::Progress::hidden()
     } else {

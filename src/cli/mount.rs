@@ -43,7 +43,9 @@ const MOUNTPOINT_MODE: u32 = 0o755;
 pub struct Args {
     /// The view vserver to mount.
     name: String,
-    /// Where to mount it [default: <root>/.views/NAME/merged, made if missing].
+    /// Where to mount it [default: <root>/.views/NAME/merged, made if
+    /// missing]; a directory above it must be closed to host users (mode
+    /// 0700, owned by root), as <root> is.
     mountpoint: Option<PathBuf>,
     /// Serve in this process until unmounted (for systemd units and debugging).
     #[arg(long, short = 'f')]
@@ -99,6 +101,14 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
             normalize(&merged)?
         }
     };
+    let barrier = || match &args.mountpoint {
+        // One of the caller's choice (a missing one is reported as such
+        // by `prepare`); the default is behind `<root>`'s barrier.
+        Some(_) if mountpoint.symlink_metadata().is_ok() => {
+            crate::barrier::require_closed_above(&mountpoint)
+        }
+        _ => Ok(()),
+    };
     let what = format!("view \"{}\"", args.name);
     let pid_path = view.dirs.pid_file();
     match PidFile::read(&pid_path)? {
@@ -126,6 +136,7 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     if args.foreground {
         // The lock before the mount: of two servers started at once, one wins.
         let _pid_file = PidFile::acquire(&pid_path, &mountpoint, &what)?;
+        barrier()?;
         // A sync running now ends before the view is mounted; one started
         // after the mount is live finds it mounted and holds its writes.
         prepare(&mountpoint)?;
@@ -134,6 +145,7 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     } else {
         // Wait here, without the server's start-up timeout; the server
         // takes the lock again.
+        barrier()?;
         prepare(&mountpoint)?;
         drop(wait_for_sync()?);
         start(&view, &mountpoint, args.format, invocation)

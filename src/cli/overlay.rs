@@ -9,7 +9,6 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::ArgAction;
@@ -19,10 +18,12 @@ use tracing::debug;
 use super::Invocation;
 use super::output::{Format, print};
 use crate::error::{Error, Result};
+use crate::tree::TreeRoot;
 use crate::view::daemon_start::{Readiness, start_in_background};
 use crate::view::mountpoint::{PidFile, already_served, normalize, prepare};
 use crate::view::serve::serve;
 use crate::view::{LayerSpec, ServeOptions};
+use crate::view::{layout, workdir};
 
 /// The source an overlay shows in /proc/mounts unless `fsname=` says.
 pub const DEFAULT_FSNAME: &str = "vskel-overlay";
@@ -145,8 +146,11 @@ const REFUSED: &[(&str, &str)] = &[
 ///
 /// `vskel overlay -o lowerdir=A:B:C,upperdir=U,workdir=W MOUNTPOINT` shows
 /// A over B over C (top first, read-only) under the writable U at
-/// MOUNTPOINT, copy-on-write; W is scratch space on U's filesystem. The upper
-/// layer is in kernel overlayfs' format. Without -f the server runs in the
+/// MOUNTPOINT, copy-on-write; W is a work directory on U's mount (vskel's
+/// scratch space is W/work/, as kernel overlayfs' is; vskel removes only
+/// its own scratch entries there). Layers that are the same directory or
+/// inside one another are refused. The upper layer is in kernel overlayfs'
+/// format. Without -f the server runs in the
 /// background and vskel returns once the mount is live (its log and pid
 /// file are in /run/vskel/overlay/). `vskel unmount MOUNTPOINT` or
 /// `umount MOUNTPOINT` unmounts.
@@ -473,6 +477,12 @@ pub fn run(args: &Args, invocation: &Invocation<'_>) -> Result<()> {
         if let Some(holder) = PidFile::holder(&pid_path)? {
             return Err(already_served(&what, &holder));
         }
+        // The server refuses a work directory in use too; asking first
+        // gives the error here rather than in the server's log.
+        let work = TreeRoot::open(&layers.work)?;
+        if workdir::in_use(&work)? {
+            return Err(workdir::in_use_error(&work));
+        }
         prepare(&mountpoint)?;
         let mut child = invocation.global_args()?;
         child.extend([OsString::from("overlay"), OsString::from("-f")]);
@@ -497,7 +507,8 @@ fn make_run_dir() -> Result<()> {
 }
 
 /// Make the layer paths absolute (the background server runs in `/`) and
-/// check them: directories, upper and work on one filesystem.
+/// check them: directories, none the same as or inside another, work on
+/// the upper's mount (`view::layout`), before anything is started.
 fn check_layers(options: &mut OverlayOptions) -> Result<LayerSpec> {
     let absolute = |what: &str, path: &Path| -> Result<PathBuf> {
         let abs = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
@@ -520,14 +531,21 @@ fn check_layers(options: &mut OverlayOptions) -> Result<LayerSpec> {
     };
     let upper = absolute("upperdir", upper)?;
     let work = absolute("workdir", work)?;
-    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
-    if dev(&upper) != dev(&work) {
+    let open = |path: &Path| TreeRoot::open(path);
+    let (upper_tree, work_tree) = (open(&upper)?, open(&work)?);
+    if upper_tree.dev() != work_tree.dev() {
         return Err(Error::Usage(format!(
             "upperdir={} and workdir={} are on different filesystems; they must share one",
             upper.display(),
             work.display()
         )));
     }
+    let lower_trees = options
+        .lowers
+        .iter()
+        .map(|l| open(l))
+        .collect::<Result<Vec<_>>>()?;
+    layout::check(&upper_tree, &work_tree, &lower_trees)?;
     options.upper = Some(upper.clone());
     options.work = Some(work.clone());
     Ok(LayerSpec {

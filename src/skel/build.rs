@@ -17,7 +17,7 @@ use super::{CONFIGFILE, GLOBAL, LOCAL, POST_CREATE_DIR, STATIC, Skel};
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::staging::Staging;
+use crate::staging::{Staging, make_private_dir};
 use crate::tree::copy::{CopyCounts, CopyOptions, How, Target, copy_tree};
 use crate::tree::meta::Meta;
 use crate::tree::{TreeRoot, require_one_filesystem};
@@ -128,7 +128,8 @@ pub fn build_skel(
     let skels_dir = config.skels_dir();
     require_one_filesystem(&[&config.root, &skels_dir, &config.state_dir()])?;
     let source = TreeRoot::open(from)?;
-    std::fs::create_dir_all(&skels_dir).map_err(|e| Error::io("make directory", &skels_dir, e))?;
+    refuse_source_in_root(config, &source)?;
+    make_private_dir(&skels_dir)?; // <root> too, if missing (barrier)
     let staging = Staging::create(config, &format!("skel-{name}"))?;
     for part in [GLOBAL, LOCAL, STATIC, POST_CREATE_DIR] {
         let dir = staging.path().join(part);
@@ -226,6 +227,31 @@ impl<'a> KeptTimes<'a> {
         }
         Ok(())
     }
+}
+
+/// Refuse to build from the vservers root or a directory inside it: the
+/// vservers' trees and views are theirs to write (hostile), and the skels
+/// and vskel's state are no template. (A source that holds the root, such
+/// as `/`, is fine: the root is left out of the copy, see
+/// [`excluded_dirs`].)
+fn refuse_source_in_root(config: &Config, source: &TreeRoot) -> Result<()> {
+    let root = match TreeRoot::open(&config.root) {
+        Ok(root) => root,
+        Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(()); // nothing can be inside it
+        }
+        Err(e) => return Err(e),
+    };
+    if crate::tree::ancestry::is_within(source, &root)? {
+        return Err(Error::Usage(format!(
+            "cannot build a skel from {}: it is inside the vservers root {}, whose \
+             vserver trees, views and skels are no source for a new skel (copy what \
+             you need elsewhere and build from there)",
+            source.path().display(),
+            config.root.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The vservers root and the vserver config dir, when they exist: never

@@ -4,6 +4,7 @@
 //! Every tree operation in vskel goes through [`TreeRoot`], whose
 //! [`TreeRoot::open_dir`] never follows a symlink (see [`crate::sys`]).
 
+pub mod ancestry;
 pub mod copy;
 pub mod meta;
 pub mod remove;
@@ -54,6 +55,19 @@ impl TreeRoot {
     pub fn open_dir(&self, rel: &Path) -> Result<OwnedFd> {
         sys::open_dir_beneath(self.fd(), rel)
             .map_err(|e| Error::io("open directory", self.path.join(rel), e))
+    }
+
+    /// Open the directory `rel` below the root, following no symlink, as a
+    /// tree of its own.
+    pub fn subtree(&self, rel: &Path) -> Result<TreeRoot> {
+        let fd = self.open_dir(rel)?;
+        let path = self.display(rel);
+        let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io("stat", &path, e))?;
+        Ok(TreeRoot {
+            fd,
+            path,
+            dev: sys::dev_of(&st),
+        })
     }
 
     /// The full path of `rel` (for messages only; never used to open).

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 pub struct LayerSpec {
     /// The writable layer.
     pub upper: PathBuf,
-    /// Scratch space on the upper's filesystem (copy-up happens here first).
+    /// The work directory, on the upper's mount: vskel's scratch space
+    /// (where copy-up happens first) is its `work/` ([`workdir`]).
     pub work: PathBuf,
     /// The read-only layers, top first.
     pub lowers: Vec<PathBuf>,
@@ -63,6 +64,7 @@ pub mod format;
 pub mod fuse;
 pub mod gate;
 pub mod hardlinks;
+pub mod layout;
 pub mod listing;
 pub mod mountpoint;
 pub mod mutate;
@@ -71,3 +73,4 @@ pub mod overlay;
 pub mod passthrough;
 pub mod resolve;
 pub mod serve;
+pub mod workdir;

@@ -132,16 +132,20 @@ pub fn cname(name: &OsStr) -> OpResult<CString> {
 }
 
 impl Overlay {
-    /// Open the layers of `spec` to serve them: leftovers of an
-    /// interrupted run are cleared from `work/`.
+    /// Open the layers of `spec` to serve them: scratch work happens in
+    /// the work directory's `work/` (made if missing, locked while
+    /// serving), cleared of the leftovers of an interrupted run
+    /// (`workdir::prepare`: only of what vskel made).
     pub fn new(spec: &LayerSpec) -> crate::Result<Self> {
-        let overlay = Self::open_layers(spec)?;
-        overlay.clean_work()?;
+        let mut overlay = Self::open_layers(spec)?;
+        let (scratch, _foreign) = super::workdir::prepare(&overlay.work)?;
+        overlay.work = scratch;
         Ok(overlay)
     }
 
-    /// Open the layers of `spec` only to read the merged tree (`work/` is
-    /// left alone: a server may be using it).
+    /// Open the layers of `spec` only to read the merged tree (the work
+    /// directory is left alone: a server may be using it). Layers that
+    /// overlap are refused (`layout::check`).
     pub fn open_layers(spec: &LayerSpec) -> crate::Result<Self> {
         let upper = TreeRoot::open(&spec.upper)?;
         let work = TreeRoot::open(&spec.work)?;
@@ -151,6 +155,7 @@ impl Overlay {
             .iter()
             .map(|p| TreeRoot::open(p))
             .collect::<crate::Result<Vec<_>>>()?;
+        super::layout::check(&upper, &work, &lowers)?;
         let mut devs = vec![upper.dev()];
         devs.extend(lowers.iter().map(|l| l.dev()));
         let single_dev = devs.iter().all(|d| *d == devs[0]);
@@ -186,18 +191,13 @@ impl Overlay {
         &self.lowers
     }
 
-    /// Remove leftovers of an interrupted copy-up or removal from `work/`.
-    fn clean_work(&self) -> crate::Result<()> {
-        crate::tree::remove::clear_dir(self.work.fd())
-            .map_err(|e| crate::Error::io("clean", self.work.path(), e))
-    }
-
     /// The node table (held briefly).
     pub(super) fn nodes(&self) -> MutexGuard<'_, Nodes> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh name for scratch work in `work/`.
+    /// A fresh name for scratch work in `work/` (it starts with
+    /// `workdir::SCRATCH_PREFIX`: the only names a new server removes).
     pub(super) fn work_name(&self) -> CString {
         let n = self.work_seq.fetch_add(1, Ordering::Relaxed);
         CString::new(format!("#vskel-{}-{n}", self.pid)).expect("no NUL")

@@ -43,7 +43,7 @@ use crate::tokens::{Tokens, render};
 use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
 use crate::tree::meta::Meta;
 use crate::tree::{TreeRoot, require_one_filesystem, require_same_filesystem};
-use crate::validate::{parse_ip, validate_fqdn, validate_name};
+use crate::validate::{Loopback, is_loopback, parse_vserver_ip, validate_fqdn, validate_name};
 
 /// Mode of a vserver's `/proc` mount point.
 const PROC_MODE: u32 = 0o555;
@@ -62,6 +62,8 @@ pub struct CreateRequest {
     pub fqdn: String,
     /// Its IP address.
     pub ip: String,
+    /// Whether a loopback IP address is meant (refused otherwise).
+    pub loopback: Loopback,
 }
 
 /// What `create-vs` made.
@@ -94,7 +96,13 @@ pub struct Created {
 pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
     validate_name("vserver name", &request.name)?;
     validate_fqdn(&request.fqdn)?;
-    parse_ip(&request.ip)?;
+    let ip = parse_vserver_ip(&request.ip, request.loopback)?;
+    if is_loopback(ip) {
+        warn!(
+            "{ip} is a loopback address: vserver \"{}\" can be reached from the host only",
+            request.name
+        );
+    }
     let skel = Skel::open(config, &request.skel)?;
     let name = &request.name;
     let existing = [
