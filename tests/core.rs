@@ -303,13 +303,25 @@ fn redirects_in_lower_layers_are_followed() {
         let a = ov.lookup(ROOT_ID, OsStr::new("a")).unwrap().attr.id;
         let e = ov.lookup(a, OsStr::new("e")).unwrap().attr.id;
         ov.lookup(a, OsStr::new("dir")).unwrap();
-        ov.rename(a, OsStr::new("dir"), e, OsStr::new("x"), RenameFlags::empty())
-            .unwrap();
+        ov.rename(
+            a,
+            OsStr::new("dir"),
+            e,
+            OsStr::new("x"),
+            RenameFlags::empty(),
+        )
+        .unwrap();
         // And one renamed within its directory.
         let b = ov.lookup(ROOT_ID, OsStr::new("b")).unwrap().attr.id;
         ov.lookup(b, OsStr::new("stay")).unwrap();
-        ov.rename(b, OsStr::new("stay"), b, OsStr::new("went"), RenameFlags::empty())
-            .unwrap();
+        ov.rename(
+            b,
+            OsStr::new("stay"),
+            b,
+            OsStr::new("went"),
+            RenameFlags::empty(),
+        )
+        .unwrap();
     }
     // The old upper becomes the top lower of a new stack.
     let d = layers.dir.path();
@@ -336,7 +348,11 @@ fn redirects_in_lower_layers_are_followed() {
     assert_eq!(text, "moved with its directory\n");
     find("a/e/x/sub/g").expect("below the moved directory");
     find("b/went").expect("renamed within its directory");
-    assert_eq!(find("a/dir").unwrap_err(), Errno::NOENT, "the old name stays gone");
+    assert_eq!(
+        find("a/dir").unwrap_err(),
+        Errno::NOENT,
+        "the old name stays gone"
+    );
     let x = find("a/e/x").unwrap();
     let mut names = Vec::new();
     ov.list_plus(x, 0, |item, _| {
@@ -348,7 +364,11 @@ fn redirects_in_lower_layers_are_followed() {
     assert_eq!(names, ["f", "sub"]);
 
     // Kernel overlayfs over the same two lowers shows the same.
-    let lowerdir = format!("lowerdir={}:{}", d.join("upper").display(), d.join("lower").display());
+    let lowerdir = format!(
+        "lowerdir={}:{}",
+        d.join("upper").display(),
+        d.join("lower").display()
+    );
     let mnt = d.join("mnt");
     let status = std::process::Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &lowerdir])
@@ -363,4 +383,40 @@ fn redirects_in_lower_layers_are_followed() {
     );
     assert!(mnt.join("b/went").is_dir());
     assert!(!mnt.join("a/dir").exists());
+}
+
+/// House issue, defect 2: more lower layers than the node table can
+/// address are refused with a clear error, not silently invisible.
+#[test]
+fn more_lower_layers_than_the_view_can_address_are_refused() {
+    if !require_root("more_lower_layers_than_the_view_can_address_are_refused") {
+        return;
+    }
+    let _fds = shared();
+    let d = tempfile::tempdir().unwrap();
+    let mut lowers = Vec::new();
+    for i in 0..=vskel::view::node::MAX_LOWERS {
+        let l = d.path().join(format!("l{i}"));
+        fs::create_dir(&l).unwrap();
+        fs::write(l.join(format!("only-in-{i}")), b"x").unwrap();
+        lowers.push(l);
+    }
+    for sub in ["upper", "work"] {
+        fs::create_dir(d.path().join(sub)).unwrap();
+    }
+    let spec = |lowers: &[std::path::PathBuf]| LayerSpec {
+        upper: d.path().join("upper"),
+        work: d.path().join("work"),
+        lowers: lowers.to_vec(),
+    };
+    let err = Overlay::new(&spec(&lowers)).unwrap_err().to_string();
+    assert!(
+        err.contains("33 lower layers") && err.contains("at most 32"),
+        "{err}"
+    );
+    // The most it takes, every layer visible.
+    let ov = Overlay::new(&spec(&lowers[..vskel::view::node::MAX_LOWERS])).unwrap();
+    let last = format!("only-in-{}", vskel::view::node::MAX_LOWERS - 1);
+    ov.lookup(ROOT_ID, OsStr::new(&last))
+        .expect("the last layer shows");
 }

@@ -443,7 +443,7 @@ fn stored(lower: &Lower) -> LowerPaths {
 pub fn layer_mask(layers: &[usize]) -> u32 {
     layers
         .iter()
-        .filter(|l| **l < MAX_LOWERS)
+        .filter(|l| **l < MAX_LOWERS) // more are refused by `Overlay::open_layers`
         .fold(0, |mask, l| mask | 1 << l)
 }
 

@@ -147,6 +147,14 @@ impl Overlay {
     /// directory is left alone: a server may be using it). Layers that
     /// overlap are refused (`layout::check`).
     pub fn open_layers(spec: &LayerSpec) -> crate::Result<Self> {
+        if spec.lowers.len() > super::node::MAX_LOWERS {
+            return Err(crate::Error::Usage(format!(
+                "{} lower layers given; a view stacks at most {} (as kernel overlayfs' \
+                 default limit; nothing was mounted)",
+                spec.lowers.len(),
+                super::node::MAX_LOWERS
+            )));
+        }
         let upper = TreeRoot::open(&spec.upper)?;
         let work = TreeRoot::open(&spec.work)?;
         crate::tree::require_same_filesystem(&upper, &work)?;
