@@ -133,6 +133,9 @@ fn run(cli: &Cli) -> Result<()> {
         return overlay::run(args, &invocation);
     }
     let config = Config::load(cli.config.as_deref())?;
+    // Every command first restores immutable attributes a killed run left
+    // lifted, and lifts its own only through this (crash-safe) session.
+    let _unlock = crate::protect::begin(&config);
     let progress = if cli.quiet {
         crate::progress::Progress::hidden()
     } else {
