@@ -94,6 +94,7 @@ fn table(records: &[Record]) -> String {
                 r.name.clone(),
                 r.context.map(|c| c.to_string()).unwrap_or_else(dash),
                 match r.kind {
+                    _ if r.creating => "incomplete",
                     Kind::Tree => "tree",
                     Kind::View => "view",
                     Kind::Unregistered => "unregistered",
