@@ -60,7 +60,8 @@ fn supports_immutable(dir: &Path) -> bool {
 /// A loop-mounted ext4 image, unmounted (and its image removed) on drop.
 struct LoopExt4 {
     mountpoint: PathBuf,
-    image: PathBuf,
+    /// Holds the image and the mount point.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl LoopExt4 {
@@ -68,9 +69,13 @@ impl LoopExt4 {
     const SIZE: &'static str = "3G";
 
     fn new(base: &Path) -> LoopExt4 {
-        let image = base.join(format!("lifecycle-{}.ext4", std::process::id()));
-        let mountpoint = base.join(format!("lifecycle-{}.mnt", std::process::id()));
-        fs::create_dir_all(&mountpoint).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("lifecycle-ext4-")
+            .tempdir_in(base)
+            .unwrap();
+        let image = dir.path().join("image");
+        let mountpoint = dir.path().join("mnt");
+        fs::create_dir(&mountpoint).unwrap();
         let run = |cmd: &mut Command| {
             let out = cmd.output().unwrap();
             assert!(
@@ -87,15 +92,24 @@ impl LoopExt4 {
             .args(["-o", "loop"])
             .arg(&image)
             .arg(&mountpoint));
-        LoopExt4 { mountpoint, image }
+        LoopExt4 {
+            mountpoint,
+            dir: Some(dir),
+        }
     }
 }
 
 impl Drop for LoopExt4 {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mountpoint).status();
-        let _ = fs::remove_dir(&self.mountpoint);
-        let _ = fs::remove_file(&self.image);
+        let unmounted = Command::new("umount")
+            .arg(&self.mountpoint)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Never delete through a mount that is still there.
+            eprintln!("cannot unmount {}; left", self.mountpoint.display());
+            std::mem::forget(self.dir.take());
+        }
     }
 }
 
@@ -109,15 +123,20 @@ pub struct ProtectedSetup {
 impl ProtectedSetup {
     pub fn new() -> ProtectedSetup {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        if supports_immutable(base) {
+        let forced = std::env::var_os(LOOP_ENV).is_some();
+        if !forced && supports_immutable(base) {
             return ProtectedSetup {
                 setup: Setup::new(PROTECT),
                 _ext4: None,
             };
         }
         eprintln!(
-            "NOTE: {} does not support chattr +i; using a loop-mounted ext4 image",
-            base.display()
+            "NOTE: using a loop-mounted ext4 image ({})",
+            if forced {
+                format!("{LOOP_ENV} is set")
+            } else {
+                format!("{} does not support chattr +i", base.display())
+            }
         );
         let ext4 = LoopExt4::new(base);
         assert!(
@@ -141,6 +160,9 @@ impl Drop for ProtectedSetup {
 }
 
 const PROTECT: &str = "protect = \"immutable\"\n";
+/// Set to use the loop-mounted ext4 image even where the target directory
+/// supports `chattr +i`.
+const LOOP_ENV: &str = "VSKEL_TEST_LOOP_EXT4";
 
 /// [`Setup::new`], under `base` instead of the target's temporary directory.
 fn setup_in(base: &Path, extra: &str) -> Setup {
