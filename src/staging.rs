@@ -50,6 +50,20 @@ impl Staging {
         })
     }
 
+    /// Remove what runs that are gone left in the staging area (every
+    /// [`Staging::create`] does this too).
+    pub fn remove_abandoned(config: &Config) -> Result<()> {
+        let dir = config.state_dir().join("staging");
+        match sys::open_root(&dir) {
+            Ok(parent) => {
+                remove_stale(parent.as_fd(), &dir);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("open directory", &dir, e)),
+        }
+    }
+
     /// Where the tree is being built.
     pub fn path(&self) -> &Path {
         &self.path
@@ -140,19 +154,6 @@ fn split_label_pid(name: &str) -> Option<(&str, u32)> {
 
 fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Is a run that staged `label` still going (a staging entry `label.PID`
-/// whose process is alive)?
-pub fn is_in_progress(config: &Config, label: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(config.state_dir().join("staging")) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        matches!(split_label_pid(&name), Some((l, pid)) if l == label && process_alive(pid))
-    })
 }
 
 /// Remove staging entries whose process no longer runs.

@@ -455,6 +455,23 @@ pub fn set_immutable(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
     Ok(was)
 }
 
+/// Is the immutable attribute set on `name` in `dir` (not following a
+/// symlink, not opening it)? `None` when the filesystem does not report
+/// the attribute through `statx`.
+pub fn immutable_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<bool>> {
+    use rfs::{StatxAttributes, StatxFlags};
+    let st = rfs::statx(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    )?;
+    Ok(st
+        .stx_attributes_mask
+        .contains(StatxAttributes::IMMUTABLE)
+        .then(|| st.stx_attributes.contains(StatxAttributes::IMMUTABLE)))
+}
+
 /// Copy all data of `src` into the empty `dst`: a reflink where the
 /// filesystem offers `FICLONE`, else `copy_file_range`, else read/write.
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<()> {
@@ -621,6 +638,24 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Bytes of randomness in [`unguessable_suffix`].
+const SUFFIX_BYTES: usize = 16;
+
+/// 128 random bits from the kernel, in hex: a name part nobody (a
+/// vserver's root included) can guess or occupy in advance.
+pub fn unguessable_suffix() -> io::Result<String> {
+    let mut bytes = [0u8; SUFFIX_BYTES];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 // --- O_PATH handles ---

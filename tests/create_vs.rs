@@ -301,10 +301,15 @@ fn a_run_killed_half_way_leaves_nothing_that_blocks_the_next() {
     let contexts = setup.etc.join("contexts");
     fs::create_dir_all(&contexts).unwrap();
     std::os::unix::fs::symlink(setup.root.join("ghost"), contexts.join("50")).unwrap();
-    // A run still going (this test's own pid) keeps its reservation, and a
-    // link to a tree outside the vservers root is never taken over.
+    // A run still going (it holds the vserver's lock, as this test does
+    // here) keeps its reservation, and a link to a tree outside the
+    // vservers root is never taken over.
     let me = std::process::id();
     fs::create_dir_all(staging.join(format!("vs-busy.{me}"))).unwrap();
+    let locks = setup.root.join(".vskel/sync");
+    fs::create_dir_all(&locks).unwrap();
+    let busy_lock = fs::File::create(locks.join("busy.lock")).unwrap();
+    rustix::fs::flock(&busy_lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     std::os::unix::fs::symlink(setup.root.join("busy"), contexts.join("51")).unwrap();
     std::os::unix::fs::symlink("/elsewhere/vs", contexts.join("52")).unwrap();
     fs::write(contexts.join("nextid"), "50\n").unwrap();
@@ -314,7 +319,7 @@ fn a_run_killed_half_way_leaves_nothing_that_blocks_the_next() {
         .args(["create-vs", "base", "web1", "web1.example.org", "10.0.0.2"])
         .assert()
         .success()
-        .stderr(contains("reusing it"));
+        .stderr(contains("taking it back"));
     assert_eq!(
         fs::read_link(contexts.join("50")).unwrap(),
         setup.root.join("web1")
@@ -327,6 +332,7 @@ fn a_run_killed_half_way_leaves_nothing_that_blocks_the_next() {
         fs::read_link(contexts.join("51")).unwrap(),
         setup.root.join("busy")
     );
+    drop(busy_lock);
 }
 
 #[test]

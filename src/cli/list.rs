@@ -1,17 +1,23 @@
 //! `vskel list [--skels] [--format json]`.
+//!
+//! `--skels` also counts each skel's immutable global files (one `statx`
+//! each) and warns when a protected skel has files without the flag.
 
 use serde::Serialize;
+use tracing::warn;
 
 use super::output::{Format, print};
-use crate::config::Config;
+use crate::config::{Config, Protect};
 use crate::error::Result;
-use crate::skel::list_skels;
+use crate::protect::{SkelProtection, skel_protection};
+use crate::skel::{GLOBAL, list_skels};
 use crate::vserver::registry::{self, Kind, Record};
 
 /// List the vservers (or, with --skels, the skels).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// List the skels instead.
+    /// List the skels instead, with how many of their global files are
+    /// immutable (a warning names protected skels with files that are not).
     #[arg(long)]
     skels: bool,
     /// Output format.
@@ -22,17 +28,61 @@ pub struct Args {
 #[derive(Serialize)]
 struct Skels {
     skels: Vec<String>,
+    /// How each skel's global files are protected.
+    protection: Vec<SkelProtection>,
 }
 
 pub fn run(config: &Config, args: &Args) -> Result<()> {
     if args.skels {
+        let names = list_skels(config)?;
+        let protection = names
+            .iter()
+            .map(|name| skel_protection(config, name))
+            .collect::<Result<Vec<_>>>()?;
+        for p in protection
+            .iter()
+            .filter(|p| p.has_lost_flags(config.protect))
+        {
+            let shown: Vec<String> = p.lacking.iter().map(|l| l.display().to_string()).collect();
+            warn!(
+                "skel {}: {} of its {} global files lack the immutable attribute (e.g. {}); \
+                 every vserver's root can change them. Set it with `chattr +i` on each file of {}",
+                p.skel,
+                p.global_files - p.immutable,
+                p.global_files,
+                shown.join(", "),
+                config.skel_dir(&p.skel).join(GLOBAL).display()
+            );
+        }
         let skels = Skels {
-            skels: list_skels(config)?,
+            skels: names,
+            protection,
         };
-        return print(args.format, &skels, || skels.skels.join("\n"));
+        return print(args.format, &skels, || {
+            skels_table(config, &skels.protection)
+        });
     }
     let records = registry::list(config)?;
     print(args.format, &records, || table(&records))
+}
+
+/// One skel a line; a protected skel (or one with immutable files) also
+/// says how many of its global files are immutable.
+fn skels_table(config: &Config, skels: &[SkelProtection]) -> String {
+    skels
+        .iter()
+        .map(|p| {
+            if config.protect == Protect::Immutable || p.immutable > 0 {
+                format!(
+                    "{}  immutable: {} of {} global files",
+                    p.skel, p.immutable, p.global_files
+                )
+            } else {
+                p.skel.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn table(records: &[Record]) -> String {
@@ -44,6 +94,7 @@ fn table(records: &[Record]) -> String {
                 r.name.clone(),
                 r.context.map(|c| c.to_string()).unwrap_or_else(dash),
                 match r.kind {
+                    _ if r.creating => "incomplete",
                     Kind::Tree => "tree",
                     Kind::View => "view",
                     Kind::Unregistered => "unregistered",

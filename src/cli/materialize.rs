@@ -21,18 +21,27 @@ pub struct Args {
 pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
     let done = materialize(config, &args.name, progress)?;
     print(args.format, &done, || {
-        format!(
-            "materialized {} into {}{}: {} entries hard-linked to the skel, {} copied; \
-             removed {}",
-            done.sync.name,
-            done.sync.root.display(),
-            done.unmounted
-                .as_ref()
-                .map(|m| format!(" (unmounted {} first)", m.display()))
-                .unwrap_or_default(),
-            done.sync.counts.linked,
-            done.sync.counts.copied,
-            done.view_dir.display()
-        )
+        let unmounted = done
+            .unmounted
+            .as_ref()
+            .map(|m| format!(" (unmounted {} first)", m.display()))
+            .unwrap_or_default();
+        match &done.sync {
+            Some(sync) => format!(
+                "materialized {} into {}{unmounted}: {} entries hard-linked to the skel, {} \
+                 copied; removed {}",
+                done.name,
+                done.root.display(),
+                sync.counts.linked,
+                sync.counts.copied,
+                done.view_dir.display()
+            ),
+            None => format!(
+                "finished the interrupted materialize of {} into {}{unmounted}: removed {}",
+                done.name,
+                done.root.display(),
+                done.view_dir.display()
+            ),
+        }
     })
 }

@@ -136,6 +136,9 @@ fn run(cli: &Cli) -> Result<()> {
     // Before anything else reads or writes the vservers root: close it to
     // host users if it is open.
     crate::barrier::enforce(&config)?;
+    // Every command first restores immutable attributes a killed run left
+    // lifted, and lifts its own only through this (crash-safe) session.
+    let _unlock = crate::protect::begin(&config);
     let progress = if cli.quiet {
         crate::progress::Progress::hidden()
     } else {

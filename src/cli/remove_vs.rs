@@ -11,18 +11,24 @@ use crate::vserver::remove::remove_vs;
 /// one name. The tree vanishes from the vservers root at once, whole. A
 /// view's directory (<root>/.views/NAME: upper, static, ...) goes too; a
 /// mounted view is refused (`vskel unmount NAME` first), a stale mount
-/// left by a dead server is cleared with a warning.
+/// left by a dead server is cleared with a warning. A directory vskel has
+/// no record of is refused unless --force-unregistered is given.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The vserver to remove.
     name: String,
+    /// Remove <root>/NAME (or <root>/.views/NAME) even though vskel has no
+    /// record of a vserver NAME: a tree another tool made. Without it such
+    /// a directory is refused.
+    #[arg(long)]
+    force_unregistered: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
 pub fn run(config: &Config, args: &Args) -> Result<()> {
-    let removed = remove_vs(config, &args.name)?;
+    let removed = remove_vs(config, &args.name, args.force_unregistered)?;
     print(args.format, &removed, || {
         let mut parts = Vec::new();
         if let Some(root) = &removed.root {

@@ -1,25 +1,38 @@
 //! `vskel materialize`: sync a view, then retire it, so the vserver is an
 //! ordinary on-disk tree from then on.
 //!
-//! Order, each step safe to be interrupted after: unmount the view if it
-//! is mounted (so the flatten sees a view nobody writes to); sync; record
-//! the vserver as a tree and point its context link at the tree; remove
-//! `.views/NAME`. A leftover view directory after a crash is removed by
-//! `vskel remove-vs` or a second `materialize`.
+//! It holds the vserver's lock throughout (no sync, create-vs or remove-vs
+//! of it runs meanwhile). Order, each step idempotent and each crash point
+//! one the next `materialize` (or `remove-vs`) completes:
+//! 1. unmount the view if it is mounted (so the flatten sees a view nobody
+//!    writes to);
+//! 2. sync (itself crash-safe: the old tree or the new);
+//! 3. point the context link at the tree (killed after this, the vserver
+//!    is still a view whose link points at its synced tree: a rerun syncs
+//!    nothing new and goes on);
+//! 4. record the vserver as a tree;
+//! 5. remove the view's sync state and `.views/NAME`.
+//!
+//! A rerun that finds the record saying "tree" while `.views/NAME` is
+//! still there (killed after step 4, or after an older vskel saved the
+//! record before relinking) does steps 3 and 5 again, with a warning.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::{Synced, sync_view};
+use super::state::StateFiles;
+use super::{Synced, sync_view_holding};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::staging::Staging;
+use crate::validate::validate_name;
 use crate::view::mountpoint::{PidFile, mount_at, unmount, wait_for_exit};
-use crate::vserver::registry::{self, Kind};
+use crate::vserver::context;
+use crate::vserver::registry::{self, Kind, Record};
 use crate::vserver::view::{self, ViewDirs};
 
 /// How long to wait for a view's server to exit after unmounting it.
@@ -28,43 +41,102 @@ const SERVER_EXIT_WAIT: Duration = Duration::from_secs(10);
 /// What `materialize` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Materialized {
-    /// The sync.
-    pub sync: Synced,
+    /// The sync (none when an interrupted materialize was finished: its
+    /// sync had completed).
+    pub sync: Option<Synced>,
+    /// The vserver.
+    pub name: String,
+    /// Its tree.
+    pub root: PathBuf,
     /// The mount point unmounted first, if the view was mounted.
     pub unmounted: Option<PathBuf>,
     /// The view directory removed.
     pub view_dir: PathBuf,
+    /// An interrupted materialize was finished.
+    pub resumed: bool,
 }
 
 /// Make view vserver `name` an on-disk tree.
 pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<Materialized> {
-    // Refuses anything but a view (a tree, an unknown name) with a clear error.
-    view::open(config, name)?;
+    validate_name("vserver name", name)?;
     let dirs = ViewDirs::new(config, name);
+    // Refuse anything but a view (a tree, an unknown name) with a clear
+    // error before taking the lock; again under it.
+    let interrupted = |record: Option<&Record>| {
+        record.is_some_and(|r| r.kind == Kind::Tree) && dirs.dir.symlink_metadata().is_ok()
+    };
+    if !interrupted(registry::load(config, name)?.as_ref()) {
+        view::open(config, name)?;
+    }
+    let state = StateFiles::new(config, name);
+    let lock = state.lock()?;
+    let record = registry::load(config, name)?;
+    if let Some(record) = record.filter(|r| interrupted(Some(r))) {
+        warn!("finishing an interrupted materialize of {name}");
+        let unmounted = unmount_view(&dirs)?;
+        let tree = config.vserver_dir(name);
+        if !tree.is_dir() {
+            return Err(Error::Failed(format!(
+                "vserver {name} is recorded as a tree at {} but has none, while its view \
+                 {} is still there; fix the record by hand or `vskel remove-vs {name}`",
+                tree.display(),
+                dirs.dir.display()
+            )));
+        }
+        retire_view(config, &record, &tree, &dirs, &state)?;
+        return Ok(Materialized {
+            sync: None,
+            name: name.to_string(),
+            root: tree,
+            unmounted,
+            view_dir: dirs.dir,
+            resumed: true,
+        });
+    }
+    view::open(config, name)?;
     let unmounted = unmount_view(&dirs)?;
-    let sync = sync_view(config, name, false, progress)?;
+    let sync = sync_view_holding(config, name, false, progress, Some(&lock))?;
 
     let mut record = registry::load(config, name)?
         .ok_or_else(|| Error::Failed(format!("the record of {name} vanished during the sync")))?;
+    if let Some(id) = record.context {
+        context::relink(&config.contexts_dir(), id, &sync.root)?;
+    }
     record.kind = Kind::Tree;
     record.root = sync.root.clone();
     record.post_create_pending = false;
     registry::save(config, &record)?;
+    retire_view(config, &record, &sync.root, &dirs, &state)?;
+    info!("view {name} materialized into {}", sync.root.display());
+    Ok(Materialized {
+        name: name.to_string(),
+        root: sync.root.clone(),
+        sync: Some(sync),
+        unmounted,
+        view_dir: dirs.dir,
+        resumed: false,
+    })
+}
+
+/// Steps 3 (again: idempotent) and 5: the context link points at `tree`,
+/// the sync state and the view directory go.
+fn retire_view(
+    config: &Config,
+    record: &Record,
+    tree: &Path,
+    dirs: &ViewDirs,
+    state: &StateFiles,
+) -> Result<()> {
     if let Some(id) = record.context {
-        relink_context(config, id, &sync.root)?;
+        context::relink(&config.contexts_dir(), id, tree)?;
     }
-    let trash = Staging::create(config, &format!("rm-view-{name}"))?;
+    // The tree follows no view any more: its sync state goes.
+    state.remove_sync_state()?;
+    let trash = Staging::create(config, &format!("rm-view-{}", record.name))?;
     std::fs::rename(&dirs.dir, trash.path().join("view"))
         .map_err(|e| Error::io("move out of the views directory", &dirs.dir, e))?;
     trash.discard()?;
-    // The tree follows no view any more: its sync state goes.
-    super::state::StateFiles::new(config, name).remove_all()?;
-    info!("view {name} materialized into {}", sync.root.display());
-    Ok(Materialized {
-        sync,
-        unmounted,
-        view_dir: dirs.dir,
-    })
+    state.remove_lock_file()
 }
 
 /// Unmount the view if it is mounted (where its server's pid file says,
@@ -89,16 +161,4 @@ fn unmount_view(dirs: &ViewDirs) -> Result<Option<PathBuf>> {
         )));
     }
     Ok(Some(mountpoint))
-}
-
-/// Point `<etc>/contexts/<id>` at `tree` (replacing the link atomically).
-fn relink_context(config: &Config, id: u32, tree: &std::path::Path) -> Result<()> {
-    let link = config.contexts_dir().join(id.to_string());
-    let tmp = config
-        .contexts_dir()
-        .join(format!(".{id}.new{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(tree, &tmp).map_err(|e| Error::io("symlink", &tmp, e))?;
-    std::fs::rename(&tmp, &link).map_err(|e| Error::io("replace", &link, e))?;
-    Ok(())
 }

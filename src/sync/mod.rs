@@ -78,9 +78,26 @@ pub fn sync_view(
     dry_run: bool,
     progress: &Progress,
 ) -> Result<Synced> {
+    crate::validate::validate_name("vserver name", name)?;
+    let lock = if dry_run {
+        None
+    } else {
+        Some(StateFiles::new(config, name).lock()?)
+    };
+    sync_view_holding(config, name, dry_run, progress, lock.as_ref())
+}
+
+/// [`sync_view`] for a caller that holds the vserver's lock already
+/// (`lock`, from [`StateFiles::lock`]; none for a dry run).
+pub(crate) fn sync_view_holding(
+    config: &Config,
+    name: &str,
+    dry_run: bool,
+    progress: &Progress,
+    _lock: Option<&std::fs::File>,
+) -> Result<Synced> {
     let view = view::open(config, name)?;
     let state = StateFiles::new(config, name);
-    let _lock = if dry_run { None } else { Some(state.lock()?) };
     let target = config.vserver_dir(name);
     crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &config.state_dir()])?;
     // A mounted view's server holds its writes until `held` is dropped.

@@ -8,7 +8,11 @@
 //!   it is changing. A sync that finds a journal was interrupted; it
 //!   treats those paths as changed, checks them in depth and removes any
 //!   temporary file the interrupted run left beside them.
-//! * `NAME.lock`: held while a sync runs, so two never run at once.
+//! * `NAME.lock`: the vserver's lock, held while a sync, materialize,
+//!   create-vs or remove-vs of it runs (and while its view's server starts),
+//!   so no two of them work on one vserver at once. The commands that end
+//!   a vserver remove it while holding it; a lock taken on a file that is
+//!   no longer at its path is let go and taken again on the new file.
 //!
 //! Both files are written beside and renamed into place after an fsync,
 //! so a crash leaves the old version or the new one. Paths are stored
@@ -113,52 +117,82 @@ impl StateFiles {
         self.path("journal")
     }
 
-    /// Take the sync lock of this vserver, or fail naming it if another sync
-    /// (or a mount of its view that is starting) holds it. Released when the
-    /// returned file is dropped.
+    /// Take the lock of this vserver, or fail naming it if another command
+    /// (or a mount of its view that is starting) holds it. Released when
+    /// the returned file is dropped.
     pub fn lock(&self) -> Result<File> {
-        let (file, path, taken) = self.try_lock()?;
-        if !taken {
-            return Err(Error::Failed(format!(
-                "another sync of {}, or a mount of its view, is in progress (it holds {})",
-                self.name,
-                path.display()
-            )));
+        match self.take(false)? {
+            Some(file) => Ok(file),
+            None => Err(Error::Failed(format!(
+                "vserver {name} is busy: a sync, materialize, create-vs or remove-vs of {name} \
+                 is running, or its view is being mounted (it holds {}); try again when it ends",
+                self.path("lock").display(),
+                name = self.name,
+            ))),
         }
-        Ok(file)
     }
 
-    /// Take the sync lock, waiting for a running sync to finish (calling
+    /// Take the lock, waiting for a running sync to finish (calling
     /// `on_wait` first if it has to wait). A view's server holds it from
     /// before its mount until the mount is live: a sync then either ends
     /// before the view is mounted or finds it mounted and holds its writes.
     pub fn lock_waiting(&self, on_wait: impl FnOnce()) -> Result<File> {
-        let (file, path, taken) = self.try_lock()?;
-        if !taken {
-            on_wait();
-            crate::sys::lock_exclusive(file.as_fd()).map_err(|e| Error::io("lock", &path, e))?;
+        if let Some(file) = self.take(false)? {
+            return Ok(file);
         }
-        Ok(file)
+        on_wait();
+        self.take(true)?.ok_or_else(|| {
+            Error::Failed(format!("{}: lock not taken", self.path("lock").display()))
+        })
     }
 
-    /// Open the lock file and try to take it without waiting: the file,
-    /// its path, and whether it was taken.
-    fn try_lock(&self) -> Result<(File, PathBuf, bool)> {
+    /// Is the lock held by someone else right now? (A lock file that does
+    /// not exist is held by nobody; none is made.)
+    pub fn is_held(&self) -> Result<bool> {
+        let path = self.path("lock");
+        let file = match File::options().write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let taken = crate::sys::try_lock_exclusive(file.as_fd())
+            .map_err(|e| Error::io("lock", &path, e))?;
+        Ok(!taken)
+    }
+
+    /// Open the lock file and take it (waiting if `wait`), again on the
+    /// new file if the one locked was removed meanwhile; `None` when it is
+    /// held and `wait` is false.
+    fn take(&self, wait: bool) -> Result<Option<File>> {
         crate::staging::make_private_dir(&self.dir)?;
         let path = self.path("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
-        match rustix::fs::flock(
-            file.as_fd(),
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        ) {
-            Ok(()) => Ok((file, path, true)),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok((file, path, false)),
-            Err(e) => Err(Error::io("lock", &path, std::io::Error::from(e))),
+        loop {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io("open", &path, e))?;
+            if wait {
+                crate::sys::lock_exclusive(file.as_fd())
+                    .map_err(|e| Error::io("lock", &path, e))?;
+            } else if !crate::sys::try_lock_exclusive(file.as_fd())
+                .map_err(|e| Error::io("lock", &path, e))?
+            {
+                return Ok(None);
+            }
+            let locked =
+                crate::sys::fstat(file.as_fd()).map_err(|e| Error::io("stat", &path, e))?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(now)
+                    if std::os::unix::fs::MetadataExt::ino(&now) == crate::sys::ino_of(&locked) =>
+                {
+                    return Ok(Some(file));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", &path, e)),
+            }
         }
     }
 
@@ -216,14 +250,20 @@ impl StateFiles {
 
     /// Remove the manifest, journal and lock (the tree follows no view now).
     pub fn remove_all(&self) -> Result<()> {
-        for path in [self.manifest_path(), self.journal_path(), self.path("lock")] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", &path, e)),
-            }
-        }
-        Ok(())
+        self.remove_sync_state()?;
+        self.remove_lock_file()
+    }
+
+    /// Remove the manifest and journal, keeping the lock file.
+    pub fn remove_sync_state(&self) -> Result<()> {
+        remove_if_present(&[self.manifest_path(), self.journal_path()])
+    }
+
+    /// Remove the lock file: only as the last step of a command that holds
+    /// the lock and ends the vserver (a command taking the lock after it
+    /// makes a new file; one waiting on the old file takes the new one).
+    pub fn remove_lock_file(&self) -> Result<()> {
+        remove_if_present(&[self.path("lock")])
     }
 
     /// The paths an interrupted sync was changing, if one was.
@@ -285,6 +325,17 @@ impl StateFiles {
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io("flush", &self.dir, e))
     }
+}
+
+fn remove_if_present(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, e)),
+        }
+    }
+    Ok(())
 }
 
 fn parse_manifest(reader: impl BufRead) -> std::result::Result<Manifest, String> {

@@ -653,17 +653,18 @@ impl Copier<'_> {
     }
 }
 
-/// Link an immutable (protected) inode: unlock it, link, lock it again.
+/// Link an immutable (protected) inode: unlock it, link, lock it again
+/// (crash-safely: see [`super::unlock`]).
 pub(crate) fn link_unlocked(
     src_dir: BorrowedFd<'_>,
     name: &CStr,
     dst_dir: BorrowedFd<'_>,
 ) -> std::io::Result<()> {
     let file = sys::open_file_read(src_dir, name)?;
-    let was = sys::set_immutable(file.as_fd(), false)?;
+    let lifted = super::unlock::lift(file.as_fd())?;
     let result = sys::link_at(src_dir, name, dst_dir, name);
-    if was {
-        sys::set_immutable(file.as_fd(), true)?;
+    if let Some(lifted) = lifted {
+        lifted.restore()?;
     }
     result
 }

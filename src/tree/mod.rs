@@ -1,5 +1,6 @@
 //! Trees on disk: opening a tree root once and reaching everything below it
-//! relative to that root, copying between trees, removing trees.
+//! relative to that root, copying between trees, removing trees, and
+//! lifting a protected inode's immutable attribute for one link or unlink.
 //!
 //! Every tree operation in vskel goes through [`TreeRoot`], whose
 //! [`TreeRoot::open_dir`] never follows a symlink (see [`crate::sys`]).
@@ -8,6 +9,7 @@ pub mod ancestry;
 pub mod copy;
 pub mod meta;
 pub mod remove;
+pub mod unlock;
 pub mod walk;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

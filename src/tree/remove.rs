@@ -4,7 +4,8 @@
 //! who swaps a directory for a symlink while the tree is being removed only
 //! gets the symlink removed. Files that carry the immutable attribute
 //! because they share an inode with a protected skel are unlocked for the
-//! unlink and locked again while other names still hold the inode.
+//! unlink (crash-safely, see [`super::unlock`]) and locked again while
+//! other names still hold the inode.
 
 use std::ffi::CStr;
 use std::io;
@@ -13,6 +14,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use rustix::fs::FileType;
 
 use crate::sys;
+
+/// How often an unlink is retried when a concurrent run relocks the
+/// protected inode between our unlock and our unlink.
+const UNLINK_ATTEMPTS: usize = 8;
 
 /// Remove `name` in `dir`, whatever it is; a directory with all it holds.
 pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
@@ -62,11 +67,23 @@ fn unlink_immutable(dir: BorrowedFd<'_>, name: &CStr, original: io::Error) -> io
     if !sys::is_immutable(file.as_fd())? {
         return Err(original);
     }
-    sys::set_immutable(file.as_fd(), false)?;
-    let result = sys::unlink_at(dir, name);
-    let still_linked = sys::fstat(file.as_fd())?.st_nlink > 0;
-    if still_linked {
-        sys::set_immutable(file.as_fd(), true)?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // Crash-safe: see `super::unlock`.
+        let lifted = super::unlock::lift(file.as_fd())?;
+        let result = sys::unlink_at(dir, name);
+        let still_linked = sys::fstat(file.as_fd())?.st_nlink > 0;
+        match lifted {
+            Some(lifted) if still_linked => lifted.restore()?,
+            Some(lifted) => lifted.release(),
+            None => {}
+        }
+        match result {
+            // A concurrent run set the flag again between our lift and
+            // our unlink (it had lifted it too): lift it again.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && attempts < UNLINK_ATTEMPTS => {}
+            other => return other,
+        }
     }
-    result
 }

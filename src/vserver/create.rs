@@ -1,17 +1,26 @@
 //! `create-vs`: make a vserver from a skel as a real hard-linked tree.
 //!
-//! Order of work, chosen so that a failure at any point leaves no
-//! half-made vserver:
+//! Order of work, chosen so that a failure or a kill at any point leaves
+//! no half-made vserver, or one the next run clears:
 //! 1. check every input (names, FQDN, IP, skel, no such vserver yet, one
 //!    filesystem) before writing anything;
-//! 2. reserve a context ID (its `contexts/<id>` link, released on failure);
-//! 3. build the tree in a staging directory: `proc/`, then global
+//! 2. take the vserver's lock (the one `sync` and `remove-vs` take); if an
+//!    earlier `create-vs` of the name was killed (its record still says
+//!    `creating`), remove what it made, with a warning;
+//! 3. make a staging directory and reserve a context ID (its
+//!    `contexts/<id>` link; released on failure, and taken back by the next
+//!    allocation if this run is killed: a link to a vserver that has no
+//!    record, or whose record names another ID, belongs to nobody);
+//! 4. save the record, marked `creating`: from here on a killed run is
+//!    found and cleared by the next `create-vs` or `remove-vs` of the name;
+//! 5. build the tree in the staging directory: `proc/`, then global
 //!    hard-linked, local copied, static rendered, each layer replacing what
 //!    the one below put at the same place; flush it to disk (`syncfs`);
-//! 4. write `<etc>/<name>.conf` (removed again if the next step fails);
-//! 5. rename the tree into `<root>/<name>`: it appears whole;
-//! 6. record the vserver, then run the post-create scripts. A failing
-//!    script leaves the (complete) vserver in place and says so.
+//! 6. write `<etc>/<name>.conf` (removed again if the next step fails);
+//! 7. rename the tree into `<root>/<name>`: it appears whole;
+//! 8. save the record without the mark (the vserver exists), let go of the
+//!    lock, then run the post-create scripts. A failing script leaves the
+//!    (complete) vserver in place and says so.
 //!
 //! `create-vs --view` ([`create_view_vs`]) keeps the same order but builds
 //! a view's directory instead of a tree: `static/` rendered, empty
@@ -21,15 +30,15 @@
 //! and the first `vskel sync` runs them.
 
 use std::collections::BTreeSet;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tracing::warn;
 
-use super::context::{self, write_atomically};
+use super::context::{self, remove_leftovers, write_new};
 use super::registry::{self, Kind, Record};
+use super::remove::remove_locked;
 use super::scripts;
 use super::view::{MERGED, STATIC, UPPER, ViewDirs, WORK};
 use crate::config::Config;
@@ -37,7 +46,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::protect;
 use crate::skel::Skel;
-use crate::staging::{Staging, is_in_progress, make_private_dir, split_parent};
+use crate::staging::{Staging, make_private_dir, split_parent};
+use crate::sync::state::StateFiles;
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::copy::{CopyCounts, CopyOptions, CopyReport, Everything, How, Target, copy_tree};
@@ -105,6 +115,11 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
     }
     let skel = Skel::open(config, &request.skel)?;
     let name = &request.name;
+    if registry::load(config, name)?.is_some_and(|r| r.creating) {
+        // What an interrupted create-vs left: cleared once the lock is held.
+        require_one_filesystem(&[&config.root, &skel.global(), &config.state_dir()])?;
+        return Ok(skel);
+    }
     let existing = [
         config.vserver_dir(name),
         config.vserver_conf(name),
@@ -130,8 +145,11 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
 
 /// Create the vserver `request` describes.
 pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) -> Result<Created> {
-    let skel = check(config, request)?;
+    check(config, request)?;
     let name = &request.name;
+    let root_dir = config.vserver_dir(name);
+    let (skel, creation) =
+        Creation::begin(config, request, &staging_label(name), &root_dir, Kind::Tree)?;
     let vs_root = TreeRoot::open(&config.root)?;
     let global = TreeRoot::open(&skel.global())?;
     require_same_filesystem(&vs_root, &global)?;
@@ -140,12 +158,9 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         (open_if_present(&skel.local())?, LayerHow::Copy),
         (open_if_present(&skel.static_dir())?, LayerHow::Render),
     ];
+    let staging = creation.staging_path();
 
-    let root_dir = config.vserver_dir(name);
-    let (staging, reservation, tokens) =
-        reserve(config, request, &skel, &staging_label(name), &root_dir)?;
-
-    make_proc(&staging.path().join("proc"), &skel)?;
+    make_proc(&staging.join("proc"), &skel)?;
     progress.start(&format!("creating {name}"));
     let mut counts = CopyCounts::default();
     let mut unknown = BTreeSet::new();
@@ -154,12 +169,12 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         let how = match how {
             LayerHow::Link => How::Link,
             LayerHow::Copy => How::Copy,
-            LayerHow::Render => How::Render(tokens.clone()),
+            LayerHow::Render => How::Render(creation.tokens.clone()),
         };
         let report = copy_tree(
             &layer,
             &[Target {
-                tree: TreeRoot::open(staging.path())?,
+                tree: TreeRoot::open(&staging)?,
                 how,
             }],
             &Everything,
@@ -171,18 +186,12 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         counts += report.counts;
         warn_unknown_tokens(&report, &mut unknown);
     }
-    let staged = TreeRoot::open(staging.path())?;
-    sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", staging.path(), e))?;
+    let staged = TreeRoot::open(&staging)?;
+    sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", &staging, e))?;
 
+    let tokens = creation.tokens.clone();
     let config_file = config.vserver_conf(name);
-    let conf_guard = write_config_file(&skel, &config_file, &tokens)?;
-    staging.publish(&root_dir)?;
-    conf_guard.keep();
-    let context = reservation.keep();
-    registry::save(
-        config,
-        &record(request, &skel, context, Kind::Tree, &root_dir, false),
-    )?;
+    let context = creation.commit(&skel, &root_dir, false)?;
     progress.finish();
 
     let scripts = scripts::scripts_in(&skel.post_create_dir())?;
@@ -236,29 +245,34 @@ pub fn create_view_vs(
     let views = config.views_dir();
     make_private_dir(&views)?;
     require_one_filesystem(&[&views, &skel.global(), &config.state_dir()])?;
-    let skel_static = open_if_present(&skel.static_dir())?;
     let root_dir = dirs.merged();
-
-    let (staging, reservation, tokens) =
-        reserve(config, request, &skel, &view_staging_label(name), &root_dir)?;
+    let (skel, creation) = Creation::begin(
+        config,
+        request,
+        &view_staging_label(name),
+        &root_dir,
+        Kind::View,
+    )?;
+    let skel_static = open_if_present(&skel.static_dir())?;
+    let staging = creation.staging_path();
 
     progress.start(&format!("creating view {name}"));
     let mut counts = CopyCounts::default();
     let mut unknown = BTreeSet::new();
     for layer in [STATIC, UPPER, WORK, MERGED] {
-        let path = staging.path().join(layer);
+        let path = staging.join(layer);
         std::fs::create_dir(&path).map_err(|e| Error::io("make directory", &path, e))?;
         set_mode(&path, VIEW_LAYER_MODE)?;
     }
     // The vserver's /proc mount point, in the per-vserver static layer
     // (made first: rendering then gives the layer's root the skel's times).
-    make_proc(&staging.path().join(STATIC).join("proc"), &skel)?;
+    make_proc(&staging.join(STATIC).join("proc"), &skel)?;
     if let Some(source) = &skel_static {
         let report = copy_tree(
             source,
             &[Target {
-                tree: TreeRoot::open(&staging.path().join(STATIC))?,
-                how: How::Render(tokens.clone()),
+                tree: TreeRoot::open(&staging.join(STATIC))?,
+                how: How::Render(creation.tokens.clone()),
             }],
             &Everything,
             CopyOptions {
@@ -271,22 +285,18 @@ pub fn create_view_vs(
     }
     // The view's root shows the upper root's attributes: give it those a
     // created tree's root gets (the top layer's).
-    let rendered_root = TreeRoot::open(&staging.path().join(STATIC))?;
+    let rendered_root = TreeRoot::open(&staging.join(STATIC))?;
     let root_meta = Meta::from_stat(
         &sys::fstat(rendered_root.fd()).map_err(|e| Error::io("stat", rendered_root.path(), e))?,
     );
-    let upper_root = TreeRoot::open(&staging.path().join(UPPER))?;
+    let upper_root = TreeRoot::open(&staging.join(UPPER))?;
     root_meta
         .apply_to_fd(upper_root.fd())
         .map_err(|e| Error::io("set metadata", upper_root.path(), e))?;
-    let staged = TreeRoot::open(staging.path())?;
-    sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", staging.path(), e))?;
+    let staged = TreeRoot::open(&staging)?;
+    sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", &staging, e))?;
 
     let config_file = config.vserver_conf(name);
-    let conf_guard = write_config_file(&skel, &config_file, &tokens)?;
-    staging.publish(&dirs.dir)?;
-    conf_guard.keep();
-    let context = reservation.keep();
     let pending: Vec<String> = scripts::scripts_in(&skel.post_create_dir())?
         .iter()
         .map(|p| {
@@ -296,17 +306,7 @@ pub fn create_view_vs(
                 .into_owned()
         })
         .collect();
-    registry::save(
-        config,
-        &record(
-            request,
-            &skel,
-            context,
-            Kind::View,
-            &root_dir,
-            !pending.is_empty(),
-        ),
-    )?;
+    let context = creation.commit(&skel, &dirs.dir, !pending.is_empty())?;
     progress.finish();
     Ok(Created {
         name: name.clone(),
@@ -320,6 +320,154 @@ pub fn create_view_vs(
         pending_scripts: pending,
         unknown_tokens: unknown.into_iter().collect(),
     })
+}
+
+/// A creation in progress (steps 2 to 4 of the module docs done): undone
+/// on drop unless committed, the vserver's lock let go last.
+struct Creation<'a> {
+    config: &'a Config,
+    staging: Option<Staging>,
+    reservation: Option<context::Reservation>,
+    /// The record, saved marked `creating`.
+    record: Record,
+    /// The vserver's tokens.
+    tokens: Tokens,
+    /// The tree or view directory is in place: keep everything.
+    published: bool,
+    _lock: std::fs::File,
+}
+
+impl<'a> Creation<'a> {
+    /// Take the lock, clear an interrupted creation of the name, check the
+    /// request again (under the lock), make the staging directory, reserve
+    /// a context ID pointing at `root_dir` and save the record marked
+    /// `creating`.
+    fn begin(
+        config: &'a Config,
+        request: &CreateRequest,
+        label: &str,
+        root_dir: &Path,
+        kind: Kind,
+    ) -> Result<(Skel, Creation<'a>)> {
+        let name = &request.name;
+        let lock = StateFiles::new(config, name).lock()?;
+        if let Some(old) = registry::load(config, name)?.filter(|r| r.creating) {
+            warn!("an earlier create-vs of {name} was interrupted; removing what it made first");
+            remove_locked(config, name, Some(&old))?;
+        }
+        let skel = check(config, request)?;
+        let staging = Staging::create(config, label)?;
+        let reservation = context::allocate(
+            &config.contexts_dir(),
+            config.context_start,
+            root_dir,
+            |id, target| is_stale_link(config, name, id, target),
+        )?;
+        let tokens = Tokens::for_vserver(
+            name,
+            &request.ip,
+            &request.fqdn,
+            reservation.id,
+            &config.vserver_dir(name),
+            &skel.name,
+            &config.tokens,
+        );
+        let mut record = record(request, &skel, reservation.id, kind, root_dir, false);
+        record.creating = true;
+        registry::save(config, &record)?;
+        Ok((
+            skel,
+            Creation {
+                config,
+                staging: Some(staging),
+                reservation: Some(reservation),
+                record,
+                tokens,
+                published: false,
+                _lock: lock,
+            },
+        ))
+    }
+
+    /// Where the tree is being built.
+    fn staging_path(&self) -> PathBuf {
+        self.staging
+            .as_ref()
+            .map(|s| s.path().to_path_buf())
+            .unwrap_or_default()
+    }
+
+    /// Write the config file, put the staging directory in place at `dest`
+    /// and save the record unmarked (steps 6 to 8); returns the context ID.
+    fn commit(mut self, skel: &Skel, dest: &Path, post_create_pending: bool) -> Result<u32> {
+        let name = self.record.name.clone();
+        let conf_guard = write_config_file(skel, &self.config.vserver_conf(&name), &self.tokens)?;
+        let staging = self
+            .staging
+            .take()
+            .ok_or_else(|| Error::Failed(format!("creation of {name} committed twice")))?;
+        staging.publish(dest)?;
+        self.published = true;
+        conf_guard.keep();
+        let id = self
+            .reservation
+            .take()
+            .map(|r| r.keep())
+            .unwrap_or_default();
+        self.record.creating = false;
+        self.record.post_create_pending = post_create_pending;
+        registry::save(self.config, &self.record).map_err(|e| {
+            Error::Failed(format!(
+                "{e}\nvserver {name} is in place but its record still says it is being \
+                 created; `vskel create-vs` of {name} again, or `vskel remove-vs {name}`, \
+                 removes it"
+            ))
+        })?;
+        Ok(id)
+    }
+}
+
+impl Drop for Creation<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        // Not in place: the staging directory and the context link go
+        // with their guards; the record goes now (before the lock).
+        if let Err(e) = registry::remove(self.config, &self.record.name) {
+            warn!(
+                "{e}; the next create-vs or remove-vs of {} removes it",
+                self.record.name
+            );
+        }
+    }
+}
+
+/// Does the context link `<id> -> target`, found while `creating` is
+/// being created (its lock held), belong to no vserver? So it is when it
+/// points at `creating` itself (which has no record now), at a vserver
+/// whose record names another ID, and, while no command holds that
+/// vserver's lock, at an interrupted creation or (dangling) at a vserver
+/// without a record. A link whose owner vskel cannot tell (another
+/// tool's, or to a tree without a record) is kept.
+fn is_stale_link(config: &Config, creating: &str, id: u32, target: &Path) -> bool {
+    let Some(owner) = registry::owner_of_root(config, target) else {
+        return false;
+    };
+    if owner == creating {
+        return true;
+    }
+    let idle = || {
+        StateFiles::new(config, &owner)
+            .is_held()
+            .is_ok_and(|held| !held)
+    };
+    match registry::load(config, &owner) {
+        Ok(Some(record)) if !record.creating => record.context.is_some_and(|c| c != id),
+        Ok(Some(_)) => idle(),
+        Ok(None) => target.symlink_metadata().is_err() && idle(),
+        Err(_) => false,
+    }
 }
 
 /// The registry record of a vserver just made.
@@ -341,6 +489,7 @@ fn record(
         root: root.to_path_buf(),
         created: now_secs(),
         post_create_pending,
+        creating: false,
     }
 }
 
@@ -349,38 +498,6 @@ fn now_secs() -> Option<u64> {
         .duration_since(UNIX_EPOCH)
         .ok()
         .map(|d| d.as_secs())
-}
-
-/// Start a creation: a staging directory, then a context ID (staging
-/// first: a reservation whose run has no live staging entry is one that was
-/// killed half-way, and allocation takes its ID back), and the vserver's
-/// tokens. `root_dir` is where the context link points; tokens name the
-/// tree `<root>/<name>` (what a view becomes at `sync`, so that a synced
-/// view and a created tree hold the same files).
-fn reserve(
-    config: &Config,
-    request: &CreateRequest,
-    skel: &Skel,
-    label: &str,
-    root_dir: &Path,
-) -> Result<(Staging, context::Reservation, Tokens)> {
-    let staging = Staging::create(config, label)?;
-    let reservation = context::allocate(
-        &config.contexts_dir(),
-        config.context_start,
-        root_dir,
-        |target| is_abandoned(config, target),
-    )?;
-    let tokens = Tokens::for_vserver(
-        &request.name,
-        &request.ip,
-        &request.fqdn,
-        reservation.id,
-        &config.vserver_dir(&request.name),
-        &skel.name,
-        &config.tokens,
-    );
-    Ok((staging, reservation, tokens))
 }
 
 /// Make a vserver's `/proc` mount point, with the skel's times (not the
@@ -402,25 +519,6 @@ fn staging_label(name: &str) -> String {
 /// The staging label of a view being created.
 fn view_staging_label(name: &str) -> String {
     format!("view-{name}")
-}
-
-/// Is the context reservation for `target` (a vserver root that does not
-/// exist) one whose run is gone? `target` is `<root>/<name>` for a tree,
-/// `<root>/.views/<name>/merged` for a view.
-fn is_abandoned(config: &Config, target: &Path) -> bool {
-    let name_of = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_string);
-    if target.parent() == Some(config.root.as_path()) {
-        return name_of(target).is_some_and(|n| !is_in_progress(config, &staging_label(&n)));
-    }
-    let view_dir = target
-        .parent()
-        .filter(|_| name_of(target).as_deref() == Some(MERGED));
-    match view_dir {
-        Some(dir) if dir.parent() == Some(config.views_dir().as_path()) => {
-            name_of(dir).is_some_and(|n| !is_in_progress(config, &view_staging_label(&n)))
-        }
-        _ => false,
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -497,20 +595,9 @@ fn write_config_file(skel: &Skel, to: &Path, tokens: &Tokens) -> Result<RemoveOn
     }
     let (dir, name) = split_parent(to)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io("make directory", dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.new{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    write_atomically(&tmp, &rendered.bytes)?;
-    let dir_fd = sys::open_root(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    let tmp_name =
-        sys::cname(tmp.file_name().unwrap_or_default()).map_err(|e| Error::io("name", &tmp, e))?;
-    let result = sys::rename_noreplace(dir_fd.as_fd(), &tmp_name, dir_fd.as_fd(), &name);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io("write", to, e));
-    }
+    // Under the vserver's lock: temporaries of an interrupted run can go.
+    remove_leftovers(dir, &name.to_string_lossy());
+    write_new(to, &rendered.bytes)?;
     Ok(RemoveOnDrop {
         path: to.to_path_buf(),
         kept: false,

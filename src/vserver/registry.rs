@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::skel::list_names;
 use crate::staging::make_private_dir;
-use crate::vserver::context::write_atomically;
+use crate::vserver::context::{remove_leftovers, write_atomically};
 
 /// How a vserver exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,9 +51,15 @@ pub struct Record {
     /// `create-vs --view` runs them at its first `vskel sync`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub post_create_pending: bool,
+    /// `create-vs` saved this record before making anything and has not
+    /// finished: a run killed half-way leaves it, and the next `create-vs`
+    /// of the name (or `remove-vs`) removes what that run made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
 }
 
-fn records_dir(config: &Config) -> PathBuf {
+/// `<root>/.vskel/vservers`.
+pub fn records_dir(config: &Config) -> PathBuf {
     config.state_dir().join("vservers")
 }
 
@@ -61,13 +67,48 @@ fn record_path(config: &Config, name: &str) -> PathBuf {
     records_dir(config).join(format!("{name}.toml"))
 }
 
-/// Save a record (atomically).
+/// Save a record (atomically and durably). The caller holds the vserver's
+/// lock (`sync::state::StateFiles::lock`), so temporary files of earlier,
+/// interrupted saves of this record can go.
 pub fn save(config: &Config, record: &Record) -> Result<()> {
     let dir = records_dir(config);
     make_private_dir(&dir)?;
     let text = toml::to_string(record)
         .map_err(|e| Error::Failed(format!("cannot encode the record of {}: {e}", record.name)))?;
+    remove_leftovers(&dir, &format!("{}.toml", record.name));
     write_atomically(&record_path(config, &record.name), text.as_bytes())
+}
+
+/// The directories a vserver's context link may point at: its tree
+/// `<root>/<name>` and its view's `merged/`.
+pub fn roots_of(config: &Config, name: &str) -> [PathBuf; 2] {
+    [
+        config.vserver_dir(name),
+        config
+            .views_dir()
+            .join(name)
+            .join(crate::vserver::view::MERGED),
+    ]
+}
+
+/// The vserver whose root (see [`roots_of`]) `target` is, if any.
+pub fn owner_of_root(config: &Config, target: &Path) -> Option<String> {
+    let name_of = |p: &Path| p.file_name()?.to_str().map(str::to_string);
+    let valid = |n: String| {
+        crate::validate::validate_name("vserver name", &n)
+            .is_ok()
+            .then_some(n)
+    };
+    if target.parent() == Some(config.root.as_path()) {
+        return name_of(target).and_then(valid);
+    }
+    let view_dir = target
+        .parent()
+        .filter(|_| target.file_name() == Some(crate::vserver::view::MERGED.as_ref()))?;
+    if view_dir.parent() == Some(config.views_dir().as_path()) {
+        return name_of(view_dir).and_then(valid);
+    }
+    None
 }
 
 /// The record of `name`, if there is one.
@@ -121,6 +162,7 @@ pub fn list(config: &Config) -> Result<Vec<Record>> {
             root,
             created: None,
             post_create_pending: false,
+            creating: false,
         });
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));

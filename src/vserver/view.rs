@@ -163,6 +163,12 @@ pub fn open(config: &Config, name: &str) -> Result<View> {
             format!("no vserver named \"{name}\"; `vskel list` shows the vservers")
         }));
     };
+    if record.creating {
+        return Err(Error::Failed(format!(
+            "vserver \"{name}\" is being created, or its create-vs was interrupted \
+             (`vskel create-vs` of {name} again, or `vskel remove-vs {name}`, clears it)"
+        )));
+    }
     if record.kind != Kind::View {
         return Err(Error::Usage(format!(
             "vserver \"{name}\" is a tree at {}, not a view; only vservers made with \

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use tempfile::TempDir;
 
+pub mod lifecycle;
+
 /// A temporary vskel installation.
 pub struct Setup {
     /// Holds everything; removed on drop.
