@@ -262,6 +262,23 @@ pub fn rename_replace(
     Ok(rfs::renameat(old_dir, old_name, new_dir, new_name)?)
 }
 
+/// Exchange two names atomically (both must exist; either may be a
+/// directory).
+pub fn rename_exchange(
+    old_dir: BorrowedFd<'_>,
+    old_name: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_name: &CStr,
+) -> io::Result<()> {
+    Ok(rfs::renameat_with(
+        old_dir,
+        old_name,
+        new_dir,
+        new_name,
+        RenameFlags::EXCHANGE,
+    )?)
+}
+
 /// Change owner of an open file.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     Ok(rfs::fchown(
@@ -604,9 +621,37 @@ pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rfs::flock(fd, rfs::FlockOperation::LockExclusive)?)
 }
 
+/// Flush an open file (or directory) to disk.
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rfs::fsync(fd)?)
+}
+
 /// Flush a whole filesystem to disk.
 pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rfs::syncfs(fd)?)
+}
+
+/// Random bits in a name: 128, so that no one can guess the next name.
+const RANDOM_NAME_BYTES: usize = 16;
+
+/// `prefix` followed by 128 random bits in hex (`getrandom`): a name a
+/// vserver can neither guess before it appears nor exhaust.
+pub fn random_name(prefix: &str) -> io::Result<CString> {
+    let mut bytes = [0u8; RANDOM_NAME_BYTES];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut name = String::with_capacity(prefix.len() + 2 * RANDOM_NAME_BYTES);
+    name.push_str(prefix);
+    for b in bytes {
+        name.push_str(&format!("{b:02x}"));
+    }
+    cname(OsStr::new(&name))
 }
 
 /// The effective user ID.
@@ -632,4 +677,194 @@ pub fn cname(name: &OsStr) -> io::Result<CString> {
 /// View a C name as an `OsStr`.
 pub fn os_name(name: &CStr) -> &OsStr {
     OsStr::from_bytes(name.to_bytes())
+}
+
+// --- O_PATH handles ---
+//
+// A handle (`O_PATH | O_NOFOLLOW`) names one inode, whatever happens to its
+// name afterwards, and works for every type: symlinks, FIFOs, sockets and
+// device nodes too, which cannot be opened for I/O without side effects.
+// Owner and times are set through the handle itself (`AT_EMPTY_PATH`);
+// mode and xattrs have no such form on every kernel, so they go through
+// the handle's `/proc/self/fd/N` magic link, which the kernel resolves to
+// exactly the handle's inode (a symlink there is not followed further:
+// tests below check it). A symlink's mode is never changed.
+
+/// Open an `O_PATH` handle of `name` in `dir`, never following a symlink.
+pub fn open_handle_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The `/proc/self/fd/N` magic link of a handle: it reaches exactly the
+/// handle's inode. Only for the calls below, which use it while the
+/// handle is open.
+fn handle_path(handle: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+}
+
+/// Change the owner and/or group (`None` keeps it) of the handle's inode
+/// (a symlink itself, not its target).
+pub fn chown_handle(handle: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    Ok(rfs::chownat(
+        handle,
+        c"",
+        uid.map(rfs::Uid::from_raw),
+        gid.map(rfs::Gid::from_raw),
+        AtFlags::EMPTY_PATH,
+    )?)
+}
+
+/// Change the mode of the handle's inode; refused (`EOPNOTSUPP`) for a
+/// symlink, whose mode Linux does not use.
+pub fn chmod_handle(handle: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let st = rfs::fstat(handle)?;
+    if FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    Ok(rfs::chmod(handle_path(handle), Mode::from_raw_mode(mode))?)
+}
+
+/// Set the access and modification times of the handle's inode.
+pub fn utimens_handle(handle: BorrowedFd<'_>, times: Times) -> io::Result<()> {
+    Ok(rfs::utimensat(
+        handle,
+        c"",
+        &times.to_rustix(),
+        AtFlags::EMPTY_PATH,
+    )?)
+}
+
+/// The names of all extended attributes of the handle's inode.
+pub fn handle_list_xattrs(handle: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let path = handle_path(handle);
+    list_names(
+        |buf| rfs::listxattr(&path, buf),
+        || rfs::listxattr_query(&path),
+    )
+}
+
+/// The value of one extended attribute of the handle's inode.
+pub fn handle_get_xattr(handle: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let path = handle_path(handle);
+    read_growing(
+        |buf| rfs::getxattr(&path, name, buf),
+        || rfs::getxattr_query(&path, name),
+    )
+}
+
+/// Set one extended attribute of the handle's inode.
+pub fn handle_set_xattr(handle: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+    let path = handle_path(handle);
+    Ok(rfs::setxattr(&path, name, value, rfs::XattrFlags::empty())?)
+}
+
+/// Remove one extended attribute of the handle's inode.
+pub fn handle_remove_xattr(handle: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    Ok(rfs::removexattr(handle_path(handle), name)?)
+}
+
+#[cfg(test)]
+mod handle_tests {
+    //! The handle calls act on the handle's own inode: on a symlink, never
+    //! on its target; and after a rename swaps another entry in under the
+    //! name, still on the inode first opened.
+
+    use super::*;
+
+    fn scratch(label: &str) -> (tempfile::TempDir, OwnedFd) {
+        let dir = tempfile::Builder::new().prefix(label).tempdir().unwrap();
+        let fd = open_root(dir.path()).unwrap();
+        (dir, fd)
+    }
+
+    #[test]
+    fn handle_calls_on_a_symlink_never_reach_its_target() {
+        let (dir, fd) = scratch("vskel-handles-");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"decoy").unwrap();
+        let before = rfs::stat(&target).unwrap();
+        symlink_at(c"target", fd.as_fd(), c"link").unwrap();
+        let h = open_handle_at(fd.as_fd(), c"link").unwrap();
+
+        let err = chmod_handle(h.as_fd(), 0o4777).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP));
+        // The magic link itself refuses too, so nothing ever reaches the
+        // target even without the check above.
+        assert!(rfs::chmod(handle_path(h.as_fd()), Mode::from_raw_mode(0o4777)).is_err());
+        let times = Times {
+            atime: (1_000, 0),
+            mtime: (2_000, 0),
+        };
+        utimens_handle(h.as_fd(), times).unwrap();
+        if is_root() {
+            chown_handle(h.as_fd(), Some(4321), Some(4321)).unwrap();
+            handle_set_xattr(h.as_fd(), c"trusted.vskel-test", b"v").unwrap();
+            assert_eq!(
+                handle_get_xattr(h.as_fd(), c"trusted.vskel-test").unwrap(),
+                b"v"
+            );
+            assert!(
+                handle_list_xattrs(h.as_fd())
+                    .unwrap()
+                    .contains(&c"trusted.vskel-test".to_owned())
+            );
+            handle_remove_xattr(h.as_fd(), c"trusted.vskel-test").unwrap();
+            handle_set_xattr(h.as_fd(), c"trusted.vskel-test", b"w").unwrap();
+        }
+
+        let after = rfs::stat(&target).unwrap();
+        assert_eq!(after.st_mode, before.st_mode, "the target's mode changed");
+        assert_eq!((after.st_uid, after.st_gid), (before.st_uid, before.st_gid));
+        assert_eq!(
+            after.st_mtime, before.st_mtime,
+            "the target's mtime changed"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"decoy");
+        assert!(
+            flist_xattrs(open_file_read(fd.as_fd(), c"target").unwrap().as_fd())
+                .unwrap()
+                .is_empty()
+        );
+        let link = stat_at(fd.as_fd(), c"link").unwrap();
+        assert_eq!(link.st_mtime, 2_000, "the symlink's own mtime is set");
+        if is_root() {
+            assert_eq!((link.st_uid, link.st_gid), (4321, 4321));
+            let on_link = llist_xattrs(&dir.path().join("link")).unwrap();
+            assert!(on_link.contains(&c"trusted.vskel-test".to_owned()));
+        }
+    }
+
+    #[test]
+    fn a_handle_keeps_its_inode_when_a_symlink_takes_its_name() {
+        let (dir, fd) = scratch("vskel-handles-swap-");
+        let decoy = dir.path().join("decoy");
+        std::fs::write(&decoy, b"decoy").unwrap();
+        let decoy_mode = rfs::stat(&decoy).unwrap().st_mode;
+        mknod_at(fd.as_fd(), c"fifo", FileType::Fifo, 0o600, 0).unwrap();
+        let h = open_handle_at(fd.as_fd(), c"fifo").unwrap();
+        let made = fstat(h.as_fd()).unwrap();
+        // A vserver's root renames a symlink over the name.
+        symlink_at(c"decoy", fd.as_fd(), c"s").unwrap();
+        rename_replace(fd.as_fd(), c"s", fd.as_fd(), c"fifo").unwrap();
+
+        chmod_handle(h.as_fd(), 0o4755).unwrap();
+        utimens_handle(
+            h.as_fd(),
+            Times {
+                atime: (7, 0),
+                mtime: (7, 0),
+            },
+        )
+        .unwrap();
+        let st = fstat(h.as_fd()).unwrap();
+        assert_eq!((st.st_dev, st.st_ino), (made.st_dev, made.st_ino));
+        assert_eq!(st.st_mode & 0o7777, 0o4755);
+        assert_eq!(st.st_mtime, 7);
+        assert_eq!(rfs::stat(&decoy).unwrap().st_mode, decoy_mode);
+    }
 }
