@@ -6,6 +6,7 @@
 
 pub mod copy;
 pub mod meta;
+pub mod place;
 pub mod remove;
 pub mod walk;
 

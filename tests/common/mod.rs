@@ -2,6 +2,8 @@
 //! vservers root, etc dir, defaults dir) and ways to look at trees.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod smallfs;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
