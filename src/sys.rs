@@ -262,6 +262,23 @@ pub fn rename_replace(
     Ok(rfs::renameat(old_dir, old_name, new_dir, new_name)?)
 }
 
+/// Exchange two names atomically (both must exist; either may be a
+/// directory).
+pub fn rename_exchange(
+    old_dir: BorrowedFd<'_>,
+    old_name: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_name: &CStr,
+) -> io::Result<()> {
+    Ok(rfs::renameat_with(
+        old_dir,
+        old_name,
+        new_dir,
+        new_name,
+        RenameFlags::EXCHANGE,
+    )?)
+}
+
 /// Change owner of an open file.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     Ok(rfs::fchown(
@@ -318,7 +335,8 @@ pub struct Times {
 }
 
 impl Times {
-    fn to_rustix(self) -> rfs::Timestamps {
+    /// As `utimensat` takes them.
+    pub fn to_rustix(self) -> rfs::Timestamps {
         let ts = |(sec, nsec): (i64, i64)| rfs::Timespec {
             tv_sec: sec,
             tv_nsec: nsec as _,
@@ -472,8 +490,12 @@ pub fn immutable_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<bool>
         .then(|| st.stx_attributes.contains(StatxAttributes::IMMUTABLE)))
 }
 
-/// Copy all data of `src` into the empty `dst`: a reflink where the
-/// filesystem offers `FICLONE`, else `copy_file_range`, else read/write.
+/// Copy all data of `src` into the empty `dst`, keeping holes: a reflink
+/// where the filesystem offers `FICLONE`; else only the data extents that
+/// `SEEK_DATA`/`SEEK_HOLE` report, each at its own offset, and then the
+/// length, so holes (a trailing one too) stay holes. A plain
+/// `copy_file_range` of the whole file would write every hole out as zeros
+/// on ext4: a 1 GiB sparse file of no blocks would cost 1 GiB per copy.
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
@@ -488,53 +510,127 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Resu
             Err(_) => {}
         }
     }
+    let mut pos: u64 = 0;
+    while pos < len {
+        let data = match rfs::seek(src, rfs::SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            // Nothing but a hole from `pos` to the end.
+            Err(rustix::io::Errno::NXIO) => break,
+            // No SEEK_DATA here (it reports all as data where it works at
+            // all): copy the rest as it is.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => pos,
+            Err(e) => return Err(e.into()),
+        };
+        if data >= len {
+            break;
+        }
+        let hole = match rfs::seek(src, rfs::SeekFrom::Hole(data)) {
+            Ok(hole) => hole.min(len),
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => len,
+            Err(e) => return Err(e.into()),
+        };
+        let want = hole - data;
+        if copy_range(src, dst, data, want)? < want {
+            break; // the source shrank while we copied
+        }
+        pos = hole;
+    }
+    // The copy is as long as the source (up to `len`), holes included.
+    let end = (rfs::fstat(src)?.st_size as u64).min(len);
+    if (rfs::fstat(dst)?.st_size as u64) != end {
+        rfs::ftruncate(dst, end)?;
+    }
+    Ok(())
+}
+
+/// Copy `len` bytes at offset `at` of `src` to the same offset of `dst`:
+/// `copy_file_range`, else (across filesystems) `sendfile`, else
+/// read/write. Returns the bytes copied (fewer at the source's end).
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, at: u64, len: u64) -> io::Result<u64> {
     let mut copied: u64 = 0;
     while copied < len {
         let want = usize::try_from(len - copied)
             .unwrap_or(COPY_CHUNK)
             .min(COPY_CHUNK);
-        match rfs::copy_file_range(src, None, dst, None, want) {
-            Ok(0) => break, // the source shrank while we copied
+        let mut off_in = at + copied;
+        let mut off_out = at + copied;
+        match rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => break,
             Ok(n) => copied += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
             Err(
                 rustix::io::Errno::XDEV
                 | rustix::io::Errno::INVAL
                 | rustix::io::Errno::NOSYS
                 | rustix::io::Errno::OPNOTSUPP,
-            ) if copied == 0 => return copy_by_sendfile(src, dst, len),
+            ) if copied == 0 => return copy_range_by_sendfile(src, dst, at, len),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(copied)
 }
 
-/// Copy `len` bytes where `copy_file_range` cannot (across filesystems):
+/// [`copy_range`] where `copy_file_range` cannot (across filesystems):
 /// `sendfile` on the descriptors themselves (`io::copy` would duplicate
 /// both and try `copy_file_range` again first: 5 more syscalls a file).
-fn copy_by_sendfile(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+fn copy_range_by_sendfile(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    at: u64,
+    len: u64,
+) -> io::Result<u64> {
+    rfs::seek(dst, rfs::SeekFrom::Start(at))?;
     let mut copied: u64 = 0;
     while copied < len {
         let want = usize::try_from(len - copied)
             .unwrap_or(COPY_CHUNK)
             .min(COPY_CHUNK);
-        match rfs::sendfile(dst, src, None, want) {
+        let mut off_in = at + copied;
+        match rfs::sendfile(dst, src, Some(&mut off_in), want) {
             Ok(0) => break, // the source shrank while we copied
             Ok(n) => copied += n as u64,
             Err(rustix::io::Errno::INTR) => {}
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) if copied == 0 => {
-                return copy_by_read_write(src, dst);
+                return copy_range_by_read_write(src, dst, at, len);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(copied)
 }
 
-fn copy_by_read_write(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
-    let mut reader = std::fs::File::from(src.try_clone_to_owned()?);
-    let mut writer = std::fs::File::from(dst.try_clone_to_owned()?);
-    io::copy(&mut reader, &mut writer)?;
-    Ok(())
+/// Buffer of the read/write fallback.
+const READ_WRITE_CHUNK: usize = 1 << 17;
+
+fn copy_range_by_read_write(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    at: u64,
+    len: u64,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; READ_WRITE_CHUNK];
+    let mut copied: u64 = 0;
+    while copied < len {
+        let want = usize::try_from(len - copied)
+            .unwrap_or(READ_WRITE_CHUNK)
+            .min(READ_WRITE_CHUNK);
+        let n = match rustix::io::pread(src, &mut buf[..want], at + copied) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut written = 0;
+        while written < n {
+            match rustix::io::pwrite(dst, &buf[written..n], at + copied + written as u64) {
+                Ok(k) => written += k,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        copied += n as u64;
+    }
+    Ok(copied)
 }
 
 /// Take an exclusive `flock` on an open file, waiting for it.
@@ -562,9 +658,20 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     Ok(limit.current.unwrap_or(u64::MAX))
 }
 
+/// Flush an open file (or directory) to disk.
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rfs::fsync(fd)?)
+}
+
 /// Flush a whole filesystem to disk.
 pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rfs::syncfs(fd)?)
+}
+
+/// `prefix` followed by [`unguessable_suffix`]: a name a vserver can
+/// neither guess before it appears nor exhaust.
+pub fn random_name(prefix: &str) -> io::Result<CString> {
+    cname(OsStr::new(&format!("{prefix}{}", unguessable_suffix()?)))
 }
 
 /// The effective user ID.
@@ -660,11 +767,14 @@ pub fn unguessable_suffix() -> io::Result<String> {
 
 // --- O_PATH handles ---
 //
-// An `O_PATH` handle names one inode for as long as it is open, whatever
-// happens to the name it was opened by. Calls through its
-// `/proc/self/fd/N` magic link reach exactly that inode: for a symlink the
-// link itself, never its target. So metadata is changed on a handle, never
-// on a name a vserver could swap in between.
+// A handle (`O_PATH | O_NOFOLLOW`) names one inode, whatever happens to its
+// name afterwards, and works for every type: symlinks, FIFOs, sockets and
+// device nodes too, which cannot be opened for I/O without side effects.
+// Owner and times are set through the handle itself (`AT_EMPTY_PATH`);
+// mode and xattrs have no such form on every kernel, so they go through
+// the handle's `/proc/self/fd/N` magic link, which the kernel resolves to
+// exactly the handle's inode (a symlink there is not followed further:
+// tests below check it). A symlink's mode is never changed.
 
 /// Open an `O_PATH` handle of `name` in `dir` (a symlink is the symlink
 /// itself, never followed).
@@ -837,5 +947,132 @@ mod tests {
         );
         let target = open_file_read(dir.as_fd(), c"target").unwrap();
         assert!(fget_xattr(target.as_fd(), c"trusted.t").is_err());
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    //! The handle calls act on the handle's own inode: on a symlink, never
+    //! on its target; and after a rename swaps another entry in under the
+    //! name, still on the inode first opened.
+
+    use super::*;
+
+    fn scratch(label: &str) -> (tempfile::TempDir, OwnedFd) {
+        let dir = tempfile::Builder::new().prefix(label).tempdir().unwrap();
+        let fd = open_root(dir.path()).unwrap();
+        (dir, fd)
+    }
+
+    #[test]
+    fn handle_calls_on_a_symlink_never_reach_its_target() {
+        let (dir, fd) = scratch("vskel-handles-");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"decoy").unwrap();
+        let before = rfs::stat(&target).unwrap();
+        symlink_at(c"target", fd.as_fd(), c"link").unwrap();
+        let h = open_handle_at(fd.as_fd(), c"link").unwrap();
+
+        let err = chmod_handle(h.as_fd(), 0o4777).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP));
+        // The magic link itself refuses too, so nothing ever reaches the
+        // target even without the check above.
+        assert!(rfs::chmod(handle_path(h.as_fd()), Mode::from_raw_mode(0o4777)).is_err());
+        let times = Times {
+            atime: (1_000, 0),
+            mtime: (2_000, 0),
+        };
+        utimens_handle(h.as_fd(), &times.to_rustix()).unwrap();
+        // utimensat through the magic link (following it) stops at the
+        // link too.
+        rfs::utimensat(
+            rfs::CWD,
+            handle_path(h.as_fd()),
+            &Times {
+                atime: (1_500, 0),
+                mtime: (2_500, 0),
+            }
+            .to_rustix(),
+            AtFlags::empty(),
+        )
+        .unwrap();
+        if is_root() {
+            chown_handle(h.as_fd(), Some(4321), Some(4321)).unwrap();
+            set_xattr_handle(
+                h.as_fd(),
+                c"trusted.vskel-test",
+                b"v",
+                rfs::XattrFlags::empty(),
+            )
+            .unwrap();
+            assert_eq!(
+                get_xattr_handle(h.as_fd(), c"trusted.vskel-test").unwrap(),
+                b"v"
+            );
+            assert!(
+                list_xattrs_handle(h.as_fd())
+                    .unwrap()
+                    .contains(&c"trusted.vskel-test".to_owned())
+            );
+            remove_xattr_handle(h.as_fd(), c"trusted.vskel-test").unwrap();
+            set_xattr_handle(
+                h.as_fd(),
+                c"trusted.vskel-test",
+                b"w",
+                rfs::XattrFlags::empty(),
+            )
+            .unwrap();
+        }
+
+        let after = rfs::stat(&target).unwrap();
+        assert_eq!(after.st_mode, before.st_mode, "the target's mode changed");
+        assert_eq!((after.st_uid, after.st_gid), (before.st_uid, before.st_gid));
+        assert_eq!(
+            after.st_mtime, before.st_mtime,
+            "the target's mtime changed"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"decoy");
+        assert!(
+            flist_xattrs(open_file_read(fd.as_fd(), c"target").unwrap().as_fd())
+                .unwrap()
+                .is_empty()
+        );
+        let link = stat_at(fd.as_fd(), c"link").unwrap();
+        assert_eq!(link.st_mtime, 2_500, "the symlink's own mtime is set");
+        if is_root() {
+            assert_eq!((link.st_uid, link.st_gid), (4321, 4321));
+            let on_link = llist_xattrs(&dir.path().join("link")).unwrap();
+            assert!(on_link.contains(&c"trusted.vskel-test".to_owned()));
+        }
+    }
+
+    #[test]
+    fn a_handle_keeps_its_inode_when_a_symlink_takes_its_name() {
+        let (dir, fd) = scratch("vskel-handles-swap-");
+        let decoy = dir.path().join("decoy");
+        std::fs::write(&decoy, b"decoy").unwrap();
+        let decoy_mode = rfs::stat(&decoy).unwrap().st_mode;
+        mknod_at(fd.as_fd(), c"fifo", FileType::Fifo, 0o600, 0).unwrap();
+        let h = open_handle_at(fd.as_fd(), c"fifo").unwrap();
+        let made = fstat(h.as_fd()).unwrap();
+        // A vserver's root renames a symlink over the name.
+        symlink_at(c"decoy", fd.as_fd(), c"s").unwrap();
+        rename_replace(fd.as_fd(), c"s", fd.as_fd(), c"fifo").unwrap();
+
+        chmod_handle(h.as_fd(), 0o4755).unwrap();
+        utimens_handle(
+            h.as_fd(),
+            &Times {
+                atime: (7, 0),
+                mtime: (7, 0),
+            }
+            .to_rustix(),
+        )
+        .unwrap();
+        let st = fstat(h.as_fd()).unwrap();
+        assert_eq!((st.st_dev, st.st_ino), (made.st_dev, made.st_ino));
+        assert_eq!(st.st_mode & 0o7777, 0o4755);
+        assert_eq!(st.st_mtime, 7);
+        assert_eq!(rfs::stat(&decoy).unwrap().st_mode, decoy_mode);
     }
 }

@@ -2,8 +2,10 @@
 //! to what the view shows now, in the live tree, leaving the rest alone.
 //!
 //! Each changed path is compared with the tree and only rewritten if it
-//! differs: a file is written under a temporary name and renamed over the
-//! old one (readers see the old file or the new, never half), a name the
+//! differs: an entry is made in a private directory outside the tree and
+//! renamed over the old one ([`crate::tree::place`]: readers see the old
+//! entry or the new, never half, and the vserver's root never sees it
+//! being made), a name the
 //! view no longer shows is removed, a directory the tree lacks is made and
 //! filled. A directory whose lower content changed shape (made opaque, or
 //! renamed with a redirect) has its listing compared too, so entries that
@@ -18,9 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::view::overlay::Errno;
 use rustix::fs::{FileType, Stat};
 
-use super::flatten::{
-    Source, TEMP_NAMES, Writer, cname_of, op_err, source_of, split, without_private,
-};
+use super::flatten::{Source, Writer, cname_of, op_err, source_of, split, without_private};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::tree::meta::Meta;
@@ -97,27 +97,25 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Remove the temporary files an interrupted sync may have left beside
-    /// `rel` (never a name the view itself shows).
-    pub fn clean_temporaries(&mut self, rel: &Path) -> Result<()> {
-        let parent = if rel.as_os_str().is_empty() {
-            rel
-        } else {
-            split(rel).0
+    /// Remove what an interrupted sync may have left at its journalled
+    /// temporary name `rel` inside the tree (a random name of its own).
+    pub fn clean_temporary(&mut self, rel: &Path) -> Result<()> {
+        let (parent, name) = split(rel);
+        let dir = match sys::open_dir_beneath(self.w.into.fd(), parent) {
+            Ok(dir) => dir,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(Error::io("open directory", self.w.into.display(parent), e)),
         };
-        let Ok(dir) = sys::open_dir_beneath(self.w.into.fd(), parent) else {
+        let name = cname_of(name, rel)?;
+        if stat_if_any(dir.as_fd(), &name, &self.w.into.display(rel))?.is_none() {
             return Ok(());
-        };
-        for temp in TEMP_NAMES {
-            let path = child_path(parent, sys::os_name(temp));
-            if sys::stat_at(dir.as_fd(), temp).is_err() || self.resolve(&path)?.is_some() {
-                continue;
-            }
-            self.meta_dirs.insert(parent.to_path_buf());
-            if !self.w.dry_run {
-                remove_tree_at(dir.as_fd(), temp)
-                    .map_err(|e| Error::io("remove", self.w.into.display(&path), e))?;
-            }
+        }
+        self.meta_dirs.insert(parent.to_path_buf());
+        if !self.w.dry_run {
+            remove_tree_at(dir.as_fd(), &name)
+                .map_err(|e| Error::io("remove", self.w.into.display(rel), e))?;
         }
         Ok(())
     }
@@ -541,8 +539,17 @@ fn same_content(
     b: &std::ffi::CStr,
 ) -> std::io::Result<bool> {
     use std::io::Read;
-    let mut fa = std::fs::File::from(sys::open_file_read(a_dir, a)?);
-    let mut fb = std::fs::File::from(sys::open_file_read(b_dir, b)?);
+    let fa = sys::open_file_read(a_dir, a)?;
+    let fb = sys::open_file_read(b_dir, b)?;
+    // Names of a live tree may change under us: compare only what is
+    // still a regular file on both sides.
+    for fd in [&fa, &fb] {
+        if kind_of(&sys::fstat(fd.as_fd())?) != FileType::RegularFile {
+            return Ok(false);
+        }
+    }
+    let mut fa = std::fs::File::from(fa);
+    let mut fb = std::fs::File::from(fb);
     let mut ba = vec![0u8; 1 << 16];
     let mut bb = vec![0u8; 1 << 16];
     loop {

@@ -11,9 +11,13 @@
 //!
 //! The [`Writer`] here writes one entry or a whole subtree; the first sync
 //! uses it on an empty directory in staging, the incremental sync
-//! ([`super::apply`]) on single paths of the live tree, where every
-//! non-directory is written under a temporary name and renamed over its
-//! final one, so no reader of the tree ever sees a half-written file.
+//! ([`super::apply`]) on single paths of the live tree. Either way every
+//! entry is made exclusively and gets its metadata through a descriptor of
+//! what was made, never through its name; in the live tree it is made in
+//! a private scratch directory and then installed by one rename
+//! ([`crate::tree::place`]), so no reader of the tree ever sees a
+//! half-written entry and the vserver's root never gets hold of one before
+//! its metadata is set. A new directory is filled through its descriptor.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -22,13 +26,16 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
 use serde::Serialize;
+use tracing::warn;
 
+use super::state::StateFiles;
 use crate::config::Protect;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::sys;
 use crate::tree::TreeRoot;
 use crate::tree::meta::Meta;
+use crate::tree::place::{self, Temp};
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
 use crate::view::overlay::Overlay;
@@ -72,9 +79,16 @@ pub enum Source {
     Lower(usize),
 }
 
-/// The temporary name a file is written under before it is renamed over
-/// its final name (the first of these the view does not show itself).
-pub const TEMP_NAMES: [&CStr; 3] = [c".#vskel-sync#", c".#vskel-sync#1", c".#vskel-sync#2"];
+/// Where an atomic writer makes each entry before it is installed: a
+/// private directory outside every tree, on the tree's filesystem, and the
+/// state files that record the random names used inside the tree.
+#[derive(Clone, Copy)]
+pub struct Scratch<'a> {
+    /// The private directory.
+    pub dir: BorrowedFd<'a>,
+    /// Where names used inside the tree are journalled.
+    pub state: &'a StateFiles,
+}
 
 /// Writes view entries into a tree.
 pub struct Writer<'a> {
@@ -85,8 +99,10 @@ pub struct Writer<'a> {
     link_layer: Option<usize>,
     protect: Protect,
     progress: &'a Progress,
-    /// Write non-directories under a temporary name, then rename.
+    /// Make each entry in the scratch directory, then install it.
     atomic: bool,
+    /// The scratch directory (writing atomically).
+    scratch: Option<Scratch<'a>>,
     /// Only count and record what would be done.
     pub dry_run: bool,
     /// What was done so far.
@@ -95,10 +111,16 @@ pub struct Writer<'a> {
     pub changes: Option<Vec<Change>>,
     /// First placed name of each multiply-linked source inode (dev, ino).
     groups: HashMap<(u64, u64), PathBuf>,
-    /// The temporary name chosen for each directory written into.
-    temps: HashMap<PathBuf, &'static CStr>,
     /// Directories whose metadata is applied at the end.
-    dirs: Vec<(PathBuf, Meta)>,
+    dirs: Vec<PendingDir>,
+}
+
+/// A directory whose metadata is applied once it is filled.
+struct PendingDir {
+    rel: PathBuf,
+    meta: Meta,
+    /// (device, inode) of the directory made (`None`: the tree's root).
+    made: Option<(u64, u64)>,
 }
 
 /// Write the merged tree of `overlay` into the empty directory `into`.
@@ -125,7 +147,11 @@ pub fn flatten(
         .with_xattrs(overlay.upper_layer().fd())
         .map_err(|e| Error::io("read xattrs", overlay.upper_layer().path(), e))?,
     );
-    w.dirs.push((PathBuf::new(), root_meta));
+    w.dirs.push(PendingDir {
+        rel: PathBuf::new(),
+        meta: root_meta,
+        made: None,
+    });
     w.walk(&root)?;
     w.finish_dirs()?;
     Ok(w.counts)
@@ -159,19 +185,21 @@ impl<'a> Writer<'a> {
             protect,
             progress,
             atomic: false,
+            scratch: None,
             dry_run: false,
             counts: SyncCounts::default(),
             changes: None,
             groups: HashMap::new(),
-            temps: HashMap::new(),
             dirs: Vec::new(),
         }
     }
 
-    /// Write files under a temporary name and rename them into place, and
-    /// record every change.
-    pub fn atomic(mut self) -> Self {
+    /// Make every entry in `scratch` and install it from there (see
+    /// [`crate::tree::place`]), and record every change. `None` when
+    /// dry-running: nothing is made.
+    pub fn atomic(mut self, scratch: Option<Scratch<'a>>) -> Self {
         self.atomic = true;
+        self.scratch = scratch;
         self.changes = Some(Vec::new());
         self
     }
@@ -189,15 +217,21 @@ impl<'a> Writer<'a> {
     /// Write every entry of view directory `dir` into the tree directory
     /// of the same path (which exists and is empty, unless dry-running).
     pub fn walk(&mut self, dir: &DirInfo) -> Result<()> {
-        let listing = self
-            .overlay
-            .list(dir)
-            .map_err(|e| op_err("list", &dir.path, e))?;
         let dst = if self.dry_run {
             None
         } else {
             Some(self.into.open_dir(&dir.path)?)
         };
+        self.walk_in(dir, dst)
+    }
+
+    /// [`Writer::walk`] into the open tree directory `dst` (None when
+    /// dry-running).
+    fn walk_in(&mut self, dir: &DirInfo, dst: Option<OwnedFd>) -> Result<()> {
+        let listing = self
+            .overlay
+            .list(dir)
+            .map_err(|e| op_err("list", &dir.path, e))?;
         let mut sources: HashMap<Source, OwnedFd> = HashMap::new();
         for item in listing {
             let rel = child_path(&dir.path, &item.name);
@@ -244,45 +278,21 @@ impl<'a> Writer<'a> {
         if r.found.kind == FileType::Directory {
             self.counts.dirs += 1;
             self.note("mkdir", rel);
-            if let Some(dst) = dst {
-                let sub = sys::open_subdir(src_dir, &src_name).map_err(|e| {
-                    Error::io("open directory", self.layer(source).display(src_rel), e)
-                })?;
-                // Made under a temporary name when something else may hold
-                // the name, so the name never goes missing.
-                let at = if self.atomic {
-                    self.temp_name(rel)?
-                } else {
-                    name
-                };
-                if self.atomic {
-                    let _ = crate::tree::remove::remove_tree_at(dst, at);
+            let made = match dst {
+                Some(dst) => {
+                    Some(self.make_dir(src_dir, source, src_rel, &src_name, dst, name, rel, r)?)
                 }
-                sys::mkdir_at(dst, at, 0o700)
-                    .map_err(|e| Error::io("make directory", self.into.display(rel), e))?;
-                let meta = without_private(
-                    Meta::from_stat(&r.stat)
-                        .with_xattrs(sub.as_fd())
-                        .map_err(|e| Error::io("read xattrs", rel, e))?,
-                );
-                if self.atomic {
-                    // Shown with its owner and mode from the start; its
-                    // times are set again once it is filled.
-                    let made = sys::open_subdir(dst, at)
-                        .map_err(|e| Error::io("open directory", self.into.display(rel), e))?;
-                    meta.apply_to_fd(made.as_fd())
-                        .map_err(|e| Error::io("set metadata", self.into.display(rel), e))?;
-                    self.rename_over(dst, at, name, rel)?;
-                }
-                self.dirs.push((rel.to_path_buf(), meta));
-            }
+                None => None,
+            };
             let child = DirInfo {
                 id: r.id,
                 path: rel.to_path_buf(),
                 upper: r.found.upper,
                 lower: r.found.lower.clone(),
             };
-            return self.walk(&child);
+            // Filled through the descriptor of the directory made, never
+            // by its name.
+            return self.walk_in(&child, made);
         }
         let link = matches!(source, Source::Lower(l) if Some(l) == self.link_layer);
         if link {
@@ -295,70 +305,101 @@ impl<'a> Writer<'a> {
         let Some(dst) = dst else {
             return Ok(());
         };
-        let temp;
-        let at: &CStr = if self.atomic {
-            temp = self.temp_name(rel)?;
-            // A temporary left by an interrupted sync.
-            let _ = crate::tree::remove::remove_tree_at(dst, temp);
-            temp
+        let (at_dir, at_name) = self.making_at(dst, name)?;
+        let made = if link {
+            self.link(src_dir, &src_name, at_dir, at_name, rel, r)?
         } else {
-            name
+            self.copy(src_dir, &src_name, at_dir, at_name, rel, r)?
         };
-        if link {
-            self.link(src_dir, &src_name, dst, at, rel)?;
-        } else {
-            self.copy(src_dir, &src_name, dst, at, rel, r)?;
-        }
-        if self.atomic {
-            self.rename_over(dst, at, name, rel)?;
-        }
+        self.put(made, dst, name, rel)?;
         if !link {
             self.group_record(r, rel);
         }
         Ok(())
     }
 
-    /// Rename the finished `temp` over `name`. Where a rename cannot
-    /// replace what is there (a directory, or a non-directory with a
-    /// directory), the two are exchanged and the old one removed.
-    fn rename_over(&self, dir: BorrowedFd<'_>, temp: &CStr, name: &CStr, rel: &Path) -> Result<()> {
-        let err = |e| Error::io("rename into place", self.into.display(rel), e);
-        let is_dir =
-            |st: &rustix::fs::Stat| FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
-        let placing_dir = sys::stat_at(dir, temp).map(|st| is_dir(&st)).map_err(err)?;
-        match sys::stat_at(dir, name) {
-            Ok(st) if is_dir(&st) || placing_dir => {
-                rustix::fs::renameat_with(dir, temp, dir, name, rustix::fs::RenameFlags::EXCHANGE)
-                    .map_err(|e| err(e.into()))?;
-                crate::tree::remove::remove_tree_at(dir, temp).map_err(err)
-            }
-            _ => sys::rename_replace(dir, temp, dir, name).map_err(err),
+    /// Where an entry for `name` in `dst` is made: in the scratch directory
+    /// under a random name (writing atomically), else at its name.
+    fn making_at<'n>(
+        &self,
+        dst: BorrowedFd<'n>,
+        name: &'n CStr,
+    ) -> Result<(BorrowedFd<'n>, Option<&'n CStr>)>
+    where
+        'a: 'n,
+    {
+        if !self.atomic {
+            return Ok((dst, Some(name)));
+        }
+        match self.scratch {
+            Some(scratch) => Ok((scratch.dir, None)),
+            None => Err(Error::Failed(
+                "internal error: an atomic sync writer has no scratch directory".into(),
+            )),
         }
     }
 
-    /// The temporary name for writing `rel`: one its directory does not show.
-    /// Chosen once per directory: resolving from the root for every file
-    /// written would repeat the whole path's lookups.
-    fn temp_name(&mut self, rel: &Path) -> Result<&'static CStr> {
+    /// Hand over the finished entry: install it at `name` in `dst` (writing
+    /// atomically), else keep it where it was made.
+    fn put(&self, made: Temp<'_>, dst: BorrowedFd<'_>, name: &CStr, rel: &Path) -> Result<()> {
+        if !self.atomic {
+            made.keep();
+            return Ok(());
+        }
+        let Some(scratch) = self.scratch else {
+            return Err(Error::Failed(
+                "internal error: an atomic sync writer has no scratch directory".into(),
+            ));
+        };
         let parent = split(rel).0;
-        if let Some(temp) = self.temps.get(parent) {
-            return Ok(temp);
+        let mut note = |temp: &CStr| {
+            scratch
+                .state
+                .note_temp(&child_path(parent, sys::os_name(temp)))
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        place::install(made, dst, name, &mut note)
+            .map_err(|e| Error::io("put in place", self.into.display(rel), e))
+    }
+
+    /// Make directory `rel` (as `name` in `dst`) with the source's metadata
+    /// but its final times, and return it open for filling.
+    #[allow(clippy::too_many_arguments)]
+    fn make_dir(
+        &mut self,
+        src_dir: BorrowedFd<'_>,
+        source: Source,
+        src_rel: &Path,
+        src_name: &CStr,
+        dst: BorrowedFd<'_>,
+        name: &CStr,
+        rel: &Path,
+        r: &Resolved,
+    ) -> Result<OwnedFd> {
+        let err = |action, e| Error::io(action, self.into.display(rel), e);
+        let sub = sys::open_subdir(src_dir, src_name)
+            .map_err(|e| Error::io("open directory", self.layer(source).display(src_rel), e))?;
+        let meta = without_private(
+            Meta::from_stat(&r.stat)
+                .with_xattrs(sub.as_fd())
+                .map_err(|e| Error::io("read xattrs", rel, e))?,
+        );
+        let (at_dir, at_name) = self.making_at(dst, name)?;
+        let (made, fd) = place::make_dir(at_dir, at_name).map_err(|e| err("make directory", e))?;
+        let id = made.id();
+        if self.atomic {
+            // Shown with its owner and mode from the start; its times
+            // are set again once it is filled.
+            meta.apply_to_fd(fd.as_fd())
+                .map_err(|e| err("set metadata", e))?;
         }
-        for temp in TEMP_NAMES {
-            let shown = crate::sync::apply::resolve_path(
-                self.overlay,
-                &child_path(parent, sys::os_name(temp)),
-            )
-            .map_err(|e| op_err("resolve", rel, e))?;
-            if shown.is_none() {
-                self.temps.insert(parent.to_path_buf(), temp);
-                return Ok(temp);
-            }
-        }
-        Err(Error::Failed(format!(
-            "cannot sync {}: its directory holds all of vskel's temporary names",
-            rel.display()
-        )))
+        self.put(made, dst, name, rel)?;
+        self.dirs.push(PendingDir {
+            rel: rel.to_path_buf(),
+            meta,
+            made: Some(id),
+        });
+        Ok(fd)
     }
 
     /// The tree of layer `source`.
@@ -394,64 +435,89 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Directory `rel` gets metadata `meta` at the end.
-    pub fn dir_meta_later(&mut self, rel: PathBuf, meta: Meta) {
-        self.dirs.push((rel, meta));
-    }
-
-    /// Apply the metadata of the directories written.
+    /// Apply the metadata of the directories written, each through a
+    /// descriptor checked to be the directory made.
     pub fn finish_dirs(&mut self) -> Result<()> {
-        for (rel, meta) in std::mem::take(&mut self.dirs) {
-            let fd = self.into.open_dir(&rel)?;
+        for PendingDir { rel, meta, made } in std::mem::take(&mut self.dirs) {
+            let fd = match self.into.open_dir(&rel) {
+                Ok(fd) => fd,
+                Err(e) if made.is_some() && self.atomic => {
+                    // A live tree: its root may have moved it meanwhile.
+                    warn!("{e}; its metadata was not set");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let err = |action, e| Error::io(action, self.into.display(&rel), e);
+            let st = sys::fstat(fd.as_fd()).map_err(|e| err("stat", e))?;
+            if made.is_some_and(|id| id != (sys::dev_of(&st), sys::ino_of(&st))) {
+                warn!(
+                    "{} was replaced while it was being synced; its metadata was not set",
+                    self.into.display(&rel).display()
+                );
+                continue;
+            }
             meta.apply_to_fd(fd.as_fd())
-                .map_err(|e| Error::io("set metadata", self.into.display(&rel), e))?;
+                .map_err(|e| err("set metadata", e))?;
         }
         Ok(())
     }
 
-    fn link(
+    /// Hard-link the link layer's entry `src_name` as `name` (or a random
+    /// name) in `dst_dir`.
+    fn link<'d>(
         &mut self,
         src_dir: BorrowedFd<'_>,
         src_name: &CStr,
-        dst_dir: BorrowedFd<'_>,
-        name: &CStr,
-        rel: &Path,
-    ) -> Result<()> {
-        let linked = match sys::link_at(src_dir, src_name, dst_dir, name) {
-            Err(e)
-                if e.raw_os_error() == Some(libc::EPERM) && self.protect == Protect::Immutable =>
-            {
-                crate::tree::copy::link_unlocked(src_dir, src_name, dst_dir).and_then(|()| {
-                    if src_name == name {
-                        Ok(())
-                    } else {
-                        // link_unlocked keeps the name; rename to ours.
-                        sys::rename_noreplace(dst_dir, src_name, dst_dir, name)
-                    }
-                })
-            }
-            other => other,
-        };
-        linked.map_err(|e| Error::io("hard-link", self.into.display(rel), e))
-    }
-
-    fn copy(
-        &mut self,
-        src_dir: BorrowedFd<'_>,
-        src_name: &CStr,
-        dst_dir: BorrowedFd<'_>,
-        name: &CStr,
+        dst_dir: BorrowedFd<'d>,
+        name: Option<&CStr>,
         rel: &Path,
         r: &Resolved,
-    ) -> Result<()> {
+    ) -> Result<Temp<'d>> {
+        let protect = self.protect;
+        let source = (sys::dev_of(&r.stat), sys::ino_of(&r.stat));
+        place::make_link(dst_dir, name, Some(source), |at| {
+            match sys::link_at(src_dir, src_name, dst_dir, at) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EPERM) && protect == Protect::Immutable =>
+                {
+                    crate::tree::copy::link_unlocked(src_dir, src_name, dst_dir).and_then(|()| {
+                        if src_name == at {
+                            Ok(())
+                        } else {
+                            // link_unlocked keeps the name; rename to ours.
+                            sys::rename_noreplace(dst_dir, src_name, dst_dir, at)
+                        }
+                    })
+                }
+                other => other,
+            }
+        })
+        .map_err(|e| Error::io("hard-link", self.into.display(rel), e))
+    }
+
+    /// Copy the entry `r` (`src_name` in `src_dir`) as `name` (or a random
+    /// name) in `dst_dir`, its metadata set through a descriptor of what
+    /// was made.
+    fn copy<'d>(
+        &mut self,
+        src_dir: BorrowedFd<'_>,
+        src_name: &CStr,
+        dst_dir: BorrowedFd<'d>,
+        name: Option<&CStr>,
+        rel: &Path,
+        r: &Resolved,
+    ) -> Result<Temp<'d>> {
+        let dst_err = |action, e| Error::io(action, self.into.display(rel), e);
         if let Some(first) = self.group_peek(r) {
             let (parent, first_name) = split(&first);
             let first_dir = self.into.open_dir(parent)?;
             let first_name = sys::cname(first_name).map_err(|e| Error::io("name", &first, e))?;
-            return sys::link_at(first_dir.as_fd(), &first_name, dst_dir, name)
-                .map_err(|e| Error::io("hard-link", self.into.display(rel), e));
+            return place::make_link(dst_dir, name, None, |at| {
+                sys::link_at(first_dir.as_fd(), &first_name, dst_dir, at)
+            })
+            .map_err(|e| dst_err("hard-link", e));
         }
-        let dst_err = |action, e| Error::io(action, self.into.display(rel), e);
         match r.found.kind {
             FileType::RegularFile => {
                 let src = sys::open_file_read(src_dir, src_name).map_err(|e| dst_err("open", e))?;
@@ -460,13 +526,20 @@ impl<'a> Writer<'a> {
                         .with_xattrs(src.as_fd())
                         .map_err(|e| dst_err("read xattrs", e))?,
                 );
-                let out =
-                    sys::create_file(dst_dir, name, 0o600).map_err(|e| dst_err("create", e))?;
+                if meta.file_type != FileType::RegularFile {
+                    return Err(dst_err(
+                        "copy",
+                        std::io::Error::other("no longer a regular file in its layer"),
+                    ));
+                }
+                let (made, out) =
+                    place::create_file(dst_dir, name).map_err(|e| dst_err("create", e))?;
                 sys::copy_data(src.as_fd(), out.as_fd(), meta.size)
                     .map_err(|e| dst_err("copy data", e))?;
                 meta.apply_to_fd(out.as_fd())
                     .map_err(|e| dst_err("set metadata", e))?;
                 self.counts.bytes += meta.size;
+                Ok(made)
             }
             kind => {
                 let meta = without_private(
@@ -474,19 +547,20 @@ impl<'a> Writer<'a> {
                         .with_xattrs_at(src_dir, src_name)
                         .map_err(|e| dst_err("read xattrs", e))?,
                 );
-                if kind == FileType::Symlink {
+                let (made, handle) = if kind == FileType::Symlink {
                     let target =
                         sys::readlink_at(src_dir, src_name).map_err(|e| dst_err("readlink", e))?;
-                    sys::symlink_at(&target, dst_dir, name).map_err(|e| dst_err("symlink", e))?;
+                    place::make_symlink(dst_dir, name, &target)
+                        .map_err(|e| dst_err("symlink", e))?
                 } else {
-                    sys::mknod_at(dst_dir, name, kind, meta.mode, meta.rdev)
-                        .map_err(|e| dst_err("mknod", e))?;
-                }
-                meta.apply_at(dst_dir, name)
+                    place::make_special(dst_dir, name, kind, meta.mode, meta.rdev)
+                        .map_err(|e| dst_err("mknod", e))?
+                };
+                meta.apply_to_handle(handle.as_fd())
                     .map_err(|e| dst_err("set metadata", e))?;
+                Ok(made)
             }
         }
-        Ok(())
     }
 }
 

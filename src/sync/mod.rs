@@ -10,7 +10,8 @@
 //! Later syncs are incremental ([`apply`]): the upper layer is the change
 //! set. Its entries' stamps are compared with the manifest the last sync
 //! left ([`state`]), and only the paths that changed are brought to what
-//! the view shows, each file replaced by a rename; the skel is never
+//! the view shows, each entry made in a private staging directory and
+//! renamed over the old one ([`crate::tree::place`]); the skel is never
 //! walked. The paths are journalled first, so a sync killed half-way is
 //! finished by the next one (which also clears its temporary files).
 //!
@@ -41,7 +42,7 @@ use crate::tree::remove::remove_tree_at;
 use crate::view::overlay::Overlay;
 use crate::vserver::{registry, scripts, view};
 use apply::{Applier, Depth, is_opaque, is_redirected};
-use flatten::{Change, SyncCounts, Writer, flatten};
+use flatten::{Change, Scratch, SyncCounts, Writer, flatten};
 use state::{Manifest, StampKind, StateFiles};
 
 /// What a sync did (or, dry-running, would do).
@@ -253,19 +254,34 @@ fn incremental(
     let mut changed = changes::changed_paths(manifest, &now);
     let journal = state.load_journal()?;
     let resumed = journal.is_some();
-    let journalled: std::collections::HashSet<PathBuf> =
-        journal.iter().flatten().cloned().collect();
+    let journal = journal.unwrap_or_default();
+    let journalled: std::collections::HashSet<PathBuf> = journal.paths.iter().cloned().collect();
     changed.extend(journalled.iter().cloned());
     let changed: Vec<PathBuf> = changed.into_iter().collect();
-    if !dry_run && !changed.is_empty() {
-        state.save_journal(&changed)?;
+    if !dry_run && (!changed.is_empty() || !journal.temps.is_empty()) {
+        // The temporaries of an interrupted run stay recorded until gone.
+        state.save_journal(&changed, &journal.temps)?;
     }
     progress.start(&format!("syncing {} changed paths", changed.len()));
-    let mut writer = Writer::new(overlay, tree, link_layer, config.protect, progress).atomic();
+    // Every entry is made in a private directory and then installed.
+    let scratch = if dry_run || changed.is_empty() {
+        None
+    } else {
+        let staging = Staging::create(config, &format!("sync-{}", file_name(tree.path())))?;
+        let fd = sys::open_root(staging.path())
+            .map_err(|e| Error::io("open directory", staging.path(), e))?;
+        Some((staging, fd))
+    };
+    let mut writer = Writer::new(overlay, tree, link_layer, config.protect, progress).atomic(
+        scratch.as_ref().map(|(_, fd)| Scratch {
+            dir: fd.as_fd(),
+            state,
+        }),
+    );
     writer.dry_run = dry_run;
     let mut applier = Applier::new(writer);
-    for path in &journalled {
-        applier.clean_temporaries(path)?;
+    for temp in &journal.temps {
+        applier.clean_temporary(temp)?;
     }
     let upper = overlay.upper_layer().fd();
     for path in &changed {
@@ -296,6 +312,10 @@ fn incremental(
     let Applier { w, .. } = applier;
     let mut counts = w.counts;
     let changes = w.changes.unwrap_or_default();
+    if let Some((staging, fd)) = scratch {
+        drop(fd);
+        staging.discard()?;
+    }
     let entries = (manifest.entries as i64 + net).max(0) as u64;
     let touched = counts.linked + counts.copied + counts.dirs + counts.updated;
     counts.unchanged = entries.saturating_sub(touched);

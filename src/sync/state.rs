@@ -5,18 +5,23 @@
 //!   and the tree it was applied to. The next sync compares the upper
 //!   layer with it to find what changed, without walking the skel.
 //! * `NAME.journal`: while an incremental sync changes the tree, the paths
-//!   it is changing. A sync that finds a journal was interrupted; it
-//!   treats those paths as changed, checks them in depth and removes any
-//!   temporary file the interrupted run left beside them.
+//!   it is changing, and (appended, each flushed before use) the random
+//!   names it swaps old entries out to inside the tree (see
+//!   [`crate::tree::place`]). A sync that finds a journal was interrupted;
+//!   it treats those paths as changed, checks them in depth and removes
+//!   what is left at those names. No other name is ever taken for a
+//!   temporary of vskel's.
 //! * `NAME.lock`: the vserver's lock, held while a sync, materialize,
 //!   create-vs or remove-vs of it runs (and while its view's server starts),
 //!   so no two of them work on one vserver at once. The commands that end
 //!   a vserver remove it while holding it; a lock taken on a file that is
 //!   no longer at its path is let go and taken again on the new file.
 //!
-//! Both files are written beside and renamed into place after an fsync,
-//! so a crash leaves the old version or the new one. Paths are stored
-//! hex-encoded (a file name may hold any byte but `/` and NUL).
+//! Both files are written beside (under a random name, made exclusively and
+//! removed again on any error) and renamed into place after an fsync, so a
+//! crash leaves the old version or the new one. Nothing here follows a
+//! symlink. Paths are stored hex-encoded (a file name may hold any byte
+//! but `/` and NUL).
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -24,6 +29,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -33,6 +39,27 @@ use crate::error::{Error, Result};
 const MANIFEST_HEADER: &str = "vskel-sync-manifest 1";
 /// The first line of a journal of this format.
 const JOURNAL_HEADER: &str = "vskel-sync-journal 1";
+/// What starts a journal line naming a temporary inside the tree.
+const JOURNAL_TEMP: &str = "temp ";
+/// Mode of the state files.
+const STATE_FILE_MODE: u32 = 0o600;
+
+/// What an interrupted sync left in its journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Journal {
+    /// The paths it was changing.
+    pub paths: Vec<PathBuf>,
+    /// The random names inside the tree it may have left an entry at.
+    pub temps: Vec<PathBuf>,
+}
+
+/// Open an existing state file for reading, never through a symlink.
+fn open_state_file(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
 
 /// What kind of upper entry a stamp is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +198,8 @@ impl StateFiles {
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(STATE_FILE_MODE)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&path)
                 .map_err(|e| Error::io("open", &path, e))?;
             if wait {
@@ -199,7 +228,7 @@ impl StateFiles {
     /// The manifest of the last completed sync, if there is a readable one.
     pub fn load_manifest(&self) -> Result<Option<Manifest>> {
         let path = self.manifest_path();
-        let file = match File::open(&path) {
+        let file = match open_state_file(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open", &path, e)),
@@ -266,37 +295,69 @@ impl StateFiles {
         remove_if_present(&[self.path("lock")])
     }
 
-    /// The paths an interrupted sync was changing, if one was.
-    pub fn load_journal(&self) -> Result<Option<Vec<PathBuf>>> {
+    /// What an interrupted sync was changing, if one was.
+    pub fn load_journal(&self) -> Result<Option<Journal>> {
         let path = self.journal_path();
-        let file = match File::open(&path) {
+        let file = match open_state_file(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open", &path, e)),
         };
         let mut lines = BufReader::new(file).lines();
+        let mut journal = Journal::default();
         if lines.next().and_then(|l| l.ok()).as_deref() != Some(JOURNAL_HEADER) {
             // A journal cut short before its header: nothing was changed yet.
-            return Ok(Some(Vec::new()));
+            return Ok(Some(journal));
         }
-        let mut paths = Vec::new();
         for line in lines {
             let line = line.map_err(|e| Error::io("read", &path, e))?;
-            // A torn last line: the sync had not started changing yet.
-            if let Some(p) = unhex(&line) {
-                paths.push(PathBuf::from(OsStr::from_bytes(&p)));
+            // A torn last line: it was not acted on yet.
+            if let Some(temp) = line.strip_prefix(JOURNAL_TEMP) {
+                if let Some(p) = unhex(temp) {
+                    journal.temps.push(PathBuf::from(OsStr::from_bytes(&p)));
+                }
+            } else if let Some(p) = unhex(&line) {
+                journal.paths.push(PathBuf::from(OsStr::from_bytes(&p)));
             }
         }
-        Ok(Some(paths))
+        Ok(Some(journal))
     }
 
-    /// Record, durably, the paths a sync is about to change.
-    pub fn save_journal(&self, paths: &[PathBuf]) -> Result<()> {
+    /// Record, durably and before it is used, a random name inside the
+    /// tree (`rel`) that this sync may leave an entry at if interrupted.
+    pub fn note_temp(&self, rel: &Path) -> Result<()> {
+        let path = self.journal_path();
+        let open = || {
+            File::options()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let mut file = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.save_journal(&[], &[])?;
+                open().map_err(|e| Error::io("open", &path, e))?
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let line = format!("{JOURNAL_TEMP}{}\n", hex(rel.as_os_str().as_bytes()));
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io("write", &path, e))
+    }
+
+    /// Record, durably, the paths a sync is about to change, and the
+    /// temporaries inside the tree not known to be gone yet.
+    pub fn save_journal(&self, paths: &[PathBuf], temps: &[PathBuf]) -> Result<()> {
         crate::staging::make_private_dir(&self.dir)?;
         let mut text = Vec::with_capacity(32 + paths.len() * 32);
         writeln!(text, "{JOURNAL_HEADER}").ok();
         for p in paths {
             writeln!(text, "{}", hex(p.as_os_str().as_bytes())).ok();
+        }
+        for t in temps {
+            writeln!(text, "{JOURNAL_TEMP}{}", hex(t.as_os_str().as_bytes())).ok();
         }
         self.write_durably(&self.journal_path(), &text)
     }
@@ -312,18 +373,25 @@ impl StateFiles {
     }
 
     fn write_durably(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let temp = path.with_extension("tmp");
-        let file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+        let dir = crate::sys::open_root(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
+        let (temp, out) = crate::tree::place::create_file(dir.as_fd(), None)
+            .map_err(|e| Error::io("create a file in", &self.dir, e))?;
+        let shown = self.dir.join(crate::sys::os_name(temp.name()));
+        let file = File::from(out);
+        crate::sys::fchmod(file.as_fd(), STATE_FILE_MODE)
+            .map_err(|e| Error::io("set mode", &shown, e))?;
         let mut out = BufWriter::new(&file);
         out.write_all(data)
             .and_then(|()| out.flush())
-            .map_err(|e| Error::io("write", &temp, e))?;
+            .map_err(|e| Error::io("write", &shown, e))?;
         drop(out);
-        file.sync_all().map_err(|e| Error::io("flush", &temp, e))?;
-        std::fs::rename(&temp, path).map_err(|e| Error::io("rename into place", path, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("flush", &self.dir, e))
+        file.sync_all().map_err(|e| Error::io("flush", &shown, e))?;
+        let name = crate::sys::cname(path.file_name().unwrap_or_default())
+            .map_err(|e| Error::io("name", path, e))?;
+        crate::sys::rename_replace(dir.as_fd(), temp.name(), dir.as_fd(), &name)
+            .map_err(|e| Error::io("rename into place", path, e))?;
+        temp.keep();
+        crate::sys::fsync(dir.as_fd()).map_err(|e| Error::io("flush", &self.dir, e))
     }
 }
 
@@ -475,14 +543,18 @@ mod tests {
             name: "vs".into(),
         };
         files
-            .save_journal(&[PathBuf::from("a/b"), PathBuf::new()])
+            .save_journal(&[PathBuf::from("a/b"), PathBuf::new()], &[])
             .unwrap();
+        files.note_temp(Path::new("a/.#vskel-12ab")).unwrap();
         let mut text = std::fs::read(files.journal_path()).unwrap();
-        text.extend_from_slice(b"6");
+        text.extend_from_slice(b"temp 6");
         std::fs::write(files.journal_path(), text).unwrap();
         assert_eq!(
             files.load_journal().unwrap(),
-            Some(vec![PathBuf::from("a/b"), PathBuf::new()])
+            Some(Journal {
+                paths: vec![PathBuf::from("a/b"), PathBuf::new()],
+                temps: vec![PathBuf::from("a/.#vskel-12ab")],
+            })
         );
         files.clear_journal().unwrap();
         assert_eq!(files.load_journal().unwrap(), None);

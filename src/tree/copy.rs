@@ -31,6 +31,7 @@ use tracing::warn;
 
 use super::TreeRoot;
 use super::meta::Meta;
+use super::place;
 use super::remove::remove_tree_at;
 use super::walk::par_walk;
 use crate::config::Protect;
@@ -607,12 +608,17 @@ impl Copier<'_> {
         let meta = Meta::from_stat(&st)
             .with_xattrs_at(src_dir, name)
             .map_err(|e| self.src_err("read xattrs", rel, e))?;
-        let make = || match file_type {
-            FileType::Symlink => {
-                let link = sys::readlink_at(src_dir, name)?;
-                sys::symlink_at(&link, dst_dir, name)
-            }
-            _ => sys::mknod_at(dst_dir, name, file_type, meta.mode, meta.rdev),
+        let link = match file_type {
+            FileType::Symlink => Some(
+                sys::readlink_at(src_dir, name).map_err(|e| self.src_err("readlink", rel, e))?,
+            ),
+            _ => None,
+        };
+        // Made exclusively, then its metadata set through a handle checked
+        // to be what was made (see `super::place`).
+        let make = || match &link {
+            Some(link) => place::make_symlink(dst_dir, Some(name), link),
+            None => place::make_special(dst_dir, Some(name), file_type, meta.mode, meta.rdev),
         };
         let made = match make() {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -622,8 +628,8 @@ impl Copier<'_> {
             }
             other => other,
         };
-        match made {
-            Ok(()) => {}
+        let (made, handle) = match made {
+            Ok(made) => made,
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !sys::is_root() => {
                 warn!(
                     "{}: cannot make a device node without root; left out",
@@ -633,9 +639,10 @@ impl Copier<'_> {
                 return Ok(());
             }
             Err(e) => return Err(self.dst_err(target, "create", rel, e)),
-        }
-        meta.apply_at(dst_dir, name)
+        };
+        meta.apply_to_handle(handle.as_fd())
             .map_err(|e| self.dst_err(target, "set metadata", rel, e))?;
+        made.keep();
         Counters::bump(&self.counters.copied, 1);
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{FileType, Stat};
 use tracing::debug;
@@ -104,19 +104,34 @@ impl Meta {
     }
 
     /// Apply owner, mode, xattrs and times to `name` in `dir`, which is not
-    /// opened (a symlink's mode cannot be changed and is left as it is).
+    /// opened for I/O (a symlink's mode cannot be changed and is left as it
+    /// is). The name is looked up once, for an `O_PATH` handle; everything
+    /// then acts on that inode, even if the name changes meanwhile. Where
+    /// the entry was just made, prefer checking the handle is what was made
+    /// and calling [`Meta::apply_to_handle`].
     pub fn apply_at(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-        tolerate_unprivileged(sys::lchown_at(dir, name, self.uid, self.gid), "chown")?;
+        let handle = sys::open_handle_at(dir, name)?;
+        self.apply_to_handle(handle.as_fd())
+    }
+
+    /// Apply owner, mode, xattrs and times through an `O_PATH` handle (or
+    /// any descriptor) of the entry, never through a name. A symlink's
+    /// mode is left as it is.
+    pub fn apply_to_handle(&self, handle: BorrowedFd<'_>) -> io::Result<()> {
+        tolerate_unprivileged(
+            sys::chown_handle(handle, Some(self.uid), Some(self.gid)),
+            "chown",
+        )?;
         if self.file_type != FileType::Symlink {
-            sys::chmod_at(dir, name, self.mode)?;
+            sys::chmod_handle(handle, self.mode)?;
         }
-        if !self.xattrs.is_empty() {
-            let path = sys::proc_path(dir, name);
-            for (key, value) in &self.xattrs {
-                tolerate_unprivileged(sys::lset_xattr(&path, key, value), "set xattr")?;
-            }
+        for (key, value) in &self.xattrs {
+            tolerate_unprivileged(
+                sys::set_xattr_handle(handle, key, value, rustix::fs::XattrFlags::empty()),
+                "set xattr",
+            )?;
         }
-        sys::lutimens_at(dir, name, self.times)
+        sys::utimens_handle(handle, &self.times.to_rustix())
     }
 }
 

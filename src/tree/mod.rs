@@ -8,6 +8,7 @@
 pub mod ancestry;
 pub mod copy;
 pub mod meta;
+pub mod place;
 pub mod remove;
 pub mod unlock;
 pub mod walk;

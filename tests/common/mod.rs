@@ -4,6 +4,7 @@
 
 pub mod hostile;
 pub mod hostile_ops;
+pub mod smallfs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
