@@ -144,7 +144,7 @@ impl ProtectedSetup {
             "ext4 without chattr +i"
         );
         ProtectedSetup {
-            setup: setup_in(&ext4.mountpoint, PROTECT),
+            setup: Setup::new_in(&ext4.mountpoint, PROTECT),
             _ext4: Some(ext4),
         }
     }
@@ -164,31 +164,6 @@ const PROTECT: &str = "protect = \"immutable\"\n";
 /// supports `chattr +i`.
 const LOOP_ENV: &str = "VSKEL_TEST_LOOP_EXT4";
 
-/// [`Setup::new`], under `base` instead of the target's temporary directory.
-fn setup_in(base: &Path, extra: &str) -> Setup {
-    let dir = tempfile::Builder::new()
-        .prefix("vskel-test-")
-        .tempdir_in(base)
-        .expect("temp dir");
-    let root = dir.path().join("vservers");
-    let etc = dir.path().join("etc-vservers");
-    let defaults = dir.path().join("etc-vskel");
-    fs::create_dir_all(&root).unwrap();
-    fs::create_dir_all(&defaults).unwrap();
-    let config = dir.path().join("vskel.toml");
-    fs::write(
-        &config,
-        format!("root = {root:?}\netc = {etc:?}\ndefaults = {defaults:?}\n{extra}\n"),
-    )
-    .unwrap();
-    Setup {
-        dir,
-        config,
-        root,
-        etc,
-        defaults,
-    }
-}
 
 /// How a command that was to be killed ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

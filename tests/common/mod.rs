@@ -33,9 +33,15 @@ pub struct Setup {
 impl Setup {
     /// A setup with the default config plus `extra` TOML lines.
     pub fn new(extra: &str) -> Self {
+        Setup::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), extra)
+    }
+
+    /// [`Setup::new`], in a new directory below `base` (a filesystem of
+    /// the test's own, say).
+    pub fn new_in(base: &Path, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vskel-test-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(base)
             .expect("temp dir");
         let root = dir.path().join("vservers");
         let etc = dir.path().join("etc-vservers");
@@ -45,10 +51,7 @@ impl Setup {
         let config = dir.path().join("vskel.toml");
         fs::write(
             &config,
-            format!(
-                "root = {:?}\netc = {:?}\ndefaults = {:?}\n{extra}\n",
-                root, etc, defaults
-            ),
+            format!("root = {root:?}\netc = {etc:?}\ndefaults = {defaults:?}\n{extra}\n"),
         )
         .unwrap();
         Setup {

@@ -45,29 +45,7 @@ impl SmallFs {
 
     /// A vskel setup inside this filesystem.
     pub fn setup(&self, extra: &str) -> Setup {
-        let dir = tempfile::Builder::new()
-            .prefix("vskel-test-")
-            .tempdir_in(&self.path)
-            .expect("temp dir");
-        // As `Setup::new` lays it out, inside this filesystem.
-        let root = dir.path().join("vservers");
-        let etc = dir.path().join("etc-vservers");
-        let defaults = dir.path().join("etc-vskel");
-        fs::create_dir_all(&root).unwrap();
-        fs::create_dir_all(&defaults).unwrap();
-        let config = dir.path().join("vskel.toml");
-        fs::write(
-            &config,
-            format!("root = {root:?}\netc = {etc:?}\ndefaults = {defaults:?}\n{extra}\n"),
-        )
-        .unwrap();
-        Setup {
-            dir,
-            config,
-            root,
-            etc,
-            defaults,
-        }
+        Setup::new_in(&self.path, extra)
     }
 
     /// Bytes an unprivileged writer could still write.
