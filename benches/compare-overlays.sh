@@ -7,11 +7,15 @@
 #     -n RUNS   timed runs per measurement (default ${BENCH_RUNS:-3}); the
 #               table shows the median
 #     -s SETS   comma list of minbase,usr,io (default all)
-#     -k KINDS  comma list of kernel,fuse-overlayfs,vskel (default all that
-#               are there; vskel is skipped with a note while
-#               `vskel overlay` does not exist)
+#     -k KINDS  comma list of kernel,fuse-overlayfs,vskel,vskel-base
+#               (default all that are there; vskel is skipped with a note
+#               while `vskel overlay` does not exist; vskel-base only with
+#               VSKEL_BASE)
 #
 # Environment: VSKEL (default target/release/vskel, relative to the repo),
+# VSKEL_BASE (another vskel binary, e.g. built from an earlier commit: it
+# becomes the column "base" and the ratio vskel/base, so a change is
+# measured against its baseline in the same run),
 # VSKEL_FIXTURES (default /var/tmp/vskel-fixtures), BENCH_DIR (where the
 # scratch image or dir goes, default /var/tmp; not tmpfs),
 # BENCH_SCRATCH_FS (loop (default): uppers on a fresh journaled ext4 in a
@@ -123,11 +127,19 @@ if want_kind vskel; then
         notes+=("vskel: '$vskel overlay' is not available (not built, or no overlay subcommand yet), column skipped")
     fi
 fi
+vskel_base=${VSKEL_BASE:-}
+if [[ -n $vskel_base ]] && want_kind vskel-base; then
+    if [[ -x $vskel_base ]] && "$vskel_base" overlay --help >/dev/null 2>&1; then
+        kinds+=(vskel-base)
+    else
+        notes+=("vskel-base: '$vskel_base overlay' is not available, column skipped")
+    fi
+fi
 ((${#kinds[@]})) || {
     echo "$0: no overlay kind to measure" >&2
     exit 2
 }
-is_fuse() { [[ $1 == fuse-overlayfs || $1 == vskel ]]; }
+is_fuse() { [[ $1 == fuse-overlayfs || $1 == vskel || $1 == vskel-base ]]; }
 
 # --- scratch and cleanup --------------------------------------------------------
 base=${BENCH_DIR:-/var/tmp}
@@ -257,6 +269,7 @@ mount_kind() { # KIND SET
         ;;
     fuse-overlayfs) fuse-overlayfs -o "$opts" "$d/mnt" ;;
     vskel) "$vskel" overlay -o "$opts" "$d/mnt" ;;
+    vskel-base) "$vskel_base" overlay -o "$opts" "$d/mnt" ;;
     esac
     mountpoint -q "$d/mnt" || {
         echo "$0: $kind did not mount $d/mnt" >&2
@@ -528,7 +541,7 @@ for s in "${set_list[@]}"; do
 done
 
 # --- report ---------------------------------------------------------------------
-cols=(raw kernel fuse-overlayfs vskel)
+cols=(raw kernel fuse-overlayfs vskel vskel-base)
 ratio() { # A B
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'
 }
@@ -557,16 +570,17 @@ echo "compare-overlays: $runs runs, medians in ms (rss in MiB); kernel options: 
 echo "uppers on: $([[ -n $img ]] && echo "journaled ext4 (loop image)" || echo "$base")"
 echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end ($(nproc) cores)"
 for n in "${notes[@]}"; do echo "note: $n"; done
-printf '%-28s %9s %9s %9s %9s %8s %8s  %-16s %-14s %-14s\n' \
-    measurement raw kernel fuse-ovl vskel vs/kern fo/kern "goal (vskel)" fuse-ovl vskel
+printf '%-28s %9s %9s %9s %9s %9s %8s %8s %8s  %-16s %-14s %-14s\n' \
+    measurement raw kernel fuse-ovl vskel base vs/kern fo/kern vs/base "goal (vskel)" fuse-ovl vskel
 for row in "${rows[@]}"; do
     declare -A med=()
     for c in "${cols[@]}"; do
         med[$c]=$(median <<<"${results[$row|$c]:-}")
     done
-    printf '%-28s %9s %9s %9s %9s %8s %8s  %-16s %-14s %-14s\n' "$row" \
-        "${med[raw]}" "${med[kernel]}" "${med[fuse-overlayfs]}" "${med[vskel]}" \
+    printf '%-28s %9s %9s %9s %9s %9s %8s %8s %8s  %-16s %-14s %-14s\n' "$row" \
+        "${med[raw]}" "${med[kernel]}" "${med[fuse-overlayfs]}" "${med[vskel]}" "${med[vskel-base]}" \
         "$(ratio "${med[vskel]}" "${med[kernel]}")" "$(ratio "${med[fuse-overlayfs]}" "${med[kernel]}")" \
+        "$(ratio "${med[vskel]}" "${med[vskel-base]}")" \
         "$(goal_text "$row")" \
         "$(verdict "$row" "${med[fuse-overlayfs]}" "${med[raw]}" "${med[kernel]}")" \
         "$(verdict "$row" "${med[vskel]}" "${med[raw]}" "${med[kernel]}")"
