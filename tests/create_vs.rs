@@ -700,3 +700,19 @@ fn missing_values_are_asked_for_on_a_terminal() {
         "{hosts}"
     );
 }
+
+/// What a killed run left in the staging area (a tree half built, a view
+/// directory half removed by `materialize`) is removed by the next vskel
+/// command, whichever it is: here a `list`, which stages nothing itself.
+#[test]
+fn any_next_command_removes_what_killed_runs_left_in_staging() {
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    let staging = setup.root.join(".vskel/staging");
+    fs::create_dir_all(staging.join("rm-view-web.999999999/view/upper/etc")).unwrap();
+    let me = std::process::id();
+    fs::create_dir_all(staging.join(format!("vs-busy.{me}"))).unwrap();
+    setup.vskel().arg("list").assert().success();
+    assert!(!staging.join("rm-view-web.999999999").exists());
+    assert!(staging.join(format!("vs-busy.{me}")).exists(), "a live run's is kept");
+}

@@ -139,6 +139,11 @@ fn run(cli: &Cli) -> Result<()> {
     // Every command first restores immutable attributes a killed run left
     // lifted, and lifts its own only through this (crash-safe) session.
     let _unlock = crate::protect::begin(&config);
+    // ... and removes what killed runs left in the staging area (a tree
+    // half built, a view directory half removed), whichever command it was.
+    if let Err(e) = crate::staging::Staging::remove_abandoned(&config) {
+        tracing::warn!("{e}");
+    }
     let progress = if cli.quiet {
         crate::progress::Progress::hidden()
     } else {
