@@ -714,5 +714,8 @@ fn any_next_command_removes_what_killed_runs_left_in_staging() {
     fs::create_dir_all(staging.join(format!("vs-busy.{me}"))).unwrap();
     setup.vskel().arg("list").assert().success();
     assert!(!staging.join("rm-view-web.999999999").exists());
-    assert!(staging.join(format!("vs-busy.{me}")).exists(), "a live run's is kept");
+    assert!(
+        staging.join(format!("vs-busy.{me}")).exists(),
+        "a live run's is kept"
+    );
 }
