@@ -25,6 +25,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::{PRIVATE_DIRS, VIEWS_DIR};
 use crate::sys;
 use crate::validate::validate_root;
 
@@ -32,10 +33,6 @@ use crate::validate::validate_root;
 const OPEN_BITS: u32 = 0o077;
 /// Search permission for group or others: what passing through needs.
 const SEARCH_BITS: u32 = 0o011;
-/// vskel's directories directly in `<root>`.
-const PRIVATE_DIRS: &[&CStr] = &[c".skel", c".vskel", c".views"];
-/// Which of [`PRIVATE_DIRS`] has one private directory per view.
-const VIEWS_DIR: &CStr = c".views";
 
 /// Close `<root>` and vskel's directories in it to everyone but root,
 /// each one found open with a warning. A missing `<root>` is left to be
@@ -53,12 +50,14 @@ pub fn enforce(config: &Config) -> Result<()> {
     validate_root(&resolved)?;
     close(root_fd.as_fd(), root)?;
     for name in PRIVATE_DIRS {
-        let path = root.join(sys::os_name(name));
-        let Some(dir) = open_private(root_fd.as_fd(), name, &path)? else {
+        let path = root.join(name);
+        let cname = sys::cname(name.as_ref()).map_err(|e| Error::io("name", &path, e))?;
+        let Some(dir) = open_private(root_fd.as_fd(), &cname, &path)? else {
             continue;
         };
         close(dir.as_fd(), &path)?;
-        if *name == VIEWS_DIR {
+        // each view has a private directory of its own
+        if name == VIEWS_DIR {
             close_entries(dir.as_fd(), &path)?;
         }
     }

@@ -6,6 +6,10 @@
 //! in a later file overrides the earlier value, except that the `tokens`
 //! table merges per key. Every error names the file, and where it can the
 //! line and the key.
+//!
+//! This module only loads: what the rules in `global` and `exclude` select
+//! is [`rules`]'s business, and the paths below `root`, `etc` and
+//! `defaults` are [`crate::layout`]'s.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,6 +20,11 @@ use std::str::FromStr;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+
+pub mod rules;
+
+pub use rules::GlobalRules;
+use rules::Rule;
 
 use crate::validate::{
     CONTEXT_MAX, CONTEXT_MIN, validate_context, validate_root, validate_token_key,
@@ -39,20 +48,6 @@ pub const DEFAULT_CONTEXT_START: u32 = 50;
 const DROPIN_DIR: &str = "conf.d";
 /// Extension a drop-in must have.
 const DROPIN_EXT: &str = "toml";
-/// Where skels live, under the root.
-const SKELS_DIR: &str = ".skel";
-/// vskel's private state, under the root.
-const STATE_DIR: &str = ".vskel";
-/// Where views are mounted, under the root.
-const VIEWS_DIR: &str = ".views";
-/// Extension of a vserver's configuration file under `etc`.
-const VSERVER_CONF_EXT: &str = "conf";
-/// Directory of context allocations, under `etc`.
-const CONTEXTS_DIR: &str = "contexts";
-/// Directory of scripts, under `defaults`.
-const SCRIPTS_DIR: &str = "scripts";
-/// The default vserver configuration file, under `defaults`.
-const CONFIGFILE_DEFAULT: &str = "configfile.default";
 /// Token keys starting with this are vskel's own.
 const RESERVED_TOKEN_PREFIX: &str = "VS_";
 
@@ -171,175 +166,6 @@ fn io_message(err: &io::Error) -> String {
     match (text.rfind(" (os error "), err.raw_os_error()) {
         (Some(at), Some(_)) if text.ends_with(')') => text[..at].to_owned(),
         _ => text,
-    }
-}
-
-/// One rule of [`GlobalRules`].
-#[derive(Debug, Clone, PartialEq)]
-struct Rule {
-    /// The rule as written.
-    text: String,
-    /// A leading '!': matching paths are not global.
-    exclude: bool,
-    /// One pattern per path component.
-    components: Vec<glob::Pattern>,
-}
-
-/// How rule components match path components: `*` and `?` never match a
-/// leading '.', as in the shell.
-const MATCH_OPTIONS: glob::MatchOptions = glob::MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: true,
-};
-
-impl Rule {
-    fn parse(text: &str) -> Result<Rule, String> {
-        let (exclude, body) = match text.strip_prefix('!') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        if body.is_empty() {
-            return Err(format!("rule {text:?} is empty"));
-        }
-        if body.starts_with('/') {
-            return Err(format!(
-                "rule {text:?} is absolute; rules are relative to the tree's top"
-            ));
-        }
-        let mut components = Vec::new();
-        for part in body.split('/') {
-            match part {
-                "" => return Err(format!("rule {text:?} has an empty path component")),
-                ".." => return Err(format!("rule {text:?} must not contain '..'")),
-                "." => return Err(format!("rule {text:?} must not contain '.' components")),
-                _ => {}
-            }
-            let pattern = glob::Pattern::new(part)
-                .map_err(|e| format!("rule {text:?} is not a valid glob pattern: {e}"))?;
-            components.push(pattern);
-        }
-        Ok(Rule {
-            text: text.to_owned(),
-            exclude,
-            components,
-        })
-    }
-
-    /// Do the first `min(len, path.len())` components match?
-    fn matches_prefix_of(&self, path: &[Cow<'_, str>]) -> bool {
-        self.components
-            .iter()
-            .zip(path)
-            .all(|(pattern, part)| pattern.matches_with(part, MATCH_OPTIONS))
-    }
-}
-
-/// The normal components of a relative path (a leading '/' or '.' is
-/// ignored; non-UTF-8 components are converted lossily).
-fn path_components(rel: &Path) -> Vec<Cow<'_, str>> {
-    rel.components()
-        .filter_map(|c| match c {
-            Component::Normal(part) => Some(part.to_string_lossy()),
-            Component::ParentDir => Some(Cow::Borrowed("..")),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-        })
-        .collect()
-}
-
-/// Decides which relative paths of a source tree go to the skel's global/.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GlobalRules {
-    rules: Vec<Rule>,
-}
-
-impl Default for GlobalRules {
-    /// The rules of [`GlobalRules::default_rules`].
-    fn default() -> Self {
-        GlobalRules::parse(&GlobalRules::default_rules())
-            .expect("the default global rules are valid")
-    }
-}
-
-impl GlobalRules {
-    /// Parse rule strings: "usr", "lib*", "!usr/local". Components may hold
-    /// glob patterns (glob::Pattern, matched per component). A leading '!'
-    /// excludes. Rules must be relative, non-empty, without empty, `.` or
-    /// `..` components.
-    pub fn parse(rules: &[String]) -> Result<GlobalRules, String> {
-        let rules = rules
-            .iter()
-            .map(|r| Rule::parse(r))
-            .collect::<Result<_, _>>()?;
-        Ok(GlobalRules { rules })
-    }
-
-    /// The default rules: ["bin", "lib*", "sbin", "usr", "!usr/local"].
-    pub fn default_rules() -> Vec<String> {
-        ["bin", "lib*", "sbin", "usr", "!usr/local"]
-            .into_iter()
-            .map(String::from)
-            .collect()
-    }
-
-    /// The default `exclude` rules: apt's downloaded lists and caches.
-    pub fn default_exclude() -> Vec<String> {
-        [
-            "var/lib/apt/lists/*_*",
-            "var/cache/apt/*.bin",
-            "var/cache/apt/archives/*.deb",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect()
-    }
-
-    /// Does a rule select this path (the same as [`GlobalRules::is_global`],
-    /// for rule sets that say something else than "global")?
-    pub fn matches(&self, rel: &Path) -> bool {
-        self.is_global(rel)
-    }
-
-    /// Is this relative path (no leading '/') global? The rule with the most
-    /// components that matches the path or one of its ancestors decides (a
-    /// rule of k components matches path p when p has at least k components
-    /// and the first k match); ties: exclusion wins; no rule: not global.
-    pub fn is_global(&self, rel: &Path) -> bool {
-        let path = path_components(rel);
-        let mut best: Option<(usize, bool)> = None;
-        for rule in &self.rules {
-            let len = rule.components.len();
-            if len > path.len() || !rule.matches_prefix_of(&path) {
-                continue;
-            }
-            let better = match best {
-                None => true,
-                Some((best_len, best_exclude)) => {
-                    len > best_len || (len == best_len && rule.exclude && !best_exclude)
-                }
-            };
-            if better {
-                best = Some((len, rule.exclude));
-            }
-        }
-        matches!(best, Some((_, false)))
-    }
-
-    /// Could anything at or below `rel` be global, or anything below it be
-    /// not global? i.e. does any rule have more components than `rel` and
-    /// match rel's components as a prefix? Used by the walker to know a
-    /// directory's children may be classified differently from the
-    /// directory itself.
-    pub fn has_rules_below(&self, rel: &Path) -> bool {
-        let path = path_components(rel);
-        self.rules
-            .iter()
-            .any(|rule| rule.components.len() > path.len() && rule.matches_prefix_of(&path))
-    }
-
-    /// The rules as written, in order.
-    pub fn as_strings(&self) -> Vec<String> {
-        self.rules.iter().map(|r| r.text.clone()).collect()
     }
 }
 
@@ -562,7 +388,7 @@ impl Ctx<'_> {
             let text = self.string(item.get_ref(), item_at, key)?;
             rules.push(Rule::parse(text).map_err(|e| self.err(item_at, key, e))?);
         }
-        Ok(GlobalRules { rules })
+        Ok(GlobalRules::from(rules))
     }
 
     fn tokens(
@@ -709,51 +535,6 @@ impl Config {
         *self = next;
         Ok(())
     }
-
-    /// Where skels live: root/.skel.
-    pub fn skels_dir(&self) -> PathBuf {
-        self.root.join(SKELS_DIR)
-    }
-
-    /// One skel's directory: `root/.skel/<skel>`.
-    pub fn skel_dir(&self, skel: &str) -> PathBuf {
-        self.skels_dir().join(skel)
-    }
-
-    /// One vserver's directory: `root/<vs>`.
-    pub fn vserver_dir(&self, vs: &str) -> PathBuf {
-        self.root.join(vs)
-    }
-
-    /// vskel's private state: root/.vskel.
-    pub fn state_dir(&self) -> PathBuf {
-        self.root.join(STATE_DIR)
-    }
-
-    /// Where views are mounted: root/.views.
-    pub fn views_dir(&self) -> PathBuf {
-        self.root.join(VIEWS_DIR)
-    }
-
-    /// One vserver's configuration file: `etc/<vs>.conf`.
-    pub fn vserver_conf(&self, vs: &str) -> PathBuf {
-        self.etc.join(format!("{vs}.{VSERVER_CONF_EXT}"))
-    }
-
-    /// Context allocations: etc/contexts.
-    pub fn contexts_dir(&self) -> PathBuf {
-        self.etc.join(CONTEXTS_DIR)
-    }
-
-    /// Scripts: defaults/scripts.
-    pub fn scripts_dir(&self) -> PathBuf {
-        self.defaults.join(SCRIPTS_DIR)
-    }
-
-    /// The default vserver configuration: defaults/configfile.default.
-    pub fn configfile_default(&self) -> PathBuf {
-        self.defaults.join(CONFIGFILE_DEFAULT)
-    }
 }
 
 #[cfg(test)]
@@ -765,129 +546,15 @@ mod tests {
     }
 
     #[test]
-    fn global_defaults() {
-        let rules = GlobalRules::default();
-        assert_eq!(rules.as_strings(), GlobalRules::default_rules());
-        let cases: &[(&str, bool)] = &[
-            ("bin", true),
-            ("bin/ls", true),
-            ("lib", true),
-            ("lib64", true),
-            ("lib/x86_64-linux-gnu/libc.so.6", true),
-            ("libexec", true),
-            ("sbin", true),
-            ("usr", true),
-            ("usr/bin/env", true),
-            ("usr/share/doc", true),
-            ("./usr/bin", true),
-            ("usr/local", false),
-            ("usr/local/bin/x", false),
-            ("usr/locale", true),
-            ("etc", false),
-            ("etc/passwd", false),
-            ("var", false),
-            ("home", false),
-            ("", false),
-            ("Bin", false),
-            ("xbin", false),
-            (".lib", false),
-        ];
-        for (path, want) in cases {
-            assert_eq!(rules.is_global(Path::new(path)), *want, "{path:?}");
-        }
-    }
-
-    #[test]
-    fn global_has_rules_below() {
-        let rules = GlobalRules::default();
-        let cases: &[(&str, bool)] = &[
-            ("", true),
-            ("usr", true),
-            ("usr/local", false),
-            ("usr/local/bin", false),
-            ("usr/bin", false),
-            ("etc", false),
-            ("bin", false),
-        ];
-        for (path, want) in cases {
-            assert_eq!(rules.has_rules_below(Path::new(path)), *want, "{path:?}");
-        }
-    }
-
-    #[test]
-    fn global_custom_rules() {
-        // (rules, path, is_global)
-        let cases: &[(&[&str], &str, bool)] = &[
-            (&[], "usr", false),
-            (&["usr", "!usr"], "usr", false),
-            (&["!usr", "usr"], "usr/bin", false),
-            (&["!usr", "usr/bin"], "usr/bin/x", true),
-            (&["!usr", "usr/bin"], "usr/sbin", false),
-            (&["*/lib"], "opt/lib/x", true),
-            (&["*/lib"], "opt", false),
-            (&["usr", "!usr/*", "usr/share"], "usr/share/doc", false),
-            (&["usr", "!usr/*", "usr/share/doc"], "usr/share/doc/x", true),
-            (&["usr", "!usr/*", "usr/share"], "usr/lib", false),
-            (&["usr", "!usr/*", "usr/share"], "usr", true),
-            (&["lib?"], "lib6", true),
-            (&["lib?"], "lib64", false),
-            (&["lib[0-9]*"], "lib64", true),
-            (&["*"], ".hidden", false),
-            (&[".hidden"], ".hidden/x", true),
-        ];
-        for (rules, path, want) in cases {
-            let parsed = GlobalRules::parse(&strings(rules)).expect("valid rules");
-            assert_eq!(
-                parsed.is_global(Path::new(path)),
-                *want,
-                "{rules:?} {path:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn global_parse_errors() {
-        let cases: &[(&str, &str)] = &[
-            ("", r#"rule "" is empty"#),
-            ("!", r#"rule "!" is empty"#),
-            ("/usr", r#"rule "/usr" is absolute"#),
-            ("!/usr", "is absolute"),
-            ("usr/../etc", "must not contain '..'"),
-            ("..", "must not contain '..'"),
-            ("usr//bin", "empty path component"),
-            ("usr/", "empty path component"),
-            ("./usr", "'.' components"),
-            ("lib[", r#"rule "lib[" is not a valid glob pattern"#),
-            ("a/***", "not a valid glob pattern"),
-        ];
-        for (rule, want) in cases {
-            let err = GlobalRules::parse(&strings(&["bin", rule])).unwrap_err();
-            assert!(err.contains(want), "{rule:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn defaults_and_derived_paths() {
+    fn defaults() {
         let c = Config::default();
-        let cases: &[(PathBuf, &str)] = &[
-            (c.root.clone(), "/vservers"),
-            (c.etc.clone(), "/etc/vservers"),
-            (c.defaults.clone(), "/etc/vskel"),
-            (c.skels_dir(), "/vservers/.skel"),
-            (c.skel_dir("deb"), "/vservers/.skel/deb"),
-            (c.vserver_dir("web1"), "/vservers/web1"),
-            (c.state_dir(), "/vservers/.vskel"),
-            (c.views_dir(), "/vservers/.views"),
-            (c.vserver_conf("web1"), "/etc/vservers/web1.conf"),
-            (c.contexts_dir(), "/etc/vservers/contexts"),
-            (c.scripts_dir(), "/etc/vskel/scripts"),
-            (c.configfile_default(), "/etc/vskel/configfile.default"),
-        ];
-        for (got, want) in cases {
-            assert_eq!(got, Path::new(want));
-        }
+        assert_eq!(c.root, Path::new("/vservers"));
+        assert_eq!(c.etc, Path::new("/etc/vservers"));
+        assert_eq!(c.defaults, Path::new("/etc/vskel"));
         assert_eq!(c.context_start, 50);
         assert_eq!(c.protect, Protect::None);
+        assert_eq!(c.global.as_strings(), GlobalRules::default_rules());
+        assert_eq!(c.exclude.as_strings(), GlobalRules::default_exclude());
         assert!(c.tokens.is_empty());
         assert!(c.files.is_empty());
     }

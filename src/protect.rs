@@ -25,14 +25,13 @@ use tracing::{debug, warn};
 
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
-use crate::skel::{GLOBAL, list_skels};
+use crate::layout::Layout;
+use crate::skel::list_skels;
 use crate::sys;
 use crate::tree::TreeRoot;
 use crate::tree::unlock::{self, Scan, Session};
 use crate::tree::walk::par_walk;
 
-/// Where runs record that they lift immutable attributes: `<state>/unlocked`.
-const UNLOCKED_DIR: &str = "unlocked";
 /// Files lacking the flag named in a warning.
 const SHOWN_LACKING: usize = 3;
 
@@ -133,12 +132,10 @@ fn regular_files(tree: &TreeRoot) -> Result<Vec<(PathBuf, CString)>> {
 /// Call it at the start of every command.
 pub fn begin(config: &Config) -> UnlockSession<'_> {
     recover(config);
+    let layout = Layout::new(config);
     UnlockSession {
         config,
-        inner: Some(Session::start(
-            config.state_dir().join(UNLOCKED_DIR),
-            config.skels_dir(),
-        )),
+        inner: Some(Session::start(layout.unlocked(), layout.skels())),
     }
 }
 
@@ -163,7 +160,7 @@ impl Drop for UnlockSession<'_> {
 /// have left without it, warning with how many. Waits for a later command
 /// if a live run is lifting flags now. Never fails: problems are warnings.
 pub fn recover(config: &Config) {
-    let dir = config.state_dir().join(UNLOCKED_DIR);
+    let dir = Layout::new(config).unlocked();
     let orphans = match unlock::scan(&dir) {
         Ok(Scan::Clean) => return,
         Ok(Scan::Busy) => {
@@ -229,7 +226,7 @@ pub fn recover(config: &Config) {
 /// its `global/` is still the directory `identity` names and the skel is
 /// protected; returns how many were set.
 fn restore_skel(config: &Config, name: &str, identity: Option<(u64, u64)>) -> Result<u64> {
-    let path = config.skel_dir(name).join(GLOBAL);
+    let path = Layout::new(config).skel(name).global();
     let tree = match TreeRoot::open(&path) {
         Ok(tree) => tree,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -325,7 +322,7 @@ impl SkelProtection {
 
 /// Count the immutable global files of skel `name` (one `statx` each).
 pub fn skel_protection(config: &Config, name: &str) -> Result<SkelProtection> {
-    let tree = TreeRoot::open(&config.skel_dir(name).join(GLOBAL))?;
+    let tree = TreeRoot::open(&Layout::new(config).skel(name).global())?;
     let files = scan_flags(&tree)?;
     let immutable = files.iter().filter(|(_, _, on)| *on == Some(true)).count() as u64;
     let mut lacking: Vec<PathBuf> = files

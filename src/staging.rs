@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::sys;
 use crate::tree::remove::remove_tree_at;
 
@@ -32,8 +33,9 @@ pub struct Staging {
 impl Staging {
     /// Make a fresh staging directory for `label` (e.g. `vs-web1`).
     pub fn create(config: &Config, label: &str) -> Result<Self> {
-        let dir = config.state_dir().join("staging");
-        make_private_dir(&config.state_dir())?;
+        let layout = Layout::new(config);
+        let dir = layout.staging();
+        make_private_dir(&layout.state())?;
         make_private_dir(&dir)?;
         let parent = sys::open_root(&dir).map_err(|e| Error::io("open directory", &dir, e))?;
         remove_stale(parent.as_fd(), &dir);
@@ -53,7 +55,7 @@ impl Staging {
     /// Remove what runs that are gone left in the staging area (every
     /// [`Staging::create`] does this too).
     pub fn remove_abandoned(config: &Config) -> Result<()> {
-        let dir = config.state_dir().join("staging");
+        let dir = Layout::new(config).staging();
         match sys::open_root(&dir) {
             Ok(parent) => {
                 remove_stale(parent.as_fd(), &dir);

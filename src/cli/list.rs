@@ -9,8 +9,9 @@ use tracing::warn;
 use super::output::{Format, print};
 use crate::config::{Config, Protect};
 use crate::error::Result;
+use crate::layout::Layout;
 use crate::protect::{SkelProtection, skel_protection};
-use crate::skel::{GLOBAL, list_skels};
+use crate::skel::list_skels;
 use crate::vserver::registry::{self, Kind, Record};
 
 /// List the vservers (or, with --skels, the skels).
@@ -51,7 +52,7 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
                 p.global_files - p.immutable,
                 p.global_files,
                 shown.join(", "),
-                config.skel_dir(&p.skel).join(GLOBAL).display()
+                Layout::new(config).skel(&p.skel).global().display()
             );
         }
         let skels = Skels {

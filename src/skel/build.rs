@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use super::Skel;
 use super::devnodes;
 use super::policy::{BuildPolicy, TO_STATIC};
-use super::{CONFIGFILE, GLOBAL, LOCAL, POST_CREATE_DIR, STATIC, Skel};
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
+use crate::layout::{Layout, SkelDirs};
 use crate::progress::Progress;
 use crate::staging::{Staging, make_private_dir};
 use crate::tree::copy::{CopyCounts, CopyOptions, How, Target, copy_tree};
@@ -97,10 +98,10 @@ pub fn build_skel(
     progress: &Progress,
 ) -> Result<BuildReport> {
     let skel = Skel::named(config, name)?;
-    if skel.dir.symlink_metadata().is_ok() {
+    if skel.dirs.dir.symlink_metadata().is_ok() {
         return Err(Error::Failed(format!(
             "a skel named \"{name}\" exists already ({}); remove it or choose another name",
-            skel.dir.display()
+            skel.dirs.dir.display()
         )));
     }
     match std::fs::metadata(from) {
@@ -125,28 +126,35 @@ pub fn build_skel(
     }
     protect::check_supported(config.protect)?;
 
-    let skels_dir = config.skels_dir();
-    require_one_filesystem(&[&config.root, &skels_dir, &config.state_dir()])?;
+    let layout = Layout::new(config);
+    let skels_dir = layout.skels();
+    require_one_filesystem(&[&config.root, &skels_dir, &layout.state()])?;
     let source = TreeRoot::open(from)?;
     refuse_source_in_root(config, &source)?;
     make_private_dir(&skels_dir)?; // <root> too, if missing (barrier)
     let staging = Staging::create(config, &format!("skel-{name}"))?;
-    for part in [GLOBAL, LOCAL, STATIC, POST_CREATE_DIR] {
-        let dir = staging.path().join(part);
+    let built = SkelDirs {
+        dir: staging.path().to_path_buf(),
+    };
+    for dir in [
+        built.global(),
+        built.local(),
+        built.static_dir(),
+        built.post_create_dir(),
+    ] {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("make directory", &dir, e))?;
     }
-    let open = |part: &str| TreeRoot::open(&staging.path().join(part));
     let targets = [
         Target {
-            tree: open(GLOBAL)?,
+            tree: TreeRoot::open(&built.global())?,
             how: How::Copy,
         },
         Target {
-            tree: open(LOCAL)?,
+            tree: TreeRoot::open(&built.local())?,
             how: How::Copy,
         },
         Target {
-            tree: open(STATIC)?,
+            tree: TreeRoot::open(&built.static_dir())?,
             how: How::Copy,
         },
     ];
@@ -172,15 +180,15 @@ pub fn build_skel(
     let devices_left_out = make_dev(local)?;
     write_static_etc(statics)?;
     kept_times.restore()?;
-    let scripts = link_scripts(config, &staging.path().join(POST_CREATE_DIR))?;
-    let configfile = write_configfile(config, &staging.path().join(CONFIGFILE))?;
+    let scripts = link_scripts(config, &built.post_create_dir())?;
+    let configfile = write_configfile(config, &built.configfile())?;
     let protected = protect::protect_tree(&global.tree, config.protect)?;
-    staging.publish(&skel.dir)?;
-    info!("skel {name} built in {}", skel.dir.display());
+    staging.publish(&skel.dirs.dir)?;
+    info!("skel {name} built in {}", skel.dirs.dir.display());
     warn_review(&skel);
     Ok(BuildReport {
         skel: name.to_string(),
-        path: skel.dir,
+        path: skel.dirs.dir,
         from: from.to_path_buf(),
         counts: report.counts,
         scripts,
@@ -257,7 +265,7 @@ fn refuse_source_in_root(config: &Config, source: &TreeRoot) -> Result<()> {
 /// The vservers root and the vserver config dir, when they exist: never
 /// copied into a skel even when they sit inside the source.
 fn excluded_dirs(config: &Config, source: &TreeRoot) -> HashSet<(u64, u64)> {
-    [&config.root, &config.etc, &config.state_dir()]
+    [&config.root, &config.etc, &Layout::new(config).state()]
         .into_iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .filter(|m| m.dev() == source.dev())
@@ -317,7 +325,7 @@ fn write_static_etc(statics: &Target) -> Result<()> {
 
 /// Link each executable file of `<defaults>/scripts/` into the skel.
 fn link_scripts(config: &Config, into: &Path) -> Result<Vec<String>> {
-    let dir = config.scripts_dir();
+    let dir = Layout::new(config).scripts();
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -349,7 +357,7 @@ fn link_scripts(config: &Config, into: &Path) -> Result<Vec<String>> {
 
 /// Copy `<defaults>/configfile.default`, or write the built-in template.
 fn write_configfile(config: &Config, to: &Path) -> Result<String> {
-    let default = config.configfile_default();
+    let default = Layout::new(config).configfile_default();
     let (text, origin) = match std::fs::read(&default) {
         Ok(text) => (text, default.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (

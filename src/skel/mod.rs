@@ -2,7 +2,8 @@
 //!
 //! A skel is `<root>/.skel/<name>/` holding `global/` (hard-linked into
 //! every vserver), `local/` (copied), `static/` (copied with tokens
-//! replaced), `scripts/post-create-vs/` and `configfile`.
+//! replaced), `scripts/post-create-vs/` and `configfile` (the paths come
+//! from [`crate::layout`]).
 
 pub mod build;
 pub mod devnodes;
@@ -12,26 +13,18 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::{Layout, SkelDirs};
 use crate::validate::validate_name;
 
-/// Subdirectory names inside a skel.
-pub const GLOBAL: &str = "global";
-/// See [`GLOBAL`].
-pub const LOCAL: &str = "local";
-/// See [`GLOBAL`].
-pub const STATIC: &str = "static";
-/// Where post-create scripts live inside a skel.
-pub const POST_CREATE_DIR: &str = "scripts/post-create-vs";
-/// The vserver config-file template inside a skel.
-pub const CONFIGFILE: &str = "configfile";
+pub use crate::layout::{CONFIGFILE, GLOBAL, LOCAL, POST_CREATE_DIR, STATIC};
 
-/// The paths of one skel.
+/// One skel: its name and its paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skel {
     /// The skel's name.
     pub name: String,
-    /// `<root>/.skel/<name>`.
-    pub dir: PathBuf,
+    /// Its directories, `<root>/.skel/<name>/...`.
+    pub dirs: SkelDirs,
 }
 
 impl Skel {
@@ -40,7 +33,7 @@ impl Skel {
         validate_name("skel name", name)?;
         Ok(Skel {
             name: name.to_string(),
-            dir: config.skel_dir(name),
+            dirs: Layout::new(config).skel(name),
         })
     }
 
@@ -59,33 +52,33 @@ impl Skel {
 
     /// `global/`.
     pub fn global(&self) -> PathBuf {
-        self.dir.join(GLOBAL)
+        self.dirs.global()
     }
 
     /// `local/`.
     pub fn local(&self) -> PathBuf {
-        self.dir.join(LOCAL)
+        self.dirs.local()
     }
 
     /// `static/`.
     pub fn static_dir(&self) -> PathBuf {
-        self.dir.join(STATIC)
+        self.dirs.static_dir()
     }
 
     /// `scripts/post-create-vs/`.
     pub fn post_create_dir(&self) -> PathBuf {
-        self.dir.join(POST_CREATE_DIR)
+        self.dirs.post_create_dir()
     }
 
     /// `configfile`.
     pub fn configfile(&self) -> PathBuf {
-        self.dir.join(CONFIGFILE)
+        self.dirs.configfile()
     }
 }
 
 /// The names of all skels, sorted.
 pub fn list_skels(config: &Config) -> Result<Vec<String>> {
-    list_names(&config.skels_dir())
+    list_names(&Layout::new(config).skels())
 }
 
 /// The valid entry names of a directory (hidden and invalid names are left

@@ -27,6 +27,7 @@ use super::state::StateFiles;
 use super::{Synced, sync_view_holding};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::staging::Staging;
 use crate::validate::validate_name;
@@ -74,7 +75,7 @@ pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<M
     if let Some(record) = record.filter(|r| interrupted(Some(r))) {
         warn!("finishing an interrupted materialize of {name}");
         let unmounted = unmount_view(&dirs)?;
-        let tree = config.vserver_dir(name);
+        let tree = Layout::new(config).vserver(name);
         if !tree.is_dir() {
             return Err(Error::Failed(format!(
                 "vserver {name} is recorded as a tree at {} but has none, while its view \
@@ -100,7 +101,7 @@ pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<M
     let mut record = registry::load(config, name)?
         .ok_or_else(|| Error::Failed(format!("the record of {name} vanished during the sync")))?;
     if let Some(id) = record.context {
-        context::relink(&config.contexts_dir(), id, &sync.root)?;
+        context::relink(&Layout::new(config).contexts(), id, &sync.root)?;
     }
     record.kind = Kind::Tree;
     record.root = sync.root.clone();
@@ -128,7 +129,7 @@ fn retire_view(
     state: &StateFiles,
 ) -> Result<()> {
     if let Some(id) = record.context {
-        context::relink(&config.contexts_dir(), id, tree)?;
+        context::relink(&Layout::new(config).contexts(), id, tree)?;
     }
     // The tree follows no view any more: its sync state goes.
     state.remove_sync_state()?;

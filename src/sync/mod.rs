@@ -33,6 +33,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::staging::{Staging, split_parent};
 use crate::sys;
@@ -99,8 +100,12 @@ pub(crate) fn sync_view_holding(
 ) -> Result<Synced> {
     let view = view::open(config, name)?;
     let state = StateFiles::new(config, name);
-    let target = config.vserver_dir(name);
-    crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &config.state_dir()])?;
+    let target = Layout::new(config).vserver(name);
+    crate::tree::require_one_filesystem(&[
+        &config.root,
+        &view.skel.global(),
+        &Layout::new(config).state(),
+    ])?;
     // A mounted view's server holds its writes until `held` is dropped.
     let held = view::hold_view(&view::ViewDirs::new(config, name))?;
     let overlay = Overlay::open_layers(&view.layers)?;

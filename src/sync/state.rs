@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::{Layout, SyncFiles};
 
 /// The first line of a manifest of this format.
 const MANIFEST_HEADER: &str = "vskel-sync-manifest 1";
@@ -117,31 +118,25 @@ impl Manifest {
 /// The sync state files of vserver `name`.
 #[derive(Debug, Clone)]
 pub struct StateFiles {
-    dir: PathBuf,
-    name: String,
+    files: SyncFiles,
 }
 
 impl StateFiles {
     /// The state files of `name` under `config`'s state directory.
     pub fn new(config: &Config, name: &str) -> Self {
         StateFiles {
-            dir: config.state_dir().join("sync"),
-            name: name.to_string(),
+            files: Layout::new(config).sync_files(name),
         }
-    }
-
-    fn path(&self, ext: &str) -> PathBuf {
-        self.dir.join(format!("{}.{ext}", self.name))
     }
 
     /// The manifest's path.
     pub fn manifest_path(&self) -> PathBuf {
-        self.path("manifest")
+        self.files.manifest()
     }
 
     /// The journal's path.
     pub fn journal_path(&self) -> PathBuf {
-        self.path("journal")
+        self.files.journal()
     }
 
     /// Take the lock of this vserver, or fail naming it if another command
@@ -153,8 +148,8 @@ impl StateFiles {
             None => Err(Error::Failed(format!(
                 "vserver {name} is busy: a sync, materialize, create-vs or remove-vs of {name} \
                  is running, or its view is being mounted (it holds {}); try again when it ends",
-                self.path("lock").display(),
-                name = self.name,
+                self.files.lock().display(),
+                name = self.files.name,
             ))),
         }
     }
@@ -169,14 +164,14 @@ impl StateFiles {
         }
         on_wait();
         self.take(true)?.ok_or_else(|| {
-            Error::Failed(format!("{}: lock not taken", self.path("lock").display()))
+            Error::Failed(format!("{}: lock not taken", self.files.lock().display()))
         })
     }
 
     /// Is the lock held by someone else right now? (A lock file that does
     /// not exist is held by nobody; none is made.)
     pub fn is_held(&self) -> Result<bool> {
-        let path = self.path("lock");
+        let path = self.files.lock();
         let file = match File::options().write(true).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -191,8 +186,8 @@ impl StateFiles {
     /// new file if the one locked was removed meanwhile; `None` when it is
     /// held and `wait` is false.
     fn take(&self, wait: bool) -> Result<Option<File>> {
-        crate::staging::make_private_dir(&self.dir)?;
-        let path = self.path("lock");
+        crate::staging::make_private_dir(&self.files.dir)?;
+        let path = self.files.lock();
         loop {
             let file = File::options()
                 .create(true)
@@ -247,7 +242,7 @@ impl StateFiles {
 
     /// Replace the manifest with `manifest`, durably.
     pub fn save_manifest(&self, manifest: &Manifest) -> Result<()> {
-        crate::staging::make_private_dir(&self.dir)?;
+        crate::staging::make_private_dir(&self.files.dir)?;
         let mut text = Vec::with_capacity(64 + manifest.stamps.len() * 48);
         writeln!(text, "{MANIFEST_HEADER}").ok();
         let ids: Vec<String> = manifest
@@ -292,7 +287,7 @@ impl StateFiles {
     /// the lock and ends the vserver (a command taking the lock after it
     /// makes a new file; one waiting on the old file takes the new one).
     pub fn remove_lock_file(&self) -> Result<()> {
-        remove_if_present(&[self.path("lock")])
+        remove_if_present(&[self.files.lock()])
     }
 
     /// What an interrupted sync was changing, if one was.
@@ -350,7 +345,7 @@ impl StateFiles {
     /// Record, durably, the paths a sync is about to change, and the
     /// temporaries inside the tree not known to be gone yet.
     pub fn save_journal(&self, paths: &[PathBuf], temps: &[PathBuf]) -> Result<()> {
-        crate::staging::make_private_dir(&self.dir)?;
+        crate::staging::make_private_dir(&self.files.dir)?;
         let mut text = Vec::with_capacity(32 + paths.len() * 32);
         writeln!(text, "{JOURNAL_HEADER}").ok();
         for p in paths {
@@ -373,10 +368,11 @@ impl StateFiles {
     }
 
     fn write_durably(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let dir = crate::sys::open_root(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
+        let dir = crate::sys::open_root(&self.files.dir)
+            .map_err(|e| Error::io("open", &self.files.dir, e))?;
         let (temp, out) = crate::tree::place::create_file(dir.as_fd(), None)
-            .map_err(|e| Error::io("create a file in", &self.dir, e))?;
-        let shown = self.dir.join(crate::sys::os_name(temp.name()));
+            .map_err(|e| Error::io("create a file in", &self.files.dir, e))?;
+        let shown = self.files.dir.join(crate::sys::os_name(temp.name()));
         let file = File::from(out);
         crate::sys::fchmod(file.as_fd(), STATE_FILE_MODE)
             .map_err(|e| Error::io("set mode", &shown, e))?;
@@ -391,7 +387,7 @@ impl StateFiles {
         crate::sys::rename_replace(dir.as_fd(), temp.name(), dir.as_fd(), &name)
             .map_err(|e| Error::io("rename into place", path, e))?;
         temp.keep();
-        crate::sys::fsync(dir.as_fd()).map_err(|e| Error::io("flush", &self.dir, e))
+        crate::sys::fsync(dir.as_fd()).map_err(|e| Error::io("flush", &self.files.dir, e))
     }
 }
 
@@ -514,8 +510,10 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("vskel-manifest-{}", std::process::id()));
         let files = StateFiles {
-            dir: dir.clone(),
-            name: "vs".into(),
+            files: SyncFiles {
+                dir: dir.clone(),
+                name: "vs".into(),
+            },
         };
         files.save_manifest(&m).unwrap();
         assert_eq!(files.load_manifest().unwrap(), Some(m));
@@ -539,8 +537,10 @@ mod tests {
     fn journal_survives_a_torn_last_line() {
         let dir = std::env::temp_dir().join(format!("vskel-journal-{}", std::process::id()));
         let files = StateFiles {
-            dir: dir.clone(),
-            name: "vs".into(),
+            files: SyncFiles {
+                dir: dir.clone(),
+                name: "vs".into(),
+            },
         };
         files
             .save_journal(&[PathBuf::from("a/b"), PathBuf::new()], &[])

@@ -37,6 +37,7 @@ use std::sync::Mutex;
 
 use tracing::warn;
 
+use crate::layout::GLOBAL;
 use crate::sys;
 use crate::validate::validate_name;
 
@@ -52,8 +53,6 @@ const DIR_LOCK: &str = ".lock";
 const DIR_MODE: u32 = 0o700;
 /// Mode of a record.
 const RECORD_MODE: u32 = 0o600;
-/// Where a skel keeps its shared files (see [`crate::skel::GLOBAL`]).
-const GLOBAL: &str = "global";
 
 /// A skel named in a record: its name and the (device, inode) of its
 /// `global/`.

@@ -1,7 +1,8 @@
 //! Context IDs: one fixed number per vserver, allocated atomically.
 //!
 //! `<etc>/contexts/nextid` holds the next ID to try; `<etc>/contexts/<id>`
-//! is a symlink to the vserver's root and marks the ID as taken. Allocation
+//! is a symlink to the vserver's root and marks the ID as taken (these
+//! paths come from [`crate::layout::ContextFiles`]). Allocation
 //! holds an exclusive `flock` on `<etc>/contexts/.lock`, skips IDs that are
 //! taken, creates the symlink before letting go of the lock (so a
 //! concurrent run can never pick the same ID) and rewrites `nextid`
@@ -20,13 +21,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::layout::{ContextFiles, NEXTID};
 use crate::sys;
 use crate::validate::{CONTEXT_MAX, CONTEXT_MIN};
 
-/// File holding the next ID to try.
-pub const NEXTID: &str = "nextid";
-/// Lock file serialising allocations.
-const LOCK: &str = ".lock";
 /// What a relink's temporary link is called after its `.<id>`.
 const RELINK_TMP: &str = ".new";
 
@@ -64,7 +62,7 @@ impl Drop for Reservation {
 /// Take the allocation lock of `contexts` (made if missing), waiting.
 fn lock(contexts: &Path) -> Result<fs::File> {
     fs::create_dir_all(contexts).map_err(|e| Error::io("make directory", contexts, e))?;
-    let lock_path = contexts.join(LOCK);
+    let lock_path = ContextFiles::new(contexts).lock();
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -91,21 +89,22 @@ pub fn allocate(
     remove_leftovers(contexts, NEXTID);
     reclaim(contexts, is_stale)?;
 
-    let nextid_path = contexts.join(NEXTID);
+    let files = ContextFiles::new(contexts);
+    let nextid_path = files.nextid();
     let first = match fs::read_to_string(&nextid_path) {
         Ok(text) => parse_nextid(&text)
             .map_err(|msg| Error::Failed(format!("{}: {msg}", nextid_path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => start,
         Err(e) => return Err(Error::io("read", &nextid_path, e)),
     };
-    let taken = |id: u32| contexts.join(id.to_string()).symlink_metadata().is_ok();
+    let taken = |id: u32| files.link(id).symlink_metadata().is_ok();
     let id = first_free(first, taken).ok_or_else(|| {
         Error::Failed(format!(
             "no free context ID left in {CONTEXT_MIN}..={CONTEXT_MAX} ({} is full)",
             contexts.display()
         ))
     })?;
-    let link = contexts.join(id.to_string());
+    let link = files.link(id);
     symlink(vserver_root, &link).map_err(|e| Error::io("symlink", &link, e))?;
     let reservation = Reservation {
         id,
@@ -175,7 +174,7 @@ fn is_relink_temporary(name: &str) -> bool {
 /// (under the allocation lock).
 pub fn relink(contexts: &Path, id: u32, target: &Path) -> Result<()> {
     let _lock = lock(contexts)?;
-    let link = contexts.join(id.to_string());
+    let link = ContextFiles::new(contexts).link(id);
     if fs::read_link(&link).ok().as_deref() == Some(target) {
         return Ok(());
     }

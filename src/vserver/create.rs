@@ -43,6 +43,7 @@ use super::scripts;
 use super::view::{MERGED, STATIC, UPPER, ViewDirs, WORK};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::{ContextFiles, Layout};
 use crate::progress::Progress;
 use crate::protect;
 use crate::skel::Skel;
@@ -117,13 +118,13 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
     let name = &request.name;
     if registry::load(config, name)?.is_some_and(|r| r.creating) {
         // What an interrupted create-vs left: cleared once the lock is held.
-        require_one_filesystem(&[&config.root, &skel.global(), &config.state_dir()])?;
+        require_one_filesystem(&[&config.root, &skel.global(), &Layout::new(config).state()])?;
         return Ok(skel);
     }
     let existing = [
-        config.vserver_dir(name),
-        config.vserver_conf(name),
-        config.views_dir().join(name),
+        Layout::new(config).vserver(name),
+        Layout::new(config).vserver_conf(name),
+        Layout::new(config).view(name).dir,
     ]
     .into_iter()
     .find(|p| p.symlink_metadata().is_ok());
@@ -139,7 +140,7 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
         )));
     }
     protect::check_supported(config.protect)?;
-    require_one_filesystem(&[&config.root, &skel.global(), &config.state_dir()])?;
+    require_one_filesystem(&[&config.root, &skel.global(), &Layout::new(config).state()])?;
     Ok(skel)
 }
 
@@ -147,7 +148,7 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
 pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) -> Result<Created> {
     check(config, request)?;
     let name = &request.name;
-    let root_dir = config.vserver_dir(name);
+    let root_dir = Layout::new(config).vserver(name);
     let (skel, creation) =
         Creation::begin(config, request, &staging_label(name), &root_dir, Kind::Tree)?;
     let vs_root = TreeRoot::open(&config.root)?;
@@ -190,7 +191,7 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", &staging, e))?;
 
     let tokens = creation.tokens.clone();
-    let config_file = config.vserver_conf(name);
+    let config_file = Layout::new(config).vserver_conf(name);
     let context = creation.commit(&skel, &root_dir, false)?;
     progress.finish();
 
@@ -211,7 +212,9 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
             },
             root_dir.display(),
             config_file.display(),
-            config.contexts_dir().join(context.to_string()).display(),
+            ContextFiles::new(&Layout::new(config).contexts())
+                .link(context)
+                .display(),
         ))
     })?;
 
@@ -242,9 +245,9 @@ pub fn create_view_vs(
     let skel = check(config, request)?;
     let name = &request.name;
     let dirs = ViewDirs::new(config, name);
-    let views = config.views_dir();
+    let views = Layout::new(config).views();
     make_private_dir(&views)?;
-    require_one_filesystem(&[&views, &skel.global(), &config.state_dir()])?;
+    require_one_filesystem(&[&views, &skel.global(), &Layout::new(config).state()])?;
     let root_dir = dirs.merged();
     let (skel, creation) = Creation::begin(
         config,
@@ -296,7 +299,7 @@ pub fn create_view_vs(
     let staged = TreeRoot::open(&staging)?;
     sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", &staging, e))?;
 
-    let config_file = config.vserver_conf(name);
+    let config_file = Layout::new(config).vserver_conf(name);
     let pending: Vec<String> = scripts::scripts_in(&skel.post_create_dir())?
         .iter()
         .map(|p| {
@@ -358,7 +361,7 @@ impl<'a> Creation<'a> {
         let skel = check(config, request)?;
         let staging = Staging::create(config, label)?;
         let reservation = context::allocate(
-            &config.contexts_dir(),
+            &Layout::new(config).contexts(),
             config.context_start,
             root_dir,
             |id, target| is_stale_link(config, name, id, target),
@@ -368,7 +371,7 @@ impl<'a> Creation<'a> {
             &request.ip,
             &request.fqdn,
             reservation.id,
-            &config.vserver_dir(name),
+            &Layout::new(config).vserver(name),
             &skel.name,
             &config.tokens,
         );
@@ -401,7 +404,11 @@ impl<'a> Creation<'a> {
     /// and save the record unmarked (steps 6 to 8); returns the context ID.
     fn commit(mut self, skel: &Skel, dest: &Path, post_create_pending: bool) -> Result<u32> {
         let name = self.record.name.clone();
-        let conf_guard = write_config_file(skel, &self.config.vserver_conf(&name), &self.tokens)?;
+        let conf_guard = write_config_file(
+            skel,
+            &Layout::new(self.config).vserver_conf(&name),
+            &self.tokens,
+        )?;
         let staging = self
             .staging
             .take()

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::{Layout, MERGED};
 use crate::skel::list_names;
 use crate::staging::make_private_dir;
 use crate::vserver::context::{remove_leftovers, write_atomically};
@@ -60,11 +61,11 @@ pub struct Record {
 
 /// `<root>/.vskel/vservers`.
 pub fn records_dir(config: &Config) -> PathBuf {
-    config.state_dir().join("vservers")
+    Layout::new(config).records()
 }
 
 fn record_path(config: &Config, name: &str) -> PathBuf {
-    records_dir(config).join(format!("{name}.toml"))
+    Layout::new(config).record(name)
 }
 
 /// Save a record (atomically and durably). The caller holds the vserver's
@@ -75,20 +76,15 @@ pub fn save(config: &Config, record: &Record) -> Result<()> {
     make_private_dir(&dir)?;
     let text = toml::to_string(record)
         .map_err(|e| Error::Failed(format!("cannot encode the record of {}: {e}", record.name)))?;
-    remove_leftovers(&dir, &format!("{}.toml", record.name));
+    remove_leftovers(&dir, &Layout::record_file(&record.name));
     write_atomically(&record_path(config, &record.name), text.as_bytes())
 }
 
 /// The directories a vserver's context link may point at: its tree
 /// `<root>/<name>` and its view's `merged/`.
 pub fn roots_of(config: &Config, name: &str) -> [PathBuf; 2] {
-    [
-        config.vserver_dir(name),
-        config
-            .views_dir()
-            .join(name)
-            .join(crate::vserver::view::MERGED),
-    ]
+    let layout = Layout::new(config);
+    [layout.vserver(name), layout.view(name).merged()]
 }
 
 /// The vserver whose root (see [`roots_of`]) `target` is, if any.
@@ -104,8 +100,8 @@ pub fn owner_of_root(config: &Config, target: &Path) -> Option<String> {
     }
     let view_dir = target
         .parent()
-        .filter(|_| target.file_name() == Some(crate::vserver::view::MERGED.as_ref()))?;
-    if view_dir.parent() == Some(config.views_dir().as_path()) {
+        .filter(|_| target.file_name() == Some(MERGED.as_ref()))?;
+    if view_dir.parent() == Some(Layout::new(config).views().as_path()) {
         return name_of(view_dir).and_then(valid);
     }
     None
@@ -141,19 +137,19 @@ pub fn remove(config: &Config, name: &str) -> Result<()> {
 pub fn list(config: &Config) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     for file in list_names(&records_dir(config))? {
-        if let Some(name) = file.strip_suffix(".toml")
+        if let Some(name) = Layout::record_name(&file)
             && let Some(record) = load(config, name)?
         {
             records.push(record);
         }
     }
     for name in list_names(&config.root)? {
-        let root = config.vserver_dir(&name);
+        let root = Layout::new(config).vserver(&name);
         if records.iter().any(|r| r.name == name) || !is_real_dir(&root) {
             continue;
         }
         records.push(Record {
-            context: crate::vserver::context::find_link(&config.contexts_dir(), &root),
+            context: crate::vserver::context::find_link(&Layout::new(config).contexts(), &root),
             name,
             skel: None,
             fqdn: None,

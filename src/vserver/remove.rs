@@ -25,6 +25,7 @@ use super::registry::{self, Record};
 use super::view::{ViewDirs, fsname};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::{ContextFiles, Layout};
 use crate::staging::Staging;
 use crate::sync::state::StateFiles;
 use crate::validate::validate_name;
@@ -140,7 +141,7 @@ fn refuse(config: &Config, name: &str, force_unregistered: bool) -> Result<Optio
     if dirs.is_empty() && !parts.has_conf && parts.contexts.is_empty() {
         return Err(Error::Usage(format!(
             "no vserver named \"{name}\" ({} does not exist); `vskel list` shows the vservers",
-            config.vserver_dir(name).display()
+            Layout::new(config).vserver(name).display()
         )));
     }
     Ok(None)
@@ -161,15 +162,15 @@ struct Parts {
 
 impl Parts {
     fn of(config: &Config, name: &str, record: Option<&Record>) -> Parts {
-        let tree = config.vserver_dir(name);
+        let tree = Layout::new(config).vserver(name);
         let view = ViewDirs::new(config, name);
-        let conf = config.vserver_conf(name);
+        let conf = Layout::new(config).vserver_conf(name);
         let roots = registry::roots_of(config, name);
         let mut roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
         if let Some(r) = record {
             roots.push(&r.root);
         }
-        let contexts = find_links(&config.contexts_dir(), &roots);
+        let contexts = find_links(&Layout::new(config).contexts(), &roots);
         Parts {
             has_tree: tree.symlink_metadata().is_ok(),
             tree: Some(tree),
@@ -213,9 +214,9 @@ pub(crate) fn remove_locked(
                 .map_err(|e| Error::io("move out of the views directory", &parts.view.dir, e))?;
         }
     }
-    let contexts = config.contexts_dir();
+    let contexts = Layout::new(config).contexts();
     for id in &parts.contexts {
-        let link = contexts.join(id.to_string());
+        let link = ContextFiles::new(&contexts).link(*id);
         match std::fs::remove_file(&link) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,5 +1,6 @@
-//! A vserver kept as a view: the layout of `<root>/.views/NAME/` and the
-//! layer stack a mount of it serves.
+//! A vserver kept as a view: the layer stack a mount of it serves, and
+//! holding its writes. Its directory, `<root>/.views/NAME/` (paths from
+//! [`crate::layout`]):
 //!
 //! ```text
 //! <root>/.views/NAME/
@@ -16,82 +17,19 @@
 //! skel's `global/` (kernel overlayfs would take the same stack as
 //! `lowerdir=static:local:global,upperdir=upper,workdir=work`).
 
-use std::path::PathBuf;
-
 use super::registry::{self, Kind, Record};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::skel::Skel;
 use crate::validate::validate_name;
 use crate::view::LayerSpec;
 use crate::view::control::{self, Hold};
 use crate::view::mountpoint::PidFile;
 
-/// Entry names inside a view's directory.
-pub const STATIC: &str = "static";
-/// See [`STATIC`].
-pub const UPPER: &str = "upper";
-/// See [`STATIC`].
-pub const WORK: &str = "work";
-/// See [`STATIC`].
-pub const MERGED: &str = "merged";
-/// See [`STATIC`].
-pub const PID_FILE: &str = "mount.pid";
-/// See [`STATIC`].
-pub const LOG_FILE: &str = "mount.log";
-/// See [`STATIC`].
-pub const CONTROL_SOCKET: &str = "control.sock";
-
-/// The paths of one view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewDirs {
-    /// `<root>/.views/NAME`.
-    pub dir: PathBuf,
-}
-
-impl ViewDirs {
-    /// The view directory of vserver `name` (not checked).
-    pub fn new(config: &Config, name: &str) -> Self {
-        ViewDirs {
-            dir: config.views_dir().join(name),
-        }
-    }
-
-    /// `static/`.
-    pub fn static_dir(&self) -> PathBuf {
-        self.dir.join(STATIC)
-    }
-
-    /// `upper/`.
-    pub fn upper(&self) -> PathBuf {
-        self.dir.join(UPPER)
-    }
-
-    /// `work/`.
-    pub fn work(&self) -> PathBuf {
-        self.dir.join(WORK)
-    }
-
-    /// `merged/`, the default mount point.
-    pub fn merged(&self) -> PathBuf {
-        self.dir.join(MERGED)
-    }
-
-    /// `mount.pid`.
-    pub fn pid_file(&self) -> PathBuf {
-        self.dir.join(PID_FILE)
-    }
-
-    /// `control.sock`, served while the view is mounted.
-    pub fn control_socket(&self) -> PathBuf {
-        self.dir.join(CONTROL_SOCKET)
-    }
-
-    /// `mount.log`.
-    pub fn log_file(&self) -> PathBuf {
-        self.dir.join(LOG_FILE)
-    }
-}
+pub use crate::layout::{
+    CONTROL_SOCKET, LOG_FILE, MERGED, PID_FILE, STATIC, UPPER, ViewDirs, WORK,
+};
 
 /// Hold the writes of the view at `dirs` if it is mounted, for as long as
 /// the returned [`Hold`] lives (see [`crate::view::control`]): every
@@ -152,7 +90,7 @@ impl View {
 pub fn open(config: &Config, name: &str) -> Result<View> {
     validate_name("vserver name", name)?;
     let Some(record) = registry::load(config, name)? else {
-        let tree = config.vserver_dir(name);
+        let tree = Layout::new(config).vserver(name);
         return Err(Error::Usage(if tree.is_dir() {
             format!(
                 "vserver \"{name}\" is a tree vskel has no record of ({}), not a view; \
@@ -217,24 +155,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout() {
-        let config = Config {
-            root: PathBuf::from("/vs"),
-            ..Config::default()
-        };
-        let dirs = ViewDirs::new(&config, "web1");
-        let cases = [
-            (dirs.dir.clone(), "/vs/.views/web1"),
-            (dirs.static_dir(), "/vs/.views/web1/static"),
-            (dirs.upper(), "/vs/.views/web1/upper"),
-            (dirs.work(), "/vs/.views/web1/work"),
-            (dirs.merged(), "/vs/.views/web1/merged"),
-            (dirs.pid_file(), "/vs/.views/web1/mount.pid"),
-            (dirs.log_file(), "/vs/.views/web1/mount.log"),
-        ];
-        for (got, expected) in cases {
-            assert_eq!(got, PathBuf::from(expected));
-        }
+    fn fsname_is_skel_colon_name() {
         assert_eq!(fsname("base", "web1"), "base:web1");
     }
 }
