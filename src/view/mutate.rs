@@ -33,17 +33,29 @@ pub struct Caller {
 #[derive(Debug, Clone, Copy)]
 pub enum Make<'a> {
     /// A regular file (the creator gets an open descriptor back).
-    File { mode: u32 },
+    File {
+        /// Permission bits asked for (before the umask).
+        mode: u32,
+    },
     /// A directory.
-    Dir { mode: u32 },
+    Dir {
+        /// Permission bits asked for (before the umask).
+        mode: u32,
+    },
     /// A device node, FIFO or socket.
     Node {
+        /// Which of them.
         kind: FileType,
+        /// Permission bits asked for (before the umask).
         mode: u32,
+        /// Device number (devices only).
         rdev: u64,
     },
-    /// A symlink to `target`.
-    Symlink { target: &'a CStr },
+    /// A symbolic link.
+    Symlink {
+        /// What it points at.
+        target: &'a CStr,
+    },
 }
 
 /// Attribute changes (`None` leaves one as it is).
