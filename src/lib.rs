@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod example;
+pub mod mount;
 pub mod progress;
 pub mod protect;
 pub mod skel;

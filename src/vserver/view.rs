@@ -21,11 +21,11 @@ use std::path::PathBuf;
 use super::registry::{self, Kind, Record};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::mount::PidFile;
 use crate::skel::Skel;
 use crate::validate::validate_name;
 use crate::view::LayerSpec;
 use crate::view::control::{self, Hold};
-use crate::view::mountpoint::PidFile;
 
 /// Entry names inside a view's directory.
 pub const STATIC: &str = "static";
