@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A mount-point operation was refused or failed.
+    #[error(transparent)]
+    Mount(#[from] crate::mount::MountError),
     /// Any other operational failure, already phrased for the user.
     #[error("{0}")]
     Failed(String),
@@ -40,7 +43,21 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Config(_) => EXIT_USAGE,
-            Error::Io { .. } | Error::Failed(_) => EXIT_FAILURE,
+            Error::Mount(e) if e.is_usage() => EXIT_USAGE,
+            Error::Io { .. } | Error::Mount(_) | Error::Failed(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// A stable name for the kind of error (`usage`, `config`, `io`,
+    /// `failed`, or a [`crate::mount::MountError::kind`]), for callers
+    /// that serialize errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Config(_) => "config",
+            Error::Io { .. } => "io",
+            Error::Mount(e) => e.kind(),
+            Error::Failed(_) => "failed",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod example;
 pub mod layout;
+pub mod mount;
 pub mod progress;
 pub mod protect;
 pub mod skel;

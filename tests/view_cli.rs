@@ -878,12 +878,28 @@ fn overlay_clears_a_stale_mount() {
     setup.vskel().arg("unmount").arg(&merged).assert().success();
 }
 
-/// The helper's argument handling, with `VSKEL=/bin/echo` standing in for
-/// vskel: which command it runs, or how it fails.
+/// The helper, run one of the two ways it is installed: as the binary
+/// under the name `mount.fuse.vskel` (a symlink in `dir`), or as the script
+/// (which runs `vskel mount.fuse.vskel ...`).
+fn helper_command(dir: &Path, as_link: bool) -> StdCommand {
+    if as_link {
+        let link = dir.join("mount.fuse.vskel");
+        if !link.exists() {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vskel"), &link).unwrap();
+        }
+        return StdCommand::new(link);
+    }
+    let mut script = StdCommand::new("sh");
+    script.arg(HELPER).env("VSKEL", env!("CARGO_BIN_EXE_vskel"));
+    script
+}
+
+/// The helper's argument handling: which vskel command it would run (in
+/// fake mode, `-f`), or how it fails.
 #[test]
 fn mount_helper_turns_mount_arguments_into_vskel_commands() {
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["base:web1", "/mnt"], 0, "mount web1 /mnt\n"),
+        (&["base:web1", "/mnt"], 0, "vskel mount web1 /mnt"),
         (
             &[
                 "base:web1",
@@ -892,17 +908,17 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "rw,defaults,noauto,_netdev,x-systemd.automount",
             ],
             0,
-            "mount web1 /mnt\n",
+            "vskel mount web1 /mnt",
         ),
         (
             &["base:web1", "/mnt", "-oconfig=/etc/vskel/b.toml,nofail"],
             0,
-            "--config /etc/vskel/b.toml mount web1 /mnt\n",
+            "vskel --config /etc/vskel/b.toml mount web1 /mnt",
         ),
         (
             &["base:web1", "/mnt", "-nv", "-t", "fuse.vskel"],
             0,
-            "mount web1 /mnt\n",
+            "vskel mount web1 /mnt",
         ),
         (
             &[
@@ -914,30 +930,61 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "workdir=/w",
             ],
             0,
-            "overlay -o lowerdir=/a:/b,upperdir=/u,workdir=/w /mnt\n",
+            "vskel overlay -o lowerdir=/a:/b,upperdir=/u,workdir=/w /mnt",
         ),
-        (&["base:web1", "/mnt", "-f"], 0, ""),
+        // Any source is an overlay's, as with fuse-overlayfs (mount(8)
+        // users and test suites pass the subtype).
+        (
+            &["vskel", "/mnt", "-o", "lowerdir=/a,upperdir=/u,workdir=/w"],
+            0,
+            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /mnt",
+        ),
+        (
+            &[
+                "/dev/whatever",
+                "/mnt",
+                "-olowerdir=/a,upperdir=/u,workdir=/w",
+            ],
+            0,
+            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /mnt",
+        ),
         (&["base:web1", "/mnt", "-o", "nosuid"], 1, ""),
+        (&["base:web1", "/mnt", "-o", "lowerdir=/a"], 1, ""),
         (&["web1", "/mnt"], 1, ""),
         (&["base:", "/mnt"], 1, ""),
         (&["overlay", "/mnt"], 1, ""),
         (&["base:web1"], 1, ""),
         (&["base:web1", "/mnt", "extra"], 1, ""),
+        (&["base:web1", "/mnt", "-o"], 1, ""),
     ];
-    for (args, code, stdout) in cases {
-        let out = StdCommand::new("sh")
-            .arg(HELPER)
-            .args(*args)
-            .env("VSKEL", "/bin/echo")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(*code), "{args:?}: {out:?}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), *stdout, "{args:?}");
-        if *code != 0 {
+    let dir = tempfile::tempdir().unwrap();
+    for as_link in [false, true] {
+        for (args, code, would_run) in cases {
+            let out = helper_command(dir.path(), as_link)
+                .args(*args)
+                // Fake only what must succeed: a failure must come from the
+                // arguments alone.
+                .args((*code == 0).then_some("-f"))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(*code),
+                "{as_link} {args:?}: {out:?}"
+            );
+            assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
             assert!(
-                String::from_utf8_lossy(&out.stderr).contains("mount.fuse.vskel:"),
+                stderr.starts_with("mount.fuse.vskel: "),
                 "{args:?}: {out:?}"
             );
+            if *code == 0 {
+                assert_eq!(
+                    stderr.trim_end(),
+                    format!("mount.fuse.vskel: would run: {would_run}"),
+                    "{args:?}"
+                );
+            }
         }
     }
 }
@@ -968,19 +1015,52 @@ fn mount_helper_mounts_a_view() {
             .unwrap()
             .contains("10.1.2.3")
     );
-    // A failing mount (the same view again) maps to mount(8)'s 32.
-    let again = StdCommand::new("sh")
-        .arg(HELPER)
+    // A failing mount (the same view again) maps to mount(8)'s 32; the
+    // binary run as the helper (symlink) does the same.
+    let again = helper_command(setup.dir.path(), true)
         .arg("base:web1")
         .arg(setup.dir.path())
         .arg("-o")
         .arg(format!("config={}", setup.config.display()))
-        .env("VSKEL", vskel)
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(32), "{again:?}");
     let status = StdCommand::new("umount").arg(&mountpoint).status().unwrap();
     assert!(status.success());
+}
+
+/// `mount -t fuse.vskel vskel MNT -o lowerdir=...`: mount(8) users and
+/// test suites pass the subtype (or anything) as the source of an overlay.
+#[test]
+fn mount_helper_mounts_an_overlay_from_any_source() {
+    if !require_root("mount_helper_mounts_an_overlay_from_any_source") {
+        return;
+    }
+    let setup = Setup::new("");
+    let base = setup.dir.path().join("ov");
+    for sub in ["a", "upper", "work", "merged"] {
+        fs::create_dir_all(base.join(sub)).unwrap();
+    }
+    fs::write(base.join("a/f"), "from a\n").unwrap();
+    let merged = base.join("merged");
+    let _guard = MountGuard::new(&merged);
+    for as_link in [true, false] {
+        let out = helper_command(setup.dir.path(), as_link)
+            .current_dir(&base)
+            .args([
+                "vskel",
+                "merged",
+                "-o",
+                "lowerdir=a,upperdir=upper,workdir=work",
+            ])
+            .env("VSKEL_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{as_link}: {out:?}");
+        assert_eq!(fs::read_to_string(merged.join("f")).unwrap(), "from a\n");
+        setup.vskel().arg("unmount").arg(&merged).assert().success();
+        assert!(!is_mount_point(&merged));
+    }
 }
 
 #[test]

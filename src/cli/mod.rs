@@ -1,5 +1,6 @@
 //! The command line: argument parsing (clap), logging setup, dispatch to
-//! one module per subcommand, and exit codes.
+//! one module per subcommand (and to the mount(8) helper, `mount_helper`),
+//! and exit codes.
 
 mod build_skel;
 mod create_vs;
@@ -7,6 +8,7 @@ mod legacy;
 mod list;
 mod materialize;
 mod mount;
+mod mount_helper;
 mod output;
 mod overlay;
 mod prompt;
@@ -62,9 +64,20 @@ enum Command {
     Sync(sync::Args),
 }
 
-/// Run the command line; returns the exit code.
+/// Run the command line (or the mount(8) helper, when run as
+/// `mount.fuse.vskel`); returns the exit code.
 pub fn main() -> i32 {
-    let args = legacy::rewrite(std::env::args_os().collect());
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match mount_helper::invoked(&args) {
+        Some(helper_args) => mount_helper::main(helper_args),
+        None => run_command_line(args),
+    }
+}
+
+/// Parse `args` (with the program name first) and run the command;
+/// returns the exit code.
+fn run_command_line(args: Vec<OsString>) -> i32 {
+    let args = legacy::rewrite(args);
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod create;
+pub mod mount;
 pub mod registry;
 pub mod remove;
 pub mod scripts;

@@ -26,10 +26,11 @@ use super::view::{ViewDirs, fsname};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{ContextFiles, Layout};
+use crate::mount::stale::{clear_below, clear_if_stale};
+use crate::mount::{PidFile, PidOwner};
 use crate::staging::Staging;
 use crate::sync::state::StateFiles;
 use crate::validate::validate_name;
-use crate::view::mountpoint::{Holder, PidFile, clear_below, clear_if_stale};
 
 /// Refuse to remove a view that is being served or is mounted anywhere
 /// below its directory; clear stale mounts (with a warning) there and
@@ -51,7 +52,7 @@ fn refuse_mounted_view(view: &ViewDirs, name: &str, skel: Option<&str>) -> Resul
             )));
         }
         Some((
-            Holder {
+            PidOwner {
                 mountpoint: Some(old),
                 ..
             },

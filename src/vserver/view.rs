@@ -21,11 +21,11 @@ use super::registry::{self, Kind, Record};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::mount::PidFile;
 use crate::skel::Skel;
 use crate::validate::validate_name;
 use crate::view::LayerSpec;
 use crate::view::control::{self, Hold};
-use crate::view::mountpoint::PidFile;
 
 pub use crate::layout::{
     CONTROL_SOCKET, LOG_FILE, MERGED, PID_FILE, STATIC, UPPER, ViewDirs, WORK,

@@ -32,7 +32,7 @@ use rustix::pipe::{PipeFlags, pipe_with};
 use rustix::process::{Pid, Signal, kill_process};
 use tracing::{debug, warn};
 
-use super::mountpoint::wait_for_exit;
+use super::pidfile::wait_for_exit;
 use crate::error::{Error, Result};
 
 /// The hidden option telling a foreground server which fd carries the
@@ -53,6 +53,25 @@ const LOG_MODE: u32 = 0o640;
 const READY_BYTE: u8 = b'R';
 /// The environment variable systemd passes to `Type=notify` services.
 const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
+
+/// How a server is run.
+pub enum How<'a, R> {
+    /// In this process, until it is unmounted: once the mount is live,
+    /// `on_ready` gets the report and then `readiness` is notified.
+    Foreground {
+        /// Whom to tell that the mount is live.
+        readiness: Readiness,
+        /// Called with the report once the mount is live.
+        on_ready: Box<dyn FnOnce(&R) + 'a>,
+    },
+    /// In the background: this binary run again in the foreground, with
+    /// `global_args` (`--config PATH`, `--quiet`) before its command;
+    /// returns once the mount is live.
+    Background {
+        /// The global options for the new process.
+        global_args: Vec<OsString>,
+    },
+}
 
 /// A server started in the background.
 #[derive(Debug, Clone)]
