@@ -14,8 +14,9 @@
 //! and hard links stay one inode after copy-up), fuse-overlayfs, or vskel's
 //! view (`vskel overlay -o lowerdir=..,upperdir=..,workdir=.. MNT`, which
 //! takes fuse-overlayfs' command line). Every mount is held by a
-//! [`MountGuard`] that unmounts in `Drop` (`umount`, falling back to
-//! `umount -l`), so a failing test leaves no mount behind.
+//! `common::MountGuard` that unmounts in `Drop` (`umount`, falling back to
+//! `umount -l`, then waits for the server to exit), so a failing test
+//! leaves no mount behind.
 //!
 //! Tests:
 //! * `kernel_vs_kernel_is_deterministic`: kernel against kernel with the same
@@ -59,6 +60,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mount::{MountGuard, mounted_fs_type};
 use common::require_root;
 use tempfile::TempDir;
 
@@ -265,80 +267,6 @@ pub enum Kind {
     Vskel,
 }
 
-/// A mounted overlay; unmounted on drop (`umount`, else `umount -l`).
-pub struct MountGuard {
-    mnt: PathBuf,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        // A plain umount first: it returns once the overlay's superblock is
-        // gone, so the same layers can be mounted again at once (after a
-        // lazy one the kernel may still hold the upper dir "in use"). If
-        // it fails (busy: a failing test may hold a file open), umount -l.
-        let plain = Command::new("umount").arg(&self.mnt).output();
-        if !matches!(&plain, Ok(out) if out.status.success()) {
-            let out = Command::new("umount").arg("-l").arg(&self.mnt).output();
-            match out {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "umount -l {}: {}",
-                    self.mnt.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                Err(e) => eprintln!("umount -l {}: {e}", self.mnt.display()),
-            }
-        }
-        // A FUSE server goes on after the unmount until it has handled the
-        // last requests; mounting the same layers again before it is gone
-        // races with it.
-        let start = Instant::now();
-        while server_running(&self.mnt) {
-            if start.elapsed() > MOUNT_TIMEOUT {
-                eprintln!("the server of {} is still running", self.mnt.display());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Is there a process (a FUSE server) with `mnt` as an argument?
-fn server_running(mnt: &Path) -> bool {
-    let want = mnt.as_os_str().as_encoded_bytes();
-    let me = std::process::id().to_string();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.flatten().any(|p| {
-        let name = p.file_name();
-        let name = name.to_string_lossy();
-        name.bytes().all(|b| b.is_ascii_digit())
-            && name != me
-            && fs::read(p.path().join("cmdline"))
-                .map(|c| c.split(|&b| b == 0).any(|arg| arg == want))
-                .unwrap_or(false)
-    })
-}
-
-/// The filesystem type mounted at `mnt` (per /proc/self/mountinfo), if any.
-fn mounted_fs_type(mnt: &Path) -> Option<String> {
-    let canon = fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    // The last mount on `mnt` is the visible one.
-    info.lines()
-        .filter(|line| line.split(' ').nth(4) == Some(want.as_str()))
-        .filter_map(|line| {
-            line.split(" - ")
-                .nth(1)?
-                .split(' ')
-                .next()
-                .map(String::from)
-        })
-        .next_back()
-}
-
 /// Run a mount command; wait until a filesystem whose type starts with
 /// `fs_type` is mounted at `mnt` (so a command that mounts something else,
 /// or nothing, fails here); guard it.
@@ -351,9 +279,7 @@ fn run_mount(mut cmd: Command, mnt: &Path, fs_type: &str) -> MountGuard {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let guard = MountGuard {
-        mnt: mnt.to_path_buf(),
-    };
+    let guard = MountGuard(mnt.to_path_buf());
     let start = Instant::now();
     loop {
         match mounted_fs_type(mnt) {
