@@ -25,15 +25,17 @@
 //! * `harness_sees_index_off_breaking_hard_links`: kernel with `index=on`
 //!   against kernel with `index=off` must differ in hard links; this proves
 //!   the comparison sees what matters.
-//! * `fuse_overlayfs_deviations_from_kernel` (ignored, report only): prints
-//!   where fuse-overlayfs differs from the kernel; asserts nothing. It runs
+//! * `fuse_overlayfs_deviations_from_kernel` (ignored: needs fuse-overlayfs):
+//!   prints where fuse-overlayfs differs from the kernel, and asserts that
+//!   the first difference of every seed is the one fuse-overlayfs documents
+//!   (EXDEV on renaming a lower directory), so the harness sees it. It runs
 //!   twice: with every operation, and without renames of directories
 //!   (fuse-overlayfs refuses to rename a lower dir with EXDEV, after which
 //!   the two trees differ and so does everything that follows).
 //!   `cargo test --test overlay_differential -- --ignored --nocapture fuse`
-//! * `vskel_matches_kernel` (ignored until `vskel overlay` exists): vskel's
-//!   view must agree with the kernel, also after a remount, and the upper
-//!   layer it wrote must read back the same through kernel overlayfs.
+//! * `vskel_matches_kernel`: vskel's view must agree with the kernel, also
+//!   after a remount, and the upper layer it wrote must read back the same
+//!   through kernel overlayfs.
 //!
 //! Compared per entry ([`EntryDesc`]): type, permission bits, owner, nlink,
 //! hard-link groups, file content, symlink target, `user.*` xattrs, errors
@@ -1332,19 +1334,20 @@ fn harness_sees_index_off_breaking_hard_links() {
 }
 
 #[test]
-#[ignore = "report only: prints fuse-overlayfs' deviations from the kernel; run with --ignored --nocapture"]
+#[ignore = "needs fuse-overlayfs; prints its deviations from the kernel: run with --ignored --nocapture"]
 fn fuse_overlayfs_deviations_from_kernel() {
     if !require_root("fuse_overlayfs_deviations_from_kernel") {
         return;
     }
-    if Command::new("fuse-overlayfs")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("fuse-overlayfs is not installed (apt-get install fuse-overlayfs): skipped");
-        return;
-    }
+    assert!(
+        Command::new("fuse-overlayfs")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"
+    );
+    // Seeds whose operations first ended differently, with that operation.
+    let mut first_divergences = Vec::new();
     let kinds = (Kind::Kernel { index_on: true }, Kind::FuseOverlayfs);
     let names = ("kernel", "fuse-overlayfs");
     for (title, mix) in [
@@ -1354,6 +1357,14 @@ fn fuse_overlayfs_deviations_from_kernel() {
         let dir = temp_dir();
         for (seed, cmp, ra, rb) in compare_kinds(dir.path(), kinds, names, mix) {
             println!("######## seed {seed}, {title}");
+            let first = ra
+                .outcomes
+                .iter()
+                .zip(&rb.outcomes)
+                .position(|(x, y)| x != y);
+            if let (Some(i), true) = (first, mix.dir_renames) {
+                first_divergences.push((seed, rb.outcomes[i].clone()));
+            }
             println!("operations ending differently, by kind (first divergence first):");
             for line in deviation_summary(&ra.outcomes, &rb.outcomes) {
                 println!("  {line}");
@@ -1373,6 +1384,22 @@ fn fuse_overlayfs_deviations_from_kernel() {
                 println!("  {line}");
             }
         }
+    }
+    // The deviation fuse-overlayfs documents comes first, and the harness
+    // sees it: it refuses to rename a lower directory (EXDEV) where the
+    // kernel (redirect_dir=on) renames it.
+    assert!(
+        !first_divergences.is_empty(),
+        "no seed shows fuse-overlayfs' EXDEV on directory renames: the harness is blind"
+    );
+    for (seed, outcome) in &first_divergences {
+        assert!(
+            outcome.op.name() == "rename" && outcome.result == Err(libc::EXDEV),
+            "seed {seed}: fuse-overlayfs first differs from the kernel at {} ({:?}), \
+             not by refusing a directory rename",
+            outcome.op,
+            outcome.result
+        );
     }
 }
 

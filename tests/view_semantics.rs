@@ -731,17 +731,26 @@ fn readdir_agrees_with_lookup_while_the_directory_changes() {
     let writer_dir = dir.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_writer = stop.clone();
+    // Returns how many of its changes took effect (a removal may find
+    // the name gone, a write never fails).
     let writer = std::thread::spawn(move || {
         let mut i = 0u64;
+        let mut done = 0u64;
         while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) {
             let p = writer_dir.join(format!("tmp-{}", i % 20));
-            if i % 2 == 0 {
-                let _ = fs::write(&p, "t");
+            let result = if i % 2 == 0 {
+                fs::write(&p, "t")
             } else {
-                let _ = fs::remove_file(&p);
+                fs::remove_file(&p)
+            };
+            match result {
+                Ok(()) => done += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("{}: {e}", p.display()),
             }
             i += 1;
         }
+        done
     });
     for _ in 0..ROUNDS {
         let listed = names(&dir);
@@ -758,7 +767,8 @@ fn readdir_agrees_with_lookup_while_the_directory_changes() {
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    let changes = writer.join().unwrap();
+    assert!(changes > 0, "the directory never changed during the test");
 }
 
 #[test]
