@@ -2,6 +2,11 @@
 //! fast, and it sees what a mount hides (the kernel's caches answer many
 //! requests before they reach the server). Needs root for `trusted.*`
 //! xattrs and 0/0 whiteouts, not `/dev/fuse`.
+//!
+//! Besides the tests of single defects, a table of cases (lower layers,
+//! operations, the upper layer and the view expected) runs each case on
+//! the core and on kernel overlayfs over the same layers, so the
+//! expectations are what the kernel does.
 
 mod common;
 
@@ -439,6 +444,8 @@ enum L {
     Link(&'static str, &'static str),
     /// A symlink and its target.
     Sym(&'static str, &'static str),
+    /// A FIFO with its mode.
+    Fifo(&'static str, u32),
     /// Owner and group.
     Own(&'static str, u32, u32),
     /// An xattr.
@@ -467,6 +474,7 @@ enum Op {
     Rename(&'static str, &'static str, RenameFlags),
     Link(&'static str, &'static str),
     Chmod(&'static str, u32),
+    Chown(&'static str, u32, u32),
     SetX(&'static str, &'static str, &'static [u8]),
     RmX(&'static str, &'static str),
 }
@@ -480,6 +488,8 @@ enum U {
     Dir(&'static str),
     File(&'static str, &'static str),
     Sym(&'static str, &'static str),
+    /// A FIFO.
+    Fifo(&'static str),
     /// An xattr and its value, or that it is absent (`None`).
     X(&'static str, &'static str, Option<&'static [u8]>),
     /// An xattr with any value.
@@ -546,6 +556,17 @@ fn fill_layer(root: &Path, entries: &[L]) {
             }
             L::Link(new, old) => fs::hard_link(root.join(old), root.join(new)).unwrap(),
             L::Sym(p, target) => symlink(target, root.join(p)).unwrap(),
+            L::Fifo(p, mode) => {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    root.join(p),
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(mode),
+                    0,
+                )
+                .unwrap();
+                fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+            }
             L::Own(p, uid, gid) => {
                 std::os::unix::fs::lchown(root.join(p), Some(uid), Some(gid)).unwrap()
             }
@@ -686,6 +707,14 @@ impl Viewed for Core {
                 };
                 ov.setattr(self.find(p)?, &change, None).map(|_| ())
             }
+            Op::Chown(p, uid, gid) => {
+                let change = SetAttr {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    ..SetAttr::default()
+                };
+                ov.setattr(self.find(p)?, &change, None).map(|_| ())
+            }
             Op::SetX(p, name, value) => {
                 let name = CString::new(name).unwrap();
                 ov.setxattr(self.find(p)?, &name, value, 0)
@@ -770,6 +799,7 @@ impl Viewed for Kernel {
             }
             Op::Link(old, new) => fs::hard_link(at(old), at(new)),
             Op::Chmod(p, mode) => fs::set_permissions(at(p), fs::Permissions::from_mode(mode)),
+            Op::Chown(p, uid, gid) => std::os::unix::fs::lchown(at(p), Some(uid), Some(gid)),
             Op::SetX(p, name, value) => xattr::set(at(p), name, value),
             Op::RmX(p, name) => xattr::remove(at(p), name),
         };
@@ -832,6 +862,8 @@ fn upper_kinds(root: &Path) -> std::collections::BTreeMap<String, char> {
                 'f'
             } else if ft.is_symlink() {
                 'l'
+            } else if ft.is_fifo() {
+                'p'
             } else {
                 'o'
             };
@@ -866,6 +898,7 @@ fn check_upper(case: &str, on: &str, upper: &Path, want: &[U]) {
                     ctx(u)
                 );
             }
+            U::Fifo(p) => drop(kinds.insert(p.to_string(), 'p')),
             U::X(p, name, value) => {
                 let got = xattr::get(upper.join(p), name).unwrap();
                 assert_eq!(got.as_deref(), value, "{}", ctx(u));
@@ -1364,6 +1397,58 @@ const CASES: &[Case] = &[
         not_kernel: Some("kernel overlayfs without index copies up one name and breaks the link"),
     },
     Case {
+        name: "three lower names of one inode, one removed: the other two are linked up",
+        lowers: &[&[
+            L::File("f", 0o644, "one\n"),
+            L::Link("g", "f"),
+            L::Link("h", "f"),
+        ]],
+        ops: &[(Op::Unlink("h"), OK), (Op::Append("g", "two\n"), OK)],
+        upper: &[
+            U::Whiteout("h"),
+            U::File("f", "one\ntwo\n"),
+            U::File("g", "one\ntwo\n"),
+            U::SameInode("f", "g"),
+            U::Nlink("f", 2),
+        ],
+        view: &[
+            V::Reads("f", "one\ntwo\n"),
+            V::Nlink("f", 2),
+            V::Absent("h"),
+        ],
+        not_kernel: Some("kernel overlayfs without index copies up one name and breaks the link"),
+    },
+    Case {
+        name: "a lower symlink and FIFO copied up keep owner, mode and trusted xattrs",
+        lowers: &[&[
+            L::Sym("s", "target"),
+            L::Own("s", 5, 6),
+            L::Fifo("p", 0o640),
+            L::Own("p", 7, 8),
+            L::X("p", "trusted.t", b"1"),
+        ]],
+        ops: &[
+            (Op::SetX("s", "trusted.new", b"2"), OK),
+            (Op::SetX("p", "trusted.new", b"3"), OK),
+        ],
+        upper: &[
+            U::Sym("s", "target"),
+            U::Own("s", 5, 6),
+            U::X("s", "trusted.new", Some(b"2")),
+            U::Fifo("p"),
+            U::Own("p", 7, 8),
+            U::Mode("p", 0o640),
+            U::X("p", "trusted.t", Some(b"1")),
+            U::X("p", "trusted.new", Some(b"3")),
+        ],
+        view: &[
+            V::Readlink("s", "target"),
+            V::Own("s", 5, 6),
+            V::Mode("p", 0o640),
+        ],
+        not_kernel: None,
+    },
+    Case {
         name: "RENAME_NOREPLACE onto an existing lower file is refused",
         lowers: &[&[L::File("a", 0o644, "a"), L::File("b", 0o644, "b")]],
         ops: &[(Op::Rename("a", "b", NOREPLACE), Err(Errno::EXIST))],
@@ -1512,6 +1597,31 @@ const CASES: &[Case] = &[
             V::Mode("g/sub", 0o2755),
             V::Own("g/sub/deeper", 0, 100),
         ],
+        not_kernel: None,
+    },
+    Case {
+        name: "a setgid directory made in the view passes its group and setgid on",
+        lowers: &[&[L::Dir("d", 0o755), L::Own("d", 0, 100)]],
+        ops: &[
+            (Op::Mkdir("d/g", 0o755), OK),
+            (Op::Chown("d/g", 0, 200), OK),
+            (Op::Chmod("d/g", 0o2775), OK),
+            (Op::Mkdir("d/g/sub", 0o755), OK),
+            (Op::Create("d/g/f", 0o644, "f"), OK),
+        ],
+        upper: &[
+            U::Dir("d"),
+            U::Own("d", 0, 100),
+            U::Dir("d/g"),
+            U::Mode("d/g", 0o2775),
+            U::Own("d/g", 0, 200),
+            U::Dir("d/g/sub"),
+            U::Mode("d/g/sub", 0o2755),
+            U::Own("d/g/sub", 0, 200),
+            U::File("d/g/f", "f"),
+            U::Own("d/g/f", 0, 200),
+        ],
+        view: &[V::Mode("d/g/sub", 0o2755), V::Own("d/g/f", 0, 200)],
         not_kernel: None,
     },
 ];
