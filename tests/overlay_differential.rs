@@ -14,8 +14,9 @@
 //! and hard links stay one inode after copy-up), fuse-overlayfs, or vskel's
 //! view (`vskel overlay -o lowerdir=..,upperdir=..,workdir=.. MNT`, which
 //! takes fuse-overlayfs' command line). Every mount is held by a
-//! [`MountGuard`] that unmounts in `Drop` (`umount`, falling back to
-//! `umount -l`), so a failing test leaves no mount behind.
+//! `common::MountGuard` that unmounts in `Drop` (`umount`, falling back to
+//! `umount -l`, then waits for the server to exit), so a failing test
+//! leaves no mount behind.
 //!
 //! Tests:
 //! * `kernel_vs_kernel_is_deterministic`: kernel against kernel with the same
@@ -24,15 +25,17 @@
 //! * `harness_sees_index_off_breaking_hard_links`: kernel with `index=on`
 //!   against kernel with `index=off` must differ in hard links; this proves
 //!   the comparison sees what matters.
-//! * `fuse_overlayfs_deviations_from_kernel` (ignored, report only): prints
-//!   where fuse-overlayfs differs from the kernel; asserts nothing. It runs
+//! * `fuse_overlayfs_deviations_from_kernel` (ignored: needs fuse-overlayfs):
+//!   prints where fuse-overlayfs differs from the kernel, and asserts that
+//!   the first difference of every seed is the one fuse-overlayfs documents
+//!   (EXDEV on renaming a lower directory), so the harness sees it. It runs
 //!   twice: with every operation, and without renames of directories
 //!   (fuse-overlayfs refuses to rename a lower dir with EXDEV, after which
 //!   the two trees differ and so does everything that follows).
 //!   `cargo test --test overlay_differential -- --ignored --nocapture fuse`
-//! * `vskel_matches_kernel` (ignored until `vskel overlay` exists): vskel's
-//!   view must agree with the kernel, also after a remount, and the upper
-//!   layer it wrote must read back the same through kernel overlayfs.
+//! * `vskel_matches_kernel`: vskel's view must agree with the kernel, also
+//!   after a remount, and the upper layer it wrote must read back the same
+//!   through kernel overlayfs.
 //!
 //! Compared per entry ([`EntryDesc`]): type, permission bits, owner, nlink,
 //! hard-link groups, file content, symlink target, `user.*` xattrs, errors
@@ -59,6 +62,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mount::{MountGuard, mounted_fs_type};
 use common::require_root;
 use tempfile::TempDir;
 
@@ -265,80 +269,6 @@ pub enum Kind {
     Vskel,
 }
 
-/// A mounted overlay; unmounted on drop (`umount`, else `umount -l`).
-pub struct MountGuard {
-    mnt: PathBuf,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        // A plain umount first: it returns once the overlay's superblock is
-        // gone, so the same layers can be mounted again at once (after a
-        // lazy one the kernel may still hold the upper dir "in use"). If
-        // it fails (busy: a failing test may hold a file open), umount -l.
-        let plain = Command::new("umount").arg(&self.mnt).output();
-        if !matches!(&plain, Ok(out) if out.status.success()) {
-            let out = Command::new("umount").arg("-l").arg(&self.mnt).output();
-            match out {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "umount -l {}: {}",
-                    self.mnt.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                Err(e) => eprintln!("umount -l {}: {e}", self.mnt.display()),
-            }
-        }
-        // A FUSE server goes on after the unmount until it has handled the
-        // last requests; mounting the same layers again before it is gone
-        // races with it.
-        let start = Instant::now();
-        while server_running(&self.mnt) {
-            if start.elapsed() > MOUNT_TIMEOUT {
-                eprintln!("the server of {} is still running", self.mnt.display());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Is there a process (a FUSE server) with `mnt` as an argument?
-fn server_running(mnt: &Path) -> bool {
-    let want = mnt.as_os_str().as_encoded_bytes();
-    let me = std::process::id().to_string();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.flatten().any(|p| {
-        let name = p.file_name();
-        let name = name.to_string_lossy();
-        name.bytes().all(|b| b.is_ascii_digit())
-            && name != me
-            && fs::read(p.path().join("cmdline"))
-                .map(|c| c.split(|&b| b == 0).any(|arg| arg == want))
-                .unwrap_or(false)
-    })
-}
-
-/// The filesystem type mounted at `mnt` (per /proc/self/mountinfo), if any.
-fn mounted_fs_type(mnt: &Path) -> Option<String> {
-    let canon = fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    // The last mount on `mnt` is the visible one.
-    info.lines()
-        .filter(|line| line.split(' ').nth(4) == Some(want.as_str()))
-        .filter_map(|line| {
-            line.split(" - ")
-                .nth(1)?
-                .split(' ')
-                .next()
-                .map(String::from)
-        })
-        .next_back()
-}
-
 /// Run a mount command; wait until a filesystem whose type starts with
 /// `fs_type` is mounted at `mnt` (so a command that mounts something else,
 /// or nothing, fails here); guard it.
@@ -351,9 +281,7 @@ fn run_mount(mut cmd: Command, mnt: &Path, fs_type: &str) -> MountGuard {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let guard = MountGuard {
-        mnt: mnt.to_path_buf(),
-    };
+    let guard = MountGuard(mnt.to_path_buf());
     let start = Instant::now();
     loop {
         match mounted_fs_type(mnt) {
@@ -1406,19 +1334,20 @@ fn harness_sees_index_off_breaking_hard_links() {
 }
 
 #[test]
-#[ignore = "report only: prints fuse-overlayfs' deviations from the kernel; run with --ignored --nocapture"]
+#[ignore = "needs fuse-overlayfs; prints its deviations from the kernel: run with --ignored --nocapture"]
 fn fuse_overlayfs_deviations_from_kernel() {
     if !require_root("fuse_overlayfs_deviations_from_kernel") {
         return;
     }
-    if Command::new("fuse-overlayfs")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("fuse-overlayfs is not installed (apt-get install fuse-overlayfs): skipped");
-        return;
-    }
+    assert!(
+        Command::new("fuse-overlayfs")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "fuse-overlayfs is not installed (apt-get install fuse-overlayfs)"
+    );
+    // Seeds whose operations first ended differently, with that operation.
+    let mut first_divergences = Vec::new();
     let kinds = (Kind::Kernel { index_on: true }, Kind::FuseOverlayfs);
     let names = ("kernel", "fuse-overlayfs");
     for (title, mix) in [
@@ -1428,6 +1357,14 @@ fn fuse_overlayfs_deviations_from_kernel() {
         let dir = temp_dir();
         for (seed, cmp, ra, rb) in compare_kinds(dir.path(), kinds, names, mix) {
             println!("######## seed {seed}, {title}");
+            let first = ra
+                .outcomes
+                .iter()
+                .zip(&rb.outcomes)
+                .position(|(x, y)| x != y);
+            if let (Some(i), true) = (first, mix.dir_renames) {
+                first_divergences.push((seed, rb.outcomes[i].clone()));
+            }
             println!("operations ending differently, by kind (first divergence first):");
             for line in deviation_summary(&ra.outcomes, &rb.outcomes) {
                 println!("  {line}");
@@ -1447,6 +1384,22 @@ fn fuse_overlayfs_deviations_from_kernel() {
                 println!("  {line}");
             }
         }
+    }
+    // The deviation fuse-overlayfs documents comes first, and the harness
+    // sees it: it refuses to rename a lower directory (EXDEV) where the
+    // kernel (redirect_dir=on) renames it.
+    assert!(
+        !first_divergences.is_empty(),
+        "no seed shows fuse-overlayfs' EXDEV on directory renames: the harness is blind"
+    );
+    for (seed, outcome) in &first_divergences {
+        assert!(
+            outcome.op.name() == "rename" && outcome.result == Err(libc::EXDEV),
+            "seed {seed}: fuse-overlayfs first differs from the kernel at {} ({:?}), \
+             not by refusing a directory rename",
+            outcome.op,
+            outcome.result
+        );
     }
 }
 

@@ -4,7 +4,8 @@
 //! dropped, killed with SIGKILL) never leaves the view frozen.
 //!
 //! Each test mounts a real view with `vskel mount` and undoes the mount in
-//! `Drop` (`umount -l`), also when it fails.
+//! `Drop` (`vskel unmount`, then `common::MountGuard` for whatever is left),
+//! also when it fails.
 
 mod common;
 
@@ -33,11 +34,13 @@ const WRITERS: usize = vskel::view::DEFAULT_THREADS + 2;
 const HOLDER_ENV: &str = "VSKEL_TEST_HOLD_SOCKET";
 
 /// View vserver "web1" of skel "base", mounted at its `merged/`.
+/// Fields drop in order: the guard undoes the mount (if `vskel unmount`
+/// in `Drop` did not) before the setup's directory is removed.
 struct Mounted {
+    _guard: MountGuard,
     setup: Setup,
     dirs: ViewDirs,
     merged: PathBuf,
-    _guard: MountGuard,
 }
 
 impl Mounted {
@@ -67,8 +70,10 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        // The guard detaches the mount if this fails.
-        let _ = self.setup.vskel().args(["unmount", "web1"]).ok();
+        // The guard undoes the mount if this fails.
+        if let Err(e) = self.setup.vskel().args(["unmount", "web1"]).ok() {
+            eprintln!("vskel unmount web1: {e}");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The view's POSIX semantics on a real FUSE mount: one test per behaviour
 //! users rely on (DESIGN.md section 5). Each test mounts its own view over
-//! fresh layers and unmounts it in `Drop`, also when it fails.
+//! fresh layers (served by a thread of the test) and unmounts it in `Drop`
+//! with `common::MountGuard`, also when it fails.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{require_root, snapshot};
+use common::{MountGuard, require_root, snapshot};
 use vskel::view::{LayerSpec, ServeOptions};
 
 /// How long a mount may take to come up.
@@ -23,6 +24,7 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 struct View {
     dir: tempfile::TempDir,
     mnt: PathBuf,
+    guard: Option<MountGuard>,
     server: Option<JoinHandle<vskel::Result<()>>>,
 }
 
@@ -67,6 +69,7 @@ impl View {
         }
         View {
             dir,
+            guard: Some(MountGuard(mnt.clone())),
             mnt,
             server: Some(server),
         }
@@ -90,20 +93,15 @@ impl View {
     }
 
     fn unmount(&mut self) {
-        let Some(server) = self.server.take() else {
-            return;
-        };
-        let status = std::process::Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .unwrap();
-        if !status.success() {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.mnt)
-                .status();
+        // The server ends when its mount is gone.
+        drop(self.guard.take());
+        if let Some(server) = self.server.take() {
+            match server.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("the view's server failed: {e}"),
+                Err(_) => eprintln!("the view's server panicked"),
+            }
         }
-        let _ = server.join();
     }
 }
 
@@ -733,17 +731,26 @@ fn readdir_agrees_with_lookup_while_the_directory_changes() {
     let writer_dir = dir.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_writer = stop.clone();
+    // Returns how many of its changes took effect (a removal may find
+    // the name gone, a write never fails).
     let writer = std::thread::spawn(move || {
         let mut i = 0u64;
+        let mut done = 0u64;
         while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) {
             let p = writer_dir.join(format!("tmp-{}", i % 20));
-            if i % 2 == 0 {
-                let _ = fs::write(&p, "t");
+            let result = if i % 2 == 0 {
+                fs::write(&p, "t")
             } else {
-                let _ = fs::remove_file(&p);
+                fs::remove_file(&p)
+            };
+            match result {
+                Ok(()) => done += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("{}: {e}", p.display()),
             }
             i += 1;
         }
+        done
     });
     for _ in 0..ROUNDS {
         let listed = names(&dir);
@@ -760,7 +767,8 @@ fn readdir_agrees_with_lookup_while_the_directory_changes() {
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    let changes = writer.join().unwrap();
+    assert!(changes > 0, "the directory never changed during the test");
 }
 
 #[test]

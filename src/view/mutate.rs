@@ -474,6 +474,19 @@ impl Overlay {
             let (_, from) = self.upper_parent(parent)?;
             let (_, to) = self.upper_parent(new_parent)?;
             if exchange {
+                // A directory without lower content of its own, swapped to
+                // where a lower directory is, must not show that one's
+                // content (kernel overlayfs marks it opaque too).
+                let own_only =
+                    |r: &Resolved| r.found.kind == FileType::Directory && r.found.lower.is_none();
+                if own_only(&src) && dst_lower_exists {
+                    let moved = sys::open_subdir(from.as_fd(), &cname).map_err(errno)?;
+                    format::set_opaque(moved.as_fd()).map_err(errno)?;
+                }
+                if dst.as_ref().is_some_and(own_only) && src_needs_whiteout {
+                    let moved = sys::open_subdir(to.as_fd(), &new_cname).map_err(errno)?;
+                    format::set_opaque(moved.as_fd()).map_err(errno)?;
+                }
                 return rustix::fs::renameat_with(
                     from.as_fd(),
                     &cname,
@@ -620,11 +633,13 @@ impl Overlay {
         sys::set_xattr_handle(handle.as_fd(), name, value, flags).map_err(errno)
     }
 
-    /// Remove an xattr of node `id` (copying it up).
+    /// Remove an xattr of node `id` (copying it up). One it does not have
+    /// is ENODATA, and nothing is copied up (as kernel overlayfs does).
     pub fn removexattr(&self, id: u64, name: &CStr) -> OpResult<()> {
         if format::is_private_xattr(name.to_bytes()) {
             return Err(Errno::NODATA);
         }
+        self.getxattr(id, name)?;
         let _exclusive = self.exclusive();
         let handle = self.upper_handle(id)?;
         sys::remove_xattr_handle(handle.as_fd(), name).map_err(errno)

@@ -4,6 +4,7 @@
 
 pub mod hostile;
 pub mod hostile_ops;
+pub mod mount;
 pub mod smallfs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,6 +16,8 @@ use assert_cmd::Command;
 use tempfile::TempDir;
 
 pub mod lifecycle;
+
+pub use mount::MountGuard;
 
 /// A temporary vskel installation.
 pub struct Setup {
@@ -331,26 +334,6 @@ pub fn hello_deb() -> PathBuf {
         .unwrap();
     assert!(status.success(), "apt-get download hello failed");
     find().expect("hello .deb after download")
-}
-
-/// A mount undone (lazily, so it always goes) when dropped.
-pub struct MountGuard(pub PathBuf);
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        let mounted = fs::read_to_string("/proc/self/mountinfo")
-            .map(|m| {
-                m.lines()
-                    .any(|l| l.split(' ').nth(4) == Some(self.0.to_str().unwrap_or("")))
-            })
-            .unwrap_or(false);
-        if mounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
 }
 
 /// Every file below `dir` with its content hash and metadata, for
