@@ -20,45 +20,16 @@ use std::path::{Path, PathBuf};
 use crate::view::overlay::Errno;
 use rustix::fs::{FileType, Stat};
 
-use super::flatten::{Source, Writer, cname_of, op_err, source_of, split, without_private};
+use super::writer::{Writer, cname_of, without_private};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::tree::meta::Meta;
 use crate::tree::remove::remove_tree_at;
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::Overlay;
+use crate::view::overlay::split;
 use crate::view::resolve::{DirInfo, Resolved};
-
-/// What the view shows at `rel` (`None`: nothing), resolving from the root.
-pub fn resolve_path(overlay: &Overlay, rel: &Path) -> std::result::Result<Option<Resolved>, Errno> {
-    let mut dir = overlay.dir_info(ROOT_ID)?;
-    let mut components = rel.iter().peekable();
-    while let Some(name) = components.next() {
-        let r = match overlay.resolve(&dir, name) {
-            Ok(r) => r,
-            Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if components.peek().is_none() {
-            return Ok(Some(r));
-        }
-        if r.found.kind != FileType::Directory {
-            return Ok(None);
-        }
-        dir = dir_info_of(&r, child_path(&dir.path, name));
-    }
-    Ok(None)
-}
-
-fn dir_info_of(r: &Resolved, path: PathBuf) -> DirInfo {
-    DirInfo {
-        id: r.id,
-        path,
-        upper: r.found.upper,
-        lower: r.found.lower.clone(),
-    }
-}
+use crate::view::walk::{Entry, Shown};
 
 /// How much of a changed directory is compared with the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +147,7 @@ impl<'a> Applier<'a> {
         if r.found.kind == FileType::Directory {
             if current.is_some_and(|st| kind_of(&st) == FileType::Directory) {
                 self.views
-                    .insert(rel.to_path_buf(), dir_info_of(r, rel.to_path_buf()));
+                    .insert(rel.to_path_buf(), r.as_dir(rel.to_path_buf()));
                 if depth != Depth::Own {
                     self.reconcile_listing(rel, depth == Depth::All)?;
                 }
@@ -207,12 +178,23 @@ impl<'a> Applier<'a> {
         r: &Resolved,
         replacing: bool,
     ) -> Result<()> {
-        let (source, src_rel) = source_of(r, rel);
-        let src_parent = self.w.layer(source).open_dir(split(&src_rel).0)?;
+        let (shown, layer_path) = r.shown(rel);
+        let layer_dir = self
+            .w
+            .overlay
+            .layer_tree(shown)
+            .open_dir(split(&layer_path).0)?;
         let before = self.written();
         let dst = (!self.w.dry_run).then_some(parent);
-        self.w
-            .write_entry(src_parent.as_fd(), source, &src_rel, dst, name, rel, r)?;
+        let entry = Entry {
+            rel,
+            name,
+            resolved: r,
+            shown,
+            layer_path: &layer_path,
+            layer_dir: layer_dir.as_fd(),
+        };
+        self.w.write_entry(&entry, dst)?;
         let added = (self.written() - before) as i64;
         self.net_entries += if replacing { added - 1 } else { added };
         Ok(())
@@ -234,7 +216,7 @@ impl<'a> Applier<'a> {
             .w
             .overlay
             .list(&view_dir)
-            .map_err(|e| op_err("list", rel, e))?;
+            .map_err(|e| Error::io("list", rel, e))?;
         let tree_dir = self.w.into.open_dir(rel)?;
         let in_tree = sys::read_dir(tree_dir.as_fd())
             .map_err(|e| Error::io("read", self.w.into.display(rel), e))?;
@@ -256,7 +238,7 @@ impl<'a> Applier<'a> {
             let r = match self.w.overlay.resolve(&view_dir, &item.name) {
                 Ok(r) => r,
                 Err(e) if e == Errno::NOENT => continue,
-                Err(e) => return Err(op_err("resolve", &child, e)),
+                Err(e) => return Err(Error::io("resolve", &child, e)),
             };
             let name_c = cname_of(&item.name, &child)?;
             let current = stat_if_any(tree_dir.as_fd(), &name_c, &self.w.into.display(&child))?;
@@ -309,7 +291,7 @@ impl<'a> Applier<'a> {
         if kind_of(st) != r.found.kind {
             return Ok(false);
         }
-        let (source, src_rel) = source_of(r, rel);
+        let (source, src_rel) = r.shown(rel);
         let same_inode =
             (sys::dev_of(st), sys::ino_of(st)) == (sys::dev_of(&r.stat), sys::ino_of(&r.stat));
         if self.w.is_link_layer(source) {
@@ -324,7 +306,7 @@ impl<'a> Applier<'a> {
         // has more (its skel names too), so an upper file that equals one
         // (copied up unchanged, as when another name of it was removed)
         // is still written as a copy of its own.
-        if source == Source::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
+        if source == Shown::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
             return Ok(false);
         }
         if let Some(first) = self.w.group_peek(r) {
@@ -349,7 +331,11 @@ impl<'a> Applier<'a> {
         if !same_meta {
             return Ok(false);
         }
-        let src_dir = self.w.layer(source).open_dir(split(&src_rel).0)?;
+        let src_dir = self
+            .w
+            .overlay
+            .layer_tree(source)
+            .open_dir(split(&src_rel).0)?;
         let src_name = cname_of(split(&src_rel).1, rel)?;
         let err = |e| Error::io("compare", self.w.into.display(rel), e);
         let mut want_x = without_private(
@@ -368,7 +354,7 @@ impl<'a> Applier<'a> {
                 sys::readlink_at(src_dir.as_fd(), &src_name).map_err(err)?
                     == sys::readlink_at(parent, name).map_err(err)?
             }
-            FileType::RegularFile if source == Source::Upper => {
+            FileType::RegularFile if source == Shown::Upper => {
                 same_content(src_dir.as_fd(), &src_name, parent, name).map_err(err)?
             }
             _ => true,
@@ -437,8 +423,11 @@ impl<'a> Applier<'a> {
             if r.found.kind != FileType::Directory {
                 return Ok(None);
             }
-            let (source, src_rel) = source_of(&r, rel);
-            (self.w.layer(source).open_dir(&src_rel)?, r.stat)
+            let (source, src_rel) = r.shown(rel);
+            (
+                self.w.overlay.layer_tree(source).open_dir(&src_rel)?,
+                r.stat,
+            )
         };
         let meta = Meta::from_stat(&st)
             .with_xattrs(fd.as_fd())
@@ -458,7 +447,7 @@ impl<'a> Applier<'a> {
         match self.w.overlay.resolve(&dir, name) {
             Ok(r) => Ok(Some(r)),
             Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => Ok(None),
-            Err(e) => Err(op_err("resolve", rel, e)),
+            Err(e) => Err(Error::io("resolve", rel, e)),
         }
     }
 
@@ -470,12 +459,10 @@ impl<'a> Applier<'a> {
             self.w
                 .overlay
                 .dir_info(ROOT_ID)
-                .map_err(|e| op_err("read", Path::new("/"), e))?
+                .map_err(|e| Error::io("read", Path::new("/"), e))?
         } else {
             match self.resolve(rel)? {
-                Some(r) if r.found.kind == FileType::Directory => {
-                    dir_info_of(&r, rel.to_path_buf())
-                }
+                Some(r) if r.found.kind == FileType::Directory => r.as_dir(rel.to_path_buf()),
                 _ => return Ok(None),
             }
         };

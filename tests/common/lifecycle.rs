@@ -164,7 +164,6 @@ const PROTECT: &str = "protect = \"immutable\"\n";
 /// supports `chattr +i`.
 const LOOP_ENV: &str = "VSKEL_TEST_LOOP_EXT4";
 
-
 /// How a command that was to be killed ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

@@ -23,17 +23,17 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::state::StateFiles;
-use super::{Synced, sync_view_holding};
+use super::context;
+use super::registry::{self, Kind, Record};
+use super::sync::{SyncedView, sync_view_holding};
+use super::view::{self, ViewDirs};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::staging::Staging;
+use crate::sync::state::StateFiles;
 use crate::validate::validate_name;
 use crate::view::mountpoint::{PidFile, mount_at, unmount, wait_for_exit};
-use crate::vserver::context;
-use crate::vserver::registry::{self, Kind, Record};
-use crate::vserver::view::{self, ViewDirs};
 
 /// How long to wait for a view's server to exit after unmounting it.
 const SERVER_EXIT_WAIT: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ const SERVER_EXIT_WAIT: Duration = Duration::from_secs(10);
 pub struct Materialized {
     /// The sync (none when an interrupted materialize was finished: its
     /// sync had completed).
-    pub sync: Option<Synced>,
+    pub sync: Option<SyncedView>,
     /// The vserver.
     pub name: String,
     /// Its tree.
@@ -100,17 +100,17 @@ pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<M
     let mut record = registry::load(config, name)?
         .ok_or_else(|| Error::Failed(format!("the record of {name} vanished during the sync")))?;
     if let Some(id) = record.context {
-        context::relink(&config.contexts_dir(), id, &sync.root)?;
+        context::relink(&config.contexts_dir(), id, &sync.tree.root)?;
     }
     record.kind = Kind::Tree;
-    record.root = sync.root.clone();
+    record.root = sync.tree.root.clone();
     record.post_create_pending = false;
     registry::save(config, &record)?;
-    retire_view(config, &record, &sync.root, &dirs, &state)?;
-    info!("view {name} materialized into {}", sync.root.display());
+    retire_view(config, &record, &sync.tree.root, &dirs, &state)?;
+    info!("view {name} materialized into {}", sync.tree.root.display());
     Ok(Materialized {
         name: name.to_string(),
-        root: sync.root.clone(),
+        root: sync.tree.root.clone(),
         sync: Some(sync),
         unmounted,
         view_dir: dirs.dir,
