@@ -25,7 +25,6 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::FileType;
 use serde::Serialize;
 use tracing::warn;
 
@@ -35,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::sys;
 use crate::tree::TreeRoot;
+use crate::tree::entry::{CopySpec, copy_entry};
 use crate::tree::meta::Meta;
 use crate::tree::place::{self, Temp};
 use crate::view::format;
@@ -474,49 +474,15 @@ impl<'a> Writer<'a> {
             })
             .map_err(|e| dst_err("hard-link", e));
         }
-        match r.found.kind {
-            FileType::RegularFile => {
-                let src = sys::open_file_read(src_dir, src_name).map_err(|e| dst_err("open", e))?;
-                let meta = without_private(
-                    Meta::from_stat(&sys::fstat(src.as_fd()).map_err(|e| dst_err("stat", e))?)
-                        .with_xattrs(src.as_fd())
-                        .map_err(|e| dst_err("read xattrs", e))?,
-                );
-                if meta.file_type != FileType::RegularFile {
-                    return Err(dst_err(
-                        "copy",
-                        std::io::Error::other("no longer a regular file in its layer"),
-                    ));
-                }
-                let (made, out) =
-                    place::create_file(dst_dir, name).map_err(|e| dst_err("create", e))?;
-                sys::copy_data(src.as_fd(), out.as_fd(), meta.size)
-                    .map_err(|e| dst_err("copy data", e))?;
-                meta.apply_to_fd(out.as_fd())
-                    .map_err(|e| dst_err("set metadata", e))?;
-                self.counts.bytes += meta.size;
-                Ok(made)
-            }
-            kind => {
-                let meta = without_private(
-                    Meta::from_stat(&r.stat)
-                        .with_xattrs_at(src_dir, src_name)
-                        .map_err(|e| dst_err("read xattrs", e))?,
-                );
-                let (made, handle) = if kind == FileType::Symlink {
-                    let target =
-                        sys::readlink_at(src_dir, src_name).map_err(|e| dst_err("readlink", e))?;
-                    place::make_symlink(dst_dir, name, &target)
-                        .map_err(|e| dst_err("symlink", e))?
-                } else {
-                    place::make_special(dst_dir, name, kind, meta.mode, meta.rdev)
-                        .map_err(|e| dst_err("mknod", e))?
-                };
-                meta.apply_to_handle(handle.as_fd())
-                    .map_err(|e| dst_err("set metadata", e))?;
-                Ok(made)
-            }
-        }
+        let keep = |name: &[u8]| !format::is_private_xattr(name);
+        let spec = CopySpec {
+            keep_xattr: &keep,
+            extra_xattrs: &[],
+        };
+        let copied =
+            copy_entry(src_dir, src_name, dst_dir, name, &spec).map_err(|e| dst_err("copy", e))?;
+        self.counts.bytes += copied.bytes;
+        Ok(copied.made)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod ancestry;
 pub mod copy;
+pub mod entry;
 pub mod meta;
 pub mod place;
 pub mod remove;
