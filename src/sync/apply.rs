@@ -1,8 +1,8 @@
 //! The incremental sync: bring the paths that changed since the last sync
 //! to what the view shows now, in the live tree, leaving the rest alone.
 //!
-//! Each changed path is compared with the tree and only rewritten if it
-//! differs: an entry is made in a private directory outside the tree and
+//! Each changed path is compared with the tree
+//! ([`crate::tree::compare`]) and only rewritten if it differs: an entry is made in a private directory outside the tree and
 //! renamed over the old one ([`crate::tree::place`]: readers see the old
 //! entry or the new, never half, and the vserver's root never sees it
 //! being made), a name the
@@ -23,6 +23,7 @@ use rustix::fs::{FileType, Stat};
 use super::writer::{Writer, cname_of, without_private};
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::tree::compare::{CompareSpec, Side, same_entry};
 use crate::tree::meta::Meta;
 use crate::tree::remove::remove_tree_at;
 use crate::view::format;
@@ -320,45 +321,34 @@ impl<'a> Applier<'a> {
             return Ok((sys::dev_of(st), sys::ino_of(st))
                 == (sys::dev_of(&first_st), sys::ino_of(&first_st)));
         }
-        let want = Meta::from_stat(&r.stat);
-        let have = Meta::from_stat(st);
-        let same_meta = want.uid == have.uid
-            && want.gid == have.gid
-            && (want.mode == have.mode || want.file_type == FileType::Symlink)
-            && want.times.mtime == have.times.mtime
-            && want.size == have.size
-            && want.rdev == have.rdev;
-        if !same_meta {
-            return Ok(false);
-        }
         let src_dir = self
             .w
             .overlay
             .layer_tree(source)
             .open_dir(split(&src_rel).0)?;
         let src_name = cname_of(split(&src_rel).1, rel)?;
-        let err = |e| Error::io("compare", self.w.into.display(rel), e);
-        let mut want_x = without_private(
-            want.with_xattrs_at(src_dir.as_fd(), &src_name)
-                .map_err(err)?,
-        )
-        .xattrs;
-        let mut have_x = have.with_xattrs_at(parent, name).map_err(err)?.xattrs;
-        want_x.sort();
-        have_x.sort();
-        if want_x != have_x {
-            return Ok(false);
-        }
-        let same = match r.found.kind {
-            FileType::Symlink => {
-                sys::readlink_at(src_dir.as_fd(), &src_name).map_err(err)?
-                    == sys::readlink_at(parent, name).map_err(err)?
-            }
-            FileType::RegularFile if source == Shown::Upper => {
-                same_content(src_dir.as_fd(), &src_name, parent, name).map_err(err)?
-            }
-            _ => true,
+        let keep = |name: &[u8]| !format::is_private_xattr(name);
+        let spec = CompareSpec {
+            keep_xattr: &keep,
+            // Only the upper layer changes between syncs: lower files are
+            // not read (their link counts count skel names too).
+            content: source == Shown::Upper,
+            links: source == Shown::Upper,
         };
+        let same = same_entry(
+            Side {
+                dir: src_dir.as_fd(),
+                name: &src_name,
+                stat: &r.stat,
+            },
+            Side {
+                dir: parent,
+                name,
+                stat: st,
+            },
+            &spec,
+        )
+        .map_err(|e| Error::io("compare", self.w.into.display(rel), e))?;
         if same {
             self.w.group_record(r, rel);
         }
@@ -516,47 +506,4 @@ fn count_entries(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<
         };
     }
     Ok(n)
-}
-
-/// Do two regular files hold the same bytes?
-fn same_content(
-    a_dir: BorrowedFd<'_>,
-    a: &std::ffi::CStr,
-    b_dir: BorrowedFd<'_>,
-    b: &std::ffi::CStr,
-) -> std::io::Result<bool> {
-    use std::io::Read;
-    let fa = sys::open_file_read(a_dir, a)?;
-    let fb = sys::open_file_read(b_dir, b)?;
-    // Names of a live tree may change under us: compare only what is
-    // still a regular file on both sides.
-    for fd in [&fa, &fb] {
-        if kind_of(&sys::fstat(fd.as_fd())?) != FileType::RegularFile {
-            return Ok(false);
-        }
-    }
-    let mut fa = std::fs::File::from(fa);
-    let mut fb = std::fs::File::from(fb);
-    let mut ba = vec![0u8; 1 << 16];
-    let mut bb = vec![0u8; 1 << 16];
-    loop {
-        let n = read_full(&mut fa, &mut ba)?;
-        let m = read_full(&mut fb, &mut bb)?;
-        if n != m || ba[..n] != bb[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read(&mut buf[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        Ok(n)
-    }
 }

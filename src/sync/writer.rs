@@ -4,11 +4,12 @@
 //! The [`Writer`] is a [`TreeSink`] of the core's merged-tree walk
 //! ([`Overlay::walk`]: the same resolution the FUSE view uses), so
 //! whiteouts, opaque and redirected directories come out exactly as the
-//! view shows them. Entries shown from the "link" layer
-//! (a vserver's skel global) become hard links to its inodes; everything
-//! else is copied with owner, mode, xattrs (never the overlay's own) and
-//! times; hard-link groups among copies are kept. Directory metadata is
-//! applied last, so mtimes come out as the view shows them.
+//! view shows them. Entries shown from the "link" layer (a vserver's
+//! skel global) become hard links to its inodes; everything else is
+//! copied by [`crate::tree::entry`] with owner, mode, xattrs (never the
+//! overlay's own) and times; hard-link groups among copies are kept.
+//! Directory metadata is applied last, so mtimes come out as the view
+//! shows them.
 //!
 //! The writer writes one entry or a whole subtree; the first sync uses it
 //! on an empty directory in staging ([`flatten`]), the incremental sync on

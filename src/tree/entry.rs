@@ -108,3 +108,92 @@ fn kept(mut meta: Meta, spec: &CopySpec<'_>) -> Meta {
     }
     meta
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn dir_fd(path: &std::path::Path) -> std::os::fd::OwnedFd {
+        sys::open_root(path).expect("open dir")
+    }
+
+    #[test]
+    fn copies_a_sparse_file_with_its_metadata_and_kept_xattrs_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        let file = std::fs::File::create(src.join("f")).unwrap();
+        file.set_len(1 << 20).unwrap(); // one hole
+        std::os::unix::fs::FileExt::write_at(&file, b"end", (1 << 20) - 3).unwrap();
+        drop(file);
+        std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        xattr::set(src.join("f"), "user.keep", b"1").unwrap();
+        xattr::set(src.join("f"), "user.drop", b"2").unwrap();
+        let (s, d) = (dir_fd(&src), dir_fd(&dst));
+        let keep = |name: &[u8]| name != b"user.drop";
+        let extra = [(c"user.added", &b"3"[..])];
+        let spec = CopySpec {
+            keep_xattr: &keep,
+            extra_xattrs: &extra,
+        };
+        let copied = copy_entry(s.as_fd(), c"f", d.as_fd(), Some(c"f"), &spec).unwrap();
+        assert_eq!(copied.bytes, 1 << 20);
+        copied.made.keep();
+        let (a, b) = (
+            std::fs::metadata(src.join("f")).unwrap(),
+            std::fs::metadata(dst.join("f")).unwrap(),
+        );
+        assert_eq!(b.mode() & 0o7777, 0o640);
+        assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()));
+        assert_eq!(
+            std::fs::read(dst.join("f")).unwrap(),
+            std::fs::read(src.join("f")).unwrap()
+        );
+        assert!(b.blocks() < a.size() / 512, "the hole was kept");
+        assert_eq!(
+            xattr::get(dst.join("f"), "user.keep").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(xattr::get(dst.join("f"), "user.drop").unwrap(), None);
+        assert_eq!(
+            xattr::get(dst.join("f"), "user.added").unwrap(),
+            Some(b"3".to_vec())
+        );
+        // Made exclusively: an existing name is refused, and kept intact.
+        let again = copy_entry(s.as_fd(), c"f", d.as_fd(), Some(c"f"), &CopySpec::ALL);
+        assert_eq!(again.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+    }
+
+    #[test]
+    fn copies_a_symlink_and_a_fifo_and_refuses_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        std::os::unix::fs::symlink("../somewhere", src.join("l")).unwrap();
+        std::fs::create_dir(src.join("d")).unwrap();
+        let (s, d) = (dir_fd(&src), dir_fd(&dst));
+        sys::mknod_at(s.as_fd(), c"p", FileType::Fifo, 0o604, 0).unwrap();
+        for name in [c"l", c"p"] {
+            copy_entry(s.as_fd(), name, d.as_fd(), Some(name), &CopySpec::ALL)
+                .unwrap()
+                .made
+                .keep();
+        }
+        assert_eq!(
+            std::fs::read_link(dst.join("l")).unwrap(),
+            std::path::Path::new("../somewhere")
+        );
+        let p = std::fs::symlink_metadata(dst.join("p")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&p.file_type()));
+        assert_eq!(p.mode() & 0o7777, 0o604);
+        assert!(copy_entry(s.as_fd(), c"d", d.as_fd(), Some(c"d"), &CopySpec::ALL).is_err());
+        assert!(!dst.join("d").exists());
+        // A copy under a random name that is not kept is removed.
+        let temp = copy_entry(s.as_fd(), c"l", d.as_fd(), None, &CopySpec::ALL).unwrap();
+        drop(temp);
+        assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 2);
+    }
+}

@@ -4,7 +4,7 @@
 //! It holds the vserver's lock throughout (no sync, create-vs or remove-vs
 //! of it runs meanwhile). Order, each step idempotent and each crash point
 //! one the next `materialize` (or `remove-vs`) completes:
-//! 1. unmount the view if it is mounted (so the flatten sees a view nobody
+//! 1. unmount the view if it is mounted (so the sync sees a view nobody
 //!    writes to);
 //! 2. sync (itself crash-safe: the old tree or the new);
 //! 3. point the context link at the tree (killed after this, the vserver
