@@ -4,7 +4,7 @@ use super::output::{Format, print};
 use crate::config::Config;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::sync::materialize::materialize;
+use crate::vserver::materialize::materialize;
 
 /// Make a view an ordinary on-disk vserver: unmount it if mounted, sync it
 /// into <root>/NAME, record it as a tree (its context link points at the
@@ -32,8 +32,8 @@ pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
                  copied; removed {}",
                 done.name,
                 done.root.display(),
-                sync.counts.linked,
-                sync.counts.copied,
+                sync.tree.counts.linked,
+                sync.tree.counts.copied,
                 done.view_dir.display()
             ),
             None => format!(

@@ -4,7 +4,7 @@ use super::output::{Format, print};
 use crate::config::Config;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::sync::{Synced, sync_view};
+use crate::vserver::sync::{SyncedView, sync_view};
 
 /// Write a view's current state into the on-disk tree <root>/NAME.
 ///
@@ -42,7 +42,8 @@ pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
 }
 
 /// The text report: the changes (dry run: that would be made), then counts.
-fn summary(s: &Synced) -> String {
+fn summary(v: &SyncedView) -> String {
+    let s = &v.tree;
     let mut out = String::new();
     if s.dry_run {
         for change in &s.changes {
@@ -63,7 +64,7 @@ fn summary(s: &Synced) -> String {
     out.push_str(&format!(
         "{verb} {} into {}{how}: {} linked to the skel, {} copied ({} bytes), {} directories made, \
          {} removed, {} directories updated, {} unchanged",
-        s.name,
+        v.name,
         s.root.display(),
         c.linked,
         c.copied,
@@ -76,13 +77,13 @@ fn summary(s: &Synced) -> String {
     if s.resumed {
         out.push_str("; finished an interrupted sync");
     }
-    if s.writes_held {
+    if v.writes_held {
         out.push_str("; the mounted view's writes were held meanwhile");
     }
-    if !s.scripts.is_empty() {
+    if !v.scripts.is_empty() {
         out.push_str(&format!(
             "; post-create scripts run: {}",
-            s.scripts.join(", ")
+            v.scripts.join(", ")
         ));
     }
     out

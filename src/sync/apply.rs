@@ -1,8 +1,8 @@
 //! The incremental sync: bring the paths that changed since the last sync
 //! to what the view shows now, in the live tree, leaving the rest alone.
 //!
-//! Each changed path is compared with the tree and only rewritten if it
-//! differs: an entry is made in a private directory outside the tree and
+//! Each changed path is compared with the tree
+//! ([`crate::tree::compare`]) and only rewritten if it differs: an entry is made in a private directory outside the tree and
 //! renamed over the old one ([`crate::tree::place`]: readers see the old
 //! entry or the new, never half, and the vserver's root never sees it
 //! being made), a name the
@@ -20,45 +20,17 @@ use std::path::{Path, PathBuf};
 use crate::view::overlay::Errno;
 use rustix::fs::{FileType, Stat};
 
-use super::flatten::{Source, Writer, cname_of, op_err, source_of, split, without_private};
+use super::writer::{Writer, cname_of, without_private};
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::tree::compare::{CompareSpec, Side, same_entry};
 use crate::tree::meta::Meta;
 use crate::tree::remove::remove_tree_at;
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::Overlay;
+use crate::view::overlay::split;
 use crate::view::resolve::{DirInfo, Resolved};
-
-/// What the view shows at `rel` (`None`: nothing), resolving from the root.
-pub fn resolve_path(overlay: &Overlay, rel: &Path) -> std::result::Result<Option<Resolved>, Errno> {
-    let mut dir = overlay.dir_info(ROOT_ID)?;
-    let mut components = rel.iter().peekable();
-    while let Some(name) = components.next() {
-        let r = match overlay.resolve(&dir, name) {
-            Ok(r) => r,
-            Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if components.peek().is_none() {
-            return Ok(Some(r));
-        }
-        if r.found.kind != FileType::Directory {
-            return Ok(None);
-        }
-        dir = dir_info_of(&r, child_path(&dir.path, name));
-    }
-    Ok(None)
-}
-
-fn dir_info_of(r: &Resolved, path: PathBuf) -> DirInfo {
-    DirInfo {
-        id: r.id,
-        path,
-        upper: r.found.upper,
-        lower: r.found.lower.clone(),
-    }
-}
+use crate::view::walk::{Entry, Shown};
 
 /// How much of a changed directory is compared with the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +148,7 @@ impl<'a> Applier<'a> {
         if r.found.kind == FileType::Directory {
             if current.is_some_and(|st| kind_of(&st) == FileType::Directory) {
                 self.views
-                    .insert(rel.to_path_buf(), dir_info_of(r, rel.to_path_buf()));
+                    .insert(rel.to_path_buf(), r.as_dir(rel.to_path_buf()));
                 if depth != Depth::Own {
                     self.reconcile_listing(rel, depth == Depth::All)?;
                 }
@@ -207,12 +179,23 @@ impl<'a> Applier<'a> {
         r: &Resolved,
         replacing: bool,
     ) -> Result<()> {
-        let (source, src_rel) = source_of(r, rel);
-        let src_parent = self.w.layer(source).open_dir(split(&src_rel).0)?;
+        let (shown, layer_path) = r.shown(rel);
+        let layer_dir = self
+            .w
+            .overlay
+            .layer_tree(shown)
+            .open_dir(split(&layer_path).0)?;
         let before = self.written();
         let dst = (!self.w.dry_run).then_some(parent);
-        self.w
-            .write_entry(src_parent.as_fd(), source, &src_rel, dst, name, rel, r)?;
+        let entry = Entry {
+            rel,
+            name,
+            resolved: r,
+            shown,
+            layer_path: &layer_path,
+            layer_dir: layer_dir.as_fd(),
+        };
+        self.w.write_entry(&entry, dst)?;
         let added = (self.written() - before) as i64;
         self.net_entries += if replacing { added - 1 } else { added };
         Ok(())
@@ -234,7 +217,7 @@ impl<'a> Applier<'a> {
             .w
             .overlay
             .list(&view_dir)
-            .map_err(|e| op_err("list", rel, e))?;
+            .map_err(|e| Error::io("list", rel, e))?;
         let tree_dir = self.w.into.open_dir(rel)?;
         let in_tree = sys::read_dir(tree_dir.as_fd())
             .map_err(|e| Error::io("read", self.w.into.display(rel), e))?;
@@ -256,7 +239,7 @@ impl<'a> Applier<'a> {
             let r = match self.w.overlay.resolve(&view_dir, &item.name) {
                 Ok(r) => r,
                 Err(e) if e == Errno::NOENT => continue,
-                Err(e) => return Err(op_err("resolve", &child, e)),
+                Err(e) => return Err(Error::io("resolve", &child, e)),
             };
             let name_c = cname_of(&item.name, &child)?;
             let current = stat_if_any(tree_dir.as_fd(), &name_c, &self.w.into.display(&child))?;
@@ -309,7 +292,7 @@ impl<'a> Applier<'a> {
         if kind_of(st) != r.found.kind {
             return Ok(false);
         }
-        let (source, src_rel) = source_of(r, rel);
+        let (source, src_rel) = r.shown(rel);
         let same_inode =
             (sys::dev_of(st), sys::ino_of(st)) == (sys::dev_of(&r.stat), sys::ino_of(&r.stat));
         if self.w.is_link_layer(source) {
@@ -324,7 +307,7 @@ impl<'a> Applier<'a> {
         // has more (its skel names too), so an upper file that equals one
         // (copied up unchanged, as when another name of it was removed)
         // is still written as a copy of its own.
-        if source == Source::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
+        if source == Shown::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
             return Ok(false);
         }
         if let Some(first) = self.w.group_peek(r) {
@@ -338,41 +321,34 @@ impl<'a> Applier<'a> {
             return Ok((sys::dev_of(st), sys::ino_of(st))
                 == (sys::dev_of(&first_st), sys::ino_of(&first_st)));
         }
-        let want = Meta::from_stat(&r.stat);
-        let have = Meta::from_stat(st);
-        let same_meta = want.uid == have.uid
-            && want.gid == have.gid
-            && (want.mode == have.mode || want.file_type == FileType::Symlink)
-            && want.times.mtime == have.times.mtime
-            && want.size == have.size
-            && want.rdev == have.rdev;
-        if !same_meta {
-            return Ok(false);
-        }
-        let src_dir = self.w.layer(source).open_dir(split(&src_rel).0)?;
+        let src_dir = self
+            .w
+            .overlay
+            .layer_tree(source)
+            .open_dir(split(&src_rel).0)?;
         let src_name = cname_of(split(&src_rel).1, rel)?;
-        let err = |e| Error::io("compare", self.w.into.display(rel), e);
-        let mut want_x = without_private(
-            want.with_xattrs_at(src_dir.as_fd(), &src_name)
-                .map_err(err)?,
-        )
-        .xattrs;
-        let mut have_x = have.with_xattrs_at(parent, name).map_err(err)?.xattrs;
-        want_x.sort();
-        have_x.sort();
-        if want_x != have_x {
-            return Ok(false);
-        }
-        let same = match r.found.kind {
-            FileType::Symlink => {
-                sys::readlink_at(src_dir.as_fd(), &src_name).map_err(err)?
-                    == sys::readlink_at(parent, name).map_err(err)?
-            }
-            FileType::RegularFile if source == Source::Upper => {
-                same_content(src_dir.as_fd(), &src_name, parent, name).map_err(err)?
-            }
-            _ => true,
+        let keep = |name: &[u8]| !format::is_private_xattr(name);
+        let spec = CompareSpec {
+            keep_xattr: &keep,
+            // Only the upper layer changes between syncs: lower files are
+            // not read (their link counts count skel names too).
+            content: source == Shown::Upper,
+            links: source == Shown::Upper,
         };
+        let same = same_entry(
+            Side {
+                dir: src_dir.as_fd(),
+                name: &src_name,
+                stat: &r.stat,
+            },
+            Side {
+                dir: parent,
+                name,
+                stat: st,
+            },
+            &spec,
+        )
+        .map_err(|e| Error::io("compare", self.w.into.display(rel), e))?;
         if same {
             self.w.group_record(r, rel);
         }
@@ -437,8 +413,11 @@ impl<'a> Applier<'a> {
             if r.found.kind != FileType::Directory {
                 return Ok(None);
             }
-            let (source, src_rel) = source_of(&r, rel);
-            (self.w.layer(source).open_dir(&src_rel)?, r.stat)
+            let (source, src_rel) = r.shown(rel);
+            (
+                self.w.overlay.layer_tree(source).open_dir(&src_rel)?,
+                r.stat,
+            )
         };
         let meta = Meta::from_stat(&st)
             .with_xattrs(fd.as_fd())
@@ -458,7 +437,7 @@ impl<'a> Applier<'a> {
         match self.w.overlay.resolve(&dir, name) {
             Ok(r) => Ok(Some(r)),
             Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => Ok(None),
-            Err(e) => Err(op_err("resolve", rel, e)),
+            Err(e) => Err(Error::io("resolve", rel, e)),
         }
     }
 
@@ -470,12 +449,10 @@ impl<'a> Applier<'a> {
             self.w
                 .overlay
                 .dir_info(ROOT_ID)
-                .map_err(|e| op_err("read", Path::new("/"), e))?
+                .map_err(|e| Error::io("read", Path::new("/"), e))?
         } else {
             match self.resolve(rel)? {
-                Some(r) if r.found.kind == FileType::Directory => {
-                    dir_info_of(&r, rel.to_path_buf())
-                }
+                Some(r) if r.found.kind == FileType::Directory => r.as_dir(rel.to_path_buf()),
                 _ => return Ok(None),
             }
         };
@@ -529,47 +506,4 @@ fn count_entries(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<
         };
     }
     Ok(n)
-}
-
-/// Do two regular files hold the same bytes?
-fn same_content(
-    a_dir: BorrowedFd<'_>,
-    a: &std::ffi::CStr,
-    b_dir: BorrowedFd<'_>,
-    b: &std::ffi::CStr,
-) -> std::io::Result<bool> {
-    use std::io::Read;
-    let fa = sys::open_file_read(a_dir, a)?;
-    let fb = sys::open_file_read(b_dir, b)?;
-    // Names of a live tree may change under us: compare only what is
-    // still a regular file on both sides.
-    for fd in [&fa, &fb] {
-        if kind_of(&sys::fstat(fd.as_fd())?) != FileType::RegularFile {
-            return Ok(false);
-        }
-    }
-    let mut fa = std::fs::File::from(fa);
-    let mut fb = std::fs::File::from(fb);
-    let mut ba = vec![0u8; 1 << 16];
-    let mut bb = vec![0u8; 1 << 16];
-    loop {
-        let n = read_full(&mut fa, &mut ba)?;
-        let m = read_full(&mut fb, &mut bb)?;
-        if n != m || ba[..n] != bb[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read(&mut buf[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        Ok(n)
-    }
 }

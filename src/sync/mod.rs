@@ -1,9 +1,12 @@
-//! `vskel sync`: write a view's current state into the on-disk tree
-//! `<root>/<name>` that a kernel vserver context runs from.
+//! The sync engine: write the merged tree of a layer stack into an
+//! on-disk tree (for a vserver, `<root>/<name>`, which a kernel vserver
+//! context runs from). It knows layers, trees and its state files, not
+//! vservers: opening a view, holding its writes and running its scripts
+//! is the op's (`vserver::sync`).
 //!
 //! The first sync (or one that finds no usable manifest) builds the tree
 //! beside, in the staging area, and puts it in place in one step: renamed
-//! in, or exchanged with an old tree (`RENAME_EXCHANGE`), so `<root>/<name>`
+//! in, or exchanged with an old tree (`RENAME_EXCHANGE`), so the target
 //! is always the old tree or the new one. A sync killed half-way leaves a
 //! staging directory, which the next run removes, and the old tree.
 //!
@@ -14,43 +17,32 @@
 //! renamed over the old one ([`crate::tree::place`]); the skel is never
 //! walked. The paths are journalled first, so a sync killed half-way is
 //! finished by the next one (which also clears its temporary files).
-//!
-//! While the view is mounted, its server holds every write for the whole
-//! sync (readers are still served), so a file being written lands in the
-//! tree as it was before or after that write, never torn.
 
 pub mod apply;
 pub mod changes;
-pub mod flatten;
-pub mod materialize;
 pub mod state;
+pub mod writer;
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tracing::info;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::staging::{Staging, split_parent};
 use crate::sys;
-use crate::tokens::Tokens;
 use crate::tree::TreeRoot;
 use crate::tree::remove::remove_tree_at;
 use crate::view::overlay::Overlay;
-use crate::vserver::{registry, scripts, view};
 use apply::{Applier, Depth, is_opaque, is_redirected};
-use flatten::{Change, Scratch, SyncCounts, Writer, flatten};
 use state::{Manifest, StampKind, StateFiles};
+use writer::{Change, Scratch, SyncCounts, Writer, flatten};
 
-/// What a sync did (or, dry-running, would do).
+/// What a sync of a layer stack did (or, dry-running, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct Synced {
-    /// The vserver.
-    pub name: String,
     /// The tree written.
     pub root: PathBuf,
     /// `full` (tree built beside and swapped in) or `incremental`.
@@ -59,8 +51,6 @@ pub struct Synced {
     pub replaced: bool,
     /// Nothing was written (`--dry-run`).
     pub dry_run: bool,
-    /// The view was mounted and its writes were held during the sync.
-    pub writes_held: bool,
     /// The last sync had been interrupted; this one finished its work.
     pub resumed: bool,
     /// What was done.
@@ -68,51 +58,24 @@ pub struct Synced {
     /// The paths changed (incremental syncs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
-    /// Post-create scripts that ran (the first sync runs a view's).
-    pub scripts: Vec<String>,
 }
 
-/// Write view vserver `name` into `<root>/<name>`; with `dry_run`, only
-/// report what would change.
-pub fn sync_view(
+/// Write the merged tree of `overlay` into `target`, incrementally when
+/// `state` holds a manifest of the tree there, else in full (built beside
+/// and put in place in one step). Entries shown from lower layer
+/// `link_layer` become hard links to its inodes. With `dry_run`, only
+/// report what would change. The caller holds the lock of `state` (none
+/// needed for a dry run) and keeps the layers from changing meanwhile.
+pub fn sync_layers(
     config: &Config,
-    name: &str,
+    overlay: &Overlay,
+    target: &Path,
+    state: &StateFiles,
+    link_layer: Option<usize>,
     dry_run: bool,
     progress: &Progress,
 ) -> Result<Synced> {
-    crate::validate::validate_name("vserver name", name)?;
-    let lock = if dry_run {
-        None
-    } else {
-        Some(StateFiles::new(config, name).lock()?)
-    };
-    sync_view_holding(config, name, dry_run, progress, lock.as_ref())
-}
-
-/// [`sync_view`] for a caller that holds the vserver's lock already
-/// (`lock`, from [`StateFiles::lock`]; none for a dry run).
-pub(crate) fn sync_view_holding(
-    config: &Config,
-    name: &str,
-    dry_run: bool,
-    progress: &Progress,
-    _lock: Option<&std::fs::File>,
-) -> Result<Synced> {
-    let view = view::open(config, name)?;
-    let state = StateFiles::new(config, name);
-    let target = Layout::new(config).vserver(name);
-    crate::tree::require_one_filesystem(&[
-        &config.root,
-        &view.skel.global(),
-        &Layout::new(config).state(),
-    ])?;
-    // A mounted view's server holds its writes until `held` is dropped.
-    let held = view::hold_view(&view::ViewDirs::new(config, name))?;
-    let overlay = Overlay::open_layers(&view.layers)?;
-    let global = view.skel.global();
-    let link_layer = view.layers.lowers.iter().position(|l| *l == global);
-
-    let tree = match TreeRoot::open(&target) {
+    let tree = match TreeRoot::open(target) {
         Ok(tree) => Some(tree),
         Err(_) if target.symlink_metadata().is_err() => None,
         Err(e) => return Err(e),
@@ -120,36 +83,24 @@ pub(crate) fn sync_view_holding(
     let manifest = match &tree {
         Some(tree) => state
             .load_manifest()?
-            .filter(|m| m.identity == identity(tree, &overlay)),
+            .filter(|m| m.identity == identity(tree, overlay)),
         None => None,
     };
-    let mut synced = match (tree, manifest) {
+    match (tree, manifest) {
         (Some(tree), Some(manifest)) => incremental(
-            &overlay, &tree, &manifest, &state, link_layer, config, dry_run, progress,
-        )?,
+            overlay, &tree, &manifest, state, link_layer, config, dry_run, progress,
+        ),
         (tree, _) => full(
             config,
-            &overlay,
+            overlay,
             tree.is_some(),
-            &target,
-            &state,
+            target,
+            state,
             link_layer,
             dry_run,
             progress,
-        )?,
-    };
-    synced.writes_held = held.is_some();
-    drop(held);
-    synced.name = name.to_string();
-    if !dry_run {
-        synced.scripts = run_pending_scripts(config, &view, &target)?;
+        ),
     }
-    info!(
-        "synced view {name} into {} ({})",
-        target.display(),
-        synced.mode
-    );
-    Ok(synced)
 }
 
 /// Build the tree beside and put it in place.
@@ -165,16 +116,13 @@ fn full(
     progress: &Progress,
 ) -> Result<Synced> {
     let mut synced = Synced {
-        name: String::new(),
         root: target.to_path_buf(),
         mode: "full",
         replaced,
         dry_run,
-        writes_held: false,
         resumed: false,
         counts: SyncCounts::default(),
         changes: Vec::new(),
-        scripts: Vec::new(),
     };
     progress.start(&format!("syncing {}", target.display()));
     if dry_run {
@@ -338,16 +286,13 @@ fn incremental(
     }
     progress.finish();
     Ok(Synced {
-        name: String::new(),
         root: tree.path().to_path_buf(),
         mode: "incremental",
         replaced: true,
         dry_run,
-        writes_held: false,
         resumed,
         counts,
         changes,
-        scripts: Vec::new(),
     })
 }
 
@@ -375,41 +320,4 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The first sync of a view runs its post-create scripts (they need the
-/// vserver's files), against the tree.
-fn run_pending_scripts(
-    config: &Config,
-    view: &view::View,
-    tree: &std::path::Path,
-) -> Result<Vec<String>> {
-    if !view.record.post_create_pending {
-        return Ok(Vec::new());
-    }
-    let record = &view.record;
-    let tokens = Tokens::for_vserver(
-        &record.name,
-        record.ip.as_deref().unwrap_or(""),
-        record.fqdn.as_deref().unwrap_or(""),
-        record.context.unwrap_or(0),
-        tree,
-        &view.skel.name,
-        &config.tokens,
-    );
-    let list = scripts::scripts_in(&view.skel.post_create_dir())?;
-    let ran = scripts::run_all(&list, &record.name, &tokens).map_err(|failure| {
-        Error::Failed(format!(
-            "post-create script {} of skel {} failed ({}) after syncing {}: {}",
-            failure.script,
-            view.skel.name,
-            failure.status,
-            tree.display(),
-            failure.stderr_tail
-        ))
-    })?;
-    let mut updated = record.clone();
-    updated.post_create_pending = false;
-    registry::save(config, &updated)?;
-    Ok(ran)
 }

@@ -30,8 +30,8 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::TreeRoot;
+use super::entry::{CopySpec, copy_entry};
 use super::meta::Meta;
-use super::place;
 use super::remove::remove_tree_at;
 use super::walk::par_walk;
 use crate::config::Protect;
@@ -438,9 +438,9 @@ impl Copier<'_> {
                 Counters::bump(&self.counters.linked, 1);
                 Ok(())
             }
-            How::Copy => self.copy_entry(src_dir, name, file_type, target, dst_dir, rel, None),
+            How::Copy => self.copy_one(src_dir, name, file_type, target, dst_dir, rel, None),
             How::Render(tokens) => {
-                self.copy_entry(src_dir, name, file_type, target, dst_dir, rel, Some(tokens))
+                self.copy_one(src_dir, name, file_type, target, dst_dir, rel, Some(tokens))
             }
         }
     }
@@ -480,8 +480,10 @@ impl Copier<'_> {
         }
     }
 
+    /// Copy a non-directory; a regular file rendered with `tokens`, if
+    /// given.
     #[allow(clippy::too_many_arguments)]
-    fn copy_entry(
+    fn copy_one(
         &self,
         src_dir: BorrowedFd<'_>,
         name: &CStr,
@@ -491,9 +493,26 @@ impl Copier<'_> {
         rel: &Path,
         tokens: Option<&Tokens>,
     ) -> Result<()> {
-        if file_type != FileType::RegularFile {
-            return self.copy_special(src_dir, name, file_type, target, dst_dir, rel);
+        match (file_type, tokens) {
+            (FileType::RegularFile, None) => self.copy_file(src_dir, name, target, dst_dir, rel),
+            (FileType::RegularFile, Some(tokens)) => {
+                self.render_file(src_dir, name, target, dst_dir, rel, tokens)
+            }
+            _ => self.copy_special(src_dir, name, target, dst_dir, rel),
         }
+    }
+
+    /// Copy a regular file with `%%TOKENS%%` replaced, keeping hard-link
+    /// groups.
+    fn render_file(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        name: &CStr,
+        target: usize,
+        dst_dir: BorrowedFd<'_>,
+        rel: &Path,
+        tokens: &Tokens,
+    ) -> Result<()> {
         let src = sys::open_file_read(src_dir, name).map_err(|e| self.src_err("open", rel, e))?;
         let meta =
             Meta::from_stat(&sys::fstat(src.as_fd()).map_err(|e| self.src_err("stat", rel, e))?)
@@ -512,38 +531,28 @@ impl Copier<'_> {
         } else {
             self.create_replacing(dst_dir, name, target, rel)?
         };
-        match tokens {
-            None => {
-                sys::copy_data(src.as_fd(), out.as_fd(), meta.size)
-                    .map_err(|e| self.dst_err(target, "copy data", rel, e))?;
-                Counters::bump(&self.counters.copied, 1);
-                Counters::bump(&self.counters.bytes, meta.size);
-            }
-            Some(tokens) => {
-                let mut input = Vec::with_capacity(meta.size as usize);
-                std::fs::File::from(src)
-                    .read_to_end(&mut input)
-                    .map_err(|e| self.src_err("read", rel, e))?;
-                let rendered = render(&input, tokens);
-                let mut file = std::fs::File::from(
-                    out.try_clone()
-                        .map_err(|e| self.dst_err(target, "dup", rel, e))?,
-                );
-                file.write_all(&rendered.bytes)
-                    .map_err(|e| self.dst_err(target, "write", rel, e))?;
-                if !rendered.unknown.is_empty() {
-                    let mut unknown = lock(&self.unknown_tokens);
-                    for key in rendered.unknown {
-                        unknown
-                            .entry(key)
-                            .or_default()
-                            .insert(self.targets[target].tree.display(rel));
-                    }
-                }
-                Counters::bump(&self.counters.rendered, 1);
-                Counters::bump(&self.counters.bytes, rendered.bytes.len() as u64);
+        let mut input = Vec::with_capacity(meta.size as usize);
+        std::fs::File::from(src)
+            .read_to_end(&mut input)
+            .map_err(|e| self.src_err("read", rel, e))?;
+        let rendered = render(&input, tokens);
+        let mut file = std::fs::File::from(
+            out.try_clone()
+                .map_err(|e| self.dst_err(target, "dup", rel, e))?,
+        );
+        file.write_all(&rendered.bytes)
+            .map_err(|e| self.dst_err(target, "write", rel, e))?;
+        if !rendered.unknown.is_empty() {
+            let mut unknown = lock(&self.unknown_tokens);
+            for key in rendered.unknown {
+                unknown
+                    .entry(key)
+                    .or_default()
+                    .insert(self.targets[target].tree.display(rel));
             }
         }
+        Counters::bump(&self.counters.rendered, 1);
+        Counters::bump(&self.counters.bytes, rendered.bytes.len() as u64);
         meta.apply_to_fd(out.as_fd())
             .map_err(|e| self.dst_err(target, "set metadata", rel, e))
     }
@@ -594,42 +603,69 @@ impl Copier<'_> {
         }
     }
 
-    /// Copy a symlink, device node, FIFO or socket.
-    fn copy_special(
+    /// Copy a regular file as it is, keeping hard-link groups.
+    fn copy_file(
         &self,
         src_dir: BorrowedFd<'_>,
         name: &CStr,
-        file_type: FileType,
         target: usize,
         dst_dir: BorrowedFd<'_>,
         rel: &Path,
     ) -> Result<()> {
         let st = sys::stat_at(src_dir, name).map_err(|e| self.src_err("stat", rel, e))?;
-        let meta = Meta::from_stat(&st)
-            .with_xattrs_at(src_dir, name)
-            .map_err(|e| self.src_err("read xattrs", rel, e))?;
-        let link = match file_type {
-            FileType::Symlink => Some(
-                sys::readlink_at(src_dir, name).map_err(|e| self.src_err("readlink", rel, e))?,
-            ),
-            _ => None,
+        let copy = || {
+            self.copy_replacing(src_dir, name, dst_dir)
+                .map_err(|e| self.dst_err(target, "copy", rel, e))
         };
-        // Made exclusively, then its metadata set through a handle checked
-        // to be what was made (see `super::place`).
-        let make = || match &link {
-            Some(link) => place::make_symlink(dst_dir, Some(name), link),
-            None => place::make_special(dst_dir, Some(name), file_type, meta.mode, meta.rdev),
+        let copied = if sys::nlink_of(&st) > 1 {
+            let key = (target, sys::dev_of(&st), sys::ino_of(&st));
+            let mut groups = lock(&self.groups);
+            if let Some(first) = groups.get(&key).cloned() {
+                drop(groups);
+                return self.link_to_first(&first, dst_dir, name, target, rel);
+            }
+            let copied = copy()?;
+            groups.insert(key, rel.to_path_buf());
+            copied
+        } else {
+            copy()?
         };
-        let made = match make() {
+        Counters::bump(&self.counters.copied, 1);
+        Counters::bump(&self.counters.bytes, copied);
+        Ok(())
+    }
+
+    /// Copy a non-directory through the one copier ([`copy_entry`]),
+    /// replacing what a lower layer put there; the bytes copied.
+    fn copy_replacing(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        name: &CStr,
+        dst_dir: BorrowedFd<'_>,
+    ) -> std::io::Result<u64> {
+        let copied = match copy_entry(src_dir, name, dst_dir, Some(name), &CopySpec::ALL) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                remove_tree_at(dst_dir, name)
-                    .map_err(|e| self.dst_err(target, "replace", rel, e))?;
-                make()
+                remove_tree_at(dst_dir, name)?;
+                copy_entry(src_dir, name, dst_dir, Some(name), &CopySpec::ALL)
             }
             other => other,
-        };
-        let (made, handle) = match made {
-            Ok(made) => made,
+        }?;
+        let bytes = copied.bytes;
+        copied.made.keep();
+        Ok(bytes)
+    }
+
+    /// Copy a symlink, device node, FIFO or socket.
+    fn copy_special(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        name: &CStr,
+        target: usize,
+        dst_dir: BorrowedFd<'_>,
+        rel: &Path,
+    ) -> Result<()> {
+        match self.copy_replacing(src_dir, name, dst_dir) {
+            Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !sys::is_root() => {
                 warn!(
                     "{}: cannot make a device node without root; left out",
@@ -639,10 +675,7 @@ impl Copier<'_> {
                 return Ok(());
             }
             Err(e) => return Err(self.dst_err(target, "create", rel, e)),
-        };
-        meta.apply_to_handle(handle.as_fd())
-            .map_err(|e| self.dst_err(target, "set metadata", rel, e))?;
-        made.keep();
+        }
         Counters::bump(&self.counters.copied, 1);
         Ok(())
     }

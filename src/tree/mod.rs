@@ -1,12 +1,16 @@
 //! Trees on disk: opening a tree root once and reaching everything below it
-//! relative to that root, copying between trees, removing trees, and
-//! lifting a protected inode's immutable attribute for one link or unlink.
+//! relative to that root, copying between trees, the one way to copy an
+//! entry ([`entry`]) and to compare two ([`compare`]), placing entries in
+//! a live tree safely ([`place`]), removing trees, and lifting a protected
+//! inode's immutable attribute for one link or unlink.
 //!
 //! Every tree operation in vskel goes through [`TreeRoot`], whose
 //! [`TreeRoot::open_dir`] never follows a symlink (see [`crate::sys`]).
 
 pub mod ancestry;
+pub mod compare;
 pub mod copy;
+pub mod entry;
 pub mod meta;
 pub mod place;
 pub mod remove;

@@ -1,7 +1,8 @@
 //! Copy-up: bring a lower entry into the upper layer before it changes.
 //!
 //! The copy is made in `work/` (data, owner, mode, xattrs including file
-//! capabilities, times) and renamed into the upper layer in one step, so a
+//! capabilities, times; a non-directory by [`crate::tree::entry`]'s
+//! copier) and renamed into the upper layer in one step, so a
 //! crash leaves either no copy or a whole one. Parents are copied up first
 //! (directories only: their metadata, never their content). A copied-up
 //! file records the lower inode it came from (`format::ORIGIN_XATTR`), so
@@ -18,6 +19,7 @@ use super::node::{Lower, ROOT_ID};
 use super::overlay::{OpResult, Overlay, cname, errno, split};
 use crate::sys;
 use crate::sys::absent_as_none;
+use crate::tree::entry::{CopySpec, copy_entry};
 use crate::tree::meta::Meta;
 
 impl Overlay {
@@ -72,10 +74,7 @@ impl Overlay {
             FileType::Directory => self
                 .copy_dir(src_dir.as_fd(), &src_name, work, &tmp)
                 .map(|()| None),
-            FileType::RegularFile => self.copy_file(src_dir.as_fd(), &src_name, work, &tmp, layer),
-            _ => self
-                .copy_special(src_dir.as_fd(), &src_name, kind, work, &tmp, layer)
-                .map(|()| None),
+            _ => self.copy_non_dir(src_dir.as_fd(), &src_name, work, &tmp, layer),
         };
         let links = match made {
             Ok(links) => links,
@@ -114,7 +113,10 @@ impl Overlay {
         meta.apply_to_fd(made.as_fd()).map_err(errno)
     }
 
-    fn copy_file(
+    /// Copy a non-directory to `tmp` in `work`, recording its origin (the
+    /// inode number in the view stays). For a regular file with more
+    /// than one name, returns its (layer, inode).
+    fn copy_non_dir(
         &self,
         src_dir: BorrowedFd<'_>,
         src_name: &std::ffi::CStr,
@@ -122,48 +124,22 @@ impl Overlay {
         tmp: &std::ffi::CStr,
         layer: usize,
     ) -> OpResult<Option<(usize, u64)>> {
-        let src = sys::open_file_read(src_dir, src_name).map_err(errno)?;
-        let meta = lower_meta(src.as_fd())?;
-        let out = sys::create_file(work, tmp, 0o600).map_err(errno)?;
-        sys::copy_data(src.as_fd(), out.as_fd(), meta.size).map_err(errno)?;
-        let origin = format::format_origin(self.lowers[layer].dev(), meta.ino);
-        sys::fset_xattr(out.as_fd(), format::ORIGIN_XATTR, origin.as_bytes()).map_err(errno)?;
-        meta.apply_to_fd(out.as_fd()).map_err(errno)?;
-        Ok((meta.nlink > 1).then_some((layer, meta.ino)))
-    }
-
-    fn copy_special(
-        &self,
-        src_dir: BorrowedFd<'_>,
-        src_name: &std::ffi::CStr,
-        kind: FileType,
-        work: BorrowedFd<'_>,
-        tmp: &std::ffi::CStr,
-        layer: usize,
-    ) -> OpResult<()> {
         let st = sys::stat_at(src_dir, src_name).map_err(errno)?;
-        let mut meta = Meta::from_stat(&st)
-            .with_xattrs_at(src_dir, src_name)
-            .map_err(errno)?;
-        meta.xattrs
-            .retain(|(n, _)| !format::is_private_xattr(n.to_bytes()));
-        match kind {
-            FileType::Symlink => {
-                let target = sys::readlink_at(src_dir, src_name).map_err(errno)?;
-                sys::symlink_at(&target, work, tmp).map_err(errno)?;
-            }
-            _ => sys::mknod_at(work, tmp, kind, meta.mode, meta.rdev).map_err(errno)?,
-        }
-        // The origin keeps the inode number; a trusted.* xattr can be set
-        // on symlinks and device nodes too.
-        let origin = format::format_origin(self.lowers[layer].dev(), meta.ino);
-        sys::lset_xattr(
-            &sys::proc_path(work, tmp),
-            format::ORIGIN_XATTR,
-            origin.as_bytes(),
-        )
-        .map_err(errno)?;
-        meta.apply_at(work, tmp).map_err(errno)
+        let origin = format::format_origin(self.lowers[layer].dev(), sys::ino_of(&st));
+        let keep = |name: &[u8]| !format::is_private_xattr(name);
+        // A trusted.* xattr can be set on symlinks and device nodes too.
+        let extra = [(format::ORIGIN_XATTR, origin.as_bytes())];
+        let spec = CopySpec {
+            keep_xattr: &keep,
+            extra_xattrs: &extra,
+        };
+        let copied = copy_entry(src_dir, src_name, work, Some(tmp), &spec).map_err(errno)?;
+        // Renamed into the upper layer by the caller, who removes it on
+        // failure.
+        copied.made.keep();
+        let meta = copied.meta;
+        let links = meta.file_type == FileType::RegularFile && meta.nlink > 1;
+        Ok(links.then_some((layer, meta.ino)))
     }
 }
 

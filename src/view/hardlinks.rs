@@ -120,30 +120,6 @@ impl Overlay {
         found.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Find `path` (relative to the view's root) through the layers without
-    /// using the node table.
-    pub(super) fn resolve_path(&self, path: &Path) -> OpResult<(DirInfo, Resolved)> {
-        let mut dir = self.dir_info(super::node::ROOT_ID)?;
-        let mut components = path.components().peekable();
-        while let Some(component) = components.next() {
-            let name = component.as_os_str();
-            let r = self.resolve(&dir, name)?;
-            if components.peek().is_none() {
-                return Ok((dir, r));
-            }
-            if r.found.kind != FileType::Directory {
-                return Err(super::overlay::Errno::NOTDIR);
-            }
-            dir = DirInfo {
-                id: r.id,
-                path: super::node::child_path(&dir.path, name),
-                upper: r.found.upper,
-                lower: r.found.lower,
-            };
-        }
-        Err(super::overlay::Errno::NOENT)
-    }
-
     /// Make the directory `path` and its parents exist in the upper layer
     /// (copying them up from the lowers).
     pub(super) fn ensure_upper_dirs(&self, path: &Path) -> OpResult<()> {
@@ -231,8 +207,8 @@ impl Overlay {
             for candidate in candidates {
                 // Only names the view still shows as this very inode, from
                 // the lower layer (not removed, replaced or linked up).
-                match self.resolve_path(&candidate) {
-                    Ok((_, r)) if r.id == id && !r.found.upper => {}
+                match self.shown_at(&candidate) {
+                    Ok(Some((_, r))) if r.id == id && !r.found.upper => {}
                     _ => continue,
                 }
                 let (parent, name) = split(&candidate);

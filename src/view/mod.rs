@@ -72,4 +72,5 @@ pub mod overlay;
 pub mod passthrough;
 pub mod resolve;
 pub mod serve;
+pub mod walk;
 pub mod workdir;

@@ -164,6 +164,36 @@ impl DirFds {
 }
 
 impl Overlay {
+    /// What the view shows at `rel` (relative to its root) and the
+    /// directory that shows it, found through the layers from the root
+    /// without the node table; `None` when it shows nothing there (the
+    /// root itself is no entry). Only `ENOENT` and `ENOTDIR` mean nothing.
+    pub fn shown_at(&self, rel: &std::path::Path) -> OpResult<Option<(DirInfo, Resolved)>> {
+        let mut dir = self.dir_info(ROOT_ID)?;
+        let mut components = rel.iter().peekable();
+        while let Some(name) = components.next() {
+            let r = match self.resolve(&dir, name) {
+                Ok(r) => r,
+                Err(e) if e == Errno::NOENT || e == Errno::NOTDIR => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if components.peek().is_none() {
+                return Ok(Some((dir, r)));
+            }
+            if r.found.kind != FileType::Directory {
+                return Ok(None);
+            }
+            let path = child_path(&dir.path, name);
+            dir = DirInfo {
+                id: r.id,
+                path,
+                upper: r.found.upper,
+                lower: r.found.lower,
+            };
+        }
+        Ok(None)
+    }
+
     /// What is known of directory node `id`.
     pub fn dir_info(&self, id: u64) -> OpResult<DirInfo> {
         let nodes = self.nodes();

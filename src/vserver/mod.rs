@@ -1,10 +1,12 @@
-//! Vservers: creating them from a skel (as trees or views), listing and
-//! removing them.
+//! Vservers: creating them from a skel (as trees or views), listing,
+//! syncing and materializing views, and removing them.
 
 pub mod context;
 pub mod create;
+pub mod materialize;
 pub mod mount;
 pub mod registry;
 pub mod remove;
 pub mod scripts;
+pub mod sync;
 pub mod view;

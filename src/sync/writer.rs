@@ -1,17 +1,19 @@
-//! Flattening a view: its merged tree, as the view shows it, written out
-//! as a plain directory tree.
+//! The sync writer: the merged tree of a view, as the view shows it,
+//! written out as a plain directory tree.
 //!
-//! The walk goes through the overlay core itself (the same resolution the
-//! FUSE view uses), so whiteouts, opaque and redirected directories come
-//! out exactly as the view shows them. Entries shown from the "link" layer
-//! (a vserver's skel global) become hard links to its inodes; everything
-//! else is copied with owner, mode, xattrs (never the overlay's own) and
-//! times; hard-link groups among copies are kept. Directory metadata is
-//! applied last, so mtimes come out as the view shows them.
+//! The [`Writer`] is a [`TreeSink`] of the core's merged-tree walk
+//! ([`Overlay::walk`]: the same resolution the FUSE view uses), so
+//! whiteouts, opaque and redirected directories come out exactly as the
+//! view shows them. Entries shown from the "link" layer (a vserver's
+//! skel global) become hard links to its inodes; everything else is
+//! copied by [`crate::tree::entry`] with owner, mode, xattrs (never the
+//! overlay's own) and times; hard-link groups among copies are kept.
+//! Directory metadata is applied last, so mtimes come out as the view
+//! shows them.
 //!
-//! The [`Writer`] here writes one entry or a whole subtree; the first sync
-//! uses it on an empty directory in staging, the incremental sync
-//! ([`super::apply`]) on single paths of the live tree. Either way every
+//! The writer writes one entry or a whole subtree; the first sync uses it
+//! on an empty directory in staging ([`flatten`]), the incremental sync on
+//! single paths of the live tree ([`Writer::write_entry`]). Either way every
 //! entry is made exclusively and gets its metadata through a descriptor of
 //! what was made, never through its name; in the live tree it is made in
 //! a private scratch directory and then installed by one rename
@@ -24,7 +26,6 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::FileType;
 use serde::Serialize;
 use tracing::warn;
 
@@ -34,12 +35,14 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::sys;
 use crate::tree::TreeRoot;
+use crate::tree::entry::{CopySpec, copy_entry};
 use crate::tree::meta::Meta;
 use crate::tree::place::{self, Temp};
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::Overlay;
-use crate::view::resolve::{DirInfo, Resolved};
+use crate::view::overlay::{Overlay, split};
+use crate::view::resolve::Resolved;
+use crate::view::walk::{Entry, Shown, TreeSink};
 
 /// Counts of what a sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -68,15 +71,6 @@ pub struct Change {
     pub action: &'static str,
     /// The path in the vserver.
     pub path: PathBuf,
-}
-
-/// Where the shown entry lives: the upper layer, or lower layer `i`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// The writable layer.
-    Upper,
-    /// Lower layer `i` (0 = top).
-    Lower(usize),
 }
 
 /// Where an atomic writer makes each entry before it is installed: a
@@ -113,6 +107,9 @@ pub struct Writer<'a> {
     groups: HashMap<(u64, u64), PathBuf>,
     /// Directories whose metadata is applied at the end.
     dirs: Vec<PendingDir>,
+    /// The tree directories being filled, innermost last (`None` when
+    /// dry-running).
+    filling: Vec<Option<OwnedFd>>,
 }
 
 /// A directory whose metadata is applied once it is filled.
@@ -138,7 +135,7 @@ pub fn flatten(
     w.dry_run = dry_run;
     let root = overlay
         .dir_info(ROOT_ID)
-        .map_err(|e| op_err("read", Path::new("/"), e))?;
+        .map_err(|e| Error::io("read", Path::new("/"), e))?;
     let root_meta = without_private(
         Meta::from_stat(
             &sys::fstat(overlay.upper_layer().fd())
@@ -152,14 +149,16 @@ pub fn flatten(
         meta: root_meta,
         made: None,
     });
-    w.walk(&root)?;
+    let dst = if dry_run {
+        None
+    } else {
+        Some(into.open_dir(Path::new(""))?)
+    };
+    w.filling.push(dst);
+    overlay.walk(&root, &mut w)?;
+    w.filling.pop();
     w.finish_dirs()?;
     Ok(w.counts)
-}
-
-/// An overlay error as an I/O error on `path`.
-pub fn op_err(action: &'static str, path: &Path, e: crate::view::overlay::Errno) -> Error {
-    Error::io(action, path, std::io::Error::from(e))
 }
 
 /// Metadata without the overlay's private xattrs.
@@ -191,6 +190,7 @@ impl<'a> Writer<'a> {
             changes: None,
             groups: HashMap::new(),
             dirs: Vec::new(),
+            filling: Vec::new(),
         }
     }
 
@@ -214,87 +214,41 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Write every entry of view directory `dir` into the tree directory
-    /// of the same path (which exists and is empty, unless dry-running).
-    pub fn walk(&mut self, dir: &DirInfo) -> Result<()> {
-        let dst = if self.dry_run {
-            None
-        } else {
-            Some(self.into.open_dir(&dir.path)?)
-        };
-        self.walk_in(dir, dst)
-    }
-
-    /// [`Writer::walk`] into the open tree directory `dst` (None when
-    /// dry-running).
-    fn walk_in(&mut self, dir: &DirInfo, dst: Option<OwnedFd>) -> Result<()> {
-        let listing = self
-            .overlay
-            .list(dir)
-            .map_err(|e| op_err("list", &dir.path, e))?;
-        let mut sources: HashMap<Source, OwnedFd> = HashMap::new();
-        for item in listing {
-            let rel = child_path(&dir.path, &item.name);
-            let r = match self.overlay.resolve(dir, &item.name) {
-                Ok(r) => r,
-                Err(e) if e == crate::view::overlay::Errno::NOENT => continue, // gone meanwhile
-                Err(e) => return Err(op_err("resolve", &rel, e)),
-            };
-            let (source, src_rel) = source_of(&r, &rel);
-            if let std::collections::hash_map::Entry::Vacant(slot) = sources.entry(source) {
-                slot.insert(self.layer(source).open_dir(split(&src_rel).0)?);
-            }
-            let src_dir = sources[&source].as_fd();
-            let name = sys::cname(&item.name).map_err(|e| Error::io("name", &rel, e))?;
-            self.write_entry(
-                src_dir,
-                source,
-                &src_rel,
-                dst.as_ref().map(|d| d.as_fd()),
-                &name,
-                &rel,
-                &r,
-            )?;
+    /// Write the entry `e` as its name in tree directory `dst` (None when
+    /// dry-running). A directory is made and filled.
+    pub fn write_entry(&mut self, e: &Entry<'_>, dst: Option<BorrowedFd<'_>>) -> Result<()> {
+        if !e.is_dir() {
+            return self.write_leaf(e, dst);
         }
-        Ok(())
+        let made = self.begin_dir(e, dst)?;
+        // Filled through the descriptor of the directory made, never by
+        // its name.
+        self.filling.push(made);
+        let overlay = self.overlay;
+        let walked = overlay.walk(&e.resolved.as_dir(e.rel.to_path_buf()), self);
+        self.filling.pop();
+        walked
     }
 
-    /// Write the entry `r` shown at `rel` (found in layer `source` at
-    /// `src_rel`, whose directory is `src_dir`) as `name` in `dst` (None
-    /// when dry-running). A directory is made and filled.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_entry(
-        &mut self,
-        src_dir: BorrowedFd<'_>,
-        source: Source,
-        src_rel: &Path,
-        dst: Option<BorrowedFd<'_>>,
-        name: &CStr,
-        rel: &Path,
-        r: &Resolved,
-    ) -> Result<()> {
+    /// Count and note directory `e`, and make it in `dst` (None when
+    /// dry-running), returning it open for filling.
+    fn begin_dir(&mut self, e: &Entry<'_>, dst: Option<BorrowedFd<'_>>) -> Result<Option<OwnedFd>> {
         self.progress.inc(1);
-        let src_name = sys::cname(split(src_rel).1).map_err(|e| Error::io("name", rel, e))?;
-        if r.found.kind == FileType::Directory {
-            self.counts.dirs += 1;
-            self.note("mkdir", rel);
-            let made = match dst {
-                Some(dst) => {
-                    Some(self.make_dir(src_dir, source, src_rel, &src_name, dst, name, rel, r)?)
-                }
-                None => None,
-            };
-            let child = DirInfo {
-                id: r.id,
-                path: rel.to_path_buf(),
-                upper: r.found.upper,
-                lower: r.found.lower.clone(),
-            };
-            // Filled through the descriptor of the directory made, never
-            // by its name.
-            return self.walk_in(&child, made);
+        self.counts.dirs += 1;
+        self.note("mkdir", e.rel);
+        match dst {
+            Some(dst) => Ok(Some(self.make_dir(e, dst)?)),
+            None => Ok(None),
         }
-        let link = matches!(source, Source::Lower(l) if Some(l) == self.link_layer);
+    }
+
+    /// Write the non-directory `e` as its name in `dst` (None when
+    /// dry-running): hard-linked from the link layer, else copied.
+    fn write_leaf(&mut self, e: &Entry<'_>, dst: Option<BorrowedFd<'_>>) -> Result<()> {
+        self.progress.inc(1);
+        let (rel, r, name) = (e.rel, e.resolved, e.name);
+        let src_name = e.layer_name()?;
+        let link = self.is_link_layer(e.shown);
         if link {
             self.counts.linked += 1;
             self.note("link", rel);
@@ -307,15 +261,31 @@ impl<'a> Writer<'a> {
         };
         let (at_dir, at_name) = self.making_at(dst, name)?;
         let made = if link {
-            self.link(src_dir, &src_name, at_dir, at_name, rel, r)?
+            self.link(e.layer_dir, &src_name, at_dir, at_name, rel, r)?
         } else {
-            self.copy(src_dir, &src_name, at_dir, at_name, rel, r)?
+            self.copy(e.layer_dir, &src_name, at_dir, at_name, rel, r)?
         };
         self.put(made, dst, name, rel)?;
         if !link {
             self.group_record(r, rel);
         }
         Ok(())
+    }
+
+    /// The tree directory being filled, lent to `f` (`None` when
+    /// dry-running).
+    fn in_filling<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self, Option<BorrowedFd<'_>>) -> Result<T>,
+    ) -> Result<T> {
+        let Some(dst) = self.filling.pop() else {
+            return Err(Error::Failed(
+                "internal error: the sync writer is filling no directory".into(),
+            ));
+        };
+        let out = f(self, dst.as_ref().map(|d| d.as_fd()));
+        self.filling.push(dst);
+        out
     }
 
     /// Where an entry for `name` in `dst` is made: in the scratch directory
@@ -362,29 +332,24 @@ impl<'a> Writer<'a> {
             .map_err(|e| Error::io("put in place", self.into.display(rel), e))
     }
 
-    /// Make directory `rel` (as `name` in `dst`) with the source's metadata
+    /// Make directory `e` (as its name in `dst`) with the source's metadata
     /// but its final times, and return it open for filling.
-    #[allow(clippy::too_many_arguments)]
-    fn make_dir(
-        &mut self,
-        src_dir: BorrowedFd<'_>,
-        source: Source,
-        src_rel: &Path,
-        src_name: &CStr,
-        dst: BorrowedFd<'_>,
-        name: &CStr,
-        rel: &Path,
-        r: &Resolved,
-    ) -> Result<OwnedFd> {
-        let err = |action, e| Error::io(action, self.into.display(rel), e);
-        let sub = sys::open_subdir(src_dir, src_name)
-            .map_err(|e| Error::io("open directory", self.layer(source).display(src_rel), e))?;
+    fn make_dir(&mut self, e: &Entry<'_>, dst: BorrowedFd<'_>) -> Result<OwnedFd> {
+        let rel = e.rel;
+        let err = |action, err| Error::io(action, self.into.display(rel), err);
+        let sub = sys::open_subdir(e.layer_dir, &e.layer_name()?).map_err(|err| {
+            Error::io(
+                "open directory",
+                self.overlay.layer_tree(e.shown).display(e.layer_path),
+                err,
+            )
+        })?;
         let meta = without_private(
-            Meta::from_stat(&r.stat)
+            Meta::from_stat(&e.resolved.stat)
                 .with_xattrs(sub.as_fd())
-                .map_err(|e| Error::io("read xattrs", rel, e))?,
+                .map_err(|err| Error::io("read xattrs", rel, err))?,
         );
-        let (at_dir, at_name) = self.making_at(dst, name)?;
+        let (at_dir, at_name) = self.making_at(dst, e.name)?;
         let (made, fd) = place::make_dir(at_dir, at_name).map_err(|e| err("make directory", e))?;
         let id = made.id();
         if self.atomic {
@@ -393,7 +358,7 @@ impl<'a> Writer<'a> {
             meta.apply_to_fd(fd.as_fd())
                 .map_err(|e| err("set metadata", e))?;
         }
-        self.put(made, dst, name, rel)?;
+        self.put(made, dst, e.name, rel)?;
         self.dirs.push(PendingDir {
             rel: rel.to_path_buf(),
             meta,
@@ -402,17 +367,9 @@ impl<'a> Writer<'a> {
         Ok(fd)
     }
 
-    /// The tree of layer `source`.
-    pub fn layer(&self, source: Source) -> &TreeRoot {
-        match source {
-            Source::Upper => self.overlay.upper_layer(),
-            Source::Lower(i) => self.overlay.lower_layer(i),
-        }
-    }
-
-    /// Is `source` the layer whose entries are hard-linked?
-    pub fn is_link_layer(&self, source: Source) -> bool {
-        matches!(source, Source::Lower(l) if Some(l) == self.link_layer)
+    /// Is `shown` the layer whose entries are hard-linked?
+    pub fn is_link_layer(&self, shown: Shown) -> bool {
+        matches!(shown, Shown::Lower(l) if Some(l) == self.link_layer)
     }
 
     /// The name already placed in this sync for the multiply-linked source
@@ -518,69 +475,36 @@ impl<'a> Writer<'a> {
             })
             .map_err(|e| dst_err("hard-link", e));
         }
-        match r.found.kind {
-            FileType::RegularFile => {
-                let src = sys::open_file_read(src_dir, src_name).map_err(|e| dst_err("open", e))?;
-                let meta = without_private(
-                    Meta::from_stat(&sys::fstat(src.as_fd()).map_err(|e| dst_err("stat", e))?)
-                        .with_xattrs(src.as_fd())
-                        .map_err(|e| dst_err("read xattrs", e))?,
-                );
-                if meta.file_type != FileType::RegularFile {
-                    return Err(dst_err(
-                        "copy",
-                        std::io::Error::other("no longer a regular file in its layer"),
-                    ));
-                }
-                let (made, out) =
-                    place::create_file(dst_dir, name).map_err(|e| dst_err("create", e))?;
-                sys::copy_data(src.as_fd(), out.as_fd(), meta.size)
-                    .map_err(|e| dst_err("copy data", e))?;
-                meta.apply_to_fd(out.as_fd())
-                    .map_err(|e| dst_err("set metadata", e))?;
-                self.counts.bytes += meta.size;
-                Ok(made)
-            }
-            kind => {
-                let meta = without_private(
-                    Meta::from_stat(&r.stat)
-                        .with_xattrs_at(src_dir, src_name)
-                        .map_err(|e| dst_err("read xattrs", e))?,
-                );
-                let (made, handle) = if kind == FileType::Symlink {
-                    let target =
-                        sys::readlink_at(src_dir, src_name).map_err(|e| dst_err("readlink", e))?;
-                    place::make_symlink(dst_dir, name, &target)
-                        .map_err(|e| dst_err("symlink", e))?
-                } else {
-                    place::make_special(dst_dir, name, kind, meta.mode, meta.rdev)
-                        .map_err(|e| dst_err("mknod", e))?
-                };
-                meta.apply_to_handle(handle.as_fd())
-                    .map_err(|e| dst_err("set metadata", e))?;
-                Ok(made)
-            }
-        }
+        let keep = |name: &[u8]| !format::is_private_xattr(name);
+        let spec = CopySpec {
+            keep_xattr: &keep,
+            extra_xattrs: &[],
+        };
+        let copied =
+            copy_entry(src_dir, src_name, dst_dir, name, &spec).map_err(|e| dst_err("copy", e))?;
+        self.counts.bytes += copied.bytes;
+        Ok(copied.made)
     }
-}
-
-/// Where the entry `r` shown at `rel` lives, and its path in that layer.
-pub fn source_of(r: &Resolved, rel: &Path) -> (Source, PathBuf) {
-    match (&r.found.upper, &r.found.lower) {
-        (true, _) | (false, None) => (Source::Upper, rel.to_path_buf()),
-        (false, Some(lower)) => (Source::Lower(lower.top_layer()), lower.path().to_path_buf()),
-    }
-}
-
-/// A path's parent and last component (`""` has parent `""`).
-pub fn split(path: &Path) -> (&Path, &OsStr) {
-    (
-        path.parent().unwrap_or(Path::new("")),
-        path.file_name().unwrap_or_default(),
-    )
 }
 
 /// A path component as a C string, for messages naming `rel`.
 pub fn cname_of(name: &OsStr, rel: &Path) -> Result<CString> {
     sys::cname(name).map_err(|e| Error::io("name", rel, e))
+}
+
+impl TreeSink for Writer<'_> {
+    fn dir(&mut self, e: &Entry<'_>) -> Result<()> {
+        let made = self.in_filling(|w, dst| w.begin_dir(e, dst))?;
+        self.filling.push(made);
+        Ok(())
+    }
+
+    fn leaf(&mut self, e: &Entry<'_>) -> Result<()> {
+        self.in_filling(|w, dst| w.write_leaf(e, dst))
+    }
+
+    fn end_dir(&mut self, _e: &Entry<'_>) -> Result<()> {
+        self.filling.pop();
+        Ok(())
+    }
 }

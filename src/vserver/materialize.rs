@@ -4,7 +4,7 @@
 //! It holds the vserver's lock throughout (no sync, create-vs or remove-vs
 //! of it runs meanwhile). Order, each step idempotent and each crash point
 //! one the next `materialize` (or `remove-vs`) completes:
-//! 1. unmount the view if it is mounted (so the flatten sees a view nobody
+//! 1. unmount the view if it is mounted (so the sync sees a view nobody
 //!    writes to);
 //! 2. sync (itself crash-safe: the old tree or the new);
 //! 3. point the context link at the tree (killed after this, the vserver
@@ -18,13 +18,15 @@
 //! record before relinking) does steps 3 and 5 again, with a warning.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::state::StateFiles;
-use super::{Synced, sync_view_holding};
+use super::context;
+use super::mount::SERVER_EXIT_WAIT;
+use super::registry::{self, Kind, Record};
+use super::sync::{SyncedView, sync_view_holding};
+use super::view::{self, ViewDirs};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -32,20 +34,15 @@ use crate::mount::stale::unmount;
 use crate::mount::{PidFile, mount_at, wait_for_exit};
 use crate::progress::Progress;
 use crate::staging::Staging;
+use crate::sync::state::StateFiles;
 use crate::validate::validate_name;
-use crate::vserver::context;
-use crate::vserver::registry::{self, Kind, Record};
-use crate::vserver::view::{self, ViewDirs};
-
-/// How long to wait for a view's server to exit after unmounting it.
-const SERVER_EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// What `materialize` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Materialized {
     /// The sync (none when an interrupted materialize was finished: its
     /// sync had completed).
-    pub sync: Option<Synced>,
+    pub sync: Option<SyncedView>,
     /// The vserver.
     pub name: String,
     /// Its tree.
@@ -102,17 +99,17 @@ pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<M
     let mut record = registry::load(config, name)?
         .ok_or_else(|| Error::Failed(format!("the record of {name} vanished during the sync")))?;
     if let Some(id) = record.context {
-        context::relink(&Layout::new(config).contexts(), id, &sync.root)?;
+        context::relink(&Layout::new(config).contexts(), id, &sync.tree.root)?;
     }
     record.kind = Kind::Tree;
-    record.root = sync.root.clone();
+    record.root = sync.tree.root.clone();
     record.post_create_pending = false;
     registry::save(config, &record)?;
-    retire_view(config, &record, &sync.root, &dirs, &state)?;
-    info!("view {name} materialized into {}", sync.root.display());
+    retire_view(config, &record, &sync.tree.root, &dirs, &state)?;
+    info!("view {name} materialized into {}", sync.tree.root.display());
     Ok(Materialized {
         name: name.to_string(),
-        root: sync.root.clone(),
+        root: sync.tree.root.clone(),
         sync: Some(sync),
         unmounted,
         view_dir: dirs.dir,

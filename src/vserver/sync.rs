@@ -1,0 +1,132 @@
+//! `vskel sync` as an op: write a view vserver's current state into its
+//! on-disk tree `<root>/<name>`.
+//!
+//! It opens the view, holds a mounted view's writes for the whole sync
+//! (its server still serves readers, so a file being written lands in the
+//! tree as it was before or after that write, never torn), drives the
+//! sync engine ([`crate::sync::sync_layers`]) over the view's layers, and
+//! after the first sync runs the skel's pending post-create scripts
+//! against the tree and records that they ran.
+
+use serde::Serialize;
+use tracing::info;
+
+use super::{registry, scripts, view};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::progress::Progress;
+use crate::sync::state::StateFiles;
+use crate::sync::{Synced, sync_layers};
+use crate::tokens::Tokens;
+use crate::view::overlay::Overlay;
+
+/// What a sync of a view vserver did (or, dry-running, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncedView {
+    /// The vserver.
+    pub name: String,
+    /// What the engine did.
+    #[serde(flatten)]
+    pub tree: Synced,
+    /// The view was mounted and its writes were held during the sync.
+    pub writes_held: bool,
+    /// Post-create scripts that ran (the first sync runs a view's).
+    pub scripts: Vec<String>,
+}
+
+/// Write view vserver `name` into `<root>/<name>`; with `dry_run`, only
+/// report what would change.
+pub fn sync_view(
+    config: &Config,
+    name: &str,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<SyncedView> {
+    crate::validate::validate_name("vserver name", name)?;
+    let lock = if dry_run {
+        None
+    } else {
+        Some(StateFiles::new(config, name).lock()?)
+    };
+    sync_view_holding(config, name, dry_run, progress, lock.as_ref())
+}
+
+/// [`sync_view`] for a caller that holds the vserver's lock already
+/// (`lock`, from [`StateFiles::lock`]; none for a dry run).
+pub(crate) fn sync_view_holding(
+    config: &Config,
+    name: &str,
+    dry_run: bool,
+    progress: &Progress,
+    _lock: Option<&std::fs::File>,
+) -> Result<SyncedView> {
+    let view = view::open(config, name)?;
+    let state = StateFiles::new(config, name);
+    let layout = Layout::new(config);
+    let target = layout.vserver(name);
+    crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &layout.state()])?;
+    // A mounted view's server holds its writes until `held` is dropped.
+    let held = view::hold_view(&view::ViewDirs::new(config, name))?;
+    let overlay = Overlay::open_layers(&view.layers)?;
+    let global = view.skel.global();
+    let link_layer = view.layers.lowers.iter().position(|l| *l == global);
+    let tree = sync_layers(
+        config, &overlay, &target, &state, link_layer, dry_run, progress,
+    )?;
+    let writes_held = held.is_some();
+    drop(held);
+    let scripts = if dry_run {
+        Vec::new()
+    } else {
+        run_pending_scripts(config, &view, &target)?
+    };
+    info!(
+        "synced view {name} into {} ({})",
+        target.display(),
+        tree.mode
+    );
+    Ok(SyncedView {
+        name: name.to_string(),
+        tree,
+        writes_held,
+        scripts,
+    })
+}
+
+/// The first sync of a view runs its post-create scripts (they need the
+/// vserver's files), against the tree.
+fn run_pending_scripts(
+    config: &Config,
+    view: &view::View,
+    tree: &std::path::Path,
+) -> Result<Vec<String>> {
+    if !view.record.post_create_pending {
+        return Ok(Vec::new());
+    }
+    let record = &view.record;
+    let tokens = Tokens::for_vserver(
+        &record.name,
+        record.ip.as_deref().unwrap_or(""),
+        record.fqdn.as_deref().unwrap_or(""),
+        record.context.unwrap_or(0),
+        tree,
+        &view.skel.name,
+        &config.tokens,
+    );
+    let list = scripts::scripts_in(&view.skel.post_create_dir())?;
+    let ran = scripts::run_all(&list, &record.name, &tokens).map_err(|failure| {
+        Error::Failed(format!(
+            "post-create script {} of skel {} failed ({}) after syncing {}: {}",
+            failure.script,
+            view.skel.name,
+            failure.status,
+            tree.display(),
+            failure.stderr_tail
+        ))
+    })?;
+    let mut updated = record.clone();
+    updated.post_create_pending = false;
+    registry::save(config, &updated)?;
+    Ok(ran)
+}
