@@ -25,8 +25,11 @@ pub enum Error {
     /// A system call failed on a path.
     #[error("{path}: {action}: {source}")]
     Io {
+        /// What was being done ("open", "rename into place", ...).
         action: &'static str,
+        /// The path it was done to.
         path: PathBuf,
+        /// What the system call said.
         #[source]
         source: io::Error,
     },

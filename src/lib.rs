@@ -6,6 +6,10 @@
 //! creates, lists and removes vservers made from them; the `vskel` binary
 //! is a thin command line over it.
 
+// Every public item says what it is (the floors below are a library the
+// daemon and tests use, not only the CLI's insides).
+#![warn(missing_docs)]
+
 pub mod barrier;
 pub mod cli;
 pub mod config;

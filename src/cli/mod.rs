@@ -96,16 +96,23 @@ fn run_command_line(args: Vec<OsString>) -> i32 {
     }
 }
 
+/// Diagnostics to stderr. Timestamped, except on a terminal (a person
+/// reads them as they come) and under systemd (journald stamps each line,
+/// `JOURNAL_STREAM` says so): a view's `mount.log` needs them to tell when.
 fn init_logging(quiet: bool) {
     let default = if quiet { "error" } else { "info" };
     let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let terminal = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .with_target(false)
-        .try_init();
+        .with_ansi(terminal)
+        .with_target(false);
+    let _ = if terminal || std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// How this vskel was started, for commands that start it again in the

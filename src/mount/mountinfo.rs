@@ -11,6 +11,7 @@ use tracing::debug;
 use crate::error::{Error, Result};
 use crate::view::SUBTYPE;
 
+/// Where the kernel lists this process's mounts.
 pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// One line of `/proc/self/mountinfo`.

@@ -31,6 +31,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// one is probed and detached in turn).
 const MAX_STACKED_MOUNTS: usize = 16;
 
+/// What probing a mount point found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     /// It answered: its server is alive.
