@@ -13,11 +13,11 @@
 //!   --iunlink`. It needs a Linux-VServer kernel (`/proc/virtual`); without
 //!   one vskel refuses up front.
 
+use parking_lot::Mutex;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use rustix::fs::FileType;
 use serde::Serialize;
@@ -118,13 +118,10 @@ fn regular_files(tree: &TreeRoot) -> Result<Vec<(PathBuf, CString)>> {
                 _ => {}
             }
         }
-        found
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(files);
+        found.lock().extend(files);
         Ok(subdirs)
     })?;
-    Ok(found.into_inner().unwrap_or_else(|p| p.into_inner()))
+    Ok(found.into_inner())
 }
 
 /// Restore what runs killed half-way left unlocked, then let this run

@@ -16,12 +16,12 @@
 //! previous, lower layer put at the same place is replaced (upper wins, as
 //! in an overlay).
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::CStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -192,11 +192,11 @@ pub fn copy_tree(
 }
 
 fn into_inner<T>(m: Mutex<T>) -> T {
-    m.into_inner().unwrap_or_else(|p| p.into_inner())
+    m.into_inner()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 struct DirJob {

@@ -28,12 +28,12 @@
 //! Lifting a flag with no session is refused. `<state>/unlocked/.lock`
 //! keeps [`scan`] from seeing a record that is still being written.
 
+use parking_lot::Mutex;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use tracing::warn;
 
@@ -72,8 +72,8 @@ struct Active {
 
 static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
 
-fn active() -> std::sync::MutexGuard<'static, Option<Active>> {
-    ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
+fn active() -> parking_lot::MutexGuard<'static, Option<Active>> {
+    ACTIVE.lock()
 }
 
 /// The run's permission to lift flags; its drop ends it.

@@ -4,7 +4,7 @@
 //! visit next; the walk runs visits on rayon's pool (one task per directory)
 //! and stops spawning new ones after the first error, which it returns.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
@@ -20,12 +20,10 @@ where
         stop: AtomicBool::new(false),
     };
     rayon::scope(|scope| spawn_visit(scope, start, visit, &state));
+    // A worker that panicked makes `rayon::scope` panic in turn.
     match state.failed.into_inner() {
-        Ok(Some(err)) => Err(err),
-        Ok(None) => Ok(()),
-        Err(poisoned) => Err(poisoned
-            .into_inner()
-            .unwrap_or_else(|| Error::Failed("a worker thread panicked".into()))),
+        Some(err) => Err(err),
+        None => Ok(()),
     }
 }
 
@@ -51,7 +49,7 @@ where
             }
             Err(err) => {
                 state.stop.store(true, Ordering::Relaxed);
-                let mut slot = state.failed.lock().unwrap_or_else(|p| p.into_inner());
+                let mut slot = state.failed.lock();
                 if slot.is_none() {
                     *slot = Some(err);
                 }

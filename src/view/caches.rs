@@ -14,8 +14,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use super::listing::Listed;
 
@@ -79,13 +81,13 @@ impl Caches {
     ) -> Result<Arc<Vec<Listed>>, E> {
         let version = self.version.load(Ordering::Acquire);
         {
-            let cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.listings.lock();
             if let Some((_, _, list)) = cache.iter().find(|(d, v, _)| *d == id && *v == version) {
                 return Ok(list.clone());
             }
         }
         let list = Arc::new(list()?);
-        let mut cache = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.listings.lock();
         cache.retain(|(_, v, _)| *v == version);
         if cache.len() >= LISTING_CACHE {
             cache.remove(0);
@@ -96,15 +98,12 @@ impl Caches {
 
     /// Node `id`'s attributes changed behind the kernel's back.
     pub fn node_touched(&self, id: u64) {
-        self.touched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
+        self.touched.lock().push(id);
     }
 
     /// The nodes touched since the last call.
     pub fn take_touched(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.touched.lock())
     }
 }
 
@@ -160,13 +159,13 @@ impl DirCache {
         open: impl FnOnce() -> io::Result<Option<OwnedFd>>,
     ) -> io::Result<Option<Arc<OwnedFd>>> {
         {
-            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = self.inner.lock();
             if let Some(hit) = inner.map.get(&(id, slot)) {
                 return Ok(hit.clone());
             }
         }
         let opened = open()?.map(Arc::new);
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         if inner.map.len() >= self.capacity {
             inner.map.clear();
         }
@@ -177,7 +176,7 @@ impl DirCache {
     /// Keep `fd`, the directory of node `id` in layer slot `slot`, unless
     /// one is kept already.
     pub(super) fn put(&self, id: u64, slot: usize, fd: OwnedFd) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         if inner.map.len() >= self.capacity {
             inner.map.clear();
         }
@@ -189,7 +188,7 @@ impl DirCache {
 
     /// Forget everything (the view changed).
     pub fn invalidate(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         inner.map.clear();
     }
 }

@@ -7,13 +7,13 @@
 //! Directories have no handles: `readdir` works from offsets alone (see
 //! `listing`).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::overlay::Errno;
@@ -97,8 +97,8 @@ impl Handles {
         self.lock().remove(&fh)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Handle>> {
+        self.map.lock()
     }
 }
 
@@ -142,7 +142,7 @@ impl Overlay {
             _exclusive = self.exclusive();
             self.copy_up(id)?;
         } else {
-            _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+            _shared = self.tree.read();
         }
         let at = self.locate(id)?;
         let fd = rustix::fs::openat(
@@ -202,7 +202,7 @@ impl Overlay {
         if format::is_private_xattr(name.to_bytes()) {
             return Err(Errno::NODATA);
         }
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         let (handle, _) = self.handle_of(id)?;
         sys::get_xattr_handle(handle.as_fd(), name).map_err(errno)
     }
@@ -210,7 +210,7 @@ impl Overlay {
     /// The xattr names of node `id`, NUL-separated (without the private
     /// ones).
     pub fn listxattr(&self, id: u64) -> OpResult<Vec<u8>> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         let (handle, _) = self.handle_of(id)?;
         let mut out = Vec::new();
         for name in sys::list_xattrs_handle(handle.as_fd()).map_err(errno)? {

@@ -13,8 +13,9 @@
 //! directory and listings of it wait too; a waiting write holds the pages
 //! it writes, so reads of that file wait. Everything else is served.
 //!
-//! The lock is std's `RwLock`, which on Linux prefers a waiting writer: a
-//! hold is not starved by a stream of writes (new writes queue behind it).
+//! The lock is parking_lot's `RwLock`, which is task-fair: a reader (a
+//! change) blocks while a writer (a hold) waits, so a hold is not starved
+//! by a stream of writes (new writes queue behind it).
 //!
 //! Changes that arrive during a hold are parked in one queue, and one
 //! thread per gate runs them once the hold ends: however many changes
@@ -22,7 +23,9 @@
 //! more, never one per change.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::warn;
 
@@ -71,19 +74,13 @@ impl WriteGate {
     pub fn write(&self) -> Writing<'_> {
         // The lock guards no data: a panic while it was held breaks nothing.
         Writing {
-            _guard: self.lock.read().unwrap_or_else(|p| p.into_inner()),
+            _guard: self.lock.read(),
         }
     }
 
     /// Enter a change if no hold lasts or waits; `None` otherwise.
     pub fn try_write(&self) -> Option<Writing<'_>> {
-        match self.lock.try_read() {
-            Ok(guard) => Some(Writing { _guard: guard }),
-            Err(TryLockError::Poisoned(p)) => Some(Writing {
-                _guard: p.into_inner(),
-            }),
-            Err(TryLockError::WouldBlock) => None,
-        }
+        self.lock.try_read().map(|guard| Writing { _guard: guard })
     }
 
     /// Run `change` inside the gate: at once on this thread if no hold
@@ -141,16 +138,16 @@ impl WriteGate {
         self.lock_parked().queue.len()
     }
 
-    fn lock_parked(&self) -> std::sync::MutexGuard<'_, ParkedChanges> {
+    fn lock_parked(&self) -> parking_lot::MutexGuard<'_, ParkedChanges> {
         // Only the queue is guarded; a panic in a change runs outside it.
-        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+        self.parked.lock()
     }
 
     /// Stop all changes: waits for those in flight, then keeps new ones
     /// waiting until the returned guard is dropped.
     pub fn hold(&self) -> Holding<'_> {
         Holding {
-            _guard: self.lock.write().unwrap_or_else(|p| p.into_inner()),
+            _guard: self.lock.write(),
         }
     }
 }

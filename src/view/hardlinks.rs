@@ -12,11 +12,11 @@
 //! by one walk of the lower layers that records only files with more than
 //! one link.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rustix::fs::FileType;
 
@@ -62,7 +62,7 @@ pub fn scan_layer(overlay: &Overlay, layer: usize, into: &Mutex<LinkMap>) -> cra
             }
         }
         if !found.is_empty() {
-            let mut map = into.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = into.lock();
             for (ino, path) in found {
                 map.entry((layer, ino)).or_default().push(path);
             }
@@ -82,7 +82,7 @@ impl Overlay {
                     tracing::warn!("cannot index hard links of a lower layer: {e}");
                 }
             }
-            map.into_inner().unwrap_or_else(|p| p.into_inner())
+            map.into_inner()
         });
         Ok(map.get(&(layer, ino)).cloned().unwrap_or_default())
     }
@@ -105,10 +105,7 @@ impl Overlay {
                 if let Ok(sub) = sys::open_subdir(dir.as_fd(), &entry.name)
                     && let Ok(Some(target)) = super::format::redirect(sub.as_fd(), None)
                 {
-                    found
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((target, path.clone()));
+                    found.lock().push((target, path.clone()));
                 }
                 subdirs.push(path);
             }
@@ -117,7 +114,7 @@ impl Overlay {
         if let Err(e) = walked {
             tracing::warn!("cannot read the upper layer's redirects: {e}");
         }
-        found.into_inner().unwrap_or_else(|p| p.into_inner())
+        found.into_inner()
     }
 
     /// Make the directory `path` and its parents exist in the upper layer

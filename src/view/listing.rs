@@ -124,7 +124,7 @@ impl Overlay {
     /// The merged listing of directory node `id`, from a small cache that
     /// any change of the view empties.
     pub fn listing(&self, id: u64) -> OpResult<std::sync::Arc<Vec<Listed>>> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         self.caches.listing(id, || {
             let dir = self.dir_info(id)?;
             self.list(&dir)

@@ -88,7 +88,7 @@ pub enum SetTime {
 /// was under way is dropped with it, as it may describe the state before.
 pub struct Exclusive<'a> {
     overlay: &'a Overlay,
-    _guard: std::sync::RwLockWriteGuard<'a, ()>,
+    _guard: parking_lot::RwLockWriteGuard<'a, ()>,
 }
 
 impl Drop for Exclusive<'_> {
@@ -103,7 +103,7 @@ const SET_GID: u32 = 0o2000;
 impl Overlay {
     /// The tree lock, exclusively, for a change.
     pub(super) fn exclusive(&self) -> Exclusive<'_> {
-        let guard = self.tree.write().unwrap_or_else(|p| p.into_inner());
+        let guard = self.tree.write();
         self.stale_caches();
         Exclusive {
             overlay: self,

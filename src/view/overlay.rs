@@ -17,8 +17,10 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use rustix::fs::{FileType, Stat};
@@ -201,7 +203,7 @@ impl Overlay {
 
     /// The node table (held briefly).
     pub(super) fn nodes(&self) -> MutexGuard<'_, Nodes> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+        self.nodes.lock()
     }
 
     /// A fresh name for scratch work in `work/` (it starts with
@@ -244,7 +246,7 @@ impl Overlay {
     /// Look `name` up in directory `parent` and enter it in the node table
     /// (one lookup the kernel now holds).
     pub fn lookup(&self, parent: u64, name: &OsStr) -> OpResult<Entry> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         self.lookup_locked(parent, name, false)
     }
 
@@ -269,7 +271,7 @@ impl Overlay {
 
     /// The attributes of node `id`.
     pub fn getattr(&self, id: u64) -> OpResult<(Attrs, Duration)> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         self.getattr_locked(id)
     }
 
@@ -351,7 +353,7 @@ impl Overlay {
 
     /// The target of symlink node `id`.
     pub fn readlink(&self, id: u64) -> OpResult<Vec<u8>> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         let at = self.locate(id)?;
         Ok(sys::readlink_at(at.parent.as_fd(), &at.name)
             .map_err(errno)?

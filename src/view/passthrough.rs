@@ -23,8 +23,10 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use fuser::BackingId;
 use tracing::debug;
@@ -86,7 +88,7 @@ impl Backings {
         if !self.enabled.load(Ordering::Relaxed) {
             return Mode::Served;
         }
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         if let Some(backing) = map.get_mut(&node) {
             // The kernel accepts nothing but this backing for the node now.
             backing.opens += 1;
@@ -129,7 +131,7 @@ impl Backings {
     /// release, so dropping ours now never leaves the kernel holding a
     /// backing vskel no longer knows of.
     pub fn release(&self, node: u64) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         if let Some(backing) = map.get_mut(&node) {
             backing.opens -= 1;
             if backing.opens == 0 {

@@ -96,7 +96,7 @@ pub(super) struct Located {
 /// Resolves names of one directory, one after the other.
 #[derive(Debug)]
 pub struct Resolver<'a> {
-    _shared: std::sync::RwLockReadGuard<'a, ()>,
+    _shared: parking_lot::RwLockReadGuard<'a, ()>,
     overlay: &'a Overlay,
     info: DirInfo,
     fds: DirFds,
@@ -503,7 +503,7 @@ impl Overlay {
     /// A resolver for many names of directory node `dir` (readdirplus):
     /// holds the tree lock shared and the layer directories open.
     pub fn resolver(&self, dir: u64) -> OpResult<Resolver<'_>> {
-        let guard = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.tree.read();
         let info = self.dir_info(dir)?;
         Ok(Resolver {
             _shared: guard,
@@ -515,7 +515,7 @@ impl Overlay {
 
     /// Resolve `name` in directory node `dir` without entering it.
     pub fn resolve_in(&self, dir: u64, name: &OsStr) -> OpResult<Resolved> {
-        let _shared = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        let _shared = self.tree.read();
         let info = self.dir_info(dir)?;
         self.resolve(&info, name)
     }
