@@ -491,11 +491,13 @@ pub fn immutable_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<bool>
 }
 
 /// Copy all data of `src` into the empty `dst`, keeping holes: a reflink
-/// where the filesystem offers `FICLONE`; else only the data extents that
-/// `SEEK_DATA`/`SEEK_HOLE` report, each at its own offset, and then the
-/// length, so holes (a trailing one too) stay holes. A plain
-/// `copy_file_range` of the whole file would write every hole out as zeros
-/// on ext4: a 1 GiB sparse file of no blocks would cost 1 GiB per copy.
+/// where the filesystem offers `FICLONE`; else, for a file that may have
+/// holes, only the data extents that `SEEK_DATA`/`SEEK_HOLE` report, each
+/// at its own offset, and then the length, so holes (a trailing one too)
+/// stay holes. A plain `copy_file_range` of the whole file would write
+/// every hole out as zeros on ext4: a 1 GiB sparse file of no blocks would
+/// cost 1 GiB per copy. A file with as many blocks as bytes (almost every
+/// file) has no hole to keep and is copied in one go, without the walk.
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
@@ -510,7 +512,16 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Resu
             Err(_) => {}
         }
     }
+    let st = rfs::fstat(src)?;
+    let len = len.min(st.st_size as u64);
+    if (st.st_blocks as u64).saturating_mul(BLOCK_UNIT) >= len {
+        // No room for a hole: allocated at least as much as it holds. (A
+        // source that shrinks meanwhile gives a copy as short as it is.)
+        copy_range(src, dst, 0, len)?;
+        return Ok(());
+    }
     let mut pos: u64 = 0;
+    let mut written_to: u64 = 0;
     while pos < len {
         let data = match rfs::seek(src, rfs::SeekFrom::Data(pos)) {
             Ok(data) => data,
@@ -530,18 +541,25 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Resu
             Err(e) => return Err(e.into()),
         };
         let want = hole - data;
-        if copy_range(src, dst, data, want)? < want {
-            break; // the source shrank while we copied
+        let copied = copy_range(src, dst, data, want)?;
+        written_to = data + copied;
+        if copied < want {
+            // The source shrank while we copied: end the copy where it ends.
+            let end = (rfs::fstat(src)?.st_size as u64).min(len);
+            rfs::ftruncate(dst, end)?;
+            return Ok(());
         }
         pos = hole;
     }
-    // The copy is as long as the source (up to `len`), holes included.
-    let end = (rfs::fstat(src)?.st_size as u64).min(len);
-    if (rfs::fstat(dst)?.st_size as u64) != end {
-        rfs::ftruncate(dst, end)?;
+    // The copy is as long as the source, a trailing hole included.
+    if written_to != len {
+        rfs::ftruncate(dst, len)?;
     }
     Ok(())
 }
+
+/// The unit of `st_blocks`.
+const BLOCK_UNIT: u64 = 512;
 
 /// Copy `len` bytes at offset `at` of `src` to the same offset of `dst`:
 /// `copy_file_range`, else (across filesystems) `sendfile`, else
