@@ -28,9 +28,10 @@ use crate::tree::meta::Meta;
 use crate::tree::remove::remove_tree_at;
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
+use crate::view::overlay::Layer;
 use crate::view::overlay::split;
 use crate::view::resolve::{DirInfo, Resolved};
-use crate::view::walk::{Entry, Shown};
+use crate::view::walk::Entry;
 
 /// How much of a changed directory is compared with the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +308,7 @@ impl<'a> Applier<'a> {
         // has more (its skel names too), so an upper file that equals one
         // (copied up unchanged, as when another name of it was removed)
         // is still written as a copy of its own.
-        if source == Shown::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
+        if source == Layer::Upper && sys::nlink_of(st) != sys::nlink_of(&r.stat) {
             return Ok(false);
         }
         if let Some(first) = self.w.group_peek(r) {
@@ -332,8 +333,8 @@ impl<'a> Applier<'a> {
             keep_xattr: &keep,
             // Only the upper layer changes between syncs: lower files are
             // not read (their link counts count skel names too).
-            content: source == Shown::Upper,
-            links: source == Shown::Upper,
+            content: source == Layer::Upper,
+            links: source == Layer::Upper,
         };
         let same = same_entry(
             Side {

@@ -40,9 +40,10 @@ use crate::tree::meta::Meta;
 use crate::tree::place::{self, Temp};
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
+use crate::view::overlay::Layer;
 use crate::view::overlay::{Overlay, split};
 use crate::view::resolve::Resolved;
-use crate::view::walk::{Entry, Shown, TreeSink};
+use crate::view::walk::{Entry, TreeSink};
 
 /// Counts of what a sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -368,8 +369,8 @@ impl<'a> Writer<'a> {
     }
 
     /// Is `shown` the layer whose entries are hard-linked?
-    pub fn is_link_layer(&self, shown: Shown) -> bool {
-        matches!(shown, Shown::Lower(l) if Some(l) == self.link_layer)
+    pub fn is_link_layer(&self, shown: Layer) -> bool {
+        matches!(shown, Layer::Lower(l) if Some(l) == self.link_layer)
     }
 
     /// The name already placed in this sync for the multiply-linked source

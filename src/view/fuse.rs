@@ -14,7 +14,6 @@
 //! ([`super::passthrough`]).
 
 use std::ffi::OsStr;
-use std::ops::Deref;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -48,26 +47,18 @@ const DOT_ENTRIES: u64 = 2;
 /// The view as a FUSE filesystem.
 #[derive(Debug)]
 pub struct ViewFs {
-    core: Arc<Core>,
+    state: Arc<ViewState>,
 }
 
 /// What the requests share (also with changes parked during a hold).
 #[derive(Debug)]
-pub struct Core {
+pub struct ViewState {
     overlay: Overlay,
     backings: Backings,
     /// Held by `vskel sync` to stop changes (see [`super::control`]).
     gate: Arc<WriteGate>,
     /// Tells the kernel to drop cached attributes (set once mounted).
     notifier: Arc<OnceLock<fuser::Notifier>>,
-}
-
-impl Deref for ViewFs {
-    type Target = Core;
-
-    fn deref(&self) -> &Core {
-        &self.core
-    }
 }
 
 impl ViewFs {
@@ -79,7 +70,7 @@ impl ViewFs {
         notifier: Arc<OnceLock<fuser::Notifier>>,
     ) -> Self {
         ViewFs {
-            core: Arc::new(Core {
+            state: Arc::new(ViewState {
                 overlay,
                 backings: Backings::default(),
                 gate,
@@ -90,13 +81,13 @@ impl ViewFs {
 
     /// Run a change of the view inside the write gate (parked on a thread
     /// of its own while a hold lasts).
-    fn change(&self, change: impl FnOnce(&Core) + Send + 'static) {
-        let core = self.core.clone();
-        self.gate.run(move || change(&core));
+    fn change(&self, change: impl FnOnce(&ViewState) + Send + 'static) {
+        let state = self.state.clone();
+        self.state.gate.run(move || change(&state));
     }
 }
 
-impl Core {
+impl ViewState {
     /// After a change: the kernel drops its cached attributes of the nodes
     /// whose attributes changed as a side effect.
     fn tell_kernel(&self) {
@@ -368,7 +359,7 @@ impl Filesystem for ViewFs {
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok()
         {
-            self.backings.enable();
+            self.state.backings.enable();
         } else {
             debug!("kernel offers no FUSE passthrough: reads and writes are served");
         }
@@ -392,7 +383,7 @@ impl Filesystem for ViewFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // A name no layer has is answered as a negative entry the kernel
         // keeps (see `NEGATIVE_TTL`), not as ENOENT (which it asks again).
-        match self.overlay.lookup(parent.0, name) {
+        match self.state.overlay.lookup(parent.0, name) {
             Err(e) if e == Errno::NOENT => {
                 reply.entry(&NEGATIVE_TTL, &negative_attr(), Generation(0))
             }
@@ -401,11 +392,11 @@ impl Filesystem for ViewFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.overlay.forget(ino.0, nlookup);
+        self.state.overlay.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let result = self.overlay.getattr_of(ino.0, fh.map(|fh| fh.0));
+        let result = self.state.overlay.getattr_of(ino.0, fh.map(|fh| fh.0));
         match result {
             Ok((attr, ttl)) => reply.attr(&ttl, &file_attr(&attr)),
             Err(e) => {
@@ -455,7 +446,7 @@ impl Filesystem for ViewFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.overlay.readlink(ino.0) {
+        match self.state.overlay.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(kernel(e)),
         }
@@ -616,7 +607,7 @@ impl Filesystem for ViewFs {
             // It copies up, possibly several hard-link names.
             self.change(move |fs| fs.open(ino, flags, reply));
         } else {
-            self.core.open(ino, flags, reply);
+            self.state.open(ino, flags, reply);
         }
     }
 
@@ -632,6 +623,7 @@ impl Filesystem for ViewFs {
         reply: ReplyData,
     ) {
         match self
+            .state
             .overlay
             .handles()
             .file(fh.0)
@@ -654,8 +646,8 @@ impl Filesystem for ViewFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.gate.try_write() {
-            Some(_writing) => self.core.write(fh, offset, data, reply),
+        match self.state.gate.try_write() {
+            Some(_writing) => self.state.write(fh, offset, data, reply),
             // A hold: copy the data out of the request buffer and wait.
             None => {
                 let data = data.to_vec();
@@ -685,10 +677,10 @@ impl Filesystem for ViewFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(Handle::File(open)) = self.overlay.handles().remove(fh.0)
+        if let Some(Handle::File(open)) = self.state.overlay.handles().remove(fh.0)
             && open.backing
         {
-            self.backings.release(open.node);
+            self.state.backings.release(open.node);
         }
         reply.ok();
     }
@@ -701,7 +693,7 @@ impl Filesystem for ViewFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.overlay.handles().file(fh.0).and_then(|f| {
+        let result = self.state.overlay.handles().file(fh.0).and_then(|f| {
             if datasync {
                 f.sync_data()
             } else {
@@ -729,12 +721,12 @@ impl Filesystem for ViewFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.overlay.listing(ino.0) {
+        let list = match self.state.overlay.listing(ino.0) {
             Ok(list) => list,
             Err(e) => return reply.error(kernel(e)),
         };
         if offset < DOT_ENTRIES {
-            let parent = self.overlay.parent_of(ino.0);
+            let parent = self.state.overlay.parent_of(ino.0);
             for (id, next, name) in [(ino.0, 1, "."), (parent, DOT_ENTRIES, "..")] {
                 if next > offset && reply.add(INodeNo(id), next, fuser::FileType::Directory, name) {
                     return reply.ok();
@@ -744,7 +736,11 @@ impl Filesystem for ViewFs {
         for item in entries_after(&list, offset) {
             let id = match item.ino {
                 Some(id) => id,
-                None => self.overlay.peek_ino(ino.0, &item.name).unwrap_or(u64::MAX),
+                None => self
+                    .state
+                    .overlay
+                    .peek_ino(ino.0, &item.name)
+                    .unwrap_or(u64::MAX),
             };
             if reply.add(INodeNo(id), item.cookie, fuse_kind(item.kind), &item.name) {
                 break;
@@ -763,12 +759,12 @@ impl Filesystem for ViewFs {
     ) {
         // `.` and `..` carry no lookup (the kernel does not count them).
         if offset < DOT_ENTRIES {
-            let parent = self.overlay.parent_of(ino.0);
+            let parent = self.state.overlay.parent_of(ino.0);
             for (id, next, name) in [(ino.0, 1, "."), (parent, DOT_ENTRIES, "..")] {
                 if next <= offset {
                     continue;
                 }
-                let attr = match self.overlay.getattr(id) {
+                let attr = match self.state.overlay.getattr(id) {
                     Ok((attr, _)) => attr,
                     Err(e) => return reply.error(kernel(e)),
                 };
@@ -784,7 +780,7 @@ impl Filesystem for ViewFs {
                 }
             }
         }
-        let result = self.overlay.list_plus(ino.0, offset, |item, entry| {
+        let result = self.state.overlay.list_plus(ino.0, offset, |item, entry| {
             !reply.add(
                 INodeNo(entry.attr.id),
                 item.cookie,
@@ -812,7 +808,7 @@ impl Filesystem for ViewFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.overlay.statfs() {
+        match self.state.overlay.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -850,12 +846,12 @@ impl Filesystem for ViewFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let value = xattr_name(name).and_then(|n| self.overlay.getxattr(ino.0, &n));
+        let value = xattr_name(name).and_then(|n| self.state.overlay.getxattr(ino.0, &n));
         reply_xattr(reply, value, size);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.overlay.listxattr(ino.0), size);
+        reply_xattr(reply, self.state.overlay.listxattr(ino.0), size);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -913,7 +909,7 @@ impl Filesystem for ViewFs {
     fn destroy(&mut self) {
         debug!(
             "view unmounted; {} nodes were held",
-            self.overlay.node_count()
+            self.state.overlay.node_count()
         );
     }
 }

@@ -650,7 +650,7 @@ impl Overlay {
         self.copy_up(id)?;
         match self.handle_of(id)? {
             (handle, Layer::Upper) => Ok(handle),
-            (_, Layer::Lower) => Err(Errno::IO), // copied up above
+            (_, Layer::Lower(_)) => Err(Errno::IO), // copied up above
         }
     }
 }

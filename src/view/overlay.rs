@@ -87,13 +87,13 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
-/// Which kind of layer a file of the view lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which layer an entry of the view lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layer {
     /// The writable layer.
     Upper,
-    /// One of the read-only layers (never written through the view).
-    Lower,
+    /// Read-only layer `i` (0 = top; never written through the view).
+    Lower(usize),
 }
 
 /// The view over its layers.

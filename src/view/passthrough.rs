@@ -92,7 +92,7 @@ impl Backings {
         if let Some(backing) = map.get_mut(&node) {
             // The kernel accepts nothing but this backing for the node now.
             backing.opens += 1;
-            let same = layer == Layer::Lower && file_of(fd) == Some(backing.file);
+            let same = matches!(layer, Layer::Lower(_)) && file_of(fd) == Some(backing.file);
             return if same {
                 Mode::Passthrough(backing.id.clone())
             } else {

@@ -470,7 +470,7 @@ impl Overlay {
         Ok(Located {
             parent: Arc::new(parent),
             name: cname(leaf)?,
-            layer: Layer::Lower,
+            layer: Layer::Lower(lower.top_layer()),
             stat: r.stat,
         })
     }

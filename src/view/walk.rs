@@ -16,20 +16,11 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FileType;
 
 use super::node::child_path;
-use super::overlay::{Errno, Overlay, split};
+use super::overlay::{Errno, Layer, Overlay, split};
 use super::resolve::{DirInfo, Resolved};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::tree::TreeRoot;
-
-/// Which layer shows an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shown {
-    /// The writable layer.
-    Upper,
-    /// Lower layer `i` (0 = top).
-    Lower(usize),
-}
 
 /// One entry the view shows, as a walk hands it to its sink.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +32,7 @@ pub struct Entry<'a> {
     /// What it resolved to.
     pub resolved: &'a Resolved,
     /// The layer that shows it.
-    pub shown: Shown,
+    pub shown: Layer,
     /// Its path in that layer (other than `rel` below a redirect).
     pub layer_path: &'a Path,
     /// The directory of that layer holding it.
@@ -75,10 +66,10 @@ pub trait TreeSink {
 impl Resolved {
     /// The layer that shows it, and its path there (`rel`: its path in the
     /// view).
-    pub fn shown(&self, rel: &Path) -> (Shown, PathBuf) {
+    pub fn shown(&self, rel: &Path) -> (Layer, PathBuf) {
         match (&self.found.upper, &self.found.lower) {
-            (true, _) | (false, None) => (Shown::Upper, rel.to_path_buf()),
-            (false, Some(lower)) => (Shown::Lower(lower.top_layer()), lower.path().to_path_buf()),
+            (true, _) | (false, None) => (Layer::Upper, rel.to_path_buf()),
+            (false, Some(lower)) => (Layer::Lower(lower.top_layer()), lower.path().to_path_buf()),
         }
     }
 
@@ -95,10 +86,10 @@ impl Resolved {
 
 impl Overlay {
     /// The tree of the layer `shown` names.
-    pub fn layer_tree(&self, shown: Shown) -> &TreeRoot {
+    pub fn layer_tree(&self, shown: Layer) -> &TreeRoot {
         match shown {
-            Shown::Upper => self.upper_layer(),
-            Shown::Lower(i) => self.lower_layer(i),
+            Layer::Upper => self.upper_layer(),
+            Layer::Lower(i) => self.lower_layer(i),
         }
     }
 
@@ -111,7 +102,7 @@ impl Overlay {
             .map_err(|e| Error::io("list", &from.path, e))?;
         // The layer directories holding this directory's entries, one per
         // layer, opened on first use.
-        let mut layer_dirs: HashMap<Shown, OwnedFd> = HashMap::new();
+        let mut layer_dirs: HashMap<Layer, OwnedFd> = HashMap::new();
         for item in listing {
             let rel = child_path(&from.path, &item.name);
             let r = match self.resolve(from, &item.name) {
