@@ -9,7 +9,7 @@
 //!
 //! This module only loads: what the rules in `global` and `exclude` select
 //! is [`rules`]'s business, and the paths below `root`, `etc` and
-//! `defaults` are [`crate::layout`]'s.
+//! `defaults` are the layout module's.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

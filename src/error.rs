@@ -6,6 +6,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod mount;
+pub use mount::MountError;
+
 /// Exit code for success.
 pub const EXIT_OK: i32 = 0;
 /// Exit code for an operational failure.
@@ -35,7 +38,7 @@ pub enum Error {
     },
     /// A mount-point operation was refused or failed.
     #[error(transparent)]
-    Mount(#[from] crate::mount::MountError),
+    Mount(#[from] MountError),
     /// Any other operational failure, already phrased for the user.
     #[error("{0}")]
     Failed(String),
@@ -52,7 +55,7 @@ impl Error {
     }
 
     /// A stable name for the kind of error (`usage`, `config`, `io`,
-    /// `failed`, or a [`crate::mount::MountError::kind`]), for callers
+    /// `failed`, or a [`MountError::kind`]), for callers
     /// that serialize errors.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -26,7 +26,6 @@ use tracing::{debug, warn};
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::skel::list_skels;
 use crate::sys;
 use crate::tree::TreeRoot;
 use crate::tree::unlock::{self, Scan, Session};
@@ -183,7 +182,7 @@ pub fn recover(config: &Config) {
                 .iter()
                 .map(|(n, d, i)| (n.clone(), Some((*d, *i))))
                 .collect(),
-            None => match list_skels(config) {
+            None => match crate::tree::list_names(&Layout::new(config).skels()) {
                 Ok(names) => names.into_iter().map(|n| (n, None)).collect(),
                 Err(e) => {
                     warn!(

@@ -20,11 +20,12 @@ use std::sync::RwLock;
 use common::require_root;
 use rustix::fs::RenameFlags;
 use vskel::view::LayerSpec;
-use vskel::view::files::{Handle, OpenFile};
+use vskel::view::handles::{Handle, OpenFile};
 use vskel::view::mutate::{Caller, Make, SetAttr};
 use vskel::view::node::ROOT_ID;
-use vskel::view::overlay::Errno;
-use vskel::view::overlay::{Layer, Overlay};
+use vskel::view::overlay::Overlay;
+use vskel::view::types::Errno;
+use vskel::view::types::Layer;
 
 /// Layers in a temporary directory: `lower` (one layer, made by `fill`),
 /// an empty `upper` and `work`, and a `decoy` file outside all of them.
@@ -178,7 +179,7 @@ fn a_change_of_an_unlinked_node_acts_on_its_open_file() {
     };
     let (attr, _) = ov.setattr(f, &change, None).unwrap();
     let got =
-        |a: &vskel::view::overlay::Attrs| (a.stat.st_mode & 0o7777, a.stat.st_uid, a.stat.st_size);
+        |a: &vskel::view::types::Attrs| (a.stat.st_mode & 0o7777, a.stat.st_uid, a.stat.st_size);
     assert_eq!(got(&attr), (0o4750, 65534, 4096));
     assert_eq!(
         got(&ov.getattr_of(f, None).unwrap().0),

@@ -9,7 +9,7 @@ pub mod build;
 pub mod devnodes;
 pub mod policy;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -78,26 +78,5 @@ impl Skel {
 
 /// The names of all skels, sorted.
 pub fn list_skels(config: &Config) -> Result<Vec<String>> {
-    list_names(&Layout::new(config).skels())
-}
-
-/// The valid entry names of a directory (hidden and invalid names are left
-/// out), sorted; a missing directory has none.
-pub fn list_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read directory", dir, e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        if let Some(name) = entry.file_name().to_str()
-            && validate_name("name", name).is_ok()
-        {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    Ok(names)
+    crate::tree::list_names(&Layout::new(config).skels())
 }

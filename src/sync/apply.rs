@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::view::overlay::Errno;
+use crate::view::types::Errno;
 use rustix::fs::{FileType, Stat};
 
 use super::writer::{Writer, cname_of, without_private};
@@ -28,9 +28,9 @@ use crate::tree::meta::Meta;
 use crate::tree::remove::remove_tree_at;
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::Layer;
-use crate::view::overlay::split;
-use crate::view::resolve::{DirInfo, Resolved};
+use crate::view::types::Layer;
+use crate::view::types::split;
+use crate::view::types::{DirInfo, Resolved};
 use crate::view::walk::Entry;
 
 /// How much of a changed directory is compared with the view.

@@ -40,9 +40,10 @@ use crate::tree::meta::Meta;
 use crate::tree::place::{self, Temp};
 use crate::view::format;
 use crate::view::node::{ROOT_ID, child_path};
-use crate::view::overlay::Layer;
-use crate::view::overlay::{Overlay, split};
-use crate::view::resolve::Resolved;
+use crate::view::overlay::Overlay;
+use crate::view::types::Layer;
+use crate::view::types::Resolved;
+use crate::view::types::split;
 use crate::view::walk::{Entry, TreeSink};
 
 /// Counts of what a sync did.
@@ -480,6 +481,7 @@ impl<'a> Writer<'a> {
         let spec = CopySpec {
             keep_xattr: &keep,
             extra_xattrs: &[],
+            transform: None,
         };
         let copied =
             copy_entry(src_dir, src_name, dst_dir, name, &spec).map_err(|e| dst_err("copy", e))?;

@@ -141,6 +141,7 @@ mod tests {
         let copied = crate::tree::entry::CopySpec {
             keep_xattr: &keep,
             extra_xattrs: &[],
+            transform: None,
         };
         crate::tree::entry::copy_entry(ad.as_fd(), c"f", bd.as_fd(), Some(c"f"), &copied)
             .unwrap()

@@ -19,7 +19,6 @@
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::CStr;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +29,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::TreeRoot;
-use super::entry::{CopySpec, copy_entry};
+use super::entry::{CopySpec, Transform, copy_entry};
 use super::meta::Meta;
 use super::remove::remove_tree_at;
 use super::walk::par_walk;
@@ -42,8 +41,7 @@ use crate::tokens::{Tokens, render};
 
 /// Mode of a directory while it is being filled.
 const FILLING_DIR_MODE: u32 = 0o700;
-/// Mode of a file while it is being written.
-const FILLING_FILE_MODE: u32 = 0o600;
+
 /// How often a hard link is retried when a concurrent run relocks the
 /// protected inode between our unlock and our link.
 const PROTECTED_LINK_ATTEMPTS: usize = 8;
@@ -493,86 +491,10 @@ impl Copier<'_> {
         rel: &Path,
         tokens: Option<&Tokens>,
     ) -> Result<()> {
-        match (file_type, tokens) {
-            (FileType::RegularFile, None) => self.copy_file(src_dir, name, target, dst_dir, rel),
-            (FileType::RegularFile, Some(tokens)) => {
-                self.render_file(src_dir, name, target, dst_dir, rel, tokens)
-            }
+        match file_type {
+            FileType::RegularFile => self.copy_file(src_dir, name, target, dst_dir, rel, tokens),
             _ => self.copy_special(src_dir, name, target, dst_dir, rel),
         }
-    }
-
-    /// Copy a regular file with `%%TOKENS%%` replaced, keeping hard-link
-    /// groups.
-    fn render_file(
-        &self,
-        src_dir: BorrowedFd<'_>,
-        name: &CStr,
-        target: usize,
-        dst_dir: BorrowedFd<'_>,
-        rel: &Path,
-        tokens: &Tokens,
-    ) -> Result<()> {
-        let src = sys::open_file_read(src_dir, name).map_err(|e| self.src_err("open", rel, e))?;
-        let meta =
-            Meta::from_stat(&sys::fstat(src.as_fd()).map_err(|e| self.src_err("stat", rel, e))?)
-                .with_xattrs(src.as_fd())
-                .map_err(|e| self.src_err("read xattrs", rel, e))?;
-        let out = if meta.nlink > 1 {
-            let key = (target, meta.dev, meta.ino);
-            let mut groups = lock(&self.groups);
-            if let Some(first) = groups.get(&key).cloned() {
-                drop(groups);
-                return self.link_to_first(&first, dst_dir, name, target, rel);
-            }
-            let out = self.create_replacing(dst_dir, name, target, rel)?;
-            groups.insert(key, rel.to_path_buf());
-            out
-        } else {
-            self.create_replacing(dst_dir, name, target, rel)?
-        };
-        let mut input = Vec::with_capacity(meta.size as usize);
-        std::fs::File::from(src)
-            .read_to_end(&mut input)
-            .map_err(|e| self.src_err("read", rel, e))?;
-        let rendered = render(&input, tokens);
-        let mut file = std::fs::File::from(
-            out.try_clone()
-                .map_err(|e| self.dst_err(target, "dup", rel, e))?,
-        );
-        file.write_all(&rendered.bytes)
-            .map_err(|e| self.dst_err(target, "write", rel, e))?;
-        if !rendered.unknown.is_empty() {
-            let mut unknown = lock(&self.unknown_tokens);
-            for key in rendered.unknown {
-                unknown
-                    .entry(key)
-                    .or_default()
-                    .insert(self.targets[target].tree.display(rel));
-            }
-        }
-        Counters::bump(&self.counters.rendered, 1);
-        Counters::bump(&self.counters.bytes, rendered.bytes.len() as u64);
-        meta.apply_to_fd(out.as_fd())
-            .map_err(|e| self.dst_err(target, "set metadata", rel, e))
-    }
-
-    /// Create a new file for writing, replacing what a lower layer put there.
-    fn create_replacing(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        target: usize,
-        rel: &Path,
-    ) -> Result<OwnedFd> {
-        match sys::create_file(dir, name, FILLING_FILE_MODE) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                remove_tree_at(dir, name).map_err(|e| self.dst_err(target, "replace", rel, e))?;
-                sys::create_file(dir, name, FILLING_FILE_MODE)
-            }
-            other => other,
-        }
-        .map_err(|e| self.dst_err(target, "create", rel, e))
     }
 
     /// Another name of an inode already copied into this target.
@@ -611,10 +533,31 @@ impl Copier<'_> {
         target: usize,
         dst_dir: BorrowedFd<'_>,
         rel: &Path,
+        tokens: Option<&Tokens>,
     ) -> Result<()> {
         let st = sys::stat_at(src_dir, name).map_err(|e| self.src_err("stat", rel, e))?;
+        let render = |input: &[u8]| {
+            let Some(tokens) = tokens else {
+                return input.to_vec();
+            };
+            let rendered = render(input, tokens);
+            if !rendered.unknown.is_empty() {
+                let mut unknown = lock(&self.unknown_tokens);
+                for key in rendered.unknown {
+                    unknown
+                        .entry(key)
+                        .or_default()
+                        .insert(self.targets[target].tree.display(rel));
+                }
+            }
+            rendered.bytes
+        };
+        let spec = CopySpec {
+            transform: tokens.map(|_| &render as &Transform<'_>),
+            ..CopySpec::ALL
+        };
         let copy = || {
-            self.copy_replacing(src_dir, name, dst_dir)
+            self.copy_replacing(src_dir, name, dst_dir, &spec)
                 .map_err(|e| self.dst_err(target, "copy", rel, e))
         };
         let copied = if sys::nlink_of(&st) > 1 {
@@ -630,7 +573,12 @@ impl Copier<'_> {
         } else {
             copy()?
         };
-        Counters::bump(&self.counters.copied, 1);
+        let count = if tokens.is_some() {
+            &self.counters.rendered
+        } else {
+            &self.counters.copied
+        };
+        Counters::bump(count, 1);
         Counters::bump(&self.counters.bytes, copied);
         Ok(())
     }
@@ -642,11 +590,12 @@ impl Copier<'_> {
         src_dir: BorrowedFd<'_>,
         name: &CStr,
         dst_dir: BorrowedFd<'_>,
+        spec: &CopySpec<'_>,
     ) -> std::io::Result<u64> {
-        let copied = match copy_entry(src_dir, name, dst_dir, Some(name), &CopySpec::ALL) {
+        let copied = match copy_entry(src_dir, name, dst_dir, Some(name), spec) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 remove_tree_at(dst_dir, name)?;
-                copy_entry(src_dir, name, dst_dir, Some(name), &CopySpec::ALL)
+                copy_entry(src_dir, name, dst_dir, Some(name), spec)
             }
             other => other,
         }?;
@@ -664,7 +613,7 @@ impl Copier<'_> {
         dst_dir: BorrowedFd<'_>,
         rel: &Path,
     ) -> Result<()> {
-        match self.copy_replacing(src_dir, name, dst_dir) {
+        match self.copy_replacing(src_dir, name, dst_dir, &CopySpec::ALL) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !sys::is_root() => {
                 warn!(

@@ -1,7 +1,8 @@
 //! The one way an entry other than a directory is copied: a regular file
 //! (its data through [`sys::copy_data`], which keeps holes), a symlink, a
 //! device node, FIFO or socket, with owner, mode, times and the xattrs a
-//! [`CopySpec`] keeps.
+//! [`CopySpec`] keeps; a regular file's data may instead pass through
+//! the spec's `transform` (token rendering of `static/`).
 //!
 //! The copy is made exclusively and its metadata set through a descriptor
 //! of what was made, never its name ([`super::place`]); it comes back as a
@@ -11,7 +12,7 @@
 //! work directory, hard-link groups) is the caller's policy.
 
 use std::ffi::CStr;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::FileType;
@@ -20,13 +21,20 @@ use super::meta::Meta;
 use super::place::{self, Temp};
 use crate::sys;
 
-/// What a copy keeps of the source's xattrs and adds to them.
+/// A rewrite of a regular file's data (whole input to whole output).
+pub type Transform<'a> = dyn Fn(&[u8]) -> Vec<u8> + 'a;
+
+/// What a copy keeps of the source's xattrs and adds to them, and how a
+/// regular file's data is copied.
 #[derive(Clone, Copy)]
 pub struct CopySpec<'a> {
     /// Is the source's xattr of this name copied?
     pub keep_xattr: &'a dyn Fn(&[u8]) -> bool,
     /// Xattrs set on the copy besides the source's.
     pub extra_xattrs: &'a [(&'a CStr, &'a [u8])],
+    /// A regular file's data rewritten by this (read whole, written whole)
+    /// instead of copied as it is; `None` copies it extent by extent.
+    pub transform: Option<&'a Transform<'a>>,
 }
 
 impl CopySpec<'_> {
@@ -34,6 +42,7 @@ impl CopySpec<'_> {
     pub const ALL: CopySpec<'static> = CopySpec {
         keep_xattr: &|_| true,
         extra_xattrs: &[],
+        transform: None,
     };
 }
 
@@ -73,9 +82,24 @@ pub fn copy_entry<'d>(
                 return Err(io::Error::other("no longer a regular file in its layer"));
             }
             let (made, out) = place::create_file(dst_dir, dst_name)?;
-            sys::copy_data(src.as_fd(), out.as_fd(), meta.size)?;
+            let bytes = match spec.transform {
+                None => {
+                    sys::copy_data(src.as_fd(), out.as_fd(), meta.size)?;
+                    meta.size
+                }
+                Some(transform) => {
+                    let mut input = Vec::with_capacity(meta.size as usize);
+                    std::fs::File::from(src).read_to_end(&mut input)?;
+                    let output = transform(&input);
+                    std::fs::File::from(out.try_clone()?).write_all(&output)?;
+                    output.len() as u64
+                }
+            };
             meta.apply_to_fd(out.as_fd())?;
-            let bytes = meta.size;
+            let meta = Meta {
+                size: bytes,
+                ..meta
+            };
             Ok(Copied { made, meta, bytes })
         }
         kind => {
@@ -137,6 +161,7 @@ mod tests {
         let spec = CopySpec {
             keep_xattr: &keep,
             extra_xattrs: &extra,
+            transform: None,
         };
         let copied = copy_entry(s.as_fd(), c"f", d.as_fd(), Some(c"f"), &spec).unwrap();
         assert_eq!(copied.bytes, 1 << 20);

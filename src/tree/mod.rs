@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::validate::validate_name;
 
 /// An open directory tree, addressed by paths relative to its root.
 #[derive(Debug)]
@@ -124,4 +125,25 @@ pub fn require_same_filesystem(a: &TreeRoot, b: &TreeRoot) -> Result<()> {
         return Err(cross_device(a.path(), b.path()));
     }
     Ok(())
+}
+
+/// The valid entry names of a directory (hidden and invalid names are left
+/// out), sorted; a missing directory has none.
+pub fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        if let Some(name) = entry.file_name().to_str()
+            && validate_name("name", name).is_ok()
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
 }

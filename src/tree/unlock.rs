@@ -12,7 +12,7 @@
 //! The run holds an exclusive `flock` on its record for as long as it
 //! lives. The kernel drops a `flock` with the process that held it
 //! (SIGKILL included), so a record whose lock is free belongs to a run
-//! that is gone: [`scan`] hands those to [`crate::protect::recover`],
+//! that is gone: [`scan`] hands those to its caller (the protection module's recovery),
 //! which sets the flags again. A run removes its own record at the end
 //! ([`Session`]'s drop) if every flag it lifted was set again (or its
 //! inode lost its last name); otherwise it leaves the record for the next

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::listing::Listed;
+use super::types::Listed;
 
 /// A listing of directory node `.0` taken at view version `.1`.
 type CachedListing = (u64, u64, Arc<Vec<Listed>>);

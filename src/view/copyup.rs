@@ -10,17 +10,31 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 
-use super::overlay::Errno;
+use super::types::Errno;
 use rustix::fs::FileType;
 
 use super::format;
-use super::node::{Lower, ROOT_ID};
-use super::overlay::{OpResult, Overlay, cname, errno, split};
+use super::hardlinks::{child_path_all, upper_redirects};
+use super::node::{Lower, ROOT_ID, child_path};
+use super::overlay::Overlay;
+use super::types::{DirInfo, Resolved};
+use super::types::{OpResult, cname, errno, split};
 use crate::sys;
 use crate::sys::absent_as_none;
 use crate::tree::entry::{CopySpec, copy_entry};
 use crate::tree::meta::Meta;
+
+/// What a copy-up made.
+#[derive(Debug, Default)]
+pub(super) struct CopiedUp {
+    /// A regular file with more than one lower name: its (layer, inode),
+    /// so the other names can follow.
+    pub links: Option<(usize, u64)>,
+    /// A non-directory: the inode number of the copy.
+    pub copy_ino: Option<u64>,
+}
 
 impl Overlay {
     /// Make sure node `id` exists in the upper layer (with the tree lock
@@ -41,8 +55,15 @@ impl Overlay {
         let lower = lower.ok_or(Errno::IO)?;
         let dir = self.dir_info(parent)?;
         let target_dir = self.upper_dir_cached(&dir)?;
-        let links = self.copy_up_entry(&lower, kind, target_dir.as_fd(), &name)?;
-        self.nodes().mark_upper(id);
+        let CopiedUp { links, copy_ino } =
+            self.copy_up_entry(&lower, kind, target_dir.as_fd(), &name)?;
+        {
+            let mut nodes = self.nodes();
+            nodes.mark_upper(id);
+            if let Some(ino) = copy_ino {
+                nodes.set_upper_copy(id, ino);
+            }
+        }
         if kind == FileType::Directory {
             self.touch(id); // now a merged directory (its nlink shows 1)
             self.dirs_changed();
@@ -55,15 +76,16 @@ impl Overlay {
     }
 
     /// Copy the lower entry `lower` to `name` in the upper directory
-    /// `target_dir`, through `work/`. For a regular file with more than one
-    /// lower name, returns its (layer, inode) so the other names can follow.
+    /// `target_dir`, through `work/`. Returns, for a regular file with more
+    /// than one lower name, its (layer, inode) so the other names can
+    /// follow, and for a non-directory the inode number of the copy.
     pub(super) fn copy_up_entry(
         &self,
         lower: &Lower,
         kind: FileType,
         target_dir: BorrowedFd<'_>,
         name: &OsStr,
-    ) -> OpResult<Option<(usize, u64)>> {
+    ) -> OpResult<CopiedUp> {
         let layer = lower.top_layer();
         let (src_parent, src_name) = split(lower.path());
         let src_dir = self.lower_dir(layer, src_parent).map_err(errno)?;
@@ -73,11 +95,11 @@ impl Overlay {
         let made = match kind {
             FileType::Directory => self
                 .copy_dir(src_dir.as_fd(), &src_name, work, &tmp)
-                .map(|()| None),
+                .map(|()| CopiedUp::default()),
             _ => self.copy_non_dir(src_dir.as_fd(), &src_name, work, &tmp, layer),
         };
-        let links = match made {
-            Ok(links) => links,
+        let copied = match made {
+            Ok(copied) => copied,
             Err(e) => {
                 let _ = crate::tree::remove::remove_tree_at(work, &tmp);
                 return Err(e);
@@ -96,7 +118,7 @@ impl Overlay {
         if let Some(times) = parent_times {
             let _ = sys::futimens(target_dir, times); // best effort, as the kernel's
         }
-        Ok(links)
+        Ok(copied)
     }
 
     fn copy_dir(
@@ -114,8 +136,8 @@ impl Overlay {
     }
 
     /// Copy a non-directory to `tmp` in `work`, recording its origin (the
-    /// inode number in the view stays). For a regular file with more
-    /// than one name, returns its (layer, inode).
+    /// inode number in the view stays). Returns, for a regular file with
+    /// more than one name, its (layer, inode), and the copy's inode number.
     fn copy_non_dir(
         &self,
         src_dir: BorrowedFd<'_>,
@@ -123,7 +145,7 @@ impl Overlay {
         work: BorrowedFd<'_>,
         tmp: &std::ffi::CStr,
         layer: usize,
-    ) -> OpResult<Option<(usize, u64)>> {
+    ) -> OpResult<CopiedUp> {
         let st = sys::stat_at(src_dir, src_name).map_err(errno)?;
         let origin = format::format_origin(self.lowers[layer].dev(), sys::ino_of(&st));
         let keep = |name: &[u8]| !format::is_private_xattr(name);
@@ -132,14 +154,19 @@ impl Overlay {
         let spec = CopySpec {
             keep_xattr: &keep,
             extra_xattrs: &extra,
+            transform: None,
         };
         let copied = copy_entry(src_dir, src_name, work, Some(tmp), &spec).map_err(errno)?;
         // Renamed into the upper layer by the caller, who removes it on
         // failure.
+        let copy_ino = copied.made.id().1;
         copied.made.keep();
         let meta = copied.meta;
         let links = meta.file_type == FileType::RegularFile && meta.nlink > 1;
-        Ok(links.then_some((layer, meta.ino)))
+        Ok(CopiedUp {
+            links: links.then_some((layer, meta.ino)),
+            copy_ino: Some(copy_ino),
+        })
     }
 }
 
@@ -171,4 +198,113 @@ pub(super) fn lower_has(overlay: &Overlay, lower: Option<&Lower>, name: &OsStr) 
         }
     }
     Ok(false)
+}
+
+/// Hard links across copy-up (the lower names come from `hardlinks`).
+impl Overlay {
+    /// Make the directory `path` and its parents exist in the upper layer
+    /// (copying them up from the lowers).
+    pub(super) fn ensure_upper_dirs(&self, path: &Path) -> OpResult<()> {
+        let mut dir = self.dir_info(ROOT_ID)?;
+        for component in path.components() {
+            let name = component.as_os_str();
+            let r = self.resolve(&dir, name)?;
+            if r.found.kind != FileType::Directory {
+                return Err(Errno::NOTDIR);
+            }
+            if !r.found.upper {
+                let parent = self.upper_dir(&dir.path)?;
+                let lower = r.found.lower.clone().ok_or(Errno::IO)?;
+                self.copy_up_entry(&lower, FileType::Directory, parent.as_fd(), name)?;
+                self.nodes().mark_upper(r.id);
+                self.touch(r.id);
+                self.dirs_changed();
+            }
+            dir = DirInfo {
+                id: r.id,
+                path: child_path(&dir.path, name),
+                upper: true,
+                lower: r.found.lower,
+            };
+        }
+        Ok(())
+    }
+
+    /// Before the lower file `r`, shown as `name` in `parent`, loses that
+    /// name (unlink, or a rename over it): if the lower layer has other
+    /// names of the same inode, copy it up first. The names the view still
+    /// shows then become upper hard links of one copy, whose `nlink` drops
+    /// with this name as it should (kernel overlayfs needs `index=on` for
+    /// this). Returns whether it was copied up.
+    pub(super) fn copy_up_shared_lower_file(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        r: &Resolved,
+    ) -> OpResult<bool> {
+        if r.found.upper || r.found.kind != FileType::RegularFile || sys::nlink_of(&r.stat) < 2 {
+            return Ok(false);
+        }
+        let Some(lower) = &r.found.lower else {
+            return Ok(false);
+        };
+        let names = self
+            .links
+            .names(&self.lowers, lower.top_layer(), sys::ino_of(&r.stat));
+        if !names.iter().any(|other| other != lower.path()) {
+            return Ok(false); // its other links are outside the view
+        }
+        self.nodes()
+            .enter(r.id, parent, name, r.found.clone(), false);
+        self.copy_up(r.id)?;
+        Ok(true)
+    }
+
+    /// After `upper_path` was copied up from lower inode `ino` of `layer`:
+    /// link every other name the view shows of that inode to the copy.
+    pub(super) fn link_up_other_names(
+        &self,
+        id: u64,
+        layer: usize,
+        ino: u64,
+        upper_path: &Path,
+        lower_path: &Path,
+    ) -> OpResult<()> {
+        let others: Vec<PathBuf> = self
+            .links
+            .names(&self.lowers, layer, ino)
+            .into_iter()
+            .filter(|other| other != lower_path)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let redirects = upper_redirects(&self.upper);
+        for other in others {
+            // Where the view shows that lower name: at the same path, or
+            // below a renamed directory whose redirect points above it.
+            let mut candidates = vec![other.clone()];
+            for (target, view_path) in &redirects {
+                if let Ok(rest) = other.strip_prefix(target) {
+                    candidates.push(child_path_all(view_path, rest));
+                }
+            }
+            for candidate in candidates {
+                // Only names the view still shows as this very inode, from
+                // the lower layer (not removed, replaced or linked up).
+                match self.shown_at(&candidate) {
+                    Ok(Some((_, r))) if r.id == id && !r.found.upper => {}
+                    _ => continue,
+                }
+                let (parent, name) = split(&candidate);
+                self.ensure_upper_dirs(parent)?;
+                let (src_parent, src_name) = split(upper_path);
+                let from = self.upper_dir(src_parent)?;
+                let to = self.upper_dir(parent)?;
+                sys::link_at(from.as_fd(), &cname(src_name)?, to.as_fd(), &cname(name)?)
+                    .map_err(errno)?;
+            }
+        }
+        Ok(())
+    }
 }

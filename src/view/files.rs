@@ -1,4 +1,4 @@
-//! Open files of the view: handles, opening (by a checked name, or again
+//! Open files of the view: opening (by a checked name, or again
 //! through an open file for a node whose names are gone), reads and
 //! writes, and reading xattrs.
 //!
@@ -7,100 +7,19 @@
 //! Directories have no handles: `readdir` works from offsets alone (see
 //! `listing`).
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::overlay::Errno;
+use super::types::Errno;
 use rustix::fs::{Mode, OFlags};
 
 use super::format;
-use super::overlay::{Layer, OpResult, Overlay, errno};
+use super::handles::OpenFile;
+use super::overlay::Overlay;
+use super::types::{Layer, OpResult, errno};
 use crate::sys;
-
-/// An open file of the view.
-#[derive(Debug, Clone)]
-pub struct OpenFile {
-    /// The node it belongs to.
-    pub node: u64,
-    /// The layer file.
-    pub file: Arc<File>,
-    /// Which kind of layer the file is in.
-    pub layer: Layer,
-    /// Holds one count of the node's passthrough backing.
-    pub backing: bool,
-}
-
-/// What a handle holds.
-#[derive(Debug, Clone)]
-pub enum Handle {
-    /// An open file.
-    File(OpenFile),
-}
-
-/// Open handles by number.
-#[derive(Debug, Default)]
-pub struct Handles {
-    map: Mutex<HashMap<u64, Handle>>,
-    next: AtomicU64,
-}
-
-impl Handles {
-    /// Keep `handle`; returns its number.
-    pub fn insert(&self, handle: Handle) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(fh, handle);
-        fh
-    }
-
-    /// The handle `fh`.
-    pub fn get(&self, fh: u64) -> Option<Handle> {
-        self.lock().get(&fh).cloned()
-    }
-
-    /// The open file of handle `fh`.
-    pub fn file(&self, fh: u64) -> OpResult<Arc<File>> {
-        match self.get(fh) {
-            Some(Handle::File(open)) => Ok(open.file),
-            _ => Err(Errno::BADF),
-        }
-    }
-
-    /// The open file of handle `fh`, with what is known of it.
-    pub fn open_file(&self, fh: u64) -> Option<OpenFile> {
-        match self.get(fh) {
-            Some(Handle::File(open)) => Some(open),
-            _ => None,
-        }
-    }
-
-    /// Any open file of node `id` (its attributes outlive its last name),
-    /// one of the upper layer if there is one.
-    pub fn any_file_of(&self, id: u64) -> Option<OpenFile> {
-        let map = self.lock();
-        let mut found: Option<&OpenFile> = None;
-        for Handle::File(open) in map.values() {
-            if open.node == id && found.is_none_or(|f| f.layer != Layer::Upper) {
-                found = Some(open);
-            }
-        }
-        found.cloned()
-    }
-
-    /// Forget handle `fh`.
-    pub fn remove(&self, fh: u64) -> Option<Handle> {
-        self.lock().remove(&fh)
-    }
-
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Handle>> {
-        self.map.lock()
-    }
-}
 
 /// Open flags passed on to the layer file (creation and truncation are
 /// the view's business). Not `O_DIRECT`: vskel reads and writes served

@@ -28,12 +28,14 @@ use fuser::{
 use rustix::fs::FileType;
 use tracing::{debug, warn};
 
-use super::files::{Handle, OpenFile, XattrReply, opens_for_writing, xattr_name, xattr_reply};
+use super::files::{XattrReply, opens_for_writing, xattr_name, xattr_reply};
 use super::gate::WriteGate;
+use super::handles::{Handle, OpenFile};
 use super::listing::entries_after;
 use super::mutate::{Caller, Make, SetAttr, SetTime};
-use super::overlay::{Attrs, Entry, Errno, Layer, NEGATIVE_TTL, OpResult, Overlay};
+use super::overlay::{NEGATIVE_TTL, Overlay};
 use super::passthrough::{Backings, Mode};
+use super::types::{Attrs, Entry, Errno, Layer, OpResult};
 
 /// Open files need no FLUSH: writes go to the layer file as they come.
 const NO_FLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
@@ -699,7 +701,7 @@ impl Filesystem for ViewFs {
             } else {
                 f.sync_all()
             }
-            .map_err(super::overlay::errno)
+            .map_err(super::types::errno)
         });
         reply_empty(reply, &"fsync", result);
     }
@@ -816,7 +818,7 @@ impl Filesystem for ViewFs {
                 s.f_files,
                 s.f_ffree,
                 s.f_bsize as u32,
-                super::overlay::NAME_MAX as u32,
+                super::types::NAME_MAX as u32,
                 s.f_frsize as u32,
             ),
             Err(e) => reply.error(kernel(e)),
@@ -900,7 +902,7 @@ impl Filesystem for ViewFs {
             let result = fs.overlay.handles().file(fh.0).and_then(|f| {
                 let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
                 rustix::fs::fallocate(&*f, flags, offset, length)
-                    .map_err(|e| super::overlay::errno(e.into()))
+                    .map_err(|e| super::types::errno(e.into()))
             });
             reply_empty(reply, &"fallocate", result);
         });

@@ -10,24 +10,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use rustix::fs::FileType;
 
 use super::format;
-use super::overlay::{Entry, Errno, OpResult, Overlay, errno};
-use super::resolve::DirInfo;
+use super::overlay::Overlay;
+use super::types::{DirInfo, Entry, Errno, Listed, OpResult, errno};
 use crate::sys;
-
-/// One name in a merged directory listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    /// The name.
-    pub name: OsString,
-    /// Its type.
-    pub kind: FileType,
-    /// Its inode number in the view, when the listing knows it (lower
-    /// entries); `None` for upper entries, which are resolved when asked.
-    pub ino: Option<u64>,
-    /// Its readdir offset: a hash of the name, so that a listing resumed
-    /// after the directory changed neither skips nor repeats a name.
-    pub cookie: u64,
-}
 
 /// The entries of a cookie-sorted listing that come after readdir offset
 /// `offset`.

@@ -13,8 +13,9 @@ use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 use super::copyup::lower_has;
 use super::format;
 use super::node::Found;
-use super::overlay::{Attrs, Entry, Errno, Layer, OpResult, Overlay, UPPER_TTL, cname, errno};
-use super::resolve::{DirInfo, Resolved};
+use super::overlay::{Overlay, UPPER_TTL};
+use super::types::{Attrs, Entry, Errno, Layer, OpResult, cname, errno};
+use super::types::{DirInfo, Resolved};
 use crate::sys;
 use crate::sys::absent_as_none;
 use crate::tree::remove::remove_tree_at;
@@ -407,7 +408,7 @@ impl Overlay {
     ) -> OpResult<()> {
         let cname = cname(name)?;
         let new_cname = cname_of(new_name)?;
-        if new_name.len() > super::overlay::NAME_MAX {
+        if new_name.len() > super::types::NAME_MAX {
             return Err(Errno::NAMETOOLONG);
         }
         let _exclusive = self.exclusive();

@@ -155,6 +155,10 @@ pub struct Nodes {
     /// ask about an inode after its last-used name is gone); kept apart,
     /// as few nodes have any.
     aliases: HashMap<u64, Vec<(u64, Box<OsStr>)>>,
+    /// The upper inode numbers of copied-up non-directories (their node ID
+    /// is the lower inode's), so that checking where one is shown needs no
+    /// read of its origin xattr; kept apart, as most nodes are not copied.
+    copies: HashMap<u64, u64>,
     next_generation: u64,
 }
 
@@ -190,6 +194,7 @@ impl Nodes {
         Nodes {
             map,
             aliases: HashMap::new(),
+            copies: HashMap::new(),
             next_generation: 1,
         }
     }
@@ -204,6 +209,20 @@ impl Nodes {
         if let Some(node) = self.map.get_mut(&id) {
             node.upper = true;
         }
+    }
+
+    /// Node `id` (not a directory, its ID not its upper inode's) is the
+    /// upper inode `ino` now (copied up, or checked by its origin).
+    pub fn set_upper_copy(&mut self, id: u64, ino: u64) {
+        if self.map.contains_key(&id) {
+            self.copies.insert(id, ino);
+        }
+    }
+
+    /// The upper inode number of node `id`, if it is a copied-up
+    /// non-directory (see [`Nodes::set_upper_copy`]).
+    pub fn upper_copy(&self, id: u64) -> Option<u64> {
+        self.copies.get(&id).copied()
     }
 
     /// The directory and name by which node `id` is shown, if it still has
@@ -345,6 +364,7 @@ impl Nodes {
             if node.lookups == 0 {
                 self.map.remove(&id);
                 self.aliases.remove(&id);
+                self.copies.remove(&id);
             }
         }
     }

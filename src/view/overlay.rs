@@ -17,25 +17,23 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use rustix::fs::{FileType, Stat};
-pub use rustix::io::Errno;
 
 use super::LayerSpec;
 use super::caches::{Caches, UPPER_SLOT};
 use super::format;
+use super::handles::Handles;
+use super::hardlinks::LinkIndex;
 use super::node::{Lower, Nodes, ROOT_ID};
-use super::resolve::Resolved;
+use super::types::{Attrs, Entry, Errno, OpResult, Resolved, attr, cname, errno};
 use crate::sys;
 use crate::tree::TreeRoot;
 
-/// Longest name a directory entry may have.
-pub const NAME_MAX: usize = 255;
 /// How long the kernel may keep entries and attributes that live only in
 /// the read-only lowers (they never change underneath).
 pub const LOWER_TTL: Duration = Duration::from_secs(3600);
@@ -59,43 +57,6 @@ pub const NEGATIVE_TTL: Duration = LOWER_TTL;
 /// filesystems apart when the layers are not on one filesystem.
 const DEV_SHIFT: u32 = 48;
 
-/// Result of a view operation: the errno a caller gets (rustix's, so the
-/// core stands on its own; the FUSE adapter translates).
-pub type OpResult<T> = Result<T, Errno>;
-
-/// The attributes of a node: the `stat` of what shows it, under the node's
-/// ID (its inode number in the view).
-#[derive(Debug, Clone, Copy)]
-pub struct Attrs {
-    /// The node ID.
-    pub id: u64,
-    /// `stat` of the layer entry that shows the node.
-    pub stat: Stat,
-    /// A directory merged from more than one layer: its link count is not
-    /// known (shown as 1, as overlayfs does).
-    pub merged_dir: bool,
-}
-
-/// An entry for the kernel: attributes, generation, how long to trust it.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry {
-    /// Attributes.
-    pub attr: Attrs,
-    /// Generation of the node ID.
-    pub generation: u64,
-    /// How long the kernel may cache it.
-    pub ttl: Duration,
-}
-
-/// Which layer an entry of the view lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Layer {
-    /// The writable layer.
-    Upper,
-    /// Read-only layer `i` (0 = top; never written through the view).
-    Lower(usize),
-}
-
 /// The view over its layers.
 #[derive(Debug)]
 pub struct Overlay {
@@ -111,26 +72,12 @@ pub struct Overlay {
     work_seq: AtomicU64,
     /// This process's ID (part of scratch names; asked once, not per name).
     pid: u32,
-    /// Multiply-linked lower files (built on first need, see `hardlinks`).
-    pub(super) link_map: OnceLock<super::hardlinks::LinkMap>,
+    /// Names of multiply-linked lower files (built on first need).
+    pub(super) links: LinkIndex,
     /// What is cached between requests.
     pub(super) caches: Caches,
     /// Open files of the view by handle number.
-    pub(super) handles: super::files::Handles,
-}
-
-/// An `io::Error` as the errno the caller gets (`EIO` for one that has
-/// none).
-pub fn errno(e: io::Error) -> Errno {
-    Errno::from_io_error(&e).unwrap_or(Errno::IO)
-}
-
-/// A name as a C string, refusing names the kernel would not send.
-pub fn cname(name: &OsStr) -> OpResult<CString> {
-    if name.len() > NAME_MAX {
-        return Err(Errno::NAMETOOLONG);
-    }
-    sys::cname(name).map_err(errno)
+    pub(super) handles: Handles,
 }
 
 impl Overlay {
@@ -180,9 +127,9 @@ impl Overlay {
             tree: RwLock::new(()),
             work_seq: AtomicU64::new(0),
             pid: std::process::id(),
-            link_map: OnceLock::new(),
+            links: LinkIndex::default(),
             caches: Caches::new(sys::open_file_limit()),
-            handles: super::files::Handles::default(),
+            handles: Handles::default(),
         })
     }
 
@@ -340,7 +287,7 @@ impl Overlay {
     }
 
     /// The open files of the view.
-    pub fn handles(&self) -> &super::files::Handles {
+    pub fn handles(&self) -> &Handles {
         &self.handles
     }
 
@@ -403,22 +350,5 @@ impl Overlay {
     /// Number of nodes the kernel holds (for status and tests).
     pub fn node_count(&self) -> usize {
         self.nodes().len()
-    }
-}
-
-/// Split a relative path into its parent and final name.
-pub fn split(path: &Path) -> (&Path, &OsStr) {
-    (
-        path.parent().unwrap_or(Path::new("")),
-        path.file_name().unwrap_or_default(),
-    )
-}
-
-/// The attributes of node `id`, shown by `st`.
-pub fn attr(id: u64, st: &Stat, merged_dir: bool) -> Attrs {
-    Attrs {
-        id,
-        stat: *st,
-        merged_dir,
     }
 }

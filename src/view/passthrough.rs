@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use fuser::BackingId;
 use tracing::debug;
 
-use super::overlay::Layer;
+use super::types::Layer;
 use crate::sys;
 
 /// How an open is answered.

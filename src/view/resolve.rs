@@ -17,7 +17,8 @@ use rustix::fs::{FileType, Stat};
 use super::caches::UPPER_SLOT;
 use super::format;
 use super::node::{Found, Lower, ROOT_ID, child_path};
-use super::overlay::{Errno, Layer, OpResult, Overlay, cname, errno, split};
+use super::overlay::Overlay;
+use super::types::{DirInfo, Errno, Layer, OpResult, Resolved, cname, errno, split};
 use crate::sys;
 
 /// Where the lower layers are searched for a name, as redirects change it
@@ -39,43 +40,6 @@ impl Aim {
             (format::Redirect::Relative(name), Aim::Absolute(path)) => {
                 Aim::Absolute(split(&path).0.join(name))
             }
-        }
-    }
-}
-
-/// A name found through the layers, not yet entered in the node table.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The view inode number (node ID).
-    pub id: u64,
-    /// Where it is.
-    pub found: Found,
-    /// `stat` of what is shown (upper if there, else the top lower).
-    pub stat: Stat,
-    /// The shown directory merges more than one layer.
-    pub merged: bool,
-}
-
-/// What is known of a directory node.
-#[derive(Debug, Clone)]
-pub struct DirInfo {
-    /// Node ID.
-    pub id: u64,
-    /// Path in the view (and the upper layer).
-    pub path: PathBuf,
-    /// Exists in the upper layer.
-    pub upper: bool,
-    /// Lower content.
-    pub lower: Option<Lower>,
-}
-
-impl DirInfo {
-    /// The directory as seen from its lower layers only (to resolve a name
-    /// the upper layer is known not to have).
-    pub fn lower_only(&self) -> DirInfo {
-        DirInfo {
-            upper: false,
-            ..self.clone()
         }
     }
 }
@@ -441,8 +405,13 @@ impl Overlay {
                         true // made in the view (a lower inode has another number)
                     } else if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory {
                         self.resolve(&dir, &name)?.id == id
+                    } else if self.nodes().upper_copy(id) == Some(sys::ino_of(&st)) {
+                        true // the copy this node was copied up to
+                    } else if self.upper_non_dir(parent.as_fd(), &name_c, st)?.id == id {
+                        self.nodes().set_upper_copy(id, sys::ino_of(&st));
+                        true // a copy of this node's lower file (its origin says)
                     } else {
-                        self.upper_non_dir(parent.as_fd(), &name_c, st)?.id == id
+                        false
                     };
                     if !shows {
                         return Err(Errno::NOENT);

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FileType;
 
 use super::node::child_path;
-use super::overlay::{Errno, Layer, Overlay, split};
-use super::resolve::{DirInfo, Resolved};
+use super::overlay::Overlay;
+use super::types::{DirInfo, Resolved};
+use super::types::{Errno, Layer, split};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::tree::TreeRoot;

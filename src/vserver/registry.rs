@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, MERGED};
-use crate::skel::list_names;
 use crate::staging::make_private_dir;
+use crate::tree::list_names;
 use crate::vserver::context::{remove_leftovers, write_atomically};
 
 /// How a vserver exists.
