@@ -99,7 +99,8 @@
 # Timings are reported, never asserted: the exit status is 0 unless
 # something failed to run. Run it on a quiet machine: the load average at
 # the start and the end is printed with the table and per row (2 cores
-# here; the benchmark itself adds about 1 to it while it runs; a
+# here; the benchmark itself adds about 1 to it while it runs, and up to
+# 16 during the parallel create rows, so read their end figure with care; a
 # concurrent cargo build makes the create and copy-up rows several times
 # slower and noisy).
 #
@@ -637,8 +638,8 @@ measure_tree_set() { # SET
         for k in $(order "$r" "${all[@]}"); do
             record "$set: find warm" "$k" "$(time_ms find_count "$(target "$k" "$set")")"
         done
-    row_end "$set: find warm"
     done
+    row_end "$set: find warm"
 
     add_row "$set: stat warm" kernel:1.2
     list=$work/$set.paths0
@@ -650,8 +651,8 @@ measure_tree_set() { # SET
         for k in $(order "$r" "${all[@]}"); do
             record "$set: stat warm" "$k" "$(py_helper lstat "$(target "$k" "$set")" "$list")"
         done
-    row_end "$set: stat warm"
     done
+    row_end "$set: stat warm"
 
     add_row "$set: rss after walk (MiB)" mib:64
     for k in "${kinds[@]}"; do
