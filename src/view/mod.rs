@@ -63,6 +63,7 @@ pub mod format;
 pub mod fuse;
 pub mod gate;
 pub mod hardlinks;
+pub mod killpriv;
 pub mod layout;
 pub mod listing;
 pub mod mutate;
