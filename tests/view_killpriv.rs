@@ -6,8 +6,11 @@
 //! with `security.capability` (dropped by any write or truncate). Both
 //! mounts must leave the same modes (and xattrs) behind.
 //!
-//! Also: a reader holding cached pages and a mapping of a file sees what a
-//! write-only (direct) handle writes.
+//! Also: write-only opens go direct, so one `write(2)` to a new file is one
+//! WRITE request with no GETXATTR before it (counted with the kernel's fuse
+//! tracepoints in a trace instance of the test's own; skipped, saying so,
+//! where the kernel has none); and a reader holding cached pages of a file
+//! sees what a write-only (direct) handle writes.
 
 mod common;
 
@@ -229,4 +232,89 @@ fn a_reader_with_cached_pages_sees_a_write_only_handles_writes() {
         assert!(out.status.success(), "{out:?}");
         assert_eq!(out.stdout, b"bbbb", "{name}: the reader saw stale data");
     }
+}
+
+/// A tracefs instance of this test recording the FUSE requests of one
+/// connection; removed when dropped.
+struct Trace(std::path::PathBuf);
+
+impl Trace {
+    /// Record the requests sent on the connection of the mount `mnt`, or
+    /// `None` where the kernel has no fuse tracepoints.
+    fn start(mnt: &Path) -> Option<Trace> {
+        let tracing = Path::new("/sys/kernel/tracing");
+        if !tracing.join("events/fuse/fuse_request_send").exists() {
+            return None;
+        }
+        let dir = tracing.join(format!("instances/vskel-killpriv-{}", std::process::id()));
+        fs::create_dir(&dir).unwrap();
+        let trace = Trace(dir);
+        let dev = fs::metadata(mnt).unwrap().dev();
+        // The kernel's dev_t of the connection: major << 20 | minor.
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let connection = (u64::from(major) << 20) | u64::from(minor);
+        let event = trace.0.join("events/fuse/fuse_request_send");
+        fs::write(event.join("filter"), format!("connection == {connection}")).unwrap();
+        fs::write(event.join("enable"), "1").unwrap();
+        Some(trace)
+    }
+
+    /// The opcodes recorded so far.
+    fn opcodes(&self) -> Vec<String> {
+        let text = fs::read_to_string(self.0.join("trace")).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let at = l.find('(')?;
+                let end = l[at..].find(')')?;
+                Some(l[at + 1..at + end].to_string())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("events/fuse/fuse_request_send/enable"), "0");
+        if let Err(e) = fs::remove_dir(&self.0) {
+            eprintln!("removing {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn one_write_to_a_new_write_only_file_is_one_write_request() {
+    if !require_root("one_write_to_a_new_write_only_file_is_one_write_request") {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let base = dir.path();
+    for sub in ["lower", "upper", "work", "mnt"] {
+        fs::create_dir_all(base.join(sub)).unwrap();
+    }
+    let guard = MountGuard(base.join("mnt"));
+    let status = Command::new(env!("CARGO_BIN_EXE_vskel"))
+        .args(["overlay", "-o", &overlay_options(base)])
+        .arg(guard.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "vskel overlay did not mount");
+    let Some(trace) = Trace::start(guard.path()) else {
+        eprintln!("SKIPPED the request count: the kernel has no fuse tracepoints");
+        return;
+    };
+    let path = guard.path().join("new");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &vec![7u8; 64 * 1024]).unwrap();
+    let ops = trace.opcodes();
+    drop(file);
+    let count = |op: &str| ops.iter().filter(|o| *o == op).count();
+    assert_eq!(count("FUSE_CREATE"), 1, "{ops:?}");
+    assert_eq!(count("FUSE_WRITE"), 1, "{ops:?}");
+    assert_eq!(count("FUSE_GETXATTR"), 0, "{ops:?}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), 64 * 1024);
 }
