@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,14 +128,13 @@ impl Overlay {
     /// `O_TRUNC` open also clears the suid and sgid bits (see
     /// [`super::killpriv`]), in the same change.
     pub fn open(&self, id: u64, flags: i32, kill: Option<u32>) -> OpResult<(OwnedFd, Layer)> {
-        let (fd, layer) = match self.open_by_name(id, flags, kill) {
+        match self.open_by_name(id, flags, kill) {
             Err(e) if e == Errno::NOENT => match self.handles.any_file_of(id) {
-                Some(open) => self.reopen(&open, flags, kill)?,
-                None => return Err(e),
+                Some(open) => self.reopen(&open, flags, kill),
+                None => Err(e),
             },
-            other => other?,
-        };
-        Ok((fd, layer))
+            other => other,
+        }
     }
 
     fn open_by_name(&self, id: u64, flags: i32, kill: Option<u32>) -> OpResult<(OwnedFd, Layer)> {
@@ -249,11 +248,7 @@ fn layer_open_flags(flags: OFlags) -> OFlags {
 
 /// After an `O_TRUNC` open asked to kill (`kill`: the caller's group),
 /// clear the suid and sgid bits of the opened file `fd`.
-fn kill_on_truncate(
-    fd: std::os::fd::BorrowedFd<'_>,
-    flags: OFlags,
-    kill: Option<u32>,
-) -> OpResult<()> {
+fn kill_on_truncate(fd: BorrowedFd<'_>, flags: OFlags, kill: Option<u32>) -> OpResult<()> {
     match kill {
         Some(gid) if flags.contains(OFlags::TRUNC) => killpriv::kill_suidgid(fd, false, gid),
         _ => Ok(()),

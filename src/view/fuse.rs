@@ -11,7 +11,9 @@
 //! those wait in the gate's queue; reads, lookups, getattr, readdir,
 //! xattr reads, flush, fsync and release are served as usual. For the gate
 //! to see every write, passthrough is used for lower (read-only) files only
-//! ([`super::passthrough`]).
+//! ([`super::passthrough`]). Write-only opens of upper files are direct
+//! (`FOPEN_DIRECT_IO`), and the kernel's requests to clear suid and sgid
+//! (`FUSE_HANDLE_KILLPRIV_V2`) are done by [`super::killpriv`].
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
