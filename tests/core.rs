@@ -127,8 +127,8 @@ fn a_node_whose_name_was_taken_by_a_symlink_is_never_reached_by_that_name() {
             ..SetAttr::default()
         };
         assert_eq!(ov.setattr(f, &chmod, None).unwrap_err(), Errno::NOENT);
-        assert_eq!(ov.open(f, libc::O_RDWR).unwrap_err(), Errno::NOENT);
-        assert_eq!(ov.open(f, libc::O_RDONLY).unwrap_err(), Errno::NOENT);
+        assert_eq!(ov.open(f, libc::O_RDWR, None).unwrap_err(), Errno::NOENT);
+        assert_eq!(ov.open(f, libc::O_RDONLY, None).unwrap_err(), Errno::NOENT);
         assert_eq!(ov.getxattr(f, c"user.x").unwrap_err(), Errno::NOENT);
         assert_eq!(
             ov.setxattr(f, c"user.x", b"1", 0).unwrap_err(),
@@ -191,7 +191,7 @@ fn a_change_of_an_unlinked_node_acts_on_its_open_file() {
         (0o4750, 65534, 4096)
     );
     // Reopened through the open file (as through /proc/PID/fd), never a name.
-    let (again, layer) = ov.open(f, libc::O_RDWR).unwrap();
+    let (again, layer) = ov.open(f, libc::O_RDWR, None).unwrap();
     assert_eq!(layer, Layer::Upper);
     let st2 = rustix::fs::fstat(&again).unwrap();
     assert_eq!((st2.st_dev, st2.st_ino), (st.st_dev, st.st_ino));
@@ -348,7 +348,7 @@ fn redirects_in_lower_layers_are_followed() {
         Ok(id)
     };
     let f = find("a/e/x/f").expect("the moved directory's file");
-    let (fd, _) = ov.open(f, libc::O_RDONLY).unwrap();
+    let (fd, _) = ov.open(f, libc::O_RDONLY, None).unwrap();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut fs::File::from(fd), &mut text).unwrap();
     assert_eq!(text, "moved with its directory\n");
@@ -687,7 +687,7 @@ impl Viewed for Core {
             }
             Op::Append(p, text) => {
                 // The kernel sends the offset of an append (as FUSE does).
-                let (fd, layer) = ov.open(self.find(p)?, libc::O_WRONLY)?;
+                let (fd, layer) = ov.open(self.find(p)?, libc::O_WRONLY, None)?;
                 assert_eq!(layer, Layer::Upper, "opened for writing: copied up");
                 let end = rustix::fs::fstat(&fd)?.st_size as u64;
                 rustix::io::pwrite(fd, text.as_bytes(), end).map(|_| ())
@@ -740,7 +740,7 @@ impl Viewed for Core {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        let (fd, _) = self.0.open(self.find(path)?, libc::O_RDONLY)?;
+        let (fd, _) = self.0.open(self.find(path)?, libc::O_RDONLY, None)?;
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut fs::File::from(fd), &mut out).unwrap();
         Ok(out)

@@ -9,7 +9,7 @@
 
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use super::types::Errno;
@@ -17,6 +17,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::format;
 use super::handles::OpenFile;
+use super::killpriv;
 use super::overlay::Overlay;
 use super::types::{Layer, OpResult, errno};
 use crate::sys;
@@ -41,17 +42,21 @@ impl Overlay {
     /// A node whose every name is gone is opened again only through a file
     /// of it still open (the kernel reaches it by `/proc/PID/fd/N`), see
     /// [`Overlay::reopen`].
-    pub fn open(&self, id: u64, flags: i32) -> OpResult<(OwnedFd, Layer)> {
-        match self.open_by_name(id, flags) {
+    ///
+    /// `kill` (the caller's group, when the kernel asks for it): an
+    /// `O_TRUNC` open also clears the suid and sgid bits (see
+    /// [`super::killpriv`]), in the same change.
+    pub fn open(&self, id: u64, flags: i32, kill: Option<u32>) -> OpResult<(OwnedFd, Layer)> {
+        match self.open_by_name(id, flags, kill) {
             Err(e) if e == Errno::NOENT => match self.handles.any_file_of(id) {
-                Some(open) => self.reopen(&open, flags),
+                Some(open) => self.reopen(&open, flags, kill),
                 None => Err(e),
             },
             other => other,
         }
     }
 
-    fn open_by_name(&self, id: u64, flags: i32) -> OpResult<(OwnedFd, Layer)> {
+    fn open_by_name(&self, id: u64, flags: i32, kill: Option<u32>) -> OpResult<(OwnedFd, Layer)> {
         let writes = opens_for_writing(flags);
         let flags = OFlags::from_bits_retain(flags as _);
         // Opening for writing copies up: a change of the view.
@@ -76,6 +81,7 @@ impl Overlay {
         if !sys::same_inode(&sys::fstat(fd.as_fd()).map_err(errno)?, &at.stat) {
             return Err(Errno::NOENT);
         }
+        kill_on_truncate(fd.as_fd(), flags, kill)?;
         Ok((fd, at.layer))
     }
 
@@ -84,12 +90,13 @@ impl Overlay {
     /// `/proc/PID/fd` (as kernel overlayfs allows). The same inode or
     /// nothing; writing needs a file of the upper layer, as nothing is
     /// copied up without a name.
-    fn reopen(&self, open: &OpenFile, flags: i32) -> OpResult<(OwnedFd, Layer)> {
+    fn reopen(&self, open: &OpenFile, flags: i32, kill: Option<u32>) -> OpResult<(OwnedFd, Layer)> {
         if opens_for_writing(flags) && open.layer != Layer::Upper {
             return Err(Errno::NOENT);
         }
         let flags = OFlags::from_bits_retain(flags as _);
         let fd = sys::reopen_handle(open.file.as_fd(), layer_open_flags(flags)).map_err(errno)?;
+        kill_on_truncate(fd.as_fd(), flags, kill)?;
         Ok((fd, open.layer))
     }
 
@@ -109,8 +116,13 @@ impl Overlay {
         Ok(buf)
     }
 
-    /// Write `data` at `offset` to an open file.
-    pub fn write(file: &File, offset: u64, data: &[u8]) -> OpResult<u32> {
+    /// Write `data` at `offset` to an open file; `kill` (the caller's
+    /// group, when the kernel asks for it) clears the suid and sgid bits
+    /// first, as the kernel does (see [`super::killpriv`]).
+    pub fn write(file: &File, offset: u64, data: &[u8], kill: Option<u32>) -> OpResult<u32> {
+        if let Some(gid) = kill {
+            killpriv::kill_suidgid(file.as_fd(), false, gid)?;
+        }
         file.write_all_at(data, offset).map_err(errno)?;
         Ok(data.len() as u32)
     }
@@ -151,6 +163,15 @@ fn layer_open_flags(flags: OFlags) -> OFlags {
     // The kernel handles O_APPEND by the offsets it sends.
     open_flags.remove(OFlags::APPEND);
     open_flags
+}
+
+/// After an `O_TRUNC` open asked to kill (`kill`: the caller's group),
+/// clear the suid and sgid bits of the opened file `fd`.
+fn kill_on_truncate(fd: BorrowedFd<'_>, flags: OFlags, kill: Option<u32>) -> OpResult<()> {
+    match kill {
+        Some(gid) if flags.contains(OFlags::TRUNC) => killpriv::kill_suidgid(fd, false, gid),
+        _ => Ok(()),
+    }
 }
 
 /// An open with `flags` (`open(2)` flags) may change the file: it is

@@ -11,7 +11,9 @@
 //! those wait in the gate's queue; reads, lookups, getattr, readdir,
 //! xattr reads, flush, fsync and release are served as usual. For the gate
 //! to see every write, passthrough is used for lower (read-only) files only
-//! ([`super::passthrough`]).
+//! ([`super::passthrough`]). Write-only opens of upper files are direct
+//! (`FOPEN_DIRECT_IO`), and the kernel's requests to clear suid and sgid
+//! (`FUSE_HANDLE_KILLPRIV_V2`) are done by [`super::killpriv`].
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -21,9 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BsdFileFlags, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, OpenInFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::FileType;
 use tracing::{debug, warn};
@@ -39,6 +41,13 @@ use super::types::{Attrs, Entry, Errno, Layer, OpResult};
 
 /// Open files need no FLUSH: writes go to the layer file as they come.
 const NO_FLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
+/// A write-only open of an upper file bypasses the page cache: one
+/// `write(2)` is one WRITE (not one per page run), and the kernel asks no
+/// `security.capability` before it (it leaves killing privileges on a
+/// direct write to the server, see [`super::killpriv`]). Nothing is lost:
+/// a write-only file is never read or mapped through this handle.
+const DIRECT: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 
 /// Filesystems stacked below a passthrough file (ours are plain ones).
 const PASSTHROUGH_STACK_DEPTH: u32 = 1;
@@ -122,9 +131,10 @@ impl ViewState {
         FileHandle(fh)
     }
 
-    /// Open node `ino` (a writable open runs inside the gate).
-    fn open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fd, layer) = match self.overlay.open(ino.0, flags.0) {
+    /// Open node `ino` (a writable open runs inside the gate); `kill`: the
+    /// caller's group when an `O_TRUNC` open is to clear suid and sgid.
+    fn open(&self, ino: INodeNo, flags: OpenFlags, kill: Option<u32>, reply: ReplyOpen) {
+        let (fd, layer) = match self.overlay.open(ino.0, flags.0, kill) {
             Ok(opened) => opened,
             Err(e) => {
                 failed(&("open", ino.0, flags.0), e);
@@ -137,6 +147,7 @@ impl ViewState {
         let fh = self.keep_open(ino.0, fd, layer, &mode);
         match &mode {
             Mode::Passthrough(id) => reply.opened_passthrough(fh, NO_FLUSH, id),
+            Mode::Served if write_only(flags.0) => reply.opened(fh, NO_FLUSH | DIRECT),
             Mode::Served => reply.opened(fh, NO_FLUSH),
             Mode::ServedDirect(id) => {
                 reply.opened_passthrough(fh, NO_FLUSH | FopenFlags::FOPEN_DIRECT_IO, id)
@@ -150,8 +161,7 @@ impl ViewState {
         &self,
         parent: INodeNo,
         name: &OsStr,
-        mode: u32,
-        umask: u32,
+        (mode, umask, flags): (u32, u32, i32),
         caller: Caller,
         reply: ReplyCreate,
     ) {
@@ -168,13 +178,18 @@ impl ViewState {
                     .acquire(id, fd.as_fd(), Layer::Upper, |fd| reply.open_backing(fd));
                 let fh = self.keep_open(id, fd, Layer::Upper, &mode);
                 let generation = Generation(entry.generation);
+                let cache = if write_only(flags) {
+                    DIRECT
+                } else {
+                    FopenFlags::empty()
+                };
                 match &mode {
                     Mode::Served => reply.created(
                         &entry.ttl,
                         &file_attr(&entry.attr),
                         generation,
                         fh,
-                        NO_FLUSH,
+                        NO_FLUSH | cache,
                     ),
                     Mode::Passthrough(backing) | Mode::ServedDirect(backing) => reply
                         .created_passthrough(
@@ -193,18 +208,38 @@ impl ViewState {
         self.tell_kernel();
     }
 
-    /// Write `data` at `offset` through handle `fh`.
-    fn write(&self, fh: FileHandle, offset: u64, data: &[u8], reply: ReplyWrite) {
+    /// Write `data` at `offset` through handle `fh`; `kill`: the caller's
+    /// group when the write is to clear suid and sgid.
+    fn write(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        kill: Option<u32>,
+        reply: ReplyWrite,
+    ) {
         match self
             .overlay
             .handles()
             .file(fh.0)
-            .and_then(|f| Overlay::write(&f, offset, data))
+            .and_then(|f| Overlay::write(&f, offset, data, kill))
         {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(kernel(e)),
         }
     }
+}
+
+/// An open with `flags` is write-only (`O_WRONLY`, not `O_RDWR`).
+fn write_only(flags: i32) -> bool {
+    let flags = rustix::fs::OFlags::from_bits_retain(flags as _);
+    flags & rustix::fs::OFlags::ACCMODE == rustix::fs::OFlags::WRONLY
+}
+
+/// The caller's group, when the kernel asks this change to clear suid and
+/// sgid.
+fn kill_for(req: &Request, asked: bool) -> Option<u32> {
+    asked.then(|| req.gid())
 }
 
 fn caller(req: &Request) -> Caller {
@@ -371,9 +406,13 @@ impl Filesystem for ViewFs {
         // generation, so the kernel makes a new inode for it. Without it
         // every walk through a link (`/bin -> usr/bin` in a merged-/usr
         // tree) asked the server again.
+        // FUSE_HANDLE_KILLPRIV_V2: vskel clears suid and sgid on a write,
+        // truncate or O_TRUNC open when the kernel asks (see `killpriv`);
+        // the kernel then sends no GETATTR and SETATTR of its own for it.
         for wanted in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             if let Err(missing) = config.add_capabilities(wanted) {
                 debug!("kernel lacks {missing:?}");
@@ -410,7 +449,7 @@ impl Filesystem for ViewFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -424,6 +463,7 @@ impl Filesystem for ViewFs {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         let change = SetAttr {
@@ -433,6 +473,7 @@ impl Filesystem for ViewFs {
             size,
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
+            kill_suidgid: kill_for(req, kill_suidgid),
         };
         self.change(move |fs| {
             let result = fs.overlay.setattr(ino.0, &change, fh.map(|fh| fh.0));
@@ -604,12 +645,23 @@ impl Filesystem for ViewFs {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: OpenFlags,
+        open_in_flags: OpenInFlags,
+        reply: ReplyOpen,
+    ) {
         if opens_for_writing(flags.0) {
+            let kill = kill_for(
+                req,
+                open_in_flags.contains(OpenInFlags::FUSE_OPEN_KILL_SUIDGID),
+            );
             // It copies up, possibly several hard-link names.
-            self.change(move |fs| fs.open(ino, flags, reply));
+            self.change(move |fs| fs.open(ino, flags, kill, reply));
         } else {
-            self.state.open(ino, flags, reply);
+            self.state.open(ino, flags, None, reply);
         }
     }
 
@@ -638,22 +690,26 @@ impl Filesystem for ViewFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let kill = kill_for(
+            req,
+            write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+        );
         match self.state.gate.try_write() {
-            Some(_writing) => self.state.write(fh, offset, data, reply),
+            Some(_writing) => self.state.write(fh, offset, data, kill, reply),
             // A hold: copy the data out of the request buffer and wait.
             None => {
                 let data = data.to_vec();
-                self.change(move |fs| fs.write(fh, offset, &data, reply));
+                self.change(move |fs| fs.write(fh, offset, &data, kill, reply));
             }
         }
     }
@@ -881,11 +937,13 @@ impl Filesystem for ViewFs {
         mode: u32,
         umask: u32,
         flags: i32,
+        _open_in_flags: OpenInFlags,
         reply: ReplyCreate,
     ) {
-        let _ = flags; // the kernel handles O_APPEND; O_TRUNC means nothing here
+        // The kernel handles O_APPEND; O_TRUNC (and so a kill) means
+        // nothing for a new file.
         let (name, caller) = (name.to_owned(), caller(req));
-        self.change(move |fs| fs.create(parent, &name, mode, umask, caller, reply));
+        self.change(move |fs| fs.create(parent, &name, (mode, umask, flags), caller, reply));
     }
 
     fn fallocate(

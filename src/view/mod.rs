@@ -64,6 +64,7 @@ pub mod fuse;
 pub mod gate;
 pub mod handles;
 pub mod hardlinks;
+pub mod killpriv;
 pub mod layout;
 pub mod listing;
 pub mod mutate;

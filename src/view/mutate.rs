@@ -12,6 +12,7 @@ use rustix::fs::{FileType, RenameFlags, Timespec, Timestamps};
 
 use super::copyup::lower_has;
 use super::format;
+use super::killpriv;
 use super::node::Found;
 use super::overlay::{Overlay, UPPER_TTL};
 use super::types::{Attrs, Entry, Errno, Layer, OpResult, cname, errno};
@@ -74,6 +75,9 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     /// New modification time.
     pub mtime: Option<SetTime>,
+    /// A truncate that also clears the suid and sgid bits (the kernel asked
+    /// for it), by a caller of this group (see [`super::killpriv`]).
+    pub kill_suidgid: Option<u32>,
 }
 
 /// A time to set.
@@ -693,6 +697,14 @@ fn apply_attrs(target: Target<'_>, change: &SetAttr) -> OpResult<()> {
             } else {
                 Errno::INVAL
             });
+        }
+        // A chown kills on its own (the host kernel does it as it changes
+        // the owner); the kernel asks for a truncate's.
+        if let Some(gid) = change.kill_suidgid
+            && change.uid.is_none()
+            && change.gid.is_none()
+        {
+            killpriv::kill_suidgid(fd, matches!(target, Target::Handle(_)), gid)?;
         }
         let truncate = |fd: BorrowedFd<'_>| rustix::fs::ftruncate(fd, size);
         match target {

@@ -8,7 +8,8 @@
 //! gate ([`super::gate`]) can hold it while `vskel sync` flattens the view;
 //! a passthrough write would go straight from the kernel to the upper file
 //! and a sync could copy it half-written. Files in the upper layer are
-//! served by vskel (through the page cache, write-through).
+//! served by vskel (through the page cache, write-through; a write-only
+//! open of one bypasses the page cache, see `fuse::DIRECT`).
 //!
 //! What the kernel relies on (fs/fuse/iomode.c): while an inode has an
 //! active backing file (some handle of it is open in passthrough), *every*

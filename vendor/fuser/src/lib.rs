@@ -40,6 +40,7 @@ pub use crate::ll::flags::copy_file_range_flags::CopyFileRangeFlags;
 pub use crate::ll::flags::fopen_flags::FopenFlags;
 pub use crate::ll::flags::init_flags::InitFlags;
 pub use crate::ll::flags::ioctl_flags::IoctlFlags;
+pub use crate::ll::flags::open_in_flags::OpenInFlags;
 pub use crate::ll::flags::poll_flags::PollFlags;
 pub use crate::ll::flags::write_flags::WriteFlags;
 pub use crate::ll::fuse_abi::consts;
@@ -439,6 +440,10 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Set file attributes.
+    ///
+    /// `kill_suidgid`: the kernel asks to clear the suid and sgid bits too
+    /// (`FATTR_KILL_SUIDGID`: a truncate by a caller without `CAP_FSETID`,
+    /// or a chown; only with `FUSE_HANDLE_KILLPRIV_V2`).
     fn setattr(
         &self,
         _req: &Request,
@@ -455,6 +460,7 @@ pub trait Filesystem: Send + Sync + 'static {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         flags: Option<BsdFileFlags>,
+        _kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         warn!(
@@ -573,7 +579,17 @@ pub trait Filesystem: Send + Sync + 'static {
     /// anything in fh. There are also some flags (`direct_io`, `keep_cache`) which the
     /// filesystem may set, to change the way the file is opened. See `fuse_file_info`
     /// structure in <`fuse_common.h`> for more details.
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    ///
+    /// `open_in_flags` are the kernel's own flags of the request (e.g.
+    /// [`OpenInFlags::FUSE_OPEN_KILL_SUIDGID`]).
+    fn open(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _flags: OpenFlags,
+        _open_in_flags: OpenInFlags,
+        reply: ReplyOpen,
+    ) {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
@@ -846,6 +862,7 @@ pub trait Filesystem: Send + Sync + 'static {
         mode: u32,
         umask: u32,
         flags: i32,
+        _open_in_flags: OpenInFlags,
         reply: ReplyCreate,
     ) {
         warn!(

@@ -252,6 +252,7 @@ mod op {
     use crate::Errno;
     use crate::IoctlFlags;
     use crate::OpenFlags;
+    use crate::OpenInFlags;
     use crate::PollEvents;
     use crate::PollFlags;
     use crate::PollHandle;
@@ -407,6 +408,11 @@ mod op {
             } else {
                 None
             }
+        }
+        /// The kernel asks to clear suid and sgid bits (`FATTR_KILL_SUIDGID`,
+        /// with `FUSE_HANDLE_KILLPRIV_V2`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.valid().contains(FattrFlags::FATTR_KILL_SUIDGID)
         }
         pub(crate) fn ctime(&self) -> Option<SystemTime> {
             if self.valid().contains(FattrFlags::FATTR_CTIME) {
@@ -664,6 +670,9 @@ mod op {
     impl Open<'_> {
         pub(crate) fn flags(&self) -> OpenFlags {
             OpenFlags(self.arg.flags)
+        }
+        pub(crate) fn open_in_flags(&self) -> OpenInFlags {
+            OpenInFlags::from_bits_retain(self.arg.open_flags)
         }
     }
 
@@ -1254,6 +1263,8 @@ mod op {
         }
         pub(crate) fn umask(&self) -> u32 {
             self.arg.umask
+        }    pub(crate) fn open_in_flags(&self) -> OpenInFlags {
+            OpenInFlags::from_bits_retain(self.arg.open_flags)
         }
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod fopen_flags;
 pub(crate) mod fsync_flags;
 pub(crate) mod getattr_flags;
 pub(crate) mod init_flags;
+pub(crate) mod open_in_flags;
 pub(crate) mod ioctl_flags;
 pub(crate) mod poll_flags;
 pub(crate) mod read_flags;
