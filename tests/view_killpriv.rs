@@ -25,7 +25,7 @@ use common::{MountGuard, require_root};
 const MODES: [u32; 4] = [0o6777, 0o4777, 0o2777, 0o2767];
 
 /// What is done to a file: a perl or dd command line run on it.
-const OPS: [(&str, &str); 6] = [
+const OPS: [(&str, &str); 7] = [
     (
         "write",
         "sysopen(F, $ARGV[0], 1) or die $!; syswrite(F, 'x' x 100) or die $!",
@@ -41,6 +41,9 @@ const OPS: [(&str, &str); 6] = [
     ),
     ("truncate", "truncate($ARGV[0], 10) or die $!"),
     ("otrunc", "sysopen(F, $ARGV[0], 1 | 512) or die $!"),
+    // An empty SETATTR over FUSE (FUSE_HANDLE_KILLPRIV_V2 leaves the
+    // clearing to the server).
+    ("chown-nothing", "chown(-1, -1, $ARGV[0]) or die $!"),
 ];
 
 /// Run `op` on `file`, as uid/gid 65534 unless `root`.
@@ -78,6 +81,7 @@ fn fill(lower: &Path) {
             for (op, _) in OPS {
                 let f = lower.join(format!("{who}-{mode:o}-{op}"));
                 fs::write(&f, "data\n").unwrap();
+                own_for(&f, op, who == "user");
                 fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
             }
         }
@@ -85,9 +89,18 @@ fn fill(lower: &Path) {
     for (op, _) in OPS {
         let f = lower.join(format!("cap-{op}"));
         fs::write(&f, "data\n").unwrap();
+        own_for(&f, op, true);
         fs::set_permissions(&f, fs::Permissions::from_mode(0o757)).unwrap();
         let cap = [1u8, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         xattr_set(&f, "security.capability", &cap);
+    }
+}
+
+/// Only its owner may `chown(f, -1, -1)`: such a file of the user's is
+/// owned by uid 65534 (group 0, which the user is not in).
+fn own_for(f: &Path, op: &str, user: bool) {
+    if op == "chown-nothing" && user {
+        std::os::unix::fs::chown(f, Some(65534), Some(0)).unwrap();
     }
 }
 

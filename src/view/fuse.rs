@@ -466,6 +466,14 @@ impl Filesystem for ViewFs {
         kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
+        // Nothing to set: `chown(f, -1, -1)`, whose suid/sgid clearing the
+        // kernel leaves to vskel with FUSE_HANDLE_KILLPRIV_V2.
+        let nothing = mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
         let change = SetAttr {
             mode,
             uid,
@@ -474,6 +482,7 @@ impl Filesystem for ViewFs {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
             kill_suidgid: kill_for(req, kill_suidgid),
+            chown_nothing: nothing.then(|| caller(req)),
         };
         self.change(move |fs| {
             let result = fs.overlay.setattr(ino.0, &change, fh.map(|fh| fh.0));

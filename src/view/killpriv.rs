@@ -1,8 +1,8 @@
 //! Clearing the set-user-ID and set-group-ID bits of a file that a caller
 //! without `CAP_FSETID` writes or truncates, where the kernel leaves that to
 //! the server: a WRITE with `FUSE_WRITE_KILL_SUIDGID` (direct I/O), and,
-//! with `FUSE_HANDLE_KILLPRIV_V2`, a truncating SETATTR and an `O_TRUNC`
-//! open. The rule is the kernel's (`setattr_should_drop_suidgid`): suid
+//! with `FUSE_HANDLE_KILLPRIV_V2`, a truncating SETATTR, an `O_TRUNC`
+//! open, and the empty SETATTR that `chown(f, -1, -1)` becomes. The rule is the kernel's (`setattr_should_drop_suidgid`): suid
 //! always, sgid of a group-executable file, and sgid of any file whose
 //! group is not the caller's. Only the caller's primary group is known
 //! here, so a caller in the file's group by a supplementary group loses the
@@ -39,6 +39,44 @@ pub fn killed_mode(mode: u32, file_gid: u32, caller_gid: u32) -> Option<u32> {
     (kill != 0).then_some(mode & 0o7777 & !kill)
 }
 
+/// The mode a file of `mode` is left with after `chown(f, -1, -1)`, which
+/// the kernel passes on as an empty SETATTR once `FUSE_HANDLE_KILLPRIV_V2`
+/// is negotiated: as the kernel's `chown_common`, suid always goes, even
+/// for root, and sgid as for a write, but a privileged caller (root) keeps
+/// the sgid of a file that is not group-executable.
+pub fn chowned_mode(mode: u32, file_gid: u32, caller_gid: u32, privileged: bool) -> Option<u32> {
+    let as_written = if privileged {
+        killed_mode(mode, file_gid, file_gid)
+    } else {
+        killed_mode(mode, file_gid, caller_gid)
+    };
+    as_written.or_else(|| {
+        (mode & FILE_TYPE == REGULAR && mode & SUID != 0).then_some(mode & 0o7777 & !SUID)
+    })
+}
+
+/// Clear what `chown(f, -1, -1)` by a caller of group `caller_gid` clears
+/// (see [`chowned_mode`]) on the file `fd` (an open file, or an `O_PATH`
+/// handle when `path_handle`).
+pub fn kill_as_chown(
+    fd: BorrowedFd<'_>,
+    path_handle: bool,
+    caller_gid: u32,
+    privileged: bool,
+) -> OpResult<()> {
+    let st = sys::fstat(fd).map_err(errno)?;
+    // A chown also drops file capabilities (the kernel's ATTR_KILL_PRIV).
+    match sys::remove_xattr_handle(fd, c"security.capability") {
+        Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(errno(e)),
+        _ => {}
+    }
+    let Some(mode) = chowned_mode(st.st_mode as u32, st.st_gid as u32, caller_gid, privileged)
+    else {
+        return Ok(());
+    };
+    set_mode(fd, path_handle, mode)
+}
+
 /// Clear the bits of the file `fd` (an open file, or an `O_PATH` handle
 /// when `path_handle`) that a change by a caller of group `caller_gid`
 /// kills.
@@ -47,6 +85,10 @@ pub fn kill_suidgid(fd: BorrowedFd<'_>, path_handle: bool, caller_gid: u32) -> O
     let Some(mode) = killed_mode(st.st_mode as u32, st.st_gid as u32, caller_gid) else {
         return Ok(());
     };
+    set_mode(fd, path_handle, mode)
+}
+
+fn set_mode(fd: BorrowedFd<'_>, path_handle: bool, mode: u32) -> OpResult<()> {
     if path_handle {
         sys::chmod_handle(fd, mode)
     } else {

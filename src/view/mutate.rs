@@ -78,6 +78,9 @@ pub struct SetAttr {
     /// A truncate that also clears the suid and sgid bits (the kernel asked
     /// for it), by a caller of this group (see [`super::killpriv`]).
     pub kill_suidgid: Option<u32>,
+    /// `chown(f, -1, -1)` by this caller (an empty SETATTR): clears what a
+    /// chown clears (see [`super::killpriv::chowned_mode`]).
+    pub chown_nothing: Option<Caller>,
 }
 
 /// A time to set.
@@ -679,6 +682,12 @@ fn apply_attrs(target: Target<'_>, change: &SetAttr) -> OpResult<()> {
     let kind = FileType::from_raw_mode(sys::fstat(fd).map_err(errno)?.st_mode as _);
     if change.uid.is_some() || change.gid.is_some() {
         sys::chown_handle(fd, change.uid, change.gid).map_err(errno)?;
+    }
+    if let Some(caller) = change.chown_nothing
+        && kind == FileType::RegularFile
+    {
+        let path_handle = matches!(target, Target::Handle(_));
+        killpriv::kill_as_chown(fd, path_handle, caller.gid, caller.uid == 0)?;
     }
     // Linux cannot change a symlink's mode; chmod of one is a no-op here.
     if let Some(mode) = change.mode
