@@ -2,7 +2,7 @@
 //! one worker, a serial client keeps it at one or two (each request of a
 //! fixed pool woke a different worker, which had to get a CPU), and
 //! parallel clients whose requests queue make it grow, never beyond
-//! `-o threads=N`. Workers are the server's threads named `fuser-*`, read
+//! `-o threads=N`, and it shrinks back for a serial client after them. Workers are the server's threads named `fuser-*`, read
 //! from /proc on real `vskel overlay` mounts.
 
 mod common;
@@ -181,5 +181,15 @@ fn parallel_clients_grow_the_pool_up_to_its_bound() {
     assert!(
         most <= BOUND,
         "the pool grew to {most} workers, above threads={BOUND}"
+    );
+    // A serial client after them: the pool shrinks back.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..100 {
+        create_stat_unlink(&overlay.mnt, &format!("after{i}"));
+    }
+    let after = overlay.workers();
+    assert!(
+        after <= 2,
+        "a serial client after parallel ones left {after} workers"
     );
 }

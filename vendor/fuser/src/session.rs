@@ -13,10 +13,14 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
+use std::time::Instant;
 use std::thread::{self};
 
 use log::debug;
@@ -543,6 +547,15 @@ impl SessionUnmounter {
 /// `FORGET`) is served; parallel clients keep the queue full.
 const QUEUED_TO_GROW: u32 = 8;
 
+/// A worker of a pool that grows with the load ends when it has served a
+/// request while this many others wait and no worker has found requests
+/// queued for `QUIET`: a pool grown for parallel clients shrinks back for a
+/// serial one, which would otherwise wake each of them in turn again.
+const MAX_IDLE: usize = 2;
+
+/// See `MAX_IDLE`.
+const QUIET: Duration = Duration::from_millis(100);
+
 /// Runs a session whose pool grows with the load (`Config::max_threads`):
 /// starts one worker and joins every worker, also those started later, then
 /// returns the first error a worker ended with. The outer error says a worker
@@ -568,19 +581,18 @@ fn run_growing<FS: Filesystem>(
         .name(first.thread_name.clone())
         .spawn(move || first.event_loop())?;
     pool.handles.lock().push(handle);
-    let mut reply: io::Result<()> = Ok(());
     // A worker pushes the handle of every worker it starts before it ends,
     // so once the list is empty every worker has been joined.
     loop {
         let Some(handle) = pool.handles.lock().pop() else {
-            return Ok(reply);
+            break;
         };
-        match handle.join() {
-            Ok(Err(e)) if reply.is_ok() => reply = Err(e),
-            Ok(_) => {}
-            Err(_) => return Err(io::Error::other("event loop thread panicked")),
-        }
+        pool.joined(handle);
     }
+    if pool.panicked.load(Ordering::SeqCst) {
+        return Err(io::Error::other("event loop thread panicked"));
+    }
+    Ok(pool.failure.lock().take().map_or(Ok(()), Err))
 }
 
 /// The shared state of a pool that grows with the load: how many workers
@@ -602,9 +614,63 @@ pub(crate) struct WorkerPool {
     queued: AtomicU32,
     /// The workers to join.
     handles: Mutex<Vec<JoinHandle<io::Result<()>>>>,
+    /// The names given so far.
+    named: AtomicUsize,
+    /// The first error a worker ended with.
+    failure: Mutex<Option<io::Error>>,
+    /// Did a worker panic?
+    panicked: AtomicBool,
+    /// When the pool started.
+    started: Instant,
+    /// When a worker last found requests queued (milliseconds since
+    /// `started`).
+    last_queued: AtomicU64,
 }
 
 impl WorkerPool {
+    /// Milliseconds since the pool started.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes that a worker found requests queued and no other to read them.
+    fn note_queued(&self) {
+        self.last_queued.store(self.now_ms(), Ordering::SeqCst);
+    }
+
+    /// How long since a worker last found requests queued.
+    fn since_queued(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_queued.load(Ordering::SeqCst)),
+        )
+    }
+
+    /// Joins a worker, keeping the first error and whether it panicked.
+    fn joined(&self, handle: JoinHandle<io::Result<()>>) {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.failure.lock().get_or_insert(e);
+            }
+            Err(_) => self.panicked.store(true, Ordering::SeqCst),
+        }
+    }
+
+    /// Should a worker that has served a request leave? Yes while
+    /// `MAX_IDLE` others wait for requests and none has found requests
+    /// queued for `QUIET` (and it is not the last).
+    fn leave(&self) -> bool {
+        self.idle.load(Ordering::SeqCst) >= MAX_IDLE
+            && self.since_queued() > QUIET
+            && self
+                .workers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n > 1).then_some(n - 1)
+                })
+                .is_ok()
+    }
+
     fn new(max_threads: usize, clone_fd: bool) -> io::Result<Self> {
         if max_threads == 0 {
             return Err(io::Error::other("max_threads"));
@@ -620,6 +686,11 @@ impl WorkerPool {
             workers: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             queued: AtomicU32::new(0),
+            named: AtomicUsize::new(1),
+            failure: Mutex::new(None),
+            panicked: AtomicBool::new(false),
+            started: Instant::now(),
+            last_queued: AtomicU64::new(0),
             handles: Mutex::new(Vec::new()),
         })
     }
@@ -642,7 +713,12 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
+        let mut served = false;
         loop {
+            if served && self.pool.as_ref().is_some_and(|pool| pool.leave()) {
+                return Ok(());
+            }
+            served = true;
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
             let received = match &self.pool {
@@ -651,6 +727,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                     let received = self.ch.receive_retrying(buf);
                     let others_idle = pool.idle.fetch_sub(1, Ordering::SeqCst) - 1;
                     if received.is_ok() && others_idle == 0 && self.requests_wait() {
+                        pool.note_queued();
                         let queued = pool.queued.fetch_add(1, Ordering::SeqCst) + 1;
                         if queued >= QUEUED_TO_GROW {
                             pool.queued.store(0, Ordering::SeqCst);
@@ -711,7 +788,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
     /// Starts one more worker of `pool` if it is below its bound. A worker
     /// that cannot be started is logged, and the pool stays as it is.
     fn start_worker(&self, pool: &Arc<WorkerPool>) {
-        let Ok(index) = pool
+        let Ok(workers) = pool
             .workers
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < pool.bound.load(Ordering::SeqCst)).then_some(n + 1)
@@ -719,6 +796,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         else {
             return;
         };
+        let index = pool.named.fetch_add(1, Ordering::SeqCst);
         let ch = if pool.clone_fd {
             #[cfg(target_os = "linux")]
             let cloned = self.ch.clone_fd();
@@ -743,11 +821,23 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 .spawn(move || event_loop.event_loop())
         });
         match started {
-            Ok(handle) => pool.handles.lock().push(handle),
+            Ok(handle) => {
+                let mut handles = pool.handles.lock();
+                // Join the workers that left, so their handles do not pile up.
+                let (ended, running) = std::mem::take(&mut *handles)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|h| h.is_finished());
+                *handles = running;
+                handles.push(handle);
+                drop(handles);
+                for handle in ended {
+                    pool.joined(handle);
+                }
+            }
             Err(e) => {
                 pool.workers.fetch_sub(1, Ordering::SeqCst);
-                pool.bound.fetch_min(index, Ordering::SeqCst);
-                warn!("cannot start event loop thread {index}, going on with {index}: {e}");
+                pool.bound.fetch_min(workers, Ordering::SeqCst);
+                warn!("cannot start event loop thread {index}, going on with {workers}: {e}");
             }
         }
     }
