@@ -27,9 +27,11 @@ use vskel::vserver::view::{ViewDirs, hold_view};
 const BLOCKED: Duration = Duration::from_millis(300);
 /// How long something that should complete may take.
 const COMPLETES: Duration = Duration::from_secs(10);
-/// More writers than the server has worker threads: reads must still be
-/// served while they all wait.
-const WRITERS: usize = vskel::view::DEFAULT_THREADS + 2;
+/// More writers than the server can have worker threads: reads must still
+/// be served while they all wait.
+fn writer_count() -> usize {
+    vskel::view::default_threads() + 2
+}
 /// Set for the child that holds the view until it is killed.
 const HOLDER_ENV: &str = "VSKEL_TEST_HOLD_SOCKET";
 
@@ -115,7 +117,7 @@ fn a_hold_stops_writes_and_lets_reads_through() {
 
     let hold = hold_view(&view.dirs).unwrap().expect("a mounted view");
     let (early_done, early_thread) = start(move || early.write_all(b"early\n"));
-    let writers: Vec<_> = (0..WRITERS)
+    let writers: Vec<_> = (0..writer_count())
         .map(|i| {
             let path = view.path("etc/motd");
             start(move || append(&path, &format!("writer {i}\n")))
@@ -183,7 +185,7 @@ fn a_hold_stops_writes_and_lets_reads_through() {
         text.starts_with("before\n") && text.contains("early\n"),
         "{text}"
     );
-    for i in 0..WRITERS {
+    for i in 0..writer_count() {
         assert!(text.contains(&format!("writer {i}\n")), "{text}");
     }
     assert_eq!(fs::read_to_string(view.path("etc/motd")).unwrap(), text);
@@ -364,8 +366,21 @@ fn changes_waiting_for_a_hold_cost_the_server_one_thread() {
     }
     let pid = fs::read_to_string(view.dirs.pid_file()).unwrap();
     let pid: u32 = pid.split_whitespace().next().unwrap().parse().unwrap();
-    let threads = || fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    // The worker pool grows with parallel requests (up to its bound): count
+    // it apart from the threads the waiting changes may cost.
+    let tasks = |workers: bool| {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter(|task| {
+                let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                comm.starts_with("fuser-") == workers
+            })
+            .count()
+    };
+    let threads = || tasks(false);
     let before = threads();
+    let mut workers = tasks(true);
     let hold = hold_view(&view.dirs).unwrap().expect("a mounted view");
     let pending: Vec<_> = (0..CHANGES)
         .map(|i| {
@@ -378,6 +393,7 @@ fn changes_waiting_for_a_hold_cost_the_server_one_thread() {
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(20));
         during = during.max(threads());
+        workers = workers.max(tasks(true));
     }
     for (done, _) in &pending {
         assert!(
@@ -402,5 +418,9 @@ fn changes_waiting_for_a_hold_cost_the_server_one_thread() {
     assert!(
         during <= before + 2,
         "{CHANGES} waiting changes took the server from {before} to {during} threads"
+    );
+    assert!(
+        workers <= vskel::view::default_threads(),
+        "{CHANGES} waiting changes made {workers} workers"
     );
 }

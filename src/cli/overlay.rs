@@ -32,7 +32,9 @@ use crate::view::options::parse_options;
 /// lowerdir=, upperdir=, workdir= (all three needed: read-only overlays are
 /// not supported yet), fsname= (the source in /proc/mounts, default
 /// vskel-overlay), allow_other (let other users in; always on when root
-/// mounts, as with fuse-overlayfs), debug (like -d).
+/// mounts, as with fuse-overlayfs), debug (like -d), threads=N (at most N
+/// workers serve requests; they start at 1 and are added while requests
+/// wait; by default twice the CPUs, 4 to 16).
 /// Ignored: rw, defaults, suid, dev, exec, async, the atime family, fstab
 /// bookkeeping (auto, noauto, nofail, _netdev, user, users, owner, x-*,
 /// comment=) and FUSE and fuse-overlayfs tuning (max_read, kernel_cache,
@@ -52,7 +54,7 @@ pub struct Args {
     /// Like -f (fuse-overlayfs' debug switch; set VSKEL_LOG=debug for details).
     #[arg(short = 'd', long = "debug")]
     debug: bool,
-    /// Serve requests on one thread.
+    /// Serve requests on one thread (like -o threads=1).
     #[arg(short = 's')]
     single_thread: bool,
     /// Where to report readiness (used when vskel starts itself in the background).

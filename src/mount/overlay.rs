@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::tree::TreeRoot;
 use crate::view::options::{OverlayOptions, render_options};
 use crate::view::serve::serve;
-use crate::view::{LayerSpec, ServeOptions};
+use crate::view::{LayerSpec, ServeOptions, default_threads};
 use crate::view::{layout, workdir};
 
 /// The source an overlay shows in /proc/mounts unless `fsname=` says.
@@ -128,7 +128,7 @@ pub fn mount_overlay(
                 threads: if request.single_thread {
                     1
                 } else {
-                    ServeOptions::default().threads
+                    options.threads.unwrap_or_else(default_threads)
                 },
                 // Nobody syncs an overlay: no control socket.
                 control: None,

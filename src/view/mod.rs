@@ -31,7 +31,8 @@ pub struct ServeOptions {
     /// Let users other than the mounter in (`allow_other`); on by default
     /// for vservers, whose users are many.
     pub allow_other: bool,
-    /// Worker threads serving requests.
+    /// At most this many worker threads serve requests: they start at one
+    /// and are added while requests wait.
     pub threads: usize,
     /// Where to serve the control socket that lets `vskel sync` hold the
     /// view's writes ([`control`]); none for views nobody syncs.
@@ -43,14 +44,19 @@ impl Default for ServeOptions {
         ServeOptions {
             fsname: "vskel".to_string(),
             allow_other: true,
-            threads: DEFAULT_THREADS,
+            threads: default_threads(),
             control: None,
         }
     }
 }
 
-/// Worker threads by default.
-pub const DEFAULT_THREADS: usize = 4;
+/// At most this many worker threads by default: twice the CPUs this
+/// process may run on, at least 4 (requests that wait for the disk, such
+/// as fsync, leave their CPU to others) and at most 16.
+pub fn default_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cpus).clamp(4, 16)
+}
 
 /// The filesystem type's subtype: mounts show as `fuse.vskel`.
 pub const SUBTYPE: &str = "vskel";

@@ -152,6 +152,9 @@ pub struct OverlayOptions {
     pub allow_other: bool,
     /// `debug`.
     pub debug: bool,
+    /// `threads=N`: at most N workers serve requests (they start at one and
+    /// are added while requests wait); the default depends on the CPUs.
+    pub threads: Option<usize>,
     /// Options taken and ignored, as given.
     pub ignored: Vec<String>,
 }
@@ -190,6 +193,17 @@ pub fn parse_options(groups: &[String]) -> Result<OverlayOptions, String> {
                 "fsname" => parsed.fsname = Some(unescape(need_value()?)),
                 "allow_other" => parsed.allow_other = true,
                 "debug" => parsed.debug = true,
+                "threads" => {
+                    let value = need_value()?;
+                    parsed.threads = match value.parse::<usize>() {
+                        Ok(n) if n > 0 => Some(n),
+                        _ => {
+                            return Err(format!(
+                                "threads={value}: give a number of threads, at least 1"
+                            ));
+                        }
+                    };
+                }
                 _ if is_ignored(key) => {
                     parsed.ignored.push(option.clone());
                 }
@@ -292,6 +306,9 @@ pub fn render_options(options: &OverlayOptions) -> String {
     }
     if options.debug {
         parts.push("debug".to_string());
+    }
+    if let Some(threads) = options.threads {
+        parts.push(format!("threads={threads}"));
     }
     parts.join(",")
 }
@@ -454,6 +471,18 @@ mod tests {
             ),
             (&["lowerdir=/a:,upperdir=/u,workdir=/w"], "a layer is empty"),
             (
+                &["lowerdir=/a,upperdir=/u,workdir=/w,threads=0"],
+                "threads=0: give a number of threads",
+            ),
+            (
+                &["lowerdir=/a,upperdir=/u,workdir=/w,threads=many"],
+                "threads=many: give a number of threads",
+            ),
+            (
+                &["lowerdir=/a,upperdir=/u,workdir=/w,threads="],
+                "threads needs a value",
+            ),
+            (
                 &["lowerdir=,upperdir=/u,workdir=/w"],
                 "lowerdir needs a value",
             ),
@@ -539,6 +568,7 @@ mod tests {
                 fsname: Some("name,with:odd\\chars".into()),
                 allow_other: true,
                 debug: true,
+                threads: Some(3),
                 ignored: Vec::new(),
             },
         ];
@@ -564,6 +594,7 @@ mod tests {
             "fsname",
             "allow_other",
             "debug",
+            "threads",
         ] {
             assert!(!is_ignored(special));
             assert!(!REFUSED.iter().any(|(k, _)| *k == special));

@@ -47,7 +47,10 @@ pub fn serve(
     if options.allow_other {
         config.acl = SessionACL::All;
     }
-    config.n_threads = Some(options.threads.max(1));
+    // A pool that grows with the load: a serial client stays on one or two
+    // workers (each request woke a different one of a fixed pool, which
+    // had to get a CPU), parallel clients get up to `threads`.
+    config.max_threads = Some(options.threads.max(1));
     config.clone_fd = true;
     let notifier = Arc::new(std::sync::OnceLock::new());
     let gate = Arc::new(WriteGate::default());

@@ -13,13 +13,24 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
+use std::time::Instant;
 use std::thread::{self};
 
 use log::debug;
 use log::error;
 use log::info;
 use log::warn;
+use nix::poll::PollFd;
+use nix::poll::PollFlags;
+use nix::poll::PollTimeout;
+use nix::poll::poll;
 use nix::unistd::Uid;
 use nix::unistd::geteuid;
 use parking_lot::Mutex;
@@ -254,6 +265,25 @@ impl<FS: Filesystem> Session<FS> {
             config,
         } = self;
 
+        let mut filesystem = Arc::new(filesystem);
+
+        if let Some(max_threads) = config.max_threads {
+            let reply = run_growing(
+                WorkerPool::new(max_threads, config.clone_fd)?,
+                filesystem.clone(),
+                ch,
+                allowed,
+                session_owner,
+            )?;
+            let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
+                return Err(io::Error::other(
+                    "BUG: must have one refcount for filesystem",
+                ));
+            };
+            filesystem.destroy();
+            return reply;
+        }
+
         let n_threads = config.n_threads.unwrap_or(1);
 
         if !cfg!(target_os = "linux") && n_threads != 1 {
@@ -266,8 +296,6 @@ impl<FS: Filesystem> Session<FS> {
         let Some(n_threads_minus_one) = n_threads.checked_sub(1) else {
             return Err(io::Error::other("n_threads"));
         };
-
-        let mut filesystem = Arc::new(filesystem);
 
         let mut channels = Vec::with_capacity(n_threads);
 
@@ -298,6 +326,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                pool: None,
             };
             threads.push(
                 thread::Builder::new()
@@ -511,6 +540,162 @@ impl SessionUnmounter {
     }
 }
 
+/// A pool that grows with the load starts another worker when its workers
+/// have found requests waiting (and no other worker to read them) this many
+/// times in a row. Once or twice is common with a serial client too, whose
+/// next request comes while the kernel's own (an asynchronous `RELEASE`, a
+/// `FORGET`) is served; parallel clients keep the queue full.
+const QUEUED_TO_GROW: u32 = 8;
+
+/// A worker of a pool that grows with the load ends when it has served a
+/// request while this many others wait and no worker has found requests
+/// queued for `QUIET`: a pool grown for parallel clients shrinks back for a
+/// serial one, which would otherwise wake each of them in turn again.
+const MAX_IDLE: usize = 2;
+
+/// See `MAX_IDLE`.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// Runs a session whose pool grows with the load (`Config::max_threads`):
+/// starts one worker and joins every worker, also those started later, then
+/// returns the first error a worker ended with. The outer error says a worker
+/// panicked.
+fn run_growing<FS: Filesystem>(
+    pool: WorkerPool,
+    filesystem: Arc<FilesystemHolder<FS>>,
+    ch: Channel,
+    allowed: SessionACL,
+    session_owner: Uid,
+) -> io::Result<io::Result<()>> {
+    let pool = Arc::new(pool);
+    pool.workers.store(1, Ordering::SeqCst);
+    let first = SessionEventLoop {
+        thread_name: "fuser-0".to_string(),
+        filesystem,
+        ch,
+        allowed,
+        session_owner,
+        pool: Some(pool.clone()),
+    };
+    let handle = thread::Builder::new()
+        .name(first.thread_name.clone())
+        .spawn(move || first.event_loop())?;
+    pool.handles.lock().push(handle);
+    // A worker pushes the handle of every worker it starts before it ends,
+    // so once the list is empty every worker has been joined.
+    loop {
+        let Some(handle) = pool.handles.lock().pop() else {
+            break;
+        };
+        pool.joined(handle);
+    }
+    if pool.panicked.load(Ordering::SeqCst) {
+        return Err(io::Error::other("event loop thread panicked"));
+    }
+    Ok(pool.failure.lock().take().map_or(Ok(()), Err))
+}
+
+/// The shared state of a pool that grows with the load: how many workers
+/// there are and how many of them wait for a request, and the handles
+/// `run` joins.
+#[derive(Debug)]
+pub(crate) struct WorkerPool {
+    /// At most this many workers; lowered to the workers there are when
+    /// one cannot be started.
+    bound: AtomicUsize,
+    /// Give each new worker its own cloned fd.
+    clone_fd: bool,
+    /// Workers started (or being started).
+    workers: AtomicUsize,
+    /// Workers waiting in receive.
+    idle: AtomicUsize,
+    /// Requests in a row after which the worker that took them found more
+    /// waiting and no other worker to read them.
+    queued: AtomicU32,
+    /// The workers to join.
+    handles: Mutex<Vec<JoinHandle<io::Result<()>>>>,
+    /// The names given so far.
+    named: AtomicUsize,
+    /// The first error a worker ended with.
+    failure: Mutex<Option<io::Error>>,
+    /// Did a worker panic?
+    panicked: AtomicBool,
+    /// When the pool started.
+    started: Instant,
+    /// When a worker last found requests queued (milliseconds since
+    /// `started`).
+    last_queued: AtomicU64,
+}
+
+impl WorkerPool {
+    /// Milliseconds since the pool started.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes that a worker found requests queued and no other to read them.
+    fn note_queued(&self) {
+        self.last_queued.store(self.now_ms(), Ordering::SeqCst);
+    }
+
+    /// How long since a worker last found requests queued.
+    fn since_queued(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_queued.load(Ordering::SeqCst)),
+        )
+    }
+
+    /// Joins a worker, keeping the first error and whether it panicked.
+    fn joined(&self, handle: JoinHandle<io::Result<()>>) {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.failure.lock().get_or_insert(e);
+            }
+            Err(_) => self.panicked.store(true, Ordering::SeqCst),
+        }
+    }
+
+    /// Should a worker that has served a request leave? Yes while
+    /// `MAX_IDLE` others wait for requests and none has found requests
+    /// queued for `QUIET` (and it is not the last).
+    fn leave(&self) -> bool {
+        self.idle.load(Ordering::SeqCst) >= MAX_IDLE
+            && self.since_queued() > QUIET
+            && self
+                .workers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n > 1).then_some(n - 1)
+                })
+                .is_ok()
+    }
+
+    fn new(max_threads: usize, clone_fd: bool) -> io::Result<Self> {
+        if max_threads == 0 {
+            return Err(io::Error::other("max_threads"));
+        }
+        if !cfg!(target_os = "linux") && (max_threads != 1 || clone_fd) {
+            return Err(io::Error::other(
+                "max_threads != 1 and clone_fd are only supported on Linux",
+            ));
+        }
+        Ok(WorkerPool {
+            bound: AtomicUsize::new(max_threads),
+            clone_fd,
+            workers: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            queued: AtomicU32::new(0),
+            named: AtomicUsize::new(1),
+            failure: Mutex::new(None),
+            panicked: AtomicBool::new(false),
+            started: Instant::now(),
+            last_queued: AtomicU64::new(0),
+            handles: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 pub(crate) struct SessionEventLoop<FS: Filesystem> {
     /// Cache thread name for faster `debug!`.
     pub(crate) thread_name: String,
@@ -518,6 +703,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// The pool this worker belongs to, if it grows with the load.
+    pub(crate) pool: Option<Arc<WorkerPool>>,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -526,10 +713,34 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
+        let mut served = false;
         loop {
+            if served && self.pool.as_ref().is_some_and(|pool| pool.leave()) {
+                return Ok(());
+            }
+            served = true;
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            match self.ch.receive_retrying(buf) {
+            let received = match &self.pool {
+                Some(pool) => {
+                    pool.idle.fetch_add(1, Ordering::SeqCst);
+                    let received = self.ch.receive_retrying(buf);
+                    let others_idle = pool.idle.fetch_sub(1, Ordering::SeqCst) - 1;
+                    if received.is_ok() && others_idle == 0 && self.requests_wait() {
+                        pool.note_queued();
+                        let queued = pool.queued.fetch_add(1, Ordering::SeqCst) + 1;
+                        if queued >= QUEUED_TO_GROW {
+                            pool.queued.store(0, Ordering::SeqCst);
+                            self.start_worker(pool);
+                        }
+                    } else {
+                        pool.queued.store(0, Ordering::SeqCst);
+                    }
+                    received
+                }
+                None => self.ch.receive_retrying(buf),
+            };
+            match received {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
@@ -550,6 +761,83 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 },
                 Err(nix::errno::Errno::ENODEV) => return Ok(()),
                 Err(err) => return Err(err.into()),
+            }
+        }
+    }
+}
+
+impl<FS: Filesystem> SessionEventLoop<FS> {
+    /// Do requests wait in the kernel's queue for a worker to read them?
+    /// (A worker that just replied is still on its way back to receive, so
+    /// "no worker waits" alone is true after most requests of a serial
+    /// client.) A failed poll says no.
+    fn requests_wait(&self) -> bool {
+        let mut fds = [PollFd::new(self.ch.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            // The device is always writable: POLLOUT is in every answer.
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|events| events.contains(PollFlags::POLLIN)),
+            Err(e) => {
+                debug!("{}: cannot poll the FUSE device: {e}", self.thread_name);
+                false
+            }
+        }
+    }
+
+    /// Starts one more worker of `pool` if it is below its bound. A worker
+    /// that cannot be started is logged, and the pool stays as it is.
+    fn start_worker(&self, pool: &Arc<WorkerPool>) {
+        let Ok(workers) = pool
+            .workers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < pool.bound.load(Ordering::SeqCst)).then_some(n + 1)
+            })
+        else {
+            return;
+        };
+        let index = pool.named.fetch_add(1, Ordering::SeqCst);
+        let ch = if pool.clone_fd {
+            #[cfg(target_os = "linux")]
+            let cloned = self.ch.clone_fd();
+            #[cfg(not(target_os = "linux"))]
+            let cloned = Err(io::Error::other("clone_fd is only supported on Linux"));
+            cloned
+        } else {
+            Ok(self.ch.clone())
+        };
+        let thread_name = format!("fuser-{index}");
+        let started = ch.and_then(|ch| {
+            let event_loop = SessionEventLoop {
+                thread_name: thread_name.clone(),
+                ch,
+                filesystem: self.filesystem.clone(),
+                allowed: self.allowed,
+                session_owner: self.session_owner,
+                pool: Some(pool.clone()),
+            };
+            thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || event_loop.event_loop())
+        });
+        match started {
+            Ok(handle) => {
+                let mut handles = pool.handles.lock();
+                // Join the workers that left, so their handles do not pile up.
+                let (ended, running) = std::mem::take(&mut *handles)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|h| h.is_finished());
+                *handles = running;
+                handles.push(handle);
+                drop(handles);
+                for handle in ended {
+                    pool.joined(handle);
+                }
+            }
+            Err(e) => {
+                pool.workers.fetch_sub(1, Ordering::SeqCst);
+                pool.bound.fetch_min(workers, Ordering::SeqCst);
+                warn!("cannot start event loop thread {index}, going on with {workers}: {e}");
             }
         }
     }

@@ -14,6 +14,14 @@ pub struct Config {
     pub acl: SessionACL,
     /// Number of event loop threads. If unspecified, one thread is used.
     pub n_threads: Option<usize>,
+    /// Grow the pool of event loop threads with the load, up to this many
+    /// (Linux only): the session starts one thread, and a thread that takes
+    /// a request while no other thread waits for one and more requests are
+    /// queued (8 requests in a row) starts another; libfuse's multi-threaded
+    /// loop starts one without looking at the queue. A thread that has
+    /// served a request while two others wait, and no thread has found
+    /// requests queued for 100 ms, ends. Takes precedence over `n_threads`.
+    pub max_threads: Option<usize>,
     /// Use `FUSE_DEV_IOC_CLONE` to give each worker thread its own fd.
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
