@@ -1,5 +1,5 @@
 //! The view's worker pool grows with the load (issue 11): it starts with
-//! one worker, a serial client keeps it at one or two (each request of a
+//! two workers, a serial client keeps it at two (each request of a
 //! fixed pool woke a different worker, which had to get a CPU), and
 //! parallel clients whose requests queue make it grow, never beyond
 //! `-o threads=N`, and it shrinks back for a serial client after them. Workers are the server's threads named `fuser-*`, read
@@ -141,7 +141,7 @@ fn parallel_clients_grow_the_pool_up_to_its_bound() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let overlay = Overlay::mount(&format!("threads={BOUND}"));
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(overlay.workers(), 1, "the pool starts with one worker");
+    assert_eq!(overlay.workers(), 2, "the pool starts with two workers");
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {

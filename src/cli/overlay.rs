@@ -33,7 +33,7 @@ use crate::view::options::parse_options;
 /// not supported yet), fsname= (the source in /proc/mounts, default
 /// vskel-overlay), allow_other (let other users in; always on when root
 /// mounts, as with fuse-overlayfs), debug (like -d), threads=N (at most N
-/// workers serve requests; they start at 1 and are added while requests
+/// workers serve requests; they start at 2 and are added while requests
 /// wait; by default twice the CPUs, 4 to 16).
 /// Ignored: rw, defaults, suid, dev, exec, async, the atime family, fstab
 /// bookkeeping (auto, noauto, nofail, _netdev, user, users, owner, x-*,

@@ -556,8 +556,14 @@ const MAX_IDLE: usize = 2;
 /// See `MAX_IDLE`.
 const QUIET: Duration = Duration::from_millis(100);
 
+/// A pool that grows with the load keeps at least this many workers (or
+/// its bound, if lower): with one, the kernel's asynchronous requests of a
+/// serial client (`RELEASE`, `FORGET`) are served before its next request
+/// instead of beside it.
+const MIN_WORKERS: usize = 2;
+
 /// Runs a session whose pool grows with the load (`Config::max_threads`):
-/// starts one worker and joins every worker, also those started later, then
+/// starts `MIN_WORKERS` workers and joins every worker, also those started later, then
 /// returns the first error a worker ended with. The outer error says a worker
 /// panicked.
 fn run_growing<FS: Filesystem>(
@@ -577,6 +583,11 @@ fn run_growing<FS: Filesystem>(
         session_owner,
         pool: Some(pool.clone()),
     };
+    // The others of the smallest pool (a worker that cannot be started is
+    // logged, and the pool goes on with what it has).
+    for _ in 1..MIN_WORKERS {
+        first.start_worker(&pool);
+    }
     let handle = thread::Builder::new()
         .name(first.thread_name.clone())
         .spawn(move || first.event_loop())?;
@@ -666,7 +677,7 @@ impl WorkerPool {
             && self
                 .workers
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n > 1).then_some(n - 1)
+                    (n > MIN_WORKERS).then_some(n - 1)
                 })
                 .is_ok()
     }
