@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use rayon::prelude::*;
 use rustix::fs::{FileType, Stat};
 
 use super::Generation;
@@ -93,31 +94,50 @@ impl Scanner<'_> {
         Error::io(action, self.root_path.join(rel), e)
     }
 
-    /// One directory: an entry for each child; its subdirectories next.
+    /// One directory: an entry for each child (in parallel: a directory
+    /// of big files is hashed on every core); its subdirectories next.
     fn visit(&self, rel: &Path, dir: BorrowedFd<'_>) -> Result<Vec<(PathBuf, OwnedFd)>> {
         let children = sys::read_dir(dir).map_err(|e| self.err("read directory", rel, e))?;
-        let mut entries = Vec::with_capacity(children.len());
+        let done: Vec<Option<(Entry, Option<OwnedFd>)>> = children
+            .par_iter()
+            .map(|child| self.child(rel, dir, &child.name))
+            .collect::<Result<_>>()?;
+        let mut entries = Vec::with_capacity(done.len());
         let mut subdirs = Vec::new();
-        for child in children {
-            let path = rel.join(sys::os_name(&child.name));
-            let st = match sys::absent_as_none(sys::stat_at(dir, &child.name)) {
-                Ok(Some(st)) => st,
-                Ok(None) => continue, // gone since the listing
-                Err(e) => return Err(self.err("stat", &path, e)),
-            };
-            if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory {
-                let sub = sys::open_subdir(dir, &child.name)
-                    .map_err(|e| self.err("open directory", &path, e))?;
-                let st = sys::fstat(sub.as_fd()).map_err(|e| self.err("stat", &path, e))?;
-                entries.push(self.dir_entry(sub.as_fd(), path.clone(), &st)?);
-                subdirs.push((path, sub));
-            } else {
-                entries.push(self.other_entry(dir, &child.name, path, &st)?);
+        for (entry, sub) in done.into_iter().flatten() {
+            if let Some(sub) = sub {
+                subdirs.push((entry.path.clone(), sub));
             }
+            entries.push(entry);
         }
         self.progress.inc(entries.len() as u64);
         self.found.lock().extend(entries);
         Ok(subdirs)
+    }
+
+    /// The entry of `name` in `dir`, and an open descriptor of it if it is
+    /// a directory; none if it is gone since the listing.
+    fn child(
+        &self,
+        rel: &Path,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> Result<Option<(Entry, Option<OwnedFd>)>> {
+        let path = rel.join(sys::os_name(name));
+        let st = match sys::absent_as_none(sys::stat_at(dir, name)) {
+            Ok(Some(st)) => st,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(self.err("stat", &path, e)),
+        };
+        if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory {
+            let sub =
+                sys::open_subdir(dir, name).map_err(|e| self.err("open directory", &path, e))?;
+            let st = sys::fstat(sub.as_fd()).map_err(|e| self.err("stat", &path, e))?;
+            let entry = self.dir_entry(sub.as_fd(), path, &st)?;
+            Ok(Some((entry, Some(sub))))
+        } else {
+            Ok(Some((self.other_entry(dir, name, path, &st)?, None)))
+        }
     }
 
     fn dir_entry(&self, fd: BorrowedFd<'_>, path: PathBuf, st: &Stat) -> Result<Entry> {
