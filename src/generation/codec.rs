@@ -215,8 +215,7 @@ pub fn decode_entry(line: &[u8]) -> Result<Entry, Damage> {
         b"s" => Kind::Socket,
         _ => return Err(bad("kind")),
     };
-    let mode = u32::from_str_radix(ascii(next("mode")?).ok_or_else(|| bad("mode"))?, 8)
-        .map_err(|_| bad("mode"))?;
+    let mode = octal(next("mode")?).ok_or_else(|| bad("mode"))?;
     let uid = number(next("uid")?).ok_or_else(|| bad("uid"))?;
     let gid = number(next("gid")?).ok_or_else(|| bad("gid"))?;
     let size = number(next("size")?).ok_or_else(|| bad("size"))?;
@@ -305,36 +304,71 @@ fn ascii(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
 }
 
-fn number<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+/// Permission bits in octal (at most `7777`).
+fn octal(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 4 {
         return None;
     }
-    ascii(b)?.parse().ok()
+    b.iter().try_fold(0u32, |n, &c| {
+        let digit = c.wrapping_sub(b'0');
+        (digit < 8).then(|| n * 8 + u32::from(digit))
+    })
+}
+
+/// A decimal number of plain digits (no sign), as the line has it.
+fn number<T: TryFrom<u64>>(b: &[u8]) -> Option<T> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in b {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    T::try_from(n).ok()
 }
 
 fn time(b: &[u8]) -> Option<(i64, i64)> {
     let dot = b.iter().position(|&c| c == b'.')?;
     let (sec, nsec) = (&b[..dot], &b[dot + 1..]);
-    let sec = match sec.strip_prefix(b"-") {
-        Some(abs) => -number::<i64>(abs)?,
+    let sec: i64 = match sec.strip_prefix(b"-") {
+        Some(abs) => number::<i64>(abs)?.checked_neg()?,
         None => number(sec)?,
     };
-    let nsec: i64 = number(nsec).filter(|n| (0..1_000_000_000).contains(n))?;
+    let nsec: i64 = number(nsec).filter(|n: &i64| (0..1_000_000_000).contains(n))?;
     Some((sec, nsec))
 }
 
 fn hash(b: &[u8]) -> Option<Hash> {
-    let bytes = unhex(b)?;
-    bytes.try_into().ok()
+    let mut out = [0u8; 32];
+    if b.len() != 64 {
+        return None;
+    }
+    for (byte, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 fn unhex(b: &[u8]) -> Option<Vec<u8>> {
     if b.len() % 2 != 0 {
         return None;
     }
-    b.chunks(2)
-        .map(|pair| u8::from_str_radix(ascii(pair)?, 16).ok())
+    b.chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect()
+}
+
+/// The value of one lower-case hex digit.
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
 }
 
 /// Does byte `b` stand for itself in a field?
@@ -359,7 +393,11 @@ fn unescape(b: &[u8]) -> Option<Vec<u8>> {
         match b[i] {
             b'%' => {
                 let hex = b.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(ascii(hex)?, 16).ok()?);
+                let value = u8::from_str_radix(ascii(hex)?, 16).ok()?;
+                if is_plain(value) {
+                    return None; // one spelling per path
+                }
+                out.push(value);
                 i += 3;
             }
             c if is_plain(c) => {

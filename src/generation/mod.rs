@@ -24,6 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 pub use codec::Header;
@@ -197,7 +198,7 @@ pub fn load(skel: &SkelDirs, n: u64) -> Result<Generation> {
     let (header, lines) = codec::decode_file(FileType::Record, &text).map_err(damaged)?;
     check_header(&header, n, lines.len()).map_err(damaged)?;
     let entries = lines
-        .into_iter()
+        .into_par_iter()
         .map(codec::decode_entry)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(damaged)?;
