@@ -14,10 +14,11 @@
 //! 4. save the record, marked `creating`: from here on a killed run is
 //!    found and cleared by the next `create-vs` or `remove-vs` of the name;
 //! 5. record the skel's generation ([`crate::generation::record`]: a new
-//!    one only if the skel changed since its current one) and keep its
-//!    number in the record; a view takes the current one (recording one
-//!    only for a skel that has none yet), as a view shows the live skel;
-//!    then build the tree in the staging directory: `proc/`, then global
+//!    one only if the skel changed since its current one, so the tree's
+//!    global links are exactly the inodes its generation records) and keep
+//!    its number in the record; a view takes the current one (recording
+//!    one only for a skel that has none yet), as a view shows the live
+//!    skel; then build the tree in the staging directory: `proc/`, then global
 //!    hard-linked, local copied, static rendered, each layer replacing what
 //!    the one below put at the same place; flush it to disk (`syncfs`);
 //! 6. write `<etc>/<name>.conf` (removed again if the next step fails);

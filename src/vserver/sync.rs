@@ -7,8 +7,10 @@
 //! sync engine ([`crate::sync::sync_layers`]) over the view's layers, and
 //! after the first sync runs the skel's pending post-create scripts
 //! against the tree and records that they ran. A sync (not a dry run)
-//! first records the skel's generation ([`crate::generation::record`]) and
-//! keeps its number in the vserver's record once the tree is written.
+//! keeps the skel's current generation in the vserver's record once the
+//! tree is written ([`crate::generation::ensure`]: recorded first only for
+//! a skel without one; a full scan on every sync would cost more than an
+//! incremental sync does).
 
 use serde::Serialize;
 use tracing::info;
@@ -75,7 +77,11 @@ pub(crate) fn sync_view_holding(
         None
     } else {
         let made_by = format!("sync {name}");
-        Some(crate::generation::record(&view.skel.dirs, &made_by, progress)?.generation)
+        Some(crate::generation::ensure(
+            &view.skel.dirs,
+            &made_by,
+            progress,
+        )?)
     };
     // A mounted view's server holds its writes until `held` is dropped.
     let held = view::hold_view(&view::ViewDirs::new(config, name))?;
