@@ -8,6 +8,8 @@
 //!     global/ local/ static/        its three parts
 //!     scripts/post-create-vs/       scripts run after create-vs
 //!     configfile                    the vserver config-file template
+//!     generations/                  its recorded generations ([`GenerationFiles`])
+//!       N.record N.changes .lock
 //!   .views/NAME/                  a view vserver's state ([`ViewDirs`])
 //!     static/ upper/ work/ merged/  layers, scratch space, mount point
 //!     mount.pid control.sock mount.log
@@ -74,6 +76,14 @@ pub const STATIC: &str = "static";
 pub const POST_CREATE_DIR: &str = "scripts/post-create-vs";
 /// The vserver config-file template inside a skel.
 pub const CONFIGFILE: &str = "configfile";
+/// Where a skel's generations are recorded, inside the skel.
+const GENERATIONS_DIR: &str = "generations";
+/// Extension of a generation's full record.
+pub const GENERATION_RECORD_EXT: &str = "record";
+/// Extension of a generation's changes against the one before.
+pub const GENERATION_CHANGES_EXT: &str = "changes";
+/// Lock file serialising the recording of a skel's generations.
+const GENERATIONS_LOCK: &str = ".lock";
 
 /// A view's writable layer.
 pub const UPPER: &str = "upper";
@@ -236,6 +246,52 @@ impl SkelDirs {
     pub fn configfile(&self) -> PathBuf {
         self.dir.join(CONFIGFILE)
     }
+
+    /// `generations/`: the skel's recorded generations.
+    pub fn generations(&self) -> GenerationFiles {
+        GenerationFiles {
+            dir: self.dir.join(GENERATIONS_DIR),
+        }
+    }
+}
+
+/// The files of one skel's generations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationFiles {
+    /// `<root>/.skel/SKEL/generations`.
+    pub dir: PathBuf,
+}
+
+impl GenerationFiles {
+    /// `N.record`: generation `n`'s full record.
+    pub fn record(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{n}.{GENERATION_RECORD_EXT}"))
+    }
+
+    /// `N.changes`: generation `n`'s changes against `n - 1`.
+    pub fn changes(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{n}.{GENERATION_CHANGES_EXT}"))
+    }
+
+    /// `.lock`: held while a generation is recorded.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join(GENERATIONS_LOCK)
+    }
+
+    /// The generation number a file name `N.record` is of.
+    pub fn record_number(file: &str) -> Option<u64> {
+        let n = file
+            .strip_suffix(GENERATION_RECORD_EXT)?
+            .strip_suffix('.')?;
+        // Only canonical decimal numbers: no sign, no leading zero.
+        if n.is_empty()
+            || (n.len() > 1 && n.starts_with('0'))
+            || !n.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        n.parse().ok()
+    }
 }
 
 /// The paths of one view.
@@ -376,6 +432,16 @@ mod tests {
                 "/vs/.skel/deb/scripts/post-create-vs",
             ),
             (skel.configfile(), "/vs/.skel/deb/configfile"),
+            (skel.generations().dir, "/vs/.skel/deb/generations"),
+            (
+                skel.generations().record(2),
+                "/vs/.skel/deb/generations/2.record",
+            ),
+            (
+                skel.generations().changes(2),
+                "/vs/.skel/deb/generations/2.changes",
+            ),
+            (skel.generations().lock(), "/vs/.skel/deb/generations/.lock"),
             (l.views(), "/vs/.views"),
             (view.dir.clone(), "/vs/.views/web1"),
             (view.static_dir(), "/vs/.views/web1/static"),
@@ -409,6 +475,16 @@ mod tests {
         assert_eq!(Layout::record_name("web1.toml"), Some("web1"));
         assert_eq!(Layout::record_name("web1.conf"), None);
         assert_eq!(Layout::record_name("toml"), None);
+        assert_eq!(GenerationFiles::record_number("12.record"), Some(12));
+        for bad in [
+            "012.record",
+            "+1.record",
+            ".record",
+            "1.changes",
+            "x.record",
+        ] {
+            assert_eq!(GenerationFiles::record_number(bad), None, "{bad}");
+        }
         let private: Vec<_> = PRIVATE_DIRS.iter().map(|d| l.root().join(d)).collect();
         assert_eq!(private, [l.skels(), l.state(), l.views()]);
     }

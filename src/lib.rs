@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod example;
+pub mod generation;
 pub mod layout;
 pub mod mount;
 pub mod progress;

@@ -556,9 +556,12 @@ fn list_skels_shows_global_files_that_lost_their_flag() {
     let global = skel.join("global");
     let total = count_files(&global);
     let out = setup.vskel().args(["list", "--skels"]).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("base  immutable: {total} of {total} global files\n")
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "base  immutable: {total} of {total} global files  generation 1: "
+        )),
+        "{stdout}"
     );
     let status = std::process::Command::new("chattr")
         .arg("-i")
@@ -572,12 +575,13 @@ fn list_skels_shows_global_files_that_lost_their_flag() {
     let out = setup.vskel().args(["list", "--skels"]).output().unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!(
-            "base  immutable: {} of {total} global files\n",
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "base  immutable: {} of {total} global files  generation ",
             total - lacking
-        )
+        )),
+        "{stdout}"
     );
     assert!(
         stderr.contains("lack the immutable attribute") && stderr.contains("bin/hello"),

@@ -508,12 +508,15 @@ fn list_shows_vservers_and_skels() {
              legacy  -        unregistered  -     -                 -\n\
              web1    50       tree          base  web1.example.org  10.0.0.2\n",
     );
-    setup
-        .vskel()
-        .args(["list", "--skels"])
-        .assert()
-        .success()
-        .stdout("base\nother\n");
+    let out = setup.vskel().args(["list", "--skels"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("base  generation 1: "), "{text}");
+    assert!(lines[0].ends_with(" bytes; generation 1: web1"), "{text}");
+    assert!(lines[1].starts_with("other  generation 1: "), "{text}");
+    assert!(lines[1].ends_with(" bytes"), "{text}");
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! `vskel list [--skels] [--format json]`.
 //!
 //! `--skels` also counts each skel's immutable global files (one `statx`
-//! each) and warns when a protected skel has files without the flag.
+//! each), warns when a protected skel has files without the flag, and
+//! shows each skel's current generation, its size and which vservers use
+//! which generation.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tracing::warn;
@@ -9,6 +13,7 @@ use tracing::warn;
 use super::output::{Format, print};
 use crate::config::{Config, Protect};
 use crate::error::Result;
+use crate::generation;
 use crate::layout::Layout;
 use crate::protect::{SkelProtection, skel_protection};
 use crate::skel::list_skels;
@@ -31,6 +36,76 @@ struct Skels {
     skels: Vec<String>,
     /// How each skel's global files are protected.
     protection: Vec<SkelProtection>,
+    /// Each skel's generations.
+    generations: Vec<SkelGenerations>,
+}
+
+/// A skel's current generation and the vservers of each generation.
+#[derive(Serialize)]
+struct SkelGenerations {
+    skel: String,
+    /// The current generation; none: not recorded yet.
+    current: Option<u64>,
+    /// Entries of the current generation.
+    entries: Option<u64>,
+    /// Bytes of regular-file data of the current generation.
+    bytes: Option<u64>,
+    /// The vservers made or last synced from each generation (the key
+    /// `unknown`: records made before generations).
+    vservers: BTreeMap<String, Vec<String>>,
+}
+
+/// Key of the vservers whose record names no generation.
+const UNKNOWN: &str = "unknown";
+
+fn skel_generations(config: &Config, name: &str, records: &[Record]) -> Result<SkelGenerations> {
+    let dirs = Layout::new(config).skel(name);
+    let current = generation::current(&dirs)?;
+    let header = match current {
+        Some(n) => match generation::header(&dirs, n) {
+            Ok(header) => Some(header),
+            Err(e) => {
+                warn!("skel {name}: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut vservers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.skel.as_deref() == Some(name)) {
+        let key = r.generation.map_or(UNKNOWN.to_string(), |g| g.to_string());
+        vservers.entry(key).or_default().push(r.name.clone());
+    }
+    Ok(SkelGenerations {
+        skel: name.to_string(),
+        current,
+        entries: header.as_ref().map(|h| h.entries),
+        bytes: header.as_ref().map(|h| h.bytes),
+        vservers,
+    })
+}
+
+/// What a skel line says of its generations.
+fn generations_text(g: &SkelGenerations) -> String {
+    let mut text = match (g.current, g.entries, g.bytes) {
+        (None, ..) => "generation: not recorded yet".to_string(),
+        (Some(n), Some(entries), Some(bytes)) => {
+            format!("generation {n}: {entries} entries, {bytes} bytes")
+        }
+        (Some(n), ..) => format!("generation {n}: damaged record"),
+    };
+    let mut used: Vec<(&String, &Vec<String>)> = g.vservers.iter().collect();
+    // Newest generation first, then those of unknown generation.
+    used.sort_by_key(|(k, _)| std::cmp::Reverse(k.parse::<u64>().ok()));
+    for (generation, names) in used {
+        let label = if generation == UNKNOWN {
+            "generation unknown".to_string()
+        } else {
+            format!("generation {generation}")
+        };
+        text.push_str(&format!("; {label}: {}", names.join(", ")));
+    }
+    text
 }
 
 pub fn run(config: &Config, args: &Args) -> Result<()> {
@@ -55,31 +130,44 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
                 Layout::new(config).skel(&p.skel).global().display()
             );
         }
+        let records = registry::list(config)?;
+        let generations = names
+            .iter()
+            .map(|name| skel_generations(config, name, &records))
+            .collect::<Result<Vec<_>>>()?;
         let skels = Skels {
             skels: names,
             protection,
+            generations,
         };
         return print(args.format, &skels, || {
-            skels_table(config, &skels.protection)
+            skels_table(config, &skels.protection, &skels.generations)
         });
     }
     let records = registry::list(config)?;
     print(args.format, &records, || table(&records))
 }
 
-/// One skel a line; a protected skel (or one with immutable files) also
-/// says how many of its global files are immutable.
-fn skels_table(config: &Config, skels: &[SkelProtection]) -> String {
+/// One skel a line: its name, then (for a protected skel, or one with
+/// immutable files) how many of its global files are immutable, then its
+/// generations.
+fn skels_table(
+    config: &Config,
+    skels: &[SkelProtection],
+    generations: &[SkelGenerations],
+) -> String {
     skels
         .iter()
-        .map(|p| {
+        .zip(generations)
+        .map(|(p, g)| {
+            let generations = generations_text(g);
             if config.protect == Protect::Immutable || p.immutable > 0 {
                 format!(
-                    "{}  immutable: {} of {} global files",
+                    "{}  immutable: {} of {} global files  {generations}",
                     p.skel, p.immutable, p.global_files
                 )
             } else {
-                p.skel.clone()
+                format!("{}  {generations}", p.skel)
             }
         })
         .collect::<Vec<_>>()

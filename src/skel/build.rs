@@ -1,7 +1,8 @@
 //! `build-skel`: copy a source root into a new skel.
 //!
-//! The skel is built in a staging directory and renamed into
-//! `<root>/.skel/<name>` at the end, so it appears whole or not at all.
+//! The skel is built in a staging directory, its generation 1 recorded
+//! there ([`crate::generation`]), and renamed into `<root>/.skel/<name>`
+//! at the end, so it appears whole (with its generation) or not at all.
 
 use std::collections::HashSet;
 use std::os::fd::AsFd;
@@ -22,7 +23,7 @@ use crate::staging::{Staging, make_private_dir};
 use crate::tree::copy::{CopyCounts, CopyOptions, How, Target, copy_tree};
 use crate::tree::meta::Meta;
 use crate::tree::{TreeRoot, require_one_filesystem};
-use crate::{protect, sys};
+use crate::{generation, protect, sys};
 
 /// Executable bits: a script without any is not run.
 const ANY_EXEC: u32 = 0o111;
@@ -88,6 +89,8 @@ pub struct BuildReport {
     pub protected: u64,
     /// Device nodes left out (building without root).
     pub devices_left_out: usize,
+    /// The skel's first generation, recorded before it was put in place.
+    pub generation: u64,
 }
 
 /// Build the skel `name` from the root tree `from`.
@@ -183,6 +186,8 @@ pub fn build_skel(
     let scripts = link_scripts(config, &built.post_create_dir())?;
     let configfile = write_configfile(config, &built.configfile())?;
     let protected = protect::protect_tree(&global.tree, config.protect)?;
+    progress.start(&format!("recording skel {name}'s generation 1"));
+    let generation = generation::record(&built, "build-skel", progress)?.generation;
     staging.publish(&skel.dirs.dir)?;
     info!("skel {name} built in {}", skel.dirs.dir.display());
     warn_review(&skel);
@@ -195,6 +200,7 @@ pub fn build_skel(
         configfile,
         protected,
         devices_left_out,
+        generation,
     })
 }
 

@@ -13,7 +13,12 @@
 //!    record, or whose record names another ID, belongs to nobody);
 //! 4. save the record, marked `creating`: from here on a killed run is
 //!    found and cleared by the next `create-vs` or `remove-vs` of the name;
-//! 5. build the tree in the staging directory: `proc/`, then global
+//! 5. record the skel's generation ([`crate::generation::record`]: a new
+//!    one only if the skel changed since its current one, so the tree's
+//!    global links are exactly the inodes its generation records) and keep
+//!    its number in the record; a view takes the current one (recording
+//!    one only for a skel that has none yet), as a view shows the live
+//!    skel; then build the tree in the staging directory: `proc/`, then global
 //!    hard-linked, local copied, static rendered, each layer replacing what
 //!    the one below put at the same place; flush it to disk (`syncfs`);
 //! 6. write `<etc>/<name>.conf` (removed again if the next step fails);
@@ -101,6 +106,8 @@ pub struct Created {
     pub pending_scripts: Vec<String>,
     /// Unknown `%%TOKENS%%` left in rendered files.
     pub unknown_tokens: Vec<String>,
+    /// The skel generation it was made from.
+    pub generation: u64,
 }
 
 /// Check a request completely, writing nothing; returns the skel.
@@ -149,8 +156,12 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     check(config, request)?;
     let name = &request.name;
     let root_dir = Layout::new(config).vserver(name);
-    let (skel, creation) =
+    let (skel, mut creation) =
         Creation::begin(config, request, &staging_label(name), &root_dir, Kind::Tree)?;
+    progress.start(&format!("recording skel {}'s generation", skel.name));
+    let generation =
+        crate::generation::record(&skel.dirs, &format!("create-vs {name}"), progress)?.generation;
+    creation.record.generation = Some(generation);
     let vs_root = TreeRoot::open(&config.root)?;
     let global = TreeRoot::open(&skel.global())?;
     require_same_filesystem(&vs_root, &global)?;
@@ -229,6 +240,7 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
         scripts: ran,
         pending_scripts: Vec::new(),
         unknown_tokens: unknown.into_iter().collect(),
+        generation,
     })
 }
 
@@ -249,13 +261,16 @@ pub fn create_view_vs(
     make_private_dir(&views)?;
     require_one_filesystem(&[&views, &skel.global(), &Layout::new(config).state()])?;
     let root_dir = dirs.merged();
-    let (skel, creation) = Creation::begin(
+    let (skel, mut creation) = Creation::begin(
         config,
         request,
         &view_staging_label(name),
         &root_dir,
         Kind::View,
     )?;
+    let generation =
+        crate::generation::ensure(&skel.dirs, &format!("create-vs --view {name}"), progress)?;
+    creation.record.generation = Some(generation);
     let skel_static = open_if_present(&skel.static_dir())?;
     let staging = creation.staging_path();
 
@@ -322,6 +337,7 @@ pub fn create_view_vs(
         scripts: Vec::new(),
         pending_scripts: pending,
         unknown_tokens: unknown.into_iter().collect(),
+        generation,
     })
 }
 
@@ -497,6 +513,7 @@ fn record(
         created: now_secs(),
         post_create_pending,
         creating: false,
+        generation: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! vskel's record of each vserver it made: `<root>/.vskel/vservers/<name>.toml`.
 //!
-//! The record says which skel a vserver came from (needed to upgrade it
-//! later), its FQDN, IP and context ID, and whether it is an on-disk tree
-//! or a view. Trees under the vservers root without a record (made by
+//! The record says which skel a vserver came from and which of the skel's
+//! generations (both needed to upgrade it later), its FQDN, IP and context
+//! ID, and whether it is an on-disk tree or a view. Trees under the vservers root without a record (made by
 //! other tools) are still listed, as unregistered.
 
 use std::path::{Path, PathBuf};
@@ -57,6 +57,13 @@ pub struct Record {
     /// of the name (or `remove-vs`) removes what that run made.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub creating: bool,
+    /// The skel generation ([`crate::generation`]) the vserver was made
+    /// or last synced from; none in records made before generations.
+    /// A tree's global paths are the inodes that generation records (no
+    /// global file is ever copied instead of linked), so nothing more is
+    /// kept per path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// `<root>/.vskel/vservers`.
@@ -159,6 +166,7 @@ pub fn list(config: &Config) -> Result<Vec<Record>> {
             created: None,
             post_create_pending: false,
             creating: false,
+            generation: None,
         });
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));

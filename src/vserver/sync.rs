@@ -6,7 +6,11 @@
 //! tree as it was before or after that write, never torn), drives the
 //! sync engine ([`crate::sync::sync_layers`]) over the view's layers, and
 //! after the first sync runs the skel's pending post-create scripts
-//! against the tree and records that they ran.
+//! against the tree and records that they ran. A sync (not a dry run)
+//! keeps the skel's current generation in the vserver's record once the
+//! tree is written ([`crate::generation::ensure`]: recorded first only for
+//! a skel without one; a full scan on every sync would cost more than an
+//! incremental sync does).
 
 use serde::Serialize;
 use tracing::info;
@@ -33,6 +37,9 @@ pub struct SyncedView {
     pub writes_held: bool,
     /// Post-create scripts that ran (the first sync runs a view's).
     pub scripts: Vec<String>,
+    /// The skel generation the tree was synced from (none: a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// Write view vserver `name` into `<root>/<name>`; with `dry_run`, only
@@ -61,11 +68,21 @@ pub(crate) fn sync_view_holding(
     progress: &Progress,
     _lock: Option<&std::fs::File>,
 ) -> Result<SyncedView> {
-    let view = view::open(config, name)?;
+    let mut view = view::open(config, name)?;
     let state = StateFiles::new(config, name);
     let layout = Layout::new(config);
     let target = layout.vserver(name);
     crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &layout.state()])?;
+    let generation = if dry_run {
+        None
+    } else {
+        let made_by = format!("sync {name}");
+        Some(crate::generation::ensure(
+            &view.skel.dirs,
+            &made_by,
+            progress,
+        )?)
+    };
     // A mounted view's server holds its writes until `held` is dropped.
     let held = view::hold_view(&view::ViewDirs::new(config, name))?;
     let overlay = Overlay::open_layers(&view.layers)?;
@@ -76,6 +93,10 @@ pub(crate) fn sync_view_holding(
     )?;
     let writes_held = held.is_some();
     drop(held);
+    if generation.is_some() && generation != view.record.generation {
+        view.record.generation = generation;
+        registry::save(config, &view.record)?;
+    }
     let scripts = if dry_run {
         Vec::new()
     } else {
@@ -91,6 +112,7 @@ pub(crate) fn sync_view_holding(
         tree,
         writes_held,
         scripts,
+        generation,
     })
 }
 
