@@ -13,8 +13,10 @@ mod output;
 mod overlay;
 mod prompt;
 mod remove_vs;
+mod revert;
 mod sync;
 mod unmount;
+mod upgrade_vs;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -60,8 +62,10 @@ enum Command {
     Mount(mount::Args),
     Overlay(overlay::Args),
     RemoveVs(remove_vs::Args),
+    Revert(revert::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
+    UpgradeVs(upgrade_vs::Args),
 }
 
 /// Run the command line (or the mount(8) helper, when run as
@@ -177,7 +181,9 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
+        Command::Revert(args) => revert::run(&config, args),
         Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
+        Command::UpgradeVs(args) => upgrade_vs::run(&config, args),
     }
 }

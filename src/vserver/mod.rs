@@ -1,5 +1,6 @@
 //! Vservers: creating them from a skel (as trees or views), listing,
-//! syncing and materializing views, and removing them.
+//! syncing and materializing views, upgrading trees to their skel's
+//! current generation, and removing them.
 
 pub mod context;
 pub mod create;
@@ -9,4 +10,5 @@ pub mod registry;
 pub mod remove;
 pub mod scripts;
 pub mod sync;
+pub mod upgrade;
 pub mod view;

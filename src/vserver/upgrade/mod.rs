@@ -1,0 +1,664 @@
+//! `upgrade-vs` and `revert` as ops: bring a tree vserver from the skel
+//! generation its record names (O) to the skel's current one (N), deciding
+//! only the paths that changed between them ([`plan`]: cost proportional
+//! to the change, not to the tree), against what the vserver has now
+//! ([`observe`]); and reset single paths to the skel's current version.
+//!
+//! An upgrade holds the vserver's lock. It decides every path first
+//! (`--plan` stops there; strategy `fail` stops there when any path
+//! conflicts), journals itself durably ([`journal`]) and then places each
+//! entry atomically ([`apply`]): new and changed entries in path order,
+//! removals deepest first, directory metadata last. The record gets
+//! generation N only at the end, so a killed upgrade is finished by the
+//! next run (each step, decided again, is then a no-op or the same step).
+//! Views are not supported yet.
+
+pub mod apply;
+pub mod journal;
+pub mod observe;
+pub mod plan;
+
+use std::os::fd::AsFd;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use self::apply::Placer;
+use self::journal::Journal;
+use self::observe::{Against, Here};
+use self::plan::{Action, Seen, Span};
+use super::registry::{self, Kind as VsKind, Record};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::generation::{self, Entry, Kind, Part};
+use crate::layout::Layout;
+use crate::skel::Skel;
+use crate::staging::Staging;
+use crate::sync::state::StateFiles;
+use crate::sys;
+use crate::tokens::Tokens;
+use crate::tree::TreeRoot;
+
+/// Suffix of the skel's version written beside a kept conflicting entry.
+pub const NEW_SUFFIX: &str = ".vskel-new";
+/// Suffix of the vserver's version kept beside a replaced conflicting one.
+pub const OLD_SUFFIX: &str = ".vskel-old";
+
+/// What to do with a path where the vserver, O and N all differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Keep the vserver's; write N beside it as `PATH.vskel-new`.
+    #[default]
+    KeepLocal,
+    /// Put N in place; keep the vserver's as `PATH.vskel-old`.
+    TakeNew,
+    /// Change nothing if any path conflicts.
+    Fail,
+}
+
+impl Strategy {
+    /// Its name on the command line and in the journal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::KeepLocal => "keep-local",
+            Strategy::TakeNew => "take-new",
+            Strategy::Fail => "fail",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Strategy::KeepLocal, Strategy::TakeNew, Strategy::Fail]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+/// What to upgrade.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The vservers (empty with `all`).
+    pub names: Vec<String>,
+    /// Every tree vserver (of `skel`, if given).
+    pub all: bool,
+    /// Only vservers of this skel.
+    pub skel: Option<String>,
+    /// Decide and report, write nothing.
+    pub plan: bool,
+    /// The conflict strategy.
+    pub strategy: Strategy,
+}
+
+/// The paths of each decision, and how many.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Decided {
+    /// N put in place over O.
+    pub taken: Vec<PathBuf>,
+    /// The vserver's entry kept (N is O).
+    pub kept: Vec<PathBuf>,
+    /// Already N.
+    pub converged: Vec<PathBuf>,
+    /// New in N, put in place.
+    pub added: Vec<PathBuf>,
+    /// Gone in N, removed.
+    pub removed: Vec<PathBuf>,
+    /// V, O and N all differ.
+    pub conflicting: Vec<PathBuf>,
+}
+
+impl Decided {
+    fn push(&mut self, action: Action, path: PathBuf) {
+        match action {
+            Action::Take => self.taken.push(path),
+            Action::Keep => self.kept.push(path),
+            Action::Converge => self.converged.push(path),
+            Action::Add => self.added.push(path),
+            Action::Remove => self.removed.push(path),
+            Action::Conflict => self.conflicting.push(path),
+        }
+    }
+
+    /// (name, count) of each decision.
+    pub fn counts(&self) -> [(&'static str, usize); 6] {
+        [
+            ("taken", self.taken.len()),
+            ("kept", self.kept.len()),
+            ("converged", self.converged.len()),
+            ("added", self.added.len()),
+            ("removed", self.removed.len()),
+            ("conflicting", self.conflicting.len()),
+        ]
+    }
+}
+
+/// Counts of [`Decided`], for the JSON report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Taken.
+    pub taken: usize,
+    /// Kept.
+    pub kept: usize,
+    /// Converged.
+    pub converged: usize,
+    /// Added.
+    pub added: usize,
+    /// Removed.
+    pub removed: usize,
+    /// Conflicting.
+    pub conflicting: usize,
+}
+
+/// What an upgrade of one vserver did (with `plan`: would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Upgraded {
+    /// The vserver.
+    pub name: String,
+    /// Its skel.
+    pub skel: String,
+    /// The generation it had.
+    pub from: u64,
+    /// The generation it has now.
+    pub to: u64,
+    /// Only planned: nothing was written.
+    pub plan: bool,
+    /// The conflict strategy.
+    pub strategy: Strategy,
+    /// An interrupted upgrade was finished.
+    pub resumed: bool,
+    /// How many of each decision.
+    pub counts: Counts,
+    /// The decisions.
+    pub paths: Decided,
+}
+
+/// One vserver to upgrade, checked.
+struct Target {
+    record: Record,
+    skel: Skel,
+    from: u64,
+}
+
+/// Upgrade the vservers `request` names; every input is checked before
+/// anything is written.
+pub fn upgrade_vs(config: &Config, request: &Request) -> Result<Vec<Upgraded>> {
+    let targets = check(config, request)?;
+    targets
+        .into_iter()
+        .map(|t| upgrade_one(config, t, request))
+        .collect()
+}
+
+fn check(config: &Config, request: &Request) -> Result<Vec<Target>> {
+    if request.all != request.names.is_empty() {
+        return Err(Error::Usage(
+            "name the vservers to upgrade, or give --all (not both)".into(),
+        ));
+    }
+    if let Some(skel) = &request.skel {
+        Skel::open(config, skel)?;
+    }
+    let records: Vec<Record> = if request.all {
+        registry::list(config)?
+            .into_iter()
+            .filter(|r| r.kind == VsKind::Tree && !r.creating)
+            .filter(|r| request.skel.is_none() || r.skel == request.skel)
+            .collect()
+    } else {
+        let mut out = Vec::new();
+        for name in &request.names {
+            crate::validate::validate_name("vserver name", name)?;
+            let record = registry::load(config, name)?
+                .ok_or_else(|| Error::Failed(format!("no vserver \"{name}\" is recorded")))?;
+            out.push(record);
+        }
+        out
+    };
+    let mut targets = Vec::new();
+    for record in records {
+        let name = &record.name;
+        if record.kind == VsKind::View {
+            return Err(Error::Failed(format!(
+                "vserver {name} is a view: upgrade-vs of views is not supported yet"
+            )));
+        }
+        if record.kind != VsKind::Tree || record.creating {
+            return Err(Error::Failed(format!(
+                "vserver {name} is not a complete tree vserver"
+            )));
+        }
+        let skel_name = record
+            .skel
+            .clone()
+            .ok_or_else(|| Error::Failed(format!("the record of {name} names no skel")))?;
+        if request.skel.as_ref().is_some_and(|s| *s != skel_name) {
+            return Err(Error::Failed(format!(
+                "vserver {name} is of skel {skel_name}, not {}",
+                request.skel.as_deref().unwrap_or_default()
+            )));
+        }
+        let from = record.generation.ok_or_else(|| {
+            Error::Failed(format!(
+                "vserver {name} was made before skel generations were recorded: vskel cannot \
+                 tell what it was made from, so it cannot upgrade it"
+            ))
+        })?;
+        let skel = Skel::open(config, &skel_name)?;
+        targets.push(Target { record, skel, from });
+    }
+    Ok(targets)
+}
+
+fn tokens_of(config: &Config, record: &Record) -> Tokens {
+    Tokens::for_vserver(
+        &record.name,
+        record.ip.as_deref().unwrap_or_default(),
+        record.fqdn.as_deref().unwrap_or_default(),
+        record.context.unwrap_or_default(),
+        &Layout::new(config).vserver(&record.name),
+        record.skel.as_deref().unwrap_or_default(),
+        &config.tokens,
+    )
+}
+
+fn placer<'a>(
+    config: &Config,
+    skel: &Skel,
+    tree: &'a TreeRoot,
+    scratch: std::os::fd::BorrowedFd<'a>,
+    tokens: &'a Tokens,
+    journal: Option<&'a Journal>,
+) -> Result<Placer<'a>> {
+    let open = |p: PathBuf| -> Result<Option<TreeRoot>> {
+        if p.is_dir() {
+            TreeRoot::open(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(Placer {
+        tree,
+        parts: [
+            (Part::Global, open(skel.global())?),
+            (Part::Local, open(skel.local())?),
+            (Part::Static, open(skel.static_dir())?),
+        ],
+        scratch,
+        tokens,
+        protect: config.protect,
+        journal,
+    })
+}
+
+fn skel_path(skel: &Skel, e: &Entry) -> PathBuf {
+    let root = match e.part {
+        Part::Global => skel.global(),
+        Part::Local => skel.local(),
+        Part::Static => skel.static_dir(),
+    };
+    root.join(&e.path)
+}
+
+/// Compare V with O and N.
+fn seen(here: &Here, span: &Span, skel: &Skel, tokens: &Tokens, tree: &TreeRoot) -> Result<Seen> {
+    let Here::At { dir, name, stat } = here else {
+        return Ok(Seen {
+            is_old: false,
+            is_new: span.new.is_none(),
+            kind: None,
+        });
+    };
+    let Some(st) = stat else {
+        return Ok(Seen {
+            is_old: span.old.is_none(),
+            is_new: span.new.is_none(),
+            kind: None,
+        });
+    };
+    let err = |e| Error::io("compare", tree.display(&span.path), e);
+    let is_old = match &span.old {
+        Some(o) => observe::is(dir.as_fd(), name, st, o, Against::Old).map_err(err)?,
+        None => false,
+    };
+    let is_new = match &span.new {
+        Some(n) => {
+            let file = skel_path(skel, n);
+            observe::is(dir.as_fd(), name, st, n, Against::New(&file, tokens)).map_err(err)?
+        }
+        None => false,
+    };
+    Ok(Seen {
+        is_old,
+        is_new,
+        kind: Some(observe::kind_of(st)),
+    })
+}
+
+fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upgraded> {
+    let Target {
+        mut record,
+        skel,
+        from,
+    } = target;
+    let name = record.name.clone();
+    let _lock = StateFiles::new(config, &name).lock()?;
+    let journal = Journal::new(config, &name);
+    let tree = TreeRoot::open(&Layout::new(config).vserver(&name))?;
+    let begun = journal.load()?;
+    let (from, to, strategy) = match &begun {
+        Some(b) => {
+            let strategy = Strategy::from_name(&b.strategy).ok_or_else(|| {
+                Error::Failed(format!(
+                    "the upgrade journal of {name} names no known strategy"
+                ))
+            })?;
+            (b.from, b.to, strategy)
+        }
+        None => {
+            let to = generation::current(&skel.dirs)?.ok_or_else(|| {
+                Error::Failed(format!("skel {} has no recorded generation", skel.name))
+            })?;
+            (from, to, request.strategy)
+        }
+    };
+    let tokens = tokens_of(config, &record);
+    let spans = plan::spans(&skel.dirs, from, to)?;
+    let mut decisions = Vec::with_capacity(spans.len());
+    let mut decided = Decided::default();
+    for span in spans {
+        let here = observe::look(&tree, &span.path)?;
+        let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
+        decisions.push((span, here, action));
+    }
+    let report = |decided: Decided, plan: bool| Upgraded {
+        name: name.clone(),
+        skel: skel.name.clone(),
+        from,
+        to: if plan { from } else { to },
+        plan,
+        strategy,
+        resumed: begun.is_some(),
+        counts: counts(&decided),
+        paths: decided,
+    };
+    let conflicts = decisions.iter().filter(|d| d.2 == Action::Conflict).count();
+    if request.plan {
+        for (span, _, action) in decisions {
+            decided.push(action, span.path);
+        }
+        return Ok(report(decided, true));
+    }
+    if strategy == Strategy::Fail && conflicts > 0 {
+        let list: Vec<String> = decisions
+            .iter()
+            .filter(|d| d.2 == Action::Conflict)
+            .map(|d| format!("/{}", d.0.path.display()))
+            .collect();
+        return Err(Error::Failed(format!(
+            "upgrade of {name} stopped, nothing changed: {conflicts} conflicting paths \
+             (strategy fail): {}",
+            list.join(", ")
+        )));
+    }
+    if begun.is_none() {
+        journal.begin(from, to, strategy.name())?;
+    } else if let Some(b) = &begun {
+        for temp in &b.temps {
+            apply::remove_temp(&tree, temp)?;
+        }
+    }
+    let staging = Staging::create(config, &format!("upgrade-{name}"))?;
+    let scratch =
+        sys::open_root(staging.path()).map_err(|e| Error::io("open", staging.path(), e))?;
+    let placer = placer(
+        config,
+        &skel,
+        &tree,
+        scratch.as_fd(),
+        &tokens,
+        Some(&journal),
+    )?;
+    let mut dir_metas = Vec::new();
+    let mut removals = Vec::new();
+    for (span, here, action) in decisions {
+        // A parent this upgrade has just made (a type change taken).
+        let (here, action) = match here {
+            Here::Blocked => {
+                let here = observe::look(&tree, &span.path)?;
+                let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
+                (here, action)
+            }
+            at => (at, action),
+        };
+        let Here::At {
+            dir,
+            name: leaf,
+            stat,
+        } = &here
+        else {
+            decided.push(action, span.path.clone());
+            continue;
+        };
+        let shown = tree.display(&span.path);
+        let v_dir = stat
+            .as_ref()
+            .is_some_and(|s| observe::kind_of(s) == Kind::Dir);
+        let mut action = action;
+        match action {
+            Action::Remove => {
+                removals.push((span, here, v_dir));
+                continue;
+            }
+            Action::Keep => {}
+            Action::Converge => {
+                // A directory's times are not compared: set them anyway.
+                if let Some(n) = span.new.as_ref().filter(|n| n.kind == Kind::Dir && v_dir) {
+                    dir_metas.push((span.path.clone(), n.clone()));
+                }
+                if let (Some(n), Some(st)) = (&span.new, stat)
+                    && n.part == Part::Global
+                    && n.kind != Kind::Dir
+                    && (sys::dev_of(st), sys::ino_of(st)) != n.inode()
+                {
+                    placer.put(n, dir.as_fd(), leaf, &span.path)?;
+                }
+            }
+            Action::Take | Action::Add => {
+                if let Some(n) = &span.new {
+                    if n.kind == Kind::Dir && v_dir {
+                        dir_metas.push((span.path.clone(), n.clone()));
+                    } else {
+                        placer.put(n, dir.as_fd(), leaf, &span.path)?;
+                        if n.kind == Kind::Dir {
+                            dir_metas.push((span.path.clone(), n.clone()));
+                        }
+                    }
+                }
+            }
+            Action::Conflict => match strategy {
+                Strategy::KeepLocal | Strategy::Fail => {
+                    if let Some(n) = span.new.as_ref().filter(|n| n.kind != Kind::Dir) {
+                        let beside = apply::with_suffix(leaf, NEW_SUFFIX, &shown)?;
+                        placer.put(n, dir.as_fd(), &beside, &span.path)?;
+                    }
+                }
+                Strategy::TakeNew => {
+                    if stat.is_some() {
+                        apply::move_aside(dir.as_fd(), leaf, OLD_SUFFIX, &shown)?;
+                    }
+                    if let Some(n) = &span.new {
+                        placer.put(n, dir.as_fd(), leaf, &span.path)?;
+                        if n.kind == Kind::Dir {
+                            dir_metas.push((span.path.clone(), n.clone()));
+                        }
+                    }
+                }
+            },
+        }
+        if action == Action::Remove {
+            action = Action::Conflict;
+        }
+        decided.push(action, span.path);
+    }
+    for (span, here, v_dir) in removals.into_iter().rev() {
+        let Here::At {
+            dir, name: leaf, ..
+        } = &here
+        else {
+            continue;
+        };
+        let shown = tree.display(&span.path);
+        let gone = apply::remove(dir.as_fd(), leaf, v_dir, &shown)?;
+        decided.push(
+            if gone {
+                Action::Remove
+            } else {
+                Action::Conflict
+            },
+            span.path,
+        );
+    }
+    for (rel, n) in dir_metas.into_iter().rev() {
+        if let Here::At {
+            dir, name: leaf, ..
+        } = observe::look(&tree, &rel)?
+        {
+            let meta = placer.meta_of(&n)?;
+            apply::set_dir_meta(dir.as_fd(), &leaf, &meta, &tree.display(&rel))?;
+        }
+    }
+    sys::syncfs(tree.fd()).map_err(|e| Error::io("flush to disk", tree.path(), e))?;
+    record.generation = Some(to);
+    registry::save(config, &record)?;
+    journal.clear()?;
+    staging.discard()?;
+    sort(&mut decided);
+    Ok(report(decided, false))
+}
+
+fn sort(d: &mut Decided) {
+    for list in [
+        &mut d.taken,
+        &mut d.kept,
+        &mut d.converged,
+        &mut d.added,
+        &mut d.removed,
+        &mut d.conflicting,
+    ] {
+        list.sort();
+    }
+}
+
+fn counts(d: &Decided) -> Counts {
+    Counts {
+        taken: d.taken.len(),
+        kept: d.kept.len(),
+        converged: d.converged.len(),
+        added: d.added.len(),
+        removed: d.removed.len(),
+        conflicting: d.conflicting.len(),
+    }
+}
+
+/// What `revert` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reverted {
+    /// The vserver.
+    pub name: String,
+    /// The skel generation the paths were reset to.
+    pub generation: u64,
+    /// The paths reset.
+    pub paths: Vec<PathBuf>,
+}
+
+/// Reset `paths` of tree vserver `name` to its skel's current version
+/// (global re-linked, local copied, static re-rendered; a directory gets
+/// the skel's metadata, its contents are left alone).
+pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted> {
+    let request = Request {
+        names: vec![name.to_string()],
+        ..Request::default()
+    };
+    let mut targets = check(config, &request)?;
+    let target = targets
+        .pop()
+        .ok_or_else(|| Error::Failed(format!("no vserver {name}")))?;
+    let to = generation::current(&target.skel.dirs)?.ok_or_else(|| {
+        Error::Failed(format!(
+            "skel {} has no recorded generation",
+            target.skel.name
+        ))
+    })?;
+    let record_n = generation::load(&target.skel.dirs, to)?;
+    let mut wanted = Vec::new();
+    for p in paths {
+        let rel = relative(p)?;
+        let entry = [Part::Static, Part::Local, Part::Global]
+            .into_iter()
+            .find_map(|part| record_n.entry(part, &rel))
+            .ok_or_else(|| {
+                Error::Failed(format!(
+                    "/{}: the skel has no such path to revert to",
+                    rel.display()
+                ))
+            })?;
+        wanted.push((rel, entry.clone()));
+    }
+    let _lock = StateFiles::new(config, name).lock()?;
+    let tree = TreeRoot::open(&Layout::new(config).vserver(name))?;
+    let tokens = tokens_of(config, &target.record);
+    let staging = Staging::create(config, &format!("revert-{name}"))?;
+    let scratch =
+        sys::open_root(staging.path()).map_err(|e| Error::io("open", staging.path(), e))?;
+    let placer = placer(config, &target.skel, &tree, scratch.as_fd(), &tokens, None)?;
+    let mut done = Vec::new();
+    for (rel, entry) in wanted {
+        let Here::At {
+            dir,
+            name: leaf,
+            stat,
+        } = observe::look(&tree, &rel)?
+        else {
+            return Err(Error::Failed(format!(
+                "{}: a parent directory is missing or not a directory",
+                tree.display(&rel).display()
+            )));
+        };
+        let v_dir = stat
+            .as_ref()
+            .is_some_and(|s| observe::kind_of(s) == Kind::Dir);
+        if entry.kind == Kind::Dir && v_dir {
+            let meta = placer.meta_of(&entry)?;
+            apply::set_dir_meta(dir.as_fd(), &leaf, &meta, &tree.display(&rel))?;
+        } else {
+            placer.put(&entry, dir.as_fd(), &leaf, &rel)?;
+        }
+        done.push(rel);
+    }
+    staging.discard()?;
+    Ok(Reverted {
+        name: name.to_string(),
+        generation: to,
+        paths: done,
+    })
+}
+
+/// A path as the vserver sees it (`/etc/motd`), relative to its root.
+fn relative(p: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{}: not a path inside the vserver",
+                    p.display()
+                )));
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(Error::Usage("the vserver's root cannot be reverted".into()));
+    }
+    Ok(out)
+}
