@@ -198,11 +198,21 @@ fn check(config: &Config, request: &Request) -> Result<Vec<Target>> {
         Skel::open(config, skel)?;
     }
     let records: Vec<Record> = if request.all {
-        registry::list(config)?
-            .into_iter()
-            .filter(|r| r.kind == VsKind::Tree && !r.creating)
-            .filter(|r| request.skel.is_none() || r.skel == request.skel)
-            .collect()
+        let mut trees = Vec::new();
+        for r in registry::list(config)? {
+            if request.skel.is_some() && r.skel != request.skel {
+                continue;
+            }
+            match r.kind {
+                VsKind::Tree if !r.creating => trees.push(r),
+                VsKind::View => tracing::warn!(
+                    "vserver {} is a view: skipped (upgrade-vs of views is not supported yet)",
+                    r.name
+                ),
+                _ => {}
+            }
+        }
+        trees
     } else {
         let mut out = Vec::new();
         for name in &request.names {
