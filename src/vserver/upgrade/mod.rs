@@ -17,9 +17,11 @@ pub mod apply;
 pub mod journal;
 pub mod observe;
 pub mod plan;
+pub mod report;
+pub mod revert;
 
 use std::os::fd::AsFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -27,6 +29,9 @@ use self::apply::Placer;
 use self::journal::Journal;
 use self::observe::{Against, Here};
 use self::plan::{Action, Seen, Span};
+pub use self::report::{Counts, Decided, Upgraded};
+use self::report::{counts, sort};
+pub use self::revert::{Reverted, revert};
 use super::registry::{self, Kind as VsKind, Record};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -87,88 +92,6 @@ pub struct Request {
     pub plan: bool,
     /// The conflict strategy.
     pub strategy: Strategy,
-}
-
-/// The paths of each decision, and how many.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Decided {
-    /// N put in place over O.
-    pub taken: Vec<PathBuf>,
-    /// The vserver's entry kept (N is O).
-    pub kept: Vec<PathBuf>,
-    /// Already N.
-    pub converged: Vec<PathBuf>,
-    /// New in N, put in place.
-    pub added: Vec<PathBuf>,
-    /// Gone in N, removed.
-    pub removed: Vec<PathBuf>,
-    /// V, O and N all differ.
-    pub conflicting: Vec<PathBuf>,
-}
-
-impl Decided {
-    fn push(&mut self, action: Action, path: PathBuf) {
-        match action {
-            Action::Take => self.taken.push(path),
-            Action::Keep => self.kept.push(path),
-            Action::Converge => self.converged.push(path),
-            Action::Add => self.added.push(path),
-            Action::Remove => self.removed.push(path),
-            Action::Conflict => self.conflicting.push(path),
-        }
-    }
-
-    /// (name, count) of each decision.
-    pub fn counts(&self) -> [(&'static str, usize); 6] {
-        [
-            ("taken", self.taken.len()),
-            ("kept", self.kept.len()),
-            ("converged", self.converged.len()),
-            ("added", self.added.len()),
-            ("removed", self.removed.len()),
-            ("conflicting", self.conflicting.len()),
-        ]
-    }
-}
-
-/// Counts of [`Decided`], for the JSON report.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Counts {
-    /// Taken.
-    pub taken: usize,
-    /// Kept.
-    pub kept: usize,
-    /// Converged.
-    pub converged: usize,
-    /// Added.
-    pub added: usize,
-    /// Removed.
-    pub removed: usize,
-    /// Conflicting.
-    pub conflicting: usize,
-}
-
-/// What an upgrade of one vserver did (with `plan`: would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct Upgraded {
-    /// The vserver.
-    pub name: String,
-    /// Its skel.
-    pub skel: String,
-    /// The generation it had.
-    pub from: u64,
-    /// The generation it has now.
-    pub to: u64,
-    /// Only planned: nothing was written.
-    pub plan: bool,
-    /// The conflict strategy.
-    pub strategy: Strategy,
-    /// An interrupted upgrade was finished.
-    pub resumed: bool,
-    /// How many of each decision.
-    pub counts: Counts,
-    /// The decisions.
-    pub paths: Decided,
 }
 
 /// One vserver to upgrade, checked.
@@ -377,7 +300,7 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     for span in spans {
         let here = observe::look(&tree, &span.path)?;
         let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
-        decisions.push((span, here, action));
+        decisions.push((span, action));
     }
     let report = |decided: Decided, plan: bool| Upgraded {
         name: name.clone(),
@@ -390,9 +313,9 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
         counts: counts(&decided),
         paths: decided,
     };
-    let conflicts = decisions.iter().filter(|d| d.2 == Action::Conflict).count();
+    let conflicts = decisions.iter().filter(|d| d.1 == Action::Conflict).count();
     if request.plan {
-        for (span, _, action) in decisions {
+        for (span, action) in decisions {
             decided.push(action, span.path);
         }
         return Ok(report(decided, true));
@@ -400,7 +323,7 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     if strategy == Strategy::Fail && conflicts > 0 {
         let list: Vec<String> = decisions
             .iter()
-            .filter(|d| d.2 == Action::Conflict)
+            .filter(|d| d.1 == Action::Conflict)
             .map(|d| format!("/{}", d.0.path.display()))
             .collect();
         return Err(Error::Failed(format!(
@@ -429,16 +352,12 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     )?;
     let mut dir_metas = Vec::new();
     let mut removals = Vec::new();
-    for (span, here, action) in decisions {
-        // A parent this upgrade has just made (a type change taken).
-        let (here, action) = match here {
-            Here::Blocked => {
-                let here = observe::look(&tree, &span.path)?;
-                let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
-                (here, action)
-            }
-            at => (at, action),
-        };
+    for (span, _) in decisions {
+        // Decided again where it is done: a parent this upgrade has just
+        // made (a type change taken) is there now, and no descriptor is
+        // kept open per path between the passes.
+        let here = observe::look(&tree, &span.path)?;
+        let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
         let Here::At {
             dir,
             name: leaf,
@@ -452,10 +371,9 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
         let v_dir = stat
             .as_ref()
             .is_some_and(|s| observe::kind_of(s) == Kind::Dir);
-        let mut action = action;
         match action {
             Action::Remove => {
-                removals.push((span, here, v_dir));
+                removals.push((span, v_dir));
                 continue;
             }
             Action::Keep => {}
@@ -504,20 +422,19 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
                 }
             },
         }
-        if action == Action::Remove {
-            action = Action::Conflict;
-        }
         decided.push(action, span.path);
     }
-    for (span, here, v_dir) in removals.into_iter().rev() {
+    for (span, v_dir) in removals.into_iter().rev() {
         let Here::At {
             dir, name: leaf, ..
-        } = &here
+        } = observe::look(&tree, &span.path)?
         else {
+            // Its parent went: nothing is there to remove.
+            decided.push(Action::Converge, span.path);
             continue;
         };
         let shown = tree.display(&span.path);
-        let gone = apply::remove(dir.as_fd(), leaf, v_dir, &shown)?;
+        let gone = apply::remove(dir.as_fd(), &leaf, v_dir, &shown)?;
         decided.push(
             if gone {
                 Action::Remove
@@ -543,132 +460,4 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     staging.discard()?;
     sort(&mut decided);
     Ok(report(decided, false))
-}
-
-fn sort(d: &mut Decided) {
-    for list in [
-        &mut d.taken,
-        &mut d.kept,
-        &mut d.converged,
-        &mut d.added,
-        &mut d.removed,
-        &mut d.conflicting,
-    ] {
-        list.sort();
-    }
-}
-
-fn counts(d: &Decided) -> Counts {
-    Counts {
-        taken: d.taken.len(),
-        kept: d.kept.len(),
-        converged: d.converged.len(),
-        added: d.added.len(),
-        removed: d.removed.len(),
-        conflicting: d.conflicting.len(),
-    }
-}
-
-/// What `revert` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Reverted {
-    /// The vserver.
-    pub name: String,
-    /// The skel generation the paths were reset to.
-    pub generation: u64,
-    /// The paths reset.
-    pub paths: Vec<PathBuf>,
-}
-
-/// Reset `paths` of tree vserver `name` to its skel's current version
-/// (global re-linked, local copied, static re-rendered; a directory gets
-/// the skel's metadata, its contents are left alone).
-pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted> {
-    let request = Request {
-        names: vec![name.to_string()],
-        ..Request::default()
-    };
-    let mut targets = check(config, &request)?;
-    let target = targets
-        .pop()
-        .ok_or_else(|| Error::Failed(format!("no vserver {name}")))?;
-    let to = generation::current(&target.skel.dirs)?.ok_or_else(|| {
-        Error::Failed(format!(
-            "skel {} has no recorded generation",
-            target.skel.name
-        ))
-    })?;
-    let record_n = generation::load(&target.skel.dirs, to)?;
-    let mut wanted = Vec::new();
-    for p in paths {
-        let rel = relative(p)?;
-        let entry = [Part::Static, Part::Local, Part::Global]
-            .into_iter()
-            .find_map(|part| record_n.entry(part, &rel))
-            .ok_or_else(|| {
-                Error::Failed(format!(
-                    "/{}: the skel has no such path to revert to",
-                    rel.display()
-                ))
-            })?;
-        wanted.push((rel, entry.clone()));
-    }
-    let _lock = StateFiles::new(config, name).lock()?;
-    let tree = TreeRoot::open(&Layout::new(config).vserver(name))?;
-    let tokens = tokens_of(config, &target.record);
-    let staging = Staging::create(config, &format!("revert-{name}"))?;
-    let scratch =
-        sys::open_root(staging.path()).map_err(|e| Error::io("open", staging.path(), e))?;
-    let placer = placer(config, &target.skel, &tree, scratch.as_fd(), &tokens, None)?;
-    let mut done = Vec::new();
-    for (rel, entry) in wanted {
-        let Here::At {
-            dir,
-            name: leaf,
-            stat,
-        } = observe::look(&tree, &rel)?
-        else {
-            return Err(Error::Failed(format!(
-                "{}: a parent directory is missing or not a directory",
-                tree.display(&rel).display()
-            )));
-        };
-        let v_dir = stat
-            .as_ref()
-            .is_some_and(|s| observe::kind_of(s) == Kind::Dir);
-        if entry.kind == Kind::Dir && v_dir {
-            let meta = placer.meta_of(&entry)?;
-            apply::set_dir_meta(dir.as_fd(), &leaf, &meta, &tree.display(&rel))?;
-        } else {
-            placer.put(&entry, dir.as_fd(), &leaf, &rel)?;
-        }
-        done.push(rel);
-    }
-    staging.discard()?;
-    Ok(Reverted {
-        name: name.to_string(),
-        generation: to,
-        paths: done,
-    })
-}
-
-/// A path as the vserver sees it (`/etc/motd`), relative to its root.
-fn relative(p: &Path) -> Result<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(n) => out.push(n),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "{}: not a path inside the vserver",
-                    p.display()
-                )));
-            }
-        }
-    }
-    if out.as_os_str().is_empty() {
-        return Err(Error::Usage("the vserver's root cannot be reverted".into()));
-    }
-    Ok(out)
 }
