@@ -52,9 +52,10 @@ fn main() {
     for run in 0..runs {
         let name = format!("big{run}");
         bench.fresh_vserver("usr", &name);
-        change(&usr, run);
+        let changed = change(&usr, run);
         plans.push(bench.timed(&["upgrade-vs", "--plan", &name]));
         upgrades.push(bench.timed(&["upgrade-vs", &name]));
+        bench.check_taken(&usr, &name, &changed);
         bench.run(&["remove-vs", &name]);
     }
     report("upgrade-vs --plan (process)", plans);
@@ -70,8 +71,11 @@ fn main() {
         for i in 0..VSERVERS_FOR_ALL {
             bench.fresh_vserver("minbase", &format!("m{i}"));
         }
-        change(&minbase, run);
+        let changed = change(&minbase, run);
         alls.push(bench.timed(&["upgrade-vs", "--all", "--skel", "minbase"]));
+        for i in 0..VSERVERS_FOR_ALL {
+            bench.check_taken(&minbase, &format!("m{i}"), &changed);
+        }
     }
     report(&format!("upgrade-vs --all ({VSERVERS_FOR_ALL})"), alls);
     for i in 0..VSERVERS_FOR_ALL {
@@ -147,6 +151,22 @@ impl Bench {
         SkelDirs { dir }
     }
 
+    /// The upgrade did its work: each changed path of vserver `name` is
+    /// the skel's new inode.
+    fn check_taken(&self, skel: &SkelDirs, name: &str, changed: &[PathBuf]) {
+        use std::os::unix::fs::MetadataExt;
+        for rel in changed {
+            let want = fs::symlink_metadata(skel.global().join(rel)).unwrap();
+            let have = fs::symlink_metadata(self.root.join(name).join(rel)).unwrap();
+            assert_eq!(
+                have.ino(),
+                want.ino(),
+                "{name}: {} not taken",
+                rel.display()
+            );
+        }
+    }
+
     fn fresh_vserver(&self, skel: &str, name: &str) {
         if self.root.join(name).exists() {
             self.run(&["remove-vs", name]);
@@ -169,7 +189,7 @@ fn entries(skel: &SkelDirs) -> u64 {
 
 /// Replace `CHANGED_FILES` global regular files of the skel by rename
 /// (a different set each run) and record the new generation.
-fn change(skel: &SkelDirs, run: usize) {
+fn change(skel: &SkelDirs, run: usize) -> Vec<PathBuf> {
     let progress = Progress::hidden();
     let n = generation::ensure(skel, "bench", &progress).unwrap();
     let current = generation::load(skel, n).unwrap();
@@ -179,6 +199,7 @@ fn change(skel: &SkelDirs, run: usize) {
         .filter(|e| e.part == Part::Global && e.kind == Kind::File && e.size < 1 << 20)
         .collect();
     let step = (files.len() / CHANGED_FILES).max(1);
+    let mut changed = Vec::new();
     for e in files
         .iter()
         .skip(run % step)
@@ -193,9 +214,11 @@ fn change(skel: &SkelDirs, run: usize) {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(e.mode)).unwrap();
         std::os::unix::fs::lchown(&tmp, Some(e.uid), Some(e.gid)).unwrap();
         fs::rename(&tmp, &path).unwrap();
+        changed.push(e.path.clone());
     }
     let recorded = generation::record(skel, "bench", &progress).unwrap();
     assert!(recorded.new);
+    changed
 }
 
 fn load_average() -> String {
