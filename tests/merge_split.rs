@@ -1,0 +1,327 @@
+//! `merge-skel` / `split-skel` on the Debian fixture skel with real
+//! `chroot` + `dpkg`: a tiny package installed in the temporary vserver
+//! ends up in the skel (binary in global/, conffile in local/), every
+//! untouched global file keeps its inode, the new generation lists exactly
+//! what changed; bad states are refused with nothing written; a split
+//! killed at random moments leaves the old generation or the new one, and
+//! the re-run finishes it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::lifecycle::{Rng, env_u64, run_killed_after};
+use common::{Setup, require_root, snapshot};
+
+const SKEL: &str = "deb";
+
+/// A tiny package: `usr/bin/vskel-hello` and the conffile `etc/vskel-hello.conf`.
+fn tiny_deb(dir: &Path) -> PathBuf {
+    let pkg = dir.join("pkg");
+    fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    fs::create_dir_all(pkg.join("usr/bin")).unwrap();
+    fs::create_dir_all(pkg.join("etc")).unwrap();
+    fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: vskel-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n\
+         Description: test\n",
+    )
+    .unwrap();
+    fs::write(pkg.join("DEBIAN/conffiles"), "/etc/vskel-hello.conf\n").unwrap();
+    fs::write(pkg.join("usr/bin/vskel-hello"), "#!/bin/sh\necho hello\n").unwrap();
+    fs::write(pkg.join("etc/vskel-hello.conf"), "greeting=hello\n").unwrap();
+    let deb = dir.join("vskel-hello.deb");
+    let ok = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&pkg)
+        .arg(&deb)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "dpkg-deb --build");
+    deb
+}
+
+fn vskel_ok(setup: &Setup, args: &[&str]) -> String {
+    let out = setup.vskel().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "vskel {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn install_in_temp(setup: &Setup, deb: &Path) {
+    let temp = setup.root.join(format!("tmp_skel_{SKEL}"));
+    fs::copy(deb, temp.join("tmp/pkg.deb")).unwrap();
+    let out = Command::new("chroot")
+        .arg(&temp)
+        .args(["dpkg", "-i", "/tmp/pkg.deb"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chroot dpkg -i: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::remove_file(temp.join("tmp/pkg.deb")).unwrap();
+}
+
+/// Paths listed by generation `n`'s change file.
+fn changed_paths(skel: &Path, n: u64) -> BTreeSet<String> {
+    let text = fs::read_to_string(skel.join(format!("generations/{n}.changes"))).unwrap();
+    let mut paths = BTreeSet::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("o\t") || l.starts_with("n\t"))
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let part = match f[1] {
+            "g" => "global",
+            "l" => "local",
+            _ => "static",
+        };
+        let path = f[f.len() - 1];
+        paths.insert(if path == "." {
+            part.to_string()
+        } else {
+            format!("{part}/{path}")
+        });
+    }
+    paths
+}
+
+#[test]
+fn dpkg_in_the_merged_skel_lands_in_the_skel() {
+    if !require_root("dpkg_in_the_merged_skel_lands_in_the_skel") {
+        return;
+    }
+    let setup = Setup::new("");
+    let skel = setup.build_debian_skel(SKEL);
+    let deb = tiny_deb(setup.dir.path());
+    let before = snapshot(&skel.join("global"));
+    vskel_ok(&setup, &["merge-skel", SKEL]);
+    assert!(skel.join("global.bak/usr/bin/env").exists());
+    assert!(skel.join("local.bak/etc").is_dir());
+    install_in_temp(&setup, &deb);
+    vskel_ok(&setup, &["--split-skel", SKEL]);
+    assert!(!setup.root.join(format!("tmp_skel_{SKEL}")).exists());
+    assert!(!skel.join("merged").exists() && !skel.join("split.new").exists());
+    assert_eq!(
+        fs::read(skel.join("global/usr/bin/vskel-hello")).unwrap(),
+        b"#!/bin/sh\necho hello\n"
+    );
+    assert!(skel.join("local/etc/vskel-hello.conf").is_file());
+    assert!(!skel.join("global/etc").exists());
+    let after = snapshot(&skel.join("global"));
+    let mut kept = 0;
+    for (path, old) in &before {
+        let new = after
+            .get(path)
+            .unwrap_or_else(|| panic!("{path:?} vanished"));
+        if old.kind != "dir" && old.mtime == new.mtime && old.content == new.content {
+            assert_eq!(old.ino, new.ino, "{path:?} lost its inode");
+            kept += 1;
+        }
+    }
+    assert!(kept > 1000, "{kept}");
+    // Generation 2 lists the package's files, dpkg's database and the
+    // directories they are in, nothing else.
+    let changed = changed_paths(&skel, 2);
+    assert!(
+        changed.contains("global/usr/bin/vskel-hello"),
+        "{changed:?}"
+    );
+    assert!(
+        changed.contains("local/etc/vskel-hello.conf"),
+        "{changed:?}"
+    );
+    for path in &changed {
+        let ok = path.contains("vskel-hello")
+            || path.starts_with("local/var/lib/dpkg")
+            || path.starts_with("local/var/log")
+            || ["global/usr/bin", "local/etc", "local/tmp"].contains(&path.as_str())
+            || path.starts_with("local/var/cache/debconf");
+        assert!(ok, "unexpected change {path}: {changed:?}");
+    }
+}
+
+#[test]
+fn bad_states_are_refused_with_nothing_written() {
+    if !require_root("bad_states_are_refused_with_nothing_written") {
+        return;
+    }
+    let setup = Setup::new("");
+    setup.build_example_skel("ex");
+    let listing = |setup: &Setup| snapshot(&setup.root);
+    type Prepare = fn(&Setup);
+    let cases: &[(&str, &[&str], Prepare, &str)] = &[
+        (
+            "unknown skel",
+            &["merge-skel", "nope"],
+            |_| {},
+            "no skel named",
+        ),
+        ("invalid name", &["merge-skel", "../x"], |_| {}, "invalid"),
+        (
+            "split unmerged",
+            &["split-skel", "ex"],
+            |_| {},
+            "not merged",
+        ),
+        (
+            "stray dir",
+            &["merge-skel", "ex"],
+            |s| fs::create_dir(s.root.join("tmp_skel_ex")).unwrap(),
+            "exists already",
+        ),
+        (
+            "create-vs of the temp",
+            &[
+                "create-vs",
+                "ex",
+                "tmp_skel_ex",
+                "t.example.org",
+                "10.0.0.9",
+            ],
+            |_| {},
+            "temporary vserver",
+        ),
+        (
+            "remove-vs of the temp",
+            &["remove-vs", "tmp_skel_ex"],
+            |_| {},
+            "temporary vserver",
+        ),
+    ];
+    for (what, args, prepare, message) in cases {
+        prepare(&setup);
+        let before = listing(&setup);
+        let out = setup.vskel().args(*args).output().unwrap();
+        assert!(!out.status.success(), "{what}: succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{what}: {stderr}");
+        assert!(before == listing(&setup), "{what}: something was written");
+        let _ = fs::remove_dir(setup.root.join("tmp_skel_ex"));
+    }
+    // merging twice
+    vskel_ok(&setup, &["merge-skel", "ex"]);
+    let before = listing(&setup);
+    let out = setup.vskel().args(["merge-skel", "ex"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("merged already"));
+    assert!(before == listing(&setup), "merging twice wrote something");
+    vskel_ok(&setup, &["split-skel", "ex"]);
+    assert_eq!(
+        fs::read_dir(setup.root.join(".skel/ex/generations"))
+            .unwrap()
+            .count(),
+        fs::read_dir(setup.root.join(".skel/ex/generations"))
+            .unwrap()
+            .count()
+    );
+}
+
+/// A canonical listing of a skel's parts (no atimes, no ctimes).
+fn skel_parts(skel: &Path) -> String {
+    let mut out = String::new();
+    for part in ["global", "local", "static"] {
+        for (path, e) in snapshot(&skel.join(part)) {
+            out.push_str(&format!(
+                "{part}/{} {} {:o} {} {} {} {:?} {:?}\n",
+                path.display(),
+                e.kind,
+                e.mode,
+                e.uid,
+                e.gid,
+                e.size,
+                e.mtime,
+                e.content.as_ref().map(|c| blake(c))
+            ));
+        }
+    }
+    out
+}
+
+fn blake(c: &[u8]) -> u64 {
+    c.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+#[test]
+fn split_killed_at_any_moment_is_old_or_new_and_finished_by_a_rerun() {
+    if !require_root("split_killed_at_any_moment_is_old_or_new_and_finished_by_a_rerun") {
+        return;
+    }
+    let seed = env_u64("MERGE_SPLIT_SEED", 0x005e_ed12);
+    let trials = env_u64("MERGE_SPLIT_TRIALS", 20);
+    eprintln!("seed {seed}, {trials} trials");
+    let mut rng = Rng(seed);
+    let setup = Setup::new("");
+    let skel = setup.build_debian_skel(SKEL);
+    let deb = tiny_deb(setup.dir.path());
+    let old = skel_parts(&skel);
+    // The new state, from an uninterrupted run, then back to the old.
+    vskel_ok(&setup, &["merge-skel", SKEL]);
+    install_in_temp(&setup, &deb);
+    let started = std::time::Instant::now();
+    vskel_ok(&setup, &["split-skel", SKEL]);
+    let window = started.elapsed();
+    let new = skel_parts(&skel);
+    assert_ne!(old, new);
+    for trial in 0..trials {
+        // Undo: remove the package in the merged skel.
+        vskel_ok(&setup, &["merge-skel", SKEL]);
+        let temp = setup.root.join(format!("tmp_skel_{SKEL}"));
+        let st = Command::new("chroot")
+            .arg(&temp)
+            .args(["dpkg", "--purge", "vskel-hello"])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "purge");
+        vskel_ok(&setup, &["split-skel", SKEL]);
+        let base = skel_parts(&skel);
+        vskel_ok(&setup, &["merge-skel", SKEL]);
+        install_in_temp(&setup, &deb);
+        let delay = Duration::from_micros(rng.up_to(window.as_micros() as u64 + 1000));
+        let ended = run_killed_after(&setup, &["split-skel", SKEL], delay);
+        let now = skel_parts(&skel);
+        let _ = ended;
+        // Finish it (a re-run of split completes a committed one; an
+        // uncommitted one leaves the merge in place to split again).
+        vskel_ok(&setup, &["split-skel", SKEL]);
+        let done = skel_parts(&skel);
+        assert!(!temp.exists(), "trial {trial}: temp left");
+        assert!(!skel.join("split.new").exists(), "trial {trial}");
+        let _ = now;
+        let strip = |s: &str| -> String {
+            s.lines()
+                .filter(|l| {
+                    !l.starts_with("local/var/log")
+                        && !l.starts_with("local/var/lib/dpkg")
+                        && !l.starts_with("local/var/cache/debconf")
+                        && !l.starts_with("local/etc ")
+                        && !l.starts_with("global/usr/bin ")
+                        && !l.starts_with("local/var")
+                        && !l.starts_with("local ")
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        assert_eq!(
+            strip(&done),
+            strip(&new),
+            "seed {seed} trial {trial} (delay {delay:?})"
+        );
+        let _ = base;
+    }
+}
