@@ -103,15 +103,30 @@ fn dpkg_in_the_merged_skel_lands_in_the_skel() {
     if !require_root("dpkg_in_the_merged_skel_lands_in_the_skel") {
         return;
     }
-    let setup = Setup::new("");
+    dpkg_round(&Setup::new(""), false);
+}
+
+/// With `protect = "immutable"` the temporary vserver's global files are
+/// copies (dpkg cannot rename over an immutable file), and split still
+/// keeps every unchanged skel inode, protected.
+#[test]
+fn dpkg_in_a_protected_merged_skel_lands_in_the_skel() {
+    if !require_root("dpkg_in_a_protected_merged_skel_lands_in_the_skel") {
+        return;
+    }
+    let protected = common::lifecycle::ProtectedSetup::new();
+    dpkg_round(&protected.setup, true);
+}
+
+fn dpkg_round(setup: &Setup, protected: bool) {
     let skel = setup.build_debian_skel(SKEL);
     let deb = tiny_deb(setup.dir.path());
     let before = snapshot(&skel.join("global"));
-    vskel_ok(&setup, &["merge-skel", SKEL]);
+    vskel_ok(setup, &["merge-skel", SKEL]);
     assert!(skel.join("global.bak/usr/bin/env").exists());
     assert!(skel.join("local.bak/etc").is_dir());
-    install_in_temp(&setup, &deb);
-    vskel_ok(&setup, &["--split-skel", SKEL]);
+    install_in_temp(setup, &deb);
+    vskel_ok(setup, &["--split-skel", SKEL]);
     assert!(!setup.root.join(format!("tmp_skel_{SKEL}")).exists());
     assert!(!skel.join("merged").exists() && !skel.join("split.new").exists());
     assert_eq!(
@@ -132,6 +147,10 @@ fn dpkg_in_the_merged_skel_lands_in_the_skel() {
         }
     }
     assert!(kept > 1000, "{kept}");
+    if protected {
+        let lacking = common::lifecycle::lacking_immutable(&skel.join("global"));
+        assert!(lacking.is_empty(), "{} global files lack +i", lacking.len());
+    }
     // Generation 2 lists the package's files, dpkg's database and the
     // directories they are in, nothing else.
     let changed = changed_paths(&skel, 2);

@@ -4,7 +4,9 @@
 //!
 //! The temporary vserver is a tree: global/ hard-linked (dpkg replaces a
 //! file by rename, so a changed file gets a new inode and the skel's stays
-//! as it was), local/ copied (maintainer scripts and logs write in place).
+//! as it was; copied instead when global files are protected, since a
+//! rename over an immutable file fails), local/ copied (maintainer scripts
+//! and logs write in place).
 //! local/ brings the skel's `dev/` nodes and `tmp/` (1777). Before it is
 //! put in place, `global.bak/` and `local.bak/` are remade as hard-linked
 //! snapshots of the skel (VSkel keeps them too) and the skel's `merged`
@@ -24,7 +26,7 @@ use crate::progress::Progress;
 use crate::staging::{Staging, split_parent};
 use crate::tree::TreeRoot;
 use crate::tree::copy::{CopyCounts, CopyOptions, Everything, How, Target, copy_tree};
-use crate::{generation, sys};
+use crate::{generation, protect, sys};
 
 /// What `merge-skel` made.
 #[derive(Debug, Clone, Serialize)]
@@ -42,13 +44,7 @@ pub struct MergeReport {
 /// Merge skel `name` into `<root>/tmp_skel_NAME`.
 pub fn merge_skel(config: &Config, name: &str, progress: &Progress) -> Result<MergeReport> {
     let skel = Skel::open(config, name)?;
-    if config.protect != Protect::None {
-        return Err(Error::Usage(format!(
-            "merge-skel needs protect = \"none\" (it is \"{:?}\"): dpkg replaces files by \
-             rename, which an immutable global file refuses",
-            config.protect
-        )));
-    }
+    protect::check_supported(config.protect)?;
     refuse(config, &skel)?; // before the lock writes its file; again under it
     let _lock = lifecycle::lock(&skel)?;
     lifecycle::finish_interrupted_split(config, &skel, progress)?;
@@ -83,9 +79,16 @@ pub fn merge_skel(config: &Config, name: &str, progress: &Progress) -> Result<Me
     progress.start(&format!("merging skel {name}"));
     let global = TreeRoot::open(&skel.global())?;
     let local = TreeRoot::open(&skel.local())?;
+    // A protected global file is immutable, and dpkg's rename over it
+    // fails (EPERM): then global/ is copied too.
+    let global_how = if config.protect == Protect::None {
+        How::Link
+    } else {
+        How::Copy
+    };
     let mut counts = CopyCounts::default();
     for (source, into, how) in [
-        (&global, &tree, How::Link),
+        (&global, &tree, global_how),
         (&local, &tree, How::Copy),
         (&global, &global_bak, How::Link),
         (&local, &local_bak, How::Link),

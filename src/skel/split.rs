@@ -10,7 +10,8 @@
 //! that can each be done again. A run killed before the journal leaves
 //! the skel as it was (the next merge/split removes `split.new`); one
 //! killed after it is finished by the next `split-skel` or `merge-skel`.
-//! Then the new generation is recorded and the temporary vserver removed.
+//! Then global/ is protected again (`protect`), the new generation
+//! recorded and the temporary vserver removed.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -31,8 +32,8 @@ use crate::staging::{Staging, make_private_dir, split_parent};
 use crate::tree::TreeRoot;
 use crate::tree::compare::{CompareSpec, Side, same_entry};
 use crate::tree::meta::Meta;
-use crate::tree::remove::remove_tree_at;
-use crate::{generation, sys};
+use crate::tree::remove::{remove_tree_at, unlink_entry};
+use crate::{generation, protect, sys};
 
 /// The journal's name in `split.new/`.
 const COMMIT: &str = "COMMIT";
@@ -170,6 +171,7 @@ fn finish(config: &Config, skel: &Skel, ops: &[Op], progress: &Progress) -> Resu
     for op in ops {
         apply(&parts, stage.as_fd(), op)?;
     }
+    protect::protect_tree(&parts[0], config.protect)?;
     let temp_path = temp_path(config, &skel.name);
     if exists(&temp_path)? {
         let temp = TreeRoot::open(&temp_path)?;
@@ -435,8 +437,16 @@ fn apply(parts: &[TreeRoot; 2], stage: BorrowedFd<'_>, op: &Op) -> Result<()> {
             if current.as_ref().map(kind) == Some(FileType::Directory) {
                 remove_tree_at(dir.as_fd(), &name).map_err(|e| Error::io("remove", &shown, e))?;
             }
-            sys::rename_replace(stage, &staged, dir.as_fd(), &name)
-                .map_err(|e| Error::io("rename into place", &shown, e))?;
+            match sys::rename_replace(stage, &staged, dir.as_fd(), &name) {
+                // An immutable (protected) entry refuses to be replaced:
+                // unlink it (crash-safely, see `tree::unlock`), then rename.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && current.is_some() => {
+                    unlink_entry(dir.as_fd(), &name).map_err(|e| Error::io("remove", &shown, e))?;
+                    sys::rename_replace(stage, &staged, dir.as_fd(), &name)
+                        .map_err(|e| Error::io("rename into place", &shown, e))?;
+                }
+                other => other.map_err(|e| Error::io("rename into place", &shown, e))?,
+            }
         }
     }
     Ok(())
