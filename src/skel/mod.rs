@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod devnodes;
+mod journal;
 pub mod lifecycle;
 pub mod merge;
 pub mod policy;

@@ -15,13 +15,13 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::FileType;
 use serde::Serialize;
 
 use super::Skel;
+use super::journal::{Op, decode, encode};
 use super::lifecycle::{self, exists};
 use super::policy::{STATIC_ETC_FILES, WRITTEN_ETC_FILES};
 use crate::config::Config;
@@ -55,17 +55,6 @@ pub struct SplitReport {
     pub removed: u64,
     /// Directories made.
     pub dirs: u64,
-}
-
-/// One step of a split; each can be done again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
-    /// Remove the entry (a directory with all it holds) if present.
-    Remove(usize, PathBuf),
-    /// Make the directory if missing (replacing a non-directory).
-    MakeDir(usize, PathBuf),
-    /// Rename `split.new/N` over the entry, if `N` is still there.
-    Put(usize, PathBuf, u64),
 }
 
 /// Where an entry of the temporary vserver goes.
@@ -460,38 +449,10 @@ fn sync_dir_meta(
     parts: &[TreeRoot; 2],
     rel: &Path,
 ) -> Result<()> {
-    let tdir = temp.open_dir(rel)?;
-    let want = Meta::from_stat(
-        &sys::fstat(tdir.as_fd()).map_err(|e| Error::io("stat", temp.display(rel), e))?,
-    )
-    .with_xattrs(tdir.as_fd())
-    .map_err(|e| Error::io("read xattrs", temp.display(rel), e))?;
-    for part in parts {
-        let Some(pd) = open_opt(part, rel)? else {
-            continue;
-        };
-        let have = Meta::from_stat(
-            &sys::fstat(pd.as_fd()).map_err(|e| Error::io("stat", part.display(rel), e))?,
-        )
-        .with_xattrs(pd.as_fd())
-        .map_err(|e| Error::io("read xattrs", part.display(rel), e))?;
-        let mut wx = want.xattrs.clone();
-        let mut hx = have.xattrs.clone();
-        wx.sort();
-        hx.sort();
-        if want.mode != have.mode
-            || want.uid != have.uid
-            || want.gid != have.gid
-            || want.times.mtime != have.times.mtime
-            || wx != hx
-        {
-            want.apply_to_fd(pd.as_fd())
-                .map_err(|e| Error::io("set metadata", part.display(rel), e))?;
-        }
-    }
-    for entry in sys::read_dir(tdir.as_fd())
-        .map_err(|e| Error::io("read directory", temp.display(rel), e))?
-    {
+    let tdir = sync_meta_at(temp, parts, rel)?;
+    let entries = sys::read_dir(tdir.as_fd())
+        .map_err(|e| Error::io("read directory", temp.display(rel), e))?;
+    for entry in entries {
         let crel = rel.join(sys::os_name(&entry.name));
         let Some(st) = stat_opt(tdir.as_fd(), &entry.name, &crel)? else {
             continue;
@@ -501,105 +462,48 @@ fn sync_dir_meta(
         }
         match classify(config, &crel, FileType::Directory) {
             Class::Into(_, true) => sync_dir_meta(config, temp, parts, &crel)?,
-            Class::Into(_, false) => {
-                // its own metadata only
-                sync_dir_meta_only(temp, parts, &crel)?;
-            }
+            Class::Into(_, false) => drop(sync_meta_at(temp, parts, &crel)?),
             Class::Skip => {}
         }
     }
     Ok(())
 }
 
-fn sync_dir_meta_only(temp: &TreeRoot, parts: &[TreeRoot; 2], rel: &Path) -> Result<()> {
+/// Give the parts' directories `rel` the temporary vserver's metadata
+/// (owner, mode, mtime, xattrs) where it differs; returns the temporary
+/// vserver's directory.
+fn sync_meta_at(temp: &TreeRoot, parts: &[TreeRoot; 2], rel: &Path) -> Result<OwnedFd> {
+    let meta_of = |tree: &TreeRoot, fd: BorrowedFd<'_>| -> Result<Meta> {
+        let st = sys::fstat(fd).map_err(|e| Error::io("stat", tree.display(rel), e))?;
+        let mut meta = Meta::from_stat(&st)
+            .with_xattrs(fd)
+            .map_err(|e| Error::io("read xattrs", tree.display(rel), e))?;
+        meta.xattrs.sort();
+        Ok(meta)
+    };
     let tdir = temp.open_dir(rel)?;
-    let want = Meta::from_stat(
-        &sys::fstat(tdir.as_fd()).map_err(|e| Error::io("stat", temp.display(rel), e))?,
-    )
-    .with_xattrs(tdir.as_fd())
-    .map_err(|e| Error::io("read xattrs", temp.display(rel), e))?;
+    let want = meta_of(temp, tdir.as_fd())?;
     for part in parts {
-        if let Some(pd) = open_opt(part, rel)? {
-            let have = Meta::from_stat(
-                &sys::fstat(pd.as_fd()).map_err(|e| Error::io("stat", part.display(rel), e))?,
-            );
-            if want.mode != have.mode
-                || want.times.mtime != have.times.mtime
-                || want.uid != have.uid
-            {
-                want.apply_to_fd(pd.as_fd())
-                    .map_err(|e| Error::io("set metadata", part.display(rel), e))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn encode(ops: &[Op]) -> Vec<u8> {
-    let mut out = String::from("vskel split journal 1\n");
-    for op in ops {
-        let line = match op {
-            Op::Remove(p, rel) => format!("R\t{p}\t{}\n", hex(rel.as_os_str().as_bytes())),
-            Op::MakeDir(p, rel) => format!("D\t{p}\t{}\n", hex(rel.as_os_str().as_bytes())),
-            Op::Put(p, rel, n) => format!("P\t{p}\t{}\t{n}\n", hex(rel.as_os_str().as_bytes())),
+        let Some(pd) = open_opt(part, rel)? else {
+            continue;
         };
-        out.push_str(&line);
-    }
-    out.push_str("end\n");
-    out.into_bytes()
-}
-
-fn decode(text: &[u8]) -> Option<Vec<Op>> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut lines = text.lines();
-    if lines.next()? != "vskel split journal 1" {
-        return None;
-    }
-    let mut ops = Vec::new();
-    for line in lines {
-        if line == "end" {
-            return Some(ops);
+        let have = meta_of(part, pd.as_fd())?;
+        if (
+            want.mode,
+            want.uid,
+            want.gid,
+            want.times.mtime,
+            &want.xattrs,
+        ) != (
+            have.mode,
+            have.uid,
+            have.gid,
+            have.times.mtime,
+            &have.xattrs,
+        ) {
+            want.apply_to_fd(pd.as_fd())
+                .map_err(|e| Error::io("set metadata", part.display(rel), e))?;
         }
-        let f: Vec<&str> = line.split('\t').collect();
-        let p: usize = f.get(1)?.parse().ok().filter(|p| *p < 2)?;
-        let rel = PathBuf::from(OsStr::from_bytes(&unhex(f.get(2)?)?));
-        ops.push(match *f.first()? {
-            "R" => Op::Remove(p, rel),
-            "D" => Op::MakeDir(p, rel),
-            "P" => Op::Put(p, rel, f.get(3)?.parse().ok()?),
-            _ => return None,
-        });
     }
-    None // no end line: cut short
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn journal_round_trips() {
-        let ops = vec![
-            Op::Remove(1, PathBuf::from("var/a\tb")),
-            Op::MakeDir(0, PathBuf::from("usr/share/x")),
-            Op::Put(0, PathBuf::from("usr/bin/x\ny"), 7),
-        ];
-        assert_eq!(decode(&encode(&ops)), Some(ops.clone()));
-        let cut = encode(&ops);
-        assert_eq!(decode(&cut[..cut.len() - 4]), None);
-    }
+    Ok(tdir)
 }
