@@ -84,6 +84,18 @@ pub const GENERATION_RECORD_EXT: &str = "record";
 pub const GENERATION_CHANGES_EXT: &str = "changes";
 /// Lock file serialising the recording of a skel's generations.
 const GENERATIONS_LOCK: &str = ".lock";
+/// A merged skel's snapshot of global/ (`merge-skel`).
+const GLOBAL_BAK: &str = "global.bak";
+/// A merged skel's snapshot of local/ (`merge-skel`).
+const LOCAL_BAK: &str = "local.bak";
+/// Marks a skel as merged into its temporary vserver.
+const MERGED_MARKER: &str = "merged";
+/// The lock of `merge-skel` and `split-skel`.
+const LIFECYCLE_LOCK: &str = "lifecycle.lock";
+/// Where `split-skel` builds the new parts.
+const SPLIT_DIR: &str = "split.new";
+/// The prefix of a skel's temporary vserver: `tmp_skel_SKEL` (VSkel's name).
+pub const TEMP_VSERVER_PREFIX: &str = "tmp_skel_";
 
 /// A view's writable layer.
 pub const UPPER: &str = "upper";
@@ -148,6 +160,11 @@ impl<'a> Layout<'a> {
         ViewDirs {
             dir: self.views().join(name),
         }
+    }
+
+    /// The name of skel `skel`'s temporary vserver: `tmp_skel_SKEL`.
+    pub fn temp_vserver_name(skel: &str) -> String {
+        format!("{TEMP_VSERVER_PREFIX}{skel}")
     }
 
     /// vskel's private state: `<root>/.vskel`.
@@ -245,6 +262,33 @@ impl SkelDirs {
     /// `configfile`.
     pub fn configfile(&self) -> PathBuf {
         self.dir.join(CONFIGFILE)
+    }
+
+    /// `global.bak/`: global/ as it was at the last `merge-skel`.
+    pub fn global_bak(&self) -> PathBuf {
+        self.dir.join(GLOBAL_BAK)
+    }
+
+    /// `local.bak/`: local/ as it was at the last `merge-skel`.
+    pub fn local_bak(&self) -> PathBuf {
+        self.dir.join(LOCAL_BAK)
+    }
+
+    /// `merged`: present while the skel is merged into its temporary
+    /// vserver (`merge-skel` wrote it, `split-skel` removes it).
+    pub fn merged_marker(&self) -> PathBuf {
+        self.dir.join(MERGED_MARKER)
+    }
+
+    /// `lifecycle.lock`: held by `merge-skel` and `split-skel`.
+    pub fn lifecycle_lock(&self) -> PathBuf {
+        self.dir.join(LIFECYCLE_LOCK)
+    }
+
+    /// `split.new/`: where `split-skel` builds the new global/ and local/
+    /// (and its journal, `split.new/COMMIT`) before swapping them in.
+    pub fn split_dir(&self) -> PathBuf {
+        self.dir.join(SPLIT_DIR)
     }
 
     /// `generations/`: the skel's recorded generations.

@@ -7,6 +7,7 @@ mod create_vs;
 mod legacy;
 mod list;
 mod materialize;
+mod merge_skel;
 mod mount;
 mod mount_helper;
 mod output;
@@ -14,6 +15,7 @@ mod overlay;
 mod prompt;
 mod remove_vs;
 mod revert;
+mod split_skel;
 mod sync;
 mod unmount;
 mod upgrade_vs;
@@ -59,10 +61,12 @@ enum Command {
     CreateVs(create_vs::Args),
     List(list::Args),
     Materialize(materialize::Args),
+    MergeSkel(merge_skel::Args),
     Mount(mount::Args),
     Overlay(overlay::Args),
     RemoveVs(remove_vs::Args),
     Revert(revert::Args),
+    SplitSkel(split_skel::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
     UpgradeVs(upgrade_vs::Args),
@@ -178,10 +182,12 @@ fn run(cli: &Cli) -> Result<()> {
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
+        Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
+        Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args),

@@ -1,4 +1,5 @@
-//! Skels on disk: their layout, and building a new one (`build-skel`).
+//! Skels on disk: their layout, building a new one (`build-skel`), and
+//! changing one through its temporary vserver (`merge-skel`, `split-skel`).
 //!
 //! A skel is `<root>/.skel/<name>/` holding `global/` (hard-linked into
 //! every vserver), `local/` (copied), `static/` (copied with tokens
@@ -7,7 +8,11 @@
 
 pub mod build;
 pub mod devnodes;
+mod journal;
+pub mod lifecycle;
+pub mod merge;
 pub mod policy;
+pub mod split;
 
 use std::path::PathBuf;
 

@@ -113,6 +113,7 @@ pub struct Created {
 /// Check a request completely, writing nothing; returns the skel.
 pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
     validate_name("vserver name", &request.name)?;
+    crate::skel::lifecycle::refuse_temp_vserver(config, &request.name)?;
     validate_fqdn(&request.fqdn)?;
     let ip = parse_vserver_ip(&request.ip, request.loopback)?;
     if is_loopback(ip) {

@@ -88,6 +88,7 @@ pub struct Removed {
 /// record) is refused unless `force_unregistered` says to remove it.
 pub fn remove_vs(config: &Config, name: &str, force_unregistered: bool) -> Result<Removed> {
     validate_name("vserver name", name)?;
+    crate::skel::lifecycle::refuse_temp_vserver(config, name)?;
     // Refuse what there is nothing to do for, or must not be done, before
     // taking the lock (which writes its file): then once more under it.
     refuse(config, name, force_unregistered)?;

@@ -1,0 +1,509 @@
+//! `split-skel`: turn the temporary vserver `<root>/tmp_skel_SKEL` back
+//! into the skel, with the configured `global` rules (the same placement
+//! as `build-skel`; static/ is never touched), keeping the skel's inode
+//! (and directory) for every entry that did not change.
+//!
+//! Atomic through a journal: the changes are planned against the skel,
+//! every new or changed entry hard-linked into `<skel>/split.new/N`, and
+//! the list of operations written durably as `split.new/COMMIT`. Only then
+//! is the skel changed (renames, removals, directory metadata), by steps
+//! that can each be done again. A run killed before the journal leaves
+//! the skel as it was (the next merge/split removes `split.new`); one
+//! killed after it is finished by the next `split-skel` or `merge-skel`.
+//! Then global/ is protected again (`protect`), the new generation
+//! recorded and the temporary vserver removed.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::FileType;
+use serde::Serialize;
+
+use super::Skel;
+use super::journal::{Op, decode, encode};
+use super::lifecycle::{self, exists};
+use super::policy::{STATIC_ETC_FILES, WRITTEN_ETC_FILES};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::progress::Progress;
+use crate::staging::{Staging, make_private_dir, split_parent};
+use crate::tree::TreeRoot;
+use crate::tree::compare::{CompareSpec, Side, same_entry};
+use crate::tree::meta::Meta;
+use crate::tree::remove::{remove_tree_at, unlink_entry};
+use crate::{generation, protect, sys};
+
+/// The journal's name in `split.new/`.
+const COMMIT: &str = "COMMIT";
+/// Top-level directories whose contents are not the skel's.
+const KEPT_EMPTY: &[&str] = &["sys", "run", "tmp", "home", "root"];
+/// Top-level directories never taken back.
+const NOT_TAKEN: &[&str] = &["proc"];
+
+/// What `split-skel` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitReport {
+    /// The skel.
+    pub skel: String,
+    /// Its generation now.
+    pub generation: u64,
+    /// Entries added or replaced.
+    pub put: u64,
+    /// Entries removed.
+    pub removed: u64,
+    /// Directories made.
+    pub dirs: u64,
+}
+
+/// Where an entry of the temporary vserver goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Skip,
+    /// Into part 0 (global) or 1 (local), and whether a directory's
+    /// contents are taken too.
+    Into(usize, bool),
+}
+
+/// Split skel `name`'s temporary vserver back into it.
+pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<SplitReport> {
+    let skel = Skel::open(config, name)?;
+    let pending = exists(&skel.dirs.split_dir())?;
+    if !pending && !lifecycle::is_merged(config, &skel)? {
+        return Err(not_merged(name));
+    }
+    let _lock = lifecycle::lock(&skel)?;
+    if recover(config, &skel, progress)? {
+        let generation = generation::current(&skel.dirs)?.unwrap_or(0);
+        return Ok(SplitReport {
+            skel: name.to_string(),
+            generation,
+            put: 0,
+            removed: 0,
+            dirs: 0,
+        });
+    }
+    if !lifecycle::is_merged(config, &skel)? {
+        return Err(not_merged(name));
+    }
+    let temp_path = temp_path(config, name);
+    let temp = TreeRoot::open(&temp_path)?;
+    let split_dir = skel.dirs.split_dir();
+    make_private_dir(&split_dir)?;
+    let stage =
+        sys::open_root(&split_dir).map_err(|e| Error::io("open directory", &split_dir, e))?;
+    let parts = [
+        TreeRoot::open(&skel.global())?,
+        TreeRoot::open(&skel.local())?,
+    ];
+    progress.start(&format!("splitting skel {name}"));
+    let mut planner = Planner {
+        config,
+        temp: &temp,
+        parts: &parts,
+        stage: stage.as_fd(),
+        ops: Vec::new(),
+        next: 0,
+    };
+    planner.walk(Path::new(""))?;
+    let ops = planner.ops;
+    sys::syncfs(stage.as_fd()).map_err(|e| Error::io("flush to disk", &split_dir, e))?;
+    lifecycle::write_durably(&split_dir.join(COMMIT), &encode(&ops))?;
+    let mut report = SplitReport {
+        skel: name.to_string(),
+        generation: 0,
+        put: ops.iter().filter(|o| matches!(o, Op::Put(..))).count() as u64,
+        removed: ops.iter().filter(|o| matches!(o, Op::Remove(..))).count() as u64,
+        dirs: ops.iter().filter(|o| matches!(o, Op::MakeDir(..))).count() as u64,
+    };
+    report.generation = finish(config, &skel, &ops, progress)?;
+    progress.finish();
+    Ok(report)
+}
+
+/// Finish or roll back an interrupted split of `skel`; true if one was
+/// finished.
+pub fn recover(config: &Config, skel: &Skel, progress: &Progress) -> Result<bool> {
+    let split_dir = skel.dirs.split_dir();
+    if !exists(&split_dir)? {
+        return Ok(false);
+    }
+    let journal = split_dir.join(COMMIT);
+    match std::fs::read(&journal) {
+        Ok(text) => {
+            let ops = decode(&text).ok_or_else(|| {
+                Error::Failed(format!("{}: damaged split journal", journal.display()))
+            })?;
+            tracing::warn!("finishing an interrupted split-skel of {}", skel.name);
+            finish(config, skel, &ops, progress)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            remove_path(&split_dir)?;
+            Ok(false)
+        }
+        Err(e) => Err(Error::io("read", &journal, e)),
+    }
+}
+
+/// Apply the journalled `ops`, the directories' metadata, record the
+/// generation and clean up; every step can be done again.
+fn finish(config: &Config, skel: &Skel, ops: &[Op], progress: &Progress) -> Result<u64> {
+    let split_dir = skel.dirs.split_dir();
+    let stage =
+        sys::open_root(&split_dir).map_err(|e| Error::io("open directory", &split_dir, e))?;
+    let parts = [
+        TreeRoot::open(&skel.global())?,
+        TreeRoot::open(&skel.local())?,
+    ];
+    for op in ops {
+        apply(&parts, stage.as_fd(), op)?;
+    }
+    protect::protect_tree(&parts[0], config.protect)?;
+    let temp_path = temp_path(config, &skel.name);
+    if exists(&temp_path)? {
+        let temp = TreeRoot::open(&temp_path)?;
+        sync_dir_meta(config, &temp, &parts, Path::new(""))?;
+    }
+    for part in &parts {
+        sys::syncfs(part.fd()).map_err(|e| Error::io("flush to disk", part.path(), e))?;
+    }
+    let generation = generation::record(&skel.dirs, "split-skel", progress)?.generation;
+    if exists(&temp_path)? {
+        let staging = Staging::create(config, &format!("split-{}", skel.name))?;
+        let (parent, name) = split_parent(&temp_path)?;
+        let pfd = sys::open_root(parent).map_err(|e| Error::io("open directory", parent, e))?;
+        let sfd = sys::open_root(staging.path())
+            .map_err(|e| Error::io("open directory", staging.path(), e))?;
+        sys::rename_noreplace(pfd.as_fd(), &name, sfd.as_fd(), &name)
+            .map_err(|e| Error::io("move away", &temp_path, e))?;
+        staging.discard()?;
+    }
+    let marker = skel.dirs.merged_marker();
+    if exists(&marker)? {
+        std::fs::remove_file(&marker).map_err(|e| Error::io("remove", &marker, e))?;
+    }
+    remove_path(&split_dir)?;
+    Ok(generation)
+}
+
+fn not_merged(name: &str) -> Error {
+    Error::Usage(format!(
+        "skel \"{name}\" is not merged: there is nothing to split (`vskel merge-skel {name}` \
+         makes its temporary vserver)"
+    ))
+}
+
+fn temp_path(config: &Config, skel: &str) -> PathBuf {
+    Layout::new(config).vserver(&Layout::temp_vserver_name(skel))
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    let (parent, name) = split_parent(path)?;
+    let pfd = sys::open_root(parent).map_err(|e| Error::io("open directory", parent, e))?;
+    match remove_tree_at(pfd.as_fd(), &name) {
+        Ok(()) => Ok(()),
+        Err(e) if sys::is_absent(&e) => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Where `rel` (of type `file_type`) of the temporary vserver goes.
+fn classify(config: &Config, rel: &Path, file_type: FileType) -> Class {
+    let components: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some(name) = components.last().copied() else {
+        return Class::Into(1, true);
+    };
+    let is_dir = file_type == FileType::Directory;
+    if (is_dir && name == "lost+found") || config.exclude.matches(rel) {
+        return Class::Skip;
+    }
+    let part = if config.global.is_global(rel) { 0 } else { 1 };
+    if components.len() == 1 {
+        if NOT_TAKEN.iter().any(|n| name == *n) {
+            return Class::Skip;
+        }
+        if is_dir && KEPT_EMPTY.iter().any(|n| name == *n) {
+            return Class::Into(part, false);
+        }
+    }
+    if components.len() == 2
+        && components[0] == "etc"
+        && (STATIC_ETC_FILES.iter().any(|n| name == *n)
+            || WRITTEN_ETC_FILES.iter().any(|n| name == *n))
+    {
+        return Class::Skip; // static/'s, never touched
+    }
+    Class::Into(part, true)
+}
+
+struct Planner<'a> {
+    config: &'a Config,
+    temp: &'a TreeRoot,
+    parts: &'a [TreeRoot; 2],
+    stage: BorrowedFd<'a>,
+    ops: Vec<Op>,
+    next: u64,
+}
+
+fn open_opt(tree: &TreeRoot, rel: &Path) -> Result<Option<OwnedFd>> {
+    match sys::open_dir_beneath(tree.fd(), rel) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if sys::is_absent(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
+        Err(e) => Err(Error::io("open directory", tree.display(rel), e)),
+    }
+}
+
+fn stat_opt(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    shown: &Path,
+) -> Result<Option<rustix::fs::Stat>> {
+    sys::absent_as_none(sys::stat_at(dir, name)).map_err(|e| Error::io("stat", shown, e))
+}
+
+fn kind(st: &rustix::fs::Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as _)
+}
+
+impl Planner<'_> {
+    fn walk(&mut self, rel: &Path) -> Result<()> {
+        let tdir = self.temp.open_dir(rel)?;
+        let pdirs = [
+            open_opt(&self.parts[0], rel)?,
+            open_opt(&self.parts[1], rel)?,
+        ];
+        let entries = sys::read_dir(tdir.as_fd())
+            .map_err(|e| Error::io("read directory", self.temp.display(rel), e))?;
+        let spec = CompareSpec {
+            keep_xattr: &|_| true,
+            content: true,
+            links: false,
+        };
+        for entry in &entries {
+            let crel = rel.join(sys::os_name(&entry.name));
+            let shown = self.temp.display(&crel);
+            let Some(tst) = stat_opt(tdir.as_fd(), &entry.name, &shown)? else {
+                continue;
+            };
+            let ft = kind(&tst);
+            let Class::Into(p, descend) = classify(self.config, &crel, ft) else {
+                continue;
+            };
+            let pst = match &pdirs[p] {
+                Some(pd) => stat_opt(pd.as_fd(), &entry.name, &shown)?,
+                None => None,
+            };
+            if ft == FileType::Directory {
+                if sys::dev_of(&tst) != self.temp.dev() {
+                    continue; // a mount in the temporary vserver
+                }
+                if pst.as_ref().map(kind) != Some(FileType::Directory) {
+                    self.ops.push(Op::MakeDir(p, crel.clone()));
+                }
+                if descend {
+                    self.walk(&crel)?;
+                }
+                continue;
+            }
+            if let (Some(pst), Some(pd)) = (&pst, &pdirs[p]) {
+                if sys::same_inode(pst, &tst) {
+                    continue;
+                }
+                let same = kind(pst) != FileType::Directory
+                    && same_entry(
+                        Side {
+                            dir: pd.as_fd(),
+                            name: &entry.name,
+                            stat: pst,
+                        },
+                        Side {
+                            dir: tdir.as_fd(),
+                            name: &entry.name,
+                            stat: &tst,
+                        },
+                        &spec,
+                    )
+                    .map_err(|e| Error::io("compare", &shown, e))?;
+                if same {
+                    continue;
+                }
+            }
+            let n = self.next;
+            self.next += 1;
+            let staged =
+                sys::cname(OsStr::new(&n.to_string())).map_err(|e| Error::io("name", &shown, e))?;
+            sys::link_at(tdir.as_fd(), &entry.name, self.stage, &staged)
+                .map_err(|e| Error::io("link into split.new", &shown, e))?;
+            self.ops.push(Op::Put(p, crel, n));
+        }
+        // What the skel has here and the temporary vserver no longer has
+        // (in this part).
+        for (p, pd) in pdirs.iter().enumerate() {
+            let Some(pd) = pd else { continue };
+            let here = self.parts[p].display(rel);
+            for entry in
+                sys::read_dir(pd.as_fd()).map_err(|e| Error::io("read directory", &here, e))?
+            {
+                let crel = rel.join(sys::os_name(&entry.name));
+                let shown = self.parts[p].display(&crel);
+                let Some(pst) = stat_opt(pd.as_fd(), &entry.name, &shown)? else {
+                    continue;
+                };
+                if classify(self.config, &crel, kind(&pst)) == Class::Skip {
+                    continue;
+                }
+                let tst = stat_opt(tdir.as_fd(), &entry.name, &shown)?;
+                let in_p = |c: Class| matches!(c, Class::Into(q, _) if q == p);
+                let keep = match &tst {
+                    None => false,
+                    Some(t) if kind(t) == FileType::Directory => {
+                        kind(&pst) == FileType::Directory
+                            || in_p(classify(self.config, &crel, FileType::Directory))
+                    }
+                    Some(t) => in_p(classify(self.config, &crel, kind(t))),
+                };
+                if !keep {
+                    self.ops.push(Op::Remove(p, crel));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Do one step (again).
+fn apply(parts: &[TreeRoot; 2], stage: BorrowedFd<'_>, op: &Op) -> Result<()> {
+    let (p, rel) = match op {
+        Op::Remove(p, rel) | Op::MakeDir(p, rel) | Op::Put(p, rel, _) => (*p, rel),
+    };
+    let tree = &parts[p];
+    let shown = tree.display(rel);
+    let parent_rel = rel.parent().unwrap_or(Path::new(""));
+    let name = sys::cname(rel.file_name().unwrap_or_default())
+        .map_err(|e| Error::io("name", &shown, e))?;
+    let dir = match open_opt(tree, parent_rel)? {
+        Some(dir) => dir,
+        None if matches!(op, Op::Remove(..)) => return Ok(()),
+        None => {
+            return Err(Error::Failed(format!(
+                "{}: parent directory missing",
+                shown.display()
+            )));
+        }
+    };
+    let current = stat_opt(dir.as_fd(), &name, &shown)?;
+    match op {
+        Op::Remove(..) => {
+            if current.is_some() {
+                remove_tree_at(dir.as_fd(), &name).map_err(|e| Error::io("remove", &shown, e))?;
+            }
+        }
+        Op::MakeDir(..) => match current.as_ref().map(kind) {
+            Some(FileType::Directory) => {}
+            Some(_) => {
+                remove_tree_at(dir.as_fd(), &name).map_err(|e| Error::io("remove", &shown, e))?;
+                sys::mkdir_at(dir.as_fd(), &name, 0o700)
+                    .map_err(|e| Error::io("make directory", &shown, e))?;
+            }
+            None => sys::mkdir_at(dir.as_fd(), &name, 0o700)
+                .map_err(|e| Error::io("make directory", &shown, e))?,
+        },
+        Op::Put(_, _, n) => {
+            let staged =
+                sys::cname(OsStr::new(&n.to_string())).map_err(|e| Error::io("name", &shown, e))?;
+            if stat_opt(stage, &staged, &shown)?.is_none() {
+                return Ok(()); // done before
+            }
+            if current.as_ref().map(kind) == Some(FileType::Directory) {
+                remove_tree_at(dir.as_fd(), &name).map_err(|e| Error::io("remove", &shown, e))?;
+            }
+            match sys::rename_replace(stage, &staged, dir.as_fd(), &name) {
+                // An immutable (protected) entry refuses to be replaced:
+                // unlink it (crash-safely, see `tree::unlock`), then rename.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && current.is_some() => {
+                    unlink_entry(dir.as_fd(), &name).map_err(|e| Error::io("remove", &shown, e))?;
+                    sys::rename_replace(stage, &staged, dir.as_fd(), &name)
+                        .map_err(|e| Error::io("rename into place", &shown, e))?;
+                }
+                other => other.map_err(|e| Error::io("rename into place", &shown, e))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Give every directory of the skel's parts the metadata the temporary
+/// vserver's has at the same path.
+fn sync_dir_meta(
+    config: &Config,
+    temp: &TreeRoot,
+    parts: &[TreeRoot; 2],
+    rel: &Path,
+) -> Result<()> {
+    let tdir = sync_meta_at(temp, parts, rel)?;
+    let entries = sys::read_dir(tdir.as_fd())
+        .map_err(|e| Error::io("read directory", temp.display(rel), e))?;
+    for entry in entries {
+        let crel = rel.join(sys::os_name(&entry.name));
+        let Some(st) = stat_opt(tdir.as_fd(), &entry.name, &crel)? else {
+            continue;
+        };
+        if kind(&st) != FileType::Directory || sys::dev_of(&st) != temp.dev() {
+            continue;
+        }
+        match classify(config, &crel, FileType::Directory) {
+            Class::Into(_, true) => sync_dir_meta(config, temp, parts, &crel)?,
+            Class::Into(_, false) => drop(sync_meta_at(temp, parts, &crel)?),
+            Class::Skip => {}
+        }
+    }
+    Ok(())
+}
+
+/// Give the parts' directories `rel` the temporary vserver's metadata
+/// (owner, mode, mtime, xattrs) where it differs; returns the temporary
+/// vserver's directory.
+fn sync_meta_at(temp: &TreeRoot, parts: &[TreeRoot; 2], rel: &Path) -> Result<OwnedFd> {
+    let meta_of = |tree: &TreeRoot, fd: BorrowedFd<'_>| -> Result<Meta> {
+        let st = sys::fstat(fd).map_err(|e| Error::io("stat", tree.display(rel), e))?;
+        let mut meta = Meta::from_stat(&st)
+            .with_xattrs(fd)
+            .map_err(|e| Error::io("read xattrs", tree.display(rel), e))?;
+        meta.xattrs.sort();
+        Ok(meta)
+    };
+    let tdir = temp.open_dir(rel)?;
+    let want = meta_of(temp, tdir.as_fd())?;
+    for part in parts {
+        let Some(pd) = open_opt(part, rel)? else {
+            continue;
+        };
+        let have = meta_of(part, pd.as_fd())?;
+        if (
+            want.mode,
+            want.uid,
+            want.gid,
+            want.times.mtime,
+            &want.xattrs,
+        ) != (
+            have.mode,
+            have.uid,
+            have.gid,
+            have.times.mtime,
+            &have.xattrs,
+        ) {
+            want.apply_to_fd(pd.as_fd())
+                .map_err(|e| Error::io("set metadata", part.display(rel), e))?;
+        }
+    }
+    Ok(tdir)
+}
