@@ -609,3 +609,29 @@ fn bad_generation_files_are_refused_naming_the_file() {
         "{err}"
     );
 }
+
+/// Issue 12: after the skel changed (a new generation), `sync` of a view
+/// brings the tree to what the view shows; before, it reported the files
+/// "unchanged" and left the tree stale.
+#[test]
+fn sync_of_a_view_after_a_new_skel_generation_brings_the_tree_up_to_date() {
+    use std::os::unix::fs::MetadataExt;
+    let setup = Setup::new("");
+    let skel = setup.build_example_skel("base");
+    setup.create_view("base", "w1", "10.0.0.3");
+    setup.vskel().args(["sync", "w1"]).assert().success();
+    // An incremental sync with nothing changed.
+    setup.vskel().args(["sync", "w1"]).assert().success();
+    let tree_file = setup.root.join("w1").join(GLOBAL_FILE);
+    assert_ne!(fs::read(&tree_file).unwrap(), b"two\n");
+    // The skel changes and records generation 2.
+    let (_, new_ino) = replace_by_rename(&skel, GLOBAL_FILE, b"two\n");
+    assert_eq!(record(&skel).generation, 2);
+    setup.vskel().args(["sync", "w1"]).assert().success();
+    assert_eq!(fs::read(&tree_file).unwrap(), b"two\n");
+    assert_eq!(
+        fs::metadata(&tree_file).unwrap().ino(),
+        new_ino,
+        "the tree's global file is the new skel inode"
+    );
+}

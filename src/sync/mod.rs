@@ -61,17 +61,21 @@ pub struct Synced {
 }
 
 /// Write the merged tree of `overlay` into `target`, incrementally when
-/// `state` holds a manifest of the tree there, else in full (built beside
-/// and put in place in one step). Entries shown from lower layer
-/// `link_layer` become hard links to its inodes. With `dry_run`, only
-/// report what would change. The caller holds the lock of `state` (none
+/// `state` holds a manifest of the tree there and `lowers_changed` is
+/// false, else in full (built beside and put in place in one step): the
+/// manifest records what the upper layer changed, so once the lower layers
+/// changed (a new skel generation) only a full comparison is true. Entries
+/// shown from lower layer `link_layer` become hard links to its inodes.
+/// With `dry_run`, only report what would change. The caller holds the lock of `state` (none
 /// needed for a dry run) and keeps the layers from changing meanwhile.
+#[allow(clippy::too_many_arguments)] // each is one input of one call site
 pub fn sync_layers(
     config: &Config,
     overlay: &Overlay,
     target: &Path,
     state: &StateFiles,
     link_layer: Option<usize>,
+    lowers_changed: bool,
     dry_run: bool,
     progress: &Progress,
 ) -> Result<Synced> {
@@ -83,7 +87,7 @@ pub fn sync_layers(
     let manifest = match &tree {
         Some(tree) => state
             .load_manifest()?
-            .filter(|m| m.identity == identity(tree, overlay)),
+            .filter(|m| !lowers_changed && m.identity == identity(tree, overlay)),
         None => None,
     };
     match (tree, manifest) {

@@ -10,7 +10,9 @@
 //! keeps the skel's current generation in the vserver's record once the
 //! tree is written ([`crate::generation::ensure`]: recorded first only for
 //! a skel without one; a full scan on every sync would cost more than an
-//! incremental sync does).
+//! incremental sync does). When the skel's generation is not the one the
+//! tree was last synced from, the sync compares everything (a full sync):
+//! the incremental manifest only knows what the upper layer changed.
 
 use serde::Serialize;
 use tracing::info;
@@ -88,8 +90,24 @@ pub(crate) fn sync_view_holding(
     let overlay = Overlay::open_layers(&view.layers)?;
     let global = view.skel.global();
     let link_layer = view.layers.lowers.iter().position(|l| *l == global);
+    // The skel changed since the last sync (a new generation): the tree's
+    // manifest no longer says what the lowers show, so compare everything.
+    let skel_changed = match (
+        crate::generation::current(&view.skel.dirs)?,
+        view.record.generation,
+    ) {
+        (Some(now), Some(synced)) => now != synced,
+        _ => true,
+    };
     let tree = sync_layers(
-        config, &overlay, &target, &state, link_layer, dry_run, progress,
+        config,
+        &overlay,
+        &target,
+        &state,
+        link_layer,
+        skel_changed,
+        dry_run,
+        progress,
     )?;
     let writes_held = held.is_some();
     drop(held);
