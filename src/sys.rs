@@ -656,6 +656,23 @@ pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rfs::flock(fd, rfs::FlockOperation::LockExclusive)?)
 }
 
+/// Open (making it, mode 0600, if missing) the lock file `path`, never
+/// through a symlink, and take its exclusive `flock`, waiting for it; the
+/// lock lasts as long as the file is open.
+pub fn open_locked(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    lock_exclusive(file.as_fd())?;
+    Ok(file)
+}
+
 /// The soft limit on open files.
 pub fn open_file_limit() -> u64 {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);

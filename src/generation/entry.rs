@@ -55,6 +55,22 @@ pub enum Kind {
     Socket,
 }
 
+impl Kind {
+    /// The kind of what `st` describes.
+    #[allow(clippy::unnecessary_cast)] // field widths differ per architecture
+    pub fn of_stat(st: &rustix::fs::Stat) -> Kind {
+        match rustix::fs::FileType::from_raw_mode(st.st_mode as _) {
+            rustix::fs::FileType::Directory => Kind::Dir,
+            rustix::fs::FileType::Symlink => Kind::Symlink,
+            rustix::fs::FileType::CharacterDevice => Kind::Char,
+            rustix::fs::FileType::BlockDevice => Kind::Block,
+            rustix::fs::FileType::Fifo => Kind::Fifo,
+            rustix::fs::FileType::Socket => Kind::Socket,
+            _ => Kind::File,
+        }
+    }
+}
+
 /// One path of one part of a skel, as a generation recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -225,15 +225,7 @@ impl Scanner<'_> {
 /// An entry's metadata from a `stat` result (no xattrs, no hash).
 #[allow(clippy::unnecessary_cast)] // field widths differ per architecture
 fn from_stat(part: Part, path: PathBuf, st: &Stat) -> Entry {
-    let kind = match FileType::from_raw_mode(st.st_mode as _) {
-        FileType::Directory => Kind::Dir,
-        FileType::Symlink => Kind::Symlink,
-        FileType::CharacterDevice => Kind::Char,
-        FileType::BlockDevice => Kind::Block,
-        FileType::Fifo => Kind::Fifo,
-        FileType::Socket => Kind::Socket,
-        _ => Kind::File,
-    };
+    let kind = Kind::of_stat(st);
     Entry {
         part,
         path,

@@ -54,17 +54,7 @@ pub fn numbers(files: &GenerationFiles) -> Result<Vec<u64>> {
 pub fn lock(files: &GenerationFiles) -> Result<File> {
     make_private_dir(&files.dir)?;
     let path = files.lock();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    sys::lock_exclusive(file.as_fd()).map_err(|e| Error::io("lock", &path, e))?;
-    Ok(file)
+    sys::open_locked(&path).map_err(|e| Error::io("open and lock", &path, e))
 }
 
 /// A file's bytes; `None` if it does not exist.

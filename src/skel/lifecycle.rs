@@ -19,17 +19,7 @@ use crate::validate::validate_name;
 /// Hold the skel's lifecycle lock (released when the file is dropped).
 pub fn lock(skel: &Skel) -> Result<File> {
     let path = skel.dirs.lifecycle_lock();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    sys::lock_exclusive(file.as_fd()).map_err(|e| Error::io("lock", &path, e))?;
-    Ok(file)
+    sys::open_locked(&path).map_err(|e| Error::io("open and lock", &path, e))
 }
 
 /// Does anything (not followed) exist at `path`? Only ENOENT means no.

@@ -63,14 +63,7 @@ impl Drop for Reservation {
 fn lock(contexts: &Path) -> Result<fs::File> {
     fs::create_dir_all(contexts).map_err(|e| Error::io("make directory", contexts, e))?;
     let lock_path = ContextFiles::new(contexts).lock();
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io("open", &lock_path, e))?;
-    sys::lock_exclusive(lock.as_fd()).map_err(|e| Error::io("lock", &lock_path, e))?;
-    Ok(lock)
+    sys::open_locked(&lock_path).map_err(|e| Error::io("open and lock", &lock_path, e))
 }
 
 /// Reserve the next free context ID at or after `nextid` (or `start` when

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{FileType, Stat};
+use rustix::fs::Stat;
 
 use crate::error::{Error, Result};
 use crate::generation::{Entry, Kind, Part};
@@ -61,17 +61,8 @@ pub fn look(tree: &TreeRoot, rel: &Path) -> Result<Here> {
 }
 
 /// A stat's kind.
-#[allow(clippy::unnecessary_cast)]
 pub fn kind_of(st: &Stat) -> Kind {
-    match FileType::from_raw_mode(st.st_mode as _) {
-        FileType::Directory => Kind::Dir,
-        FileType::Symlink => Kind::Symlink,
-        FileType::CharacterDevice => Kind::Char,
-        FileType::BlockDevice => Kind::Block,
-        FileType::Fifo => Kind::Fifo,
-        FileType::Socket => Kind::Socket,
-        _ => Kind::File,
-    }
+    Kind::of_stat(st)
 }
 
 /// How an entry is compared.
