@@ -525,7 +525,8 @@ impl Copier<'_> {
         }
     }
 
-    /// Copy a regular file as it is, keeping hard-link groups.
+    /// Copy a regular file, its data rendered with `tokens` when given,
+    /// keeping hard-link groups.
     fn copy_file(
         &self,
         src_dir: BorrowedFd<'_>,
