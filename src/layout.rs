@@ -10,6 +10,7 @@
 //!     configfile                    the vserver config-file template
 //!     generations/                  its recorded generations ([`GenerationFiles`])
 //!       N.record N.changes .lock
+//!       N.tree/{global,local}       generation N's parts, kept for views on it
 //!   .views/NAME/                  a view vserver's state ([`ViewDirs`])
 //!     static/ upper/ work/ merged/  layers, scratch space, mount point
 //!     mount.pid control.sock mount.log
@@ -82,6 +83,8 @@ const GENERATIONS_DIR: &str = "generations";
 pub const GENERATION_RECORD_EXT: &str = "record";
 /// Extension of a generation's changes against the one before.
 pub const GENERATION_CHANGES_EXT: &str = "changes";
+/// Extension of a generation's kept global/ and local/ trees.
+pub const GENERATION_TREE_EXT: &str = "tree";
 /// Lock file serialising the recording of a skel's generations.
 const GENERATIONS_LOCK: &str = ".lock";
 /// A merged skel's snapshot of global/ (`merge-skel`).
@@ -322,20 +325,35 @@ impl GenerationFiles {
         self.dir.join(GENERATIONS_LOCK)
     }
 
+    /// `N.tree/`: generation `n`'s global/ and local/ as they were, kept
+    /// when `split-skel` replaced them (hard links, so only directories
+    /// cost space) for the views still on it.
+    pub fn tree(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{n}.{GENERATION_TREE_EXT}"))
+    }
+
+    /// The generation number a kept tree's name `N.tree` is of.
+    pub fn tree_number(file: &str) -> Option<u64> {
+        canonical_number(file.strip_suffix(GENERATION_TREE_EXT)?.strip_suffix('.')?)
+    }
+
     /// The generation number a file name `N.record` is of.
     pub fn record_number(file: &str) -> Option<u64> {
-        let n = file
-            .strip_suffix(GENERATION_RECORD_EXT)?
-            .strip_suffix('.')?;
-        // Only canonical decimal numbers: no sign, no leading zero.
-        if n.is_empty()
-            || (n.len() > 1 && n.starts_with('0'))
-            || !n.bytes().all(|b| b.is_ascii_digit())
-        {
-            return None;
-        }
-        n.parse().ok()
+        canonical_number(
+            file.strip_suffix(GENERATION_RECORD_EXT)?
+                .strip_suffix('.')?,
+        )
     }
+}
+
+/// `n` as a number if it is written canonically: decimal digits, no
+/// sign, no leading zero.
+fn canonical_number(n: &str) -> Option<u64> {
+    if n.is_empty() || (n.len() > 1 && n.starts_with('0')) || !n.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    n.parse().ok()
 }
 
 /// The paths of one view.

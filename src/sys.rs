@@ -660,17 +660,28 @@ pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// through a symlink, and take its exclusive `flock`, waiting for it; the
 /// lock lasts as long as the file is open.
 pub fn open_locked(path: &Path) -> io::Result<std::fs::File> {
+    let file = open_lock_file(path)?;
+    lock_exclusive(file.as_fd())?;
+    Ok(file)
+}
+
+/// [`open_locked`] without waiting: `None` while another holds the lock.
+pub fn open_try_locked(path: &Path) -> io::Result<Option<std::fs::File>> {
+    let file = open_lock_file(path)?;
+    Ok(try_lock_exclusive(file.as_fd())?.then_some(file))
+}
+
+/// Open (making it, 0600) the lock file at `path`, not following a symlink.
+fn open_lock_file(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    lock_exclusive(file.as_fd())?;
-    Ok(file)
+        .open(path)
 }
 
 /// The soft limit on open files.

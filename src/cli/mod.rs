@@ -177,6 +177,13 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         crate::progress::Progress::for_terminal()
     };
+    // ... and finishes a split-skel a killed run committed (or removes
+    // what one killed before its commit left), so no command sees a skel
+    // half split. (merge-skel and split-skel do it themselves, under the
+    // skel's lock, and report it.)
+    if !matches!(cli.command, Command::MergeSkel(_) | Command::SplitSkel(_)) {
+        crate::skel::lifecycle::finish_interrupted_splits(&config, &progress);
+    }
     match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
@@ -190,6 +197,6 @@ fn run(cli: &Cli) -> Result<()> {
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
-        Command::UpgradeVs(args) => upgrade_vs::run(&config, args),
+        Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
     }
 }

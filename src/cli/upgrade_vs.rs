@@ -1,11 +1,12 @@
 //! `vskel upgrade-vs NAME... | --all [--skel SKEL] [--plan] [--strategy S] [--format json]`.
 
+use super::Invocation;
 use super::output::{Format, print};
 use crate::config::Config;
 use crate::error::Result;
 use crate::vserver::upgrade::{Request, Strategy, Upgraded, upgrade_vs};
 
-/// Bring tree vservers to their skel's current generation.
+/// Bring vservers (trees and views) to their skel's current generation.
 ///
 /// Only the paths that changed in the skel since the vserver's generation
 /// are looked at. Where the vserver's entry is still the old skel version,
@@ -16,13 +17,17 @@ use crate::vserver::upgrade::{Request, Strategy, Upgraded, upgrade_vs};
 /// vserver's and writes the skel's beside it as PATH.vskel-new, take-new
 /// puts the skel's in place and keeps the vserver's as PATH.vskel-old,
 /// fail changes nothing. Each entry is replaced atomically; an
-/// interrupted upgrade is finished by running it again. Views are not
-/// supported yet.
+/// interrupted upgrade is finished by running it again.
+///
+/// A view stays on its generation until it is upgraded: then the files of
+/// its writable layer that shadow a changed skel file are decided the same
+/// way (a copy the vserver never changed gives way to the skel's), and a
+/// mounted view is unmounted (refused while in use) and mounted again.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The tree vservers to upgrade.
+    /// The vservers to upgrade.
     names: Vec<String>,
-    /// Every tree vserver (of --skel, if given).
+    /// Every vserver (of --skel, if given).
     #[arg(long)]
     all: bool,
     /// Only vservers of this skel.
@@ -50,8 +55,9 @@ enum StrategyArg {
     Fail,
 }
 
-pub fn run(config: &Config, args: &Args) -> Result<()> {
+pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<()> {
     let request = Request {
+        remount_args: invocation.global_args()?,
         names: args.names.clone(),
         all: args.all,
         skel: args.skel.clone(),

@@ -118,17 +118,20 @@ impl Entry {
         (self.part, &self.path)
     }
 
-    /// Is `other` the same entry: same content and metadata and the same
-    /// skel inode (only the ctime may differ)? Two generations differ at a
-    /// path exactly where this is false.
+    /// Is `other` the same entry: same content and metadata and, for
+    /// anything but a directory, the same skel inode (only the ctime may
+    /// differ)? Two generations differ at a path exactly where this is
+    /// false. A directory is never shared with a vserver, and `split-skel`
+    /// makes the skel's directories anew: its identity is its metadata.
     pub fn same_as(&self, other: &Entry) -> bool {
-        self.inode() == other.inode() && self.same_content(other)
+        (self.kind == Kind::Dir || self.inode() == other.inode()) && self.same_content(other)
     }
 
     /// Does `other` hold the same content and metadata, whatever its
     /// inode (kind, mode, owner, size, mtime, device number, xattrs,
     /// hash)? What an upgrade asks of a vserver's file that is not the
-    /// skel's inode.
+    /// skel's inode. A directory's size is the filesystem's business (it
+    /// depends on the directory's history), not its content.
     pub fn same_content(&self, other: &Entry) -> bool {
         self.part == other.part
             && self.path == other.path
@@ -136,7 +139,7 @@ impl Entry {
             && self.mode == other.mode
             && self.uid == other.uid
             && self.gid == other.gid
-            && self.size == other.size
+            && (self.kind == Kind::Dir || self.size == other.size)
             && self.mtime == other.mtime
             && self.rdev == other.rdev
             && self.xattrs == other.xattrs

@@ -1,17 +1,22 @@
 //! `split-skel`: turn the temporary vserver `<root>/tmp_skel_SKEL` back
 //! into the skel, with the configured `global` rules (the same placement
 //! as `build-skel`; static/ is never touched), keeping the skel's inode
-//! (and directory) for every entry that did not change.
+//! for every entry that did not change.
 //!
-//! Atomic through a journal: the changes are planned against the skel,
-//! every new or changed entry hard-linked into `<skel>/split.new/N`, and
-//! the list of operations written durably as `split.new/COMMIT`. Only then
-//! is the skel changed (renames, removals, directory metadata), by steps
-//! that can each be done again. A run killed before the journal leaves
-//! the skel as it was (the next merge/split removes `split.new`); one
-//! killed after it is finished by the next `split-skel` or `merge-skel`.
-//! Then global/ is protected again (`protect`), the new generation
-//! recorded and the temporary vserver removed.
+//! The new global/ and local/ are built beside the old ones, in
+//! `<skel>/split.new/`: hard-linked clones of the skel's parts, changed
+//! where the temporary vserver differs (each new or changed entry
+//! hard-linked from it), with its directories' metadata, protected. Only
+//! then is the journal `split.new/COMMIT` written, and each part swapped
+//! in by one `RENAME_EXCHANGE`; the old part goes to the generation's kept
+//! tree `generations/G.tree/` ([`crate::layout::GenerationFiles::tree`]).
+//! A view mounted on generation G holds the old directories open and
+//! keeps showing them, whole, until `upgrade-vs` moves it on: no view
+//! ever sees the skel half split. A run killed before the journal leaves
+//! the skel as it was (the next command removes `split.new`); one killed
+//! after it is finished by the next command (the journal's inode numbers
+//! tell a part already swapped in). Then the new generation is recorded
+//! and the temporary vserver removed.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -21,22 +26,27 @@ use rustix::fs::FileType;
 use serde::Serialize;
 
 use super::Skel;
-use super::journal::{Op, decode, encode};
+use super::journal::{Commit, decode, encode};
 use super::lifecycle::{self, exists};
 use super::policy::{STATIC_ETC_FILES, WRITTEN_ETC_FILES};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::layout::{GLOBAL, LOCAL, Layout};
 use crate::progress::Progress;
 use crate::staging::{Staging, make_private_dir, split_parent};
 use crate::tree::TreeRoot;
 use crate::tree::compare::{CompareSpec, Side, same_entry};
+use crate::tree::copy::{CopyOptions, Everything, How, Target, copy_tree};
 use crate::tree::meta::Meta;
 use crate::tree::remove::{remove_tree_at, unlink_entry};
 use crate::{generation, protect, sys};
 
 /// The journal's name in `split.new/`.
 const COMMIT: &str = "COMMIT";
+/// Where new and changed entries are linked first, in `split.new/`.
+const STAGE: &str = "stage";
+/// The parts a split changes, in order (index 0 global, 1 local).
+const PARTS: [&str; 2] = [GLOBAL, LOCAL];
 /// Top-level directories whose contents are not the skel's.
 const KEPT_EMPTY: &[&str] = &["sys", "run", "tmp", "home", "root"];
 /// Top-level directories never taken back.
@@ -55,6 +65,17 @@ pub struct SplitReport {
     pub removed: u64,
     /// Directories made.
     pub dirs: u64,
+}
+
+/// One change to a part's clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// Remove the entry (a directory with all it holds) if present.
+    Remove(usize, PathBuf),
+    /// Make the directory if missing (replacing a non-directory).
+    MakeDir(usize, PathBuf),
+    /// Rename `split.new/stage/N` over the entry.
+    Put(usize, PathBuf, u64),
 }
 
 /// Where an entry of the temporary vserver goes.
@@ -87,39 +108,84 @@ pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<Sp
     if !lifecycle::is_merged(config, &skel)? {
         return Err(not_merged(name));
     }
+    let from = generation::ensure(&skel.dirs, "split-skel", progress)?;
     let temp_path = temp_path(config, name);
     let temp = TreeRoot::open(&temp_path)?;
     let split_dir = skel.dirs.split_dir();
     make_private_dir(&split_dir)?;
-    let stage =
-        sys::open_root(&split_dir).map_err(|e| Error::io("open directory", &split_dir, e))?;
-    let parts = [
-        TreeRoot::open(&skel.global())?,
-        TreeRoot::open(&skel.local())?,
-    ];
     progress.start(&format!("splitting skel {name}"));
+    let clones = clone_parts(config, &skel, &split_dir, progress)?;
+    let stage_path = split_dir.join(STAGE);
+    make_private_dir(&stage_path)?;
+    let stage =
+        sys::open_root(&stage_path).map_err(|e| Error::io("open directory", &stage_path, e))?;
     let mut planner = Planner {
         config,
         temp: &temp,
-        parts: &parts,
+        parts: &clones,
         stage: stage.as_fd(),
         ops: Vec::new(),
         next: 0,
     };
     planner.walk(Path::new(""))?;
     let ops = planner.ops;
-    sys::syncfs(stage.as_fd()).map_err(|e| Error::io("flush to disk", &split_dir, e))?;
-    lifecycle::write_durably(&split_dir.join(COMMIT), &encode(&ops))?;
-    let mut report = SplitReport {
+    for op in &ops {
+        apply(&clones, stage.as_fd(), op)?;
+    }
+    sync_dir_meta(config, &temp, &clones, Path::new(""))?;
+    protect::protect_tree(&clones[0], config.protect)?;
+    for clone in &clones {
+        sys::syncfs(clone.fd()).map_err(|e| Error::io("flush to disk", clone.path(), e))?;
+    }
+    let mut parts = [0; 2];
+    for (ino, clone) in parts.iter_mut().zip(&clones) {
+        let st = sys::fstat(clone.fd()).map_err(|e| Error::io("stat", clone.path(), e))?;
+        *ino = sys::ino_of(&st);
+    }
+    let commit = Commit { from, parts };
+    lifecycle::write_durably(&split_dir.join(COMMIT), &encode(&commit))?;
+    let report = SplitReport {
         skel: name.to_string(),
-        generation: 0,
+        generation: finish(config, &skel, &commit, progress)?,
         put: ops.iter().filter(|o| matches!(o, Op::Put(..))).count() as u64,
         removed: ops.iter().filter(|o| matches!(o, Op::Remove(..))).count() as u64,
         dirs: ops.iter().filter(|o| matches!(o, Op::MakeDir(..))).count() as u64,
     };
-    report.generation = finish(config, &skel, &ops, progress)?;
     progress.finish();
     Ok(report)
+}
+
+/// Make `split.new/global` and `split.new/local`: hard-linked clones of
+/// the skel's parts (a protected inode is unlocked for its link).
+fn clone_parts(
+    config: &Config,
+    skel: &Skel,
+    split_dir: &Path,
+    progress: &Progress,
+) -> Result<[TreeRoot; 2]> {
+    let mut clones = Vec::with_capacity(PARTS.len());
+    for part in PARTS {
+        let live = TreeRoot::open(&skel.dirs.dir.join(part))?;
+        let path = split_dir.join(part);
+        make_private_dir(&path)?;
+        let clone = TreeRoot::open(&path)?;
+        copy_tree(
+            &live,
+            &[Target {
+                tree: TreeRoot::open(&path)?,
+                how: How::Link,
+            }],
+            &Everything,
+            CopyOptions {
+                protect: config.protect,
+                progress,
+            },
+        )?;
+        clones.push(clone);
+    }
+    let [global, local] = <[TreeRoot; 2]>::try_from(clones)
+        .map_err(|_| Error::Failed("split-skel: two parts expected".into()))?;
+    Ok([global, local])
 }
 
 /// Finish or roll back an interrupted split of `skel`; true if one was
@@ -132,14 +198,19 @@ pub fn recover(config: &Config, skel: &Skel, progress: &Progress) -> Result<bool
     let journal = split_dir.join(COMMIT);
     match std::fs::read(&journal) {
         Ok(text) => {
-            let ops = decode(&text).ok_or_else(|| {
+            let commit = decode(&text).ok_or_else(|| {
                 Error::Failed(format!("{}: damaged split journal", journal.display()))
             })?;
             tracing::warn!("finishing an interrupted split-skel of {}", skel.name);
-            finish(config, skel, &ops, progress)?;
+            finish(config, skel, &commit, progress)?;
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                "removing {} left by an interrupted split-skel of {} (the skel is as it was)",
+                split_dir.display(),
+                skel.name
+            );
             remove_path(&split_dir)?;
             Ok(false)
         }
@@ -147,29 +218,16 @@ pub fn recover(config: &Config, skel: &Skel, progress: &Progress) -> Result<bool
     }
 }
 
-/// Apply the journalled `ops`, the directories' metadata, record the
-/// generation and clean up; every step can be done again.
-fn finish(config: &Config, skel: &Skel, ops: &[Op], progress: &Progress) -> Result<u64> {
+/// Swap the committed parts in, record the generation and clean up;
+/// every step can be done again.
+fn finish(config: &Config, skel: &Skel, commit: &Commit, progress: &Progress) -> Result<u64> {
     let split_dir = skel.dirs.split_dir();
-    let stage =
-        sys::open_root(&split_dir).map_err(|e| Error::io("open directory", &split_dir, e))?;
-    let parts = [
-        TreeRoot::open(&skel.global())?,
-        TreeRoot::open(&skel.local())?,
-    ];
-    for op in ops {
-        apply(&parts, stage.as_fd(), op)?;
-    }
-    protect::protect_tree(&parts[0], config.protect)?;
-    let temp_path = temp_path(config, &skel.name);
-    if exists(&temp_path)? {
-        let temp = TreeRoot::open(&temp_path)?;
-        sync_dir_meta(config, &temp, &parts, Path::new(""))?;
-    }
-    for part in &parts {
-        sys::syncfs(part.fd()).map_err(|e| Error::io("flush to disk", part.path(), e))?;
+    let kept = skel.dirs.generations().tree(commit.from);
+    for (part, ino) in PARTS.iter().zip(commit.parts) {
+        swap_in(skel, &split_dir, &kept, part, ino)?;
     }
     let generation = generation::record(&skel.dirs, "split-skel", progress)?.generation;
+    let temp_path = temp_path(config, &skel.name);
     if exists(&temp_path)? {
         let staging = Staging::create(config, &format!("split-{}", skel.name))?;
         let (parent, name) = split_parent(&temp_path)?;
@@ -186,6 +244,33 @@ fn finish(config: &Config, skel: &Skel, ops: &[Op], progress: &Progress) -> Resu
     }
     remove_path(&split_dir)?;
     Ok(generation)
+}
+
+/// Swap `split.new/PART` (root inode `ino`) in as the skel's `PART` and
+/// move the old one to `kept/PART`, unless done already.
+fn swap_in(skel: &Skel, split_dir: &Path, kept: &Path, part: &str, ino: u64) -> Result<()> {
+    let skel_dir = sys::open_root(&skel.dirs.dir)
+        .map_err(|e| Error::io("open directory", &skel.dirs.dir, e))?;
+    let split = sys::open_root(split_dir).map_err(|e| Error::io("open directory", split_dir, e))?;
+    let name = sys::cname(OsStr::new(part)).map_err(|e| Error::io("name", split_dir, e))?;
+    let live_path = skel.dirs.dir.join(part);
+    let live =
+        sys::stat_at(skel_dir.as_fd(), &name).map_err(|e| Error::io("stat", &live_path, e))?;
+    if sys::ino_of(&live) != ino {
+        sys::rename_exchange(split.as_fd(), &name, skel_dir.as_fd(), &name)
+            .map_err(|e| Error::io("swap in", &live_path, e))?;
+        sys::fsync(skel_dir.as_fd()).map_err(|e| Error::io("flush to disk", &live_path, e))?;
+    }
+    // What is left in split.new is the old part (unless moved already).
+    let old_path = split_dir.join(part);
+    if stat_opt(split.as_fd(), &name, &old_path)?.is_some() {
+        make_private_dir(kept)?;
+        let kept_dir = sys::open_root(kept).map_err(|e| Error::io("open directory", kept, e))?;
+        sys::rename_noreplace(split.as_fd(), &name, kept_dir.as_fd(), &name)
+            .map_err(|e| Error::io("keep the old part as", kept.join(part), e))?;
+        sys::fsync(kept_dir.as_fd()).map_err(|e| Error::io("flush to disk", kept, e))?;
+    }
+    Ok(())
 }
 
 fn not_merged(name: &str) -> Error {

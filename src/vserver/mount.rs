@@ -110,8 +110,14 @@ pub fn mount_view(
             // after the mount is live finds it mounted and holds its writes.
             prepare(&mountpoint)?;
             let sync_lock = wait_for_sync()?;
+            // The skel's parts are resolved and opened under its lifecycle
+            // lock (held until the mount is live), so a split-skel
+            // swapping them cannot give the view half of each generation.
+            let pin = crate::skel::lifecycle::lock(&view.skel)?;
+            let view = view::open(config, name)?;
+            refuse_unfinished_upgrade(config, &view)?;
             let report = mounted(&view, &mountpoint, std::process::id(), None);
-            serve_here(&view, &mountpoint, sync_lock, || {
+            serve_here(&view, &mountpoint, (sync_lock, pin), || {
                 on_ready(&report);
                 readiness.notify();
             })?;
@@ -120,6 +126,7 @@ pub fn mount_view(
         How::Background { global_args } => {
             // Wait here, without the server's start-up timeout; the server
             // takes the lock again.
+            refuse_unfinished_upgrade(config, &view)?;
             barrier()?;
             prepare(&mountpoint)?;
             drop(wait_for_sync()?);
@@ -137,6 +144,20 @@ pub fn mount_view(
             )?;
             Ok(mounted(&view, &mountpoint, started.pid, Some(started.log)))
         }
+    }
+}
+
+/// A view whose `upgrade-vs` was interrupted is part old, part new: it is
+/// not mounted until the upgrade is run again.
+fn refuse_unfinished_upgrade(config: &Config, view: &View) -> Result<()> {
+    let name = &view.record.name;
+    match super::upgrade::journal::Journal::new(config, name).load()? {
+        Some(begun) => Err(Error::Failed(format!(
+            "view \"{name}\" was being upgraded from generation {} to {} when the upgrade \
+             stopped: `vskel upgrade-vs {name}` finishes it, then mount it",
+            begun.from, begun.to
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -170,7 +191,7 @@ fn mounted(view: &View, mountpoint: &Path, pid: u32, log: Option<PathBuf>) -> Mo
 fn serve_here(
     view: &View,
     mountpoint: &Path,
-    sync_lock: File,
+    locks: (File, File),
     on_ready: impl FnOnce(),
 ) -> Result<()> {
     let options = ServeOptions {
@@ -180,7 +201,7 @@ fn serve_here(
     };
     debug!("serving {:?} at {}", view.layers, mountpoint.display());
     serve(&view.layers, mountpoint, &options, || {
-        drop(sync_lock); // live, with its control socket: syncs may start
+        drop(locks); // live, with its control socket: syncs and splits may start
         on_ready();
     })?;
     info!(

@@ -6,13 +6,13 @@
 //! tree as it was before or after that write, never torn), drives the
 //! sync engine ([`crate::sync::sync_layers`]) over the view's layers, and
 //! after the first sync runs the skel's pending post-create scripts
-//! against the tree and records that they ran. A sync (not a dry run)
-//! keeps the skel's current generation in the vserver's record once the
-//! tree is written ([`crate::generation::ensure`]: recorded first only for
-//! a skel without one; a full scan on every sync would cost more than an
-//! incremental sync does). When the skel's generation is not the one the
-//! tree was last synced from, the sync compares everything (a full sync):
-//! the incremental manifest only knows what the upper layer changed.
+//! against the tree and records that they ran. The tree gets the
+//! generation the view shows (it stays on one until `upgrade-vs`; see
+//! [`view`]), and a sync keeps that in the vserver's record (for a skel
+//! without generations, [`crate::generation::ensure`] records one first).
+//! When the view shows another generation than the tree was last synced
+//! from, the sync compares everything (a full sync): the incremental
+//! manifest only knows what the upper layer changed.
 
 use serde::Serialize;
 use tracing::info;
@@ -70,33 +70,36 @@ pub(crate) fn sync_view_holding(
     progress: &Progress,
     _lock: Option<&std::fs::File>,
 ) -> Result<SyncedView> {
+    let view = view::open(config, name)?;
+    // The layers are opened under the skel's lifecycle lock, so that a
+    // split-skel swapping the skel's parts cannot give this sync half of
+    // each generation; once open they are what this sync reads.
+    let pin = crate::skel::lifecycle::lock(&view.skel)?;
     let mut view = view::open(config, name)?;
+    let overlay = Overlay::open_layers(&view.layers)?;
+    drop(pin);
     let state = StateFiles::new(config, name);
     let layout = Layout::new(config);
     let target = layout.vserver(name);
-    crate::tree::require_one_filesystem(&[&config.root, &view.skel.global(), &layout.state()])?;
-    let generation = if dry_run {
-        None
-    } else {
-        let made_by = format!("sync {name}");
-        Some(crate::generation::ensure(
+    crate::tree::require_one_filesystem(&[&config.root, &view.global, &layout.state()])?;
+    let generation = match view.generation {
+        _ if dry_run => None,
+        Some(g) => Some(g),
+        None => Some(crate::generation::ensure(
             &view.skel.dirs,
-            &made_by,
+            &format!("sync {name}"),
             progress,
-        )?)
+        )?),
     };
     // A mounted view's server holds its writes until `held` is dropped.
     let held = view::hold_view(&view::ViewDirs::new(config, name))?;
-    let overlay = Overlay::open_layers(&view.layers)?;
-    let global = view.skel.global();
-    let link_layer = view.layers.lowers.iter().position(|l| *l == global);
-    // The skel changed since the last sync (a new generation): the tree's
+    let link_layer = view.layers.lowers.iter().position(|l| *l == view.global);
+    // The view shows another generation than the one the tree was last
+    // synced from, and the skel was changed in place (a kept generation
+    // has other directories, which the manifest notices by itself): the
     // manifest no longer says what the lowers show, so compare everything.
-    let skel_changed = match (
-        crate::generation::current(&view.skel.dirs)?,
-        view.record.generation,
-    ) {
-        (Some(now), Some(synced)) => now != synced,
+    let skel_changed = match (view.generation, view.record.generation) {
+        (Some(shown), Some(synced)) => shown != synced,
         _ => true,
     };
     let tree = sync_layers(

@@ -16,6 +16,13 @@
 //! Layers, top first: `upper`, then `static/`, the skel's `local/`, the
 //! skel's `global/` (kernel overlayfs would take the same stack as
 //! `lowerdir=static:local:global,upperdir=upper,workdir=work`).
+//!
+//! A view stays on the skel generation its record names until
+//! `upgrade-vs` moves it on: when `split-skel` has made a newer one, its
+//! `local/` and `global/` are those kept for that generation
+//! (`<skel>/generations/G.tree/`), never a mix of two.
+
+use std::path::PathBuf;
 
 use super::registry::{self, Kind, Record};
 use crate::config::Config;
@@ -76,6 +83,11 @@ pub struct View {
     pub dirs: ViewDirs,
     /// Its layers.
     pub layers: LayerSpec,
+    /// The skel generation its skel layers are (none: a skel without
+    /// generations).
+    pub generation: Option<u64>,
+    /// Its global layer (the skel's `global/`, or a kept generation's).
+    pub global: PathBuf,
 }
 
 impl View {
@@ -133,7 +145,8 @@ pub fn open(config: &Config, name: &str) -> Result<View> {
             )));
         }
     }
-    let lowers = [dirs.static_dir(), skel.local(), skel.global()]
+    let (generation, [local, global]) = skel_parts(&skel, name, record.generation)?;
+    let lowers = [dirs.static_dir(), local, global.clone()]
         .into_iter()
         .filter(|d| d.is_dir())
         .collect();
@@ -147,7 +160,68 @@ pub fn open(config: &Config, name: &str) -> Result<View> {
         skel,
         dirs,
         layers,
+        generation,
+        global,
     })
+}
+
+/// The generation a view on generation `wanted` shows, and its `local/`
+/// and `global/`: the skel's own when `wanted` is current, else those
+/// kept for `wanted`. When they are not kept (the skel was changed in
+/// place, not by `split-skel`), the skel's current ones, with a warning.
+fn skel_parts(skel: &Skel, view: &str, wanted: Option<u64>) -> Result<(Option<u64>, [PathBuf; 2])> {
+    let current = crate::generation::current(&skel.dirs)?;
+    let own = [skel.local(), skel.global()];
+    let Some(wanted) = wanted.filter(|w| Some(*w) != current) else {
+        return Ok((current.or(wanted), own));
+    };
+    let kept = skel.dirs.generations().tree(wanted);
+    let parts = [
+        kept.join(crate::layout::LOCAL),
+        kept.join(crate::layout::GLOBAL),
+    ];
+    if parts[1].is_dir() {
+        return Ok((Some(wanted), parts));
+    }
+    tracing::warn!(
+        "view {view} is on generation {wanted} of skel {}, which is not kept ({} is missing): \
+         it shows the skel's current files; `vskel upgrade-vs {view}` reports what that changed",
+        skel.name,
+        parts[1].display()
+    );
+    Ok((current, own))
+}
+
+/// The paths of every generation tree of `skel` that no view uses and
+/// that is not the one before the current generation, removed (the
+/// previous generation stays for comparison and rollback). Views mounted
+/// on a removed tree keep it open until unmounted.
+pub fn prune_kept_generations(config: &Config, skel: &Skel) -> Result<Vec<PathBuf>> {
+    let files = skel.dirs.generations();
+    let current = crate::generation::current(&skel.dirs)?.unwrap_or(0);
+    let in_use: std::collections::BTreeSet<u64> = registry::list(config)?
+        .into_iter()
+        .filter(|r| r.kind == Kind::View && r.skel.as_deref() == Some(skel.name.as_str()))
+        .filter_map(|r| r.generation)
+        .collect();
+    let mut removed = Vec::new();
+    for name in crate::tree::list_names(&files.dir)? {
+        let Some(n) = crate::layout::GenerationFiles::tree_number(&name) else {
+            continue;
+        };
+        if in_use.contains(&n) || n + 1 >= current {
+            continue;
+        }
+        let path = files.tree(n);
+        let dir = crate::sys::open_root(&files.dir)
+            .map_err(|e| Error::io("open directory", &files.dir, e))?;
+        let cname = crate::sys::cname(std::ffi::OsStr::new(&name))
+            .map_err(|e| Error::io("name", &path, e))?;
+        crate::tree::remove::remove_tree_at(std::os::fd::AsFd::as_fd(&dir), &cname)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        removed.push(path);
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

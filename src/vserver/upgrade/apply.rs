@@ -36,6 +36,9 @@ pub struct Placer<'a> {
     pub protect: Protect,
     /// Where random names used inside the tree are journalled.
     pub journal: Option<&'a Journal>,
+    /// Global entries are copied, not linked (into a view's writable
+    /// upper layer, which must never hold a skel inode).
+    pub copy_global: bool,
 }
 
 impl Placer<'_> {
@@ -100,7 +103,7 @@ impl Placer<'_> {
         let (src_dir, src_name) = self.source(e)?;
         let src_dir = src_dir.as_fd();
         match e.part {
-            Part::Global => {
+            Part::Global if !self.copy_global => {
                 let scratch = self.scratch;
                 let protect = self.protect;
                 place::make_link(scratch, None, Some(e.inode()), |at| {
@@ -118,7 +121,7 @@ impl Placer<'_> {
                 })
                 .map_err(|x| err("hard-link", x))
             }
-            Part::Local | Part::Static => {
+            Part::Global | Part::Local | Part::Static => {
                 let tokens = self.tokens;
                 let rendering = move |b: &[u8]| render(b, tokens).bytes;
                 let spec = CopySpec {

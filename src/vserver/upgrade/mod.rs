@@ -11,7 +11,7 @@
 //! removals deepest first, directory metadata last. The record gets
 //! generation N only at the end, so a killed upgrade is finished by the
 //! next run (each step, decided again, is then a no-op or the same step).
-//! Views are not supported yet.
+//! A view is upgraded in its upper and static layers instead ([`view`]).
 
 pub mod apply;
 pub mod journal;
@@ -19,6 +19,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod revert;
+pub mod view;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -92,6 +93,9 @@ pub struct Request {
     pub plan: bool,
     /// The conflict strategy.
     pub strategy: Strategy,
+    /// vskel's global arguments (`--config ...`), for mounting an upgraded
+    /// view again in the background.
+    pub remount_args: Vec<std::ffi::OsString>,
 }
 
 /// One vserver to upgrade, checked.
@@ -107,7 +111,10 @@ pub fn upgrade_vs(config: &Config, request: &Request) -> Result<Vec<Upgraded>> {
     let targets = check(config, request)?;
     targets
         .into_iter()
-        .map(|t| upgrade_one(config, t, request))
+        .map(|t| match t.record.kind {
+            VsKind::View => view::upgrade_view(config, t, request),
+            _ => upgrade_one(config, t, request),
+        })
         .collect()
 }
 
@@ -126,13 +133,8 @@ fn check(config: &Config, request: &Request) -> Result<Vec<Target>> {
             if request.skel.is_some() && r.skel != request.skel {
                 continue;
             }
-            match r.kind {
-                VsKind::Tree if !r.creating => trees.push(r),
-                VsKind::View => tracing::warn!(
-                    "vserver {} is a view: skipped (upgrade-vs of views is not supported yet)",
-                    r.name
-                ),
-                _ => {}
+            if !r.creating && r.skel.is_some() {
+                trees.push(r);
             }
         }
         trees
@@ -149,14 +151,10 @@ fn check(config: &Config, request: &Request) -> Result<Vec<Target>> {
     let mut targets = Vec::new();
     for record in records {
         let name = &record.name;
-        if record.kind == VsKind::View {
+        if record.creating {
             return Err(Error::Failed(format!(
-                "vserver {name} is a view: upgrade-vs of views is not supported yet"
-            )));
-        }
-        if record.kind != VsKind::Tree || record.creating {
-            return Err(Error::Failed(format!(
-                "vserver {name} is not a complete tree vserver"
+                "vserver {name} is being created, or its create-vs was interrupted \
+                 (`vskel create-vs` of {name} again, or `vskel remove-vs {name}`, clears it)"
             )));
         }
         let skel_name = record
@@ -179,6 +177,34 @@ fn check(config: &Config, request: &Request) -> Result<Vec<Target>> {
         targets.push(Target { record, skel, from });
     }
     Ok(targets)
+}
+
+/// The strategy an interrupted upgrade of `name` journalled.
+fn strategy_named(name: &str, strategy: &str) -> Result<Strategy> {
+    Strategy::from_name(strategy).ok_or_else(|| {
+        Error::Failed(format!(
+            "the upgrade journal of {name} names no known strategy"
+        ))
+    })
+}
+
+/// With strategy `fail`, stop before anything is written when any path
+/// conflicts.
+fn refuse_conflicts(name: &str, strategy: Strategy, decisions: &[(Span, Action)]) -> Result<()> {
+    let list: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.1 == Action::Conflict)
+        .map(|d| format!("/{}", d.0.path.display()))
+        .collect();
+    if strategy == Strategy::Fail && !list.is_empty() {
+        return Err(Error::Failed(format!(
+            "upgrade of {name} stopped, nothing changed: {} conflicting paths \
+             (strategy fail): {}",
+            list.len(),
+            list.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn tokens_of(config: &Config, record: &Record) -> Tokens {
@@ -219,6 +245,7 @@ fn placer<'a>(
         tokens,
         protect: config.protect,
         journal,
+        copy_global: false,
     })
 }
 
@@ -278,14 +305,7 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     let tree = TreeRoot::open(&Layout::new(config).vserver(&name))?;
     let begun = journal.load()?;
     let (from, to, strategy) = match &begun {
-        Some(b) => {
-            let strategy = Strategy::from_name(&b.strategy).ok_or_else(|| {
-                Error::Failed(format!(
-                    "the upgrade journal of {name} names no known strategy"
-                ))
-            })?;
-            (b.from, b.to, strategy)
-        }
+        Some(b) => (b.from, b.to, strategy_named(&name, &b.strategy)?),
         None => {
             let to = generation::current(&skel.dirs)?.ok_or_else(|| {
                 Error::Failed(format!("skel {} has no recorded generation", skel.name))
@@ -313,25 +333,13 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
         counts: counts(&decided),
         paths: decided,
     };
-    let conflicts = decisions.iter().filter(|d| d.1 == Action::Conflict).count();
     if request.plan {
         for (span, action) in decisions {
             decided.push(action, span.path);
         }
         return Ok(report(decided, true));
     }
-    if strategy == Strategy::Fail && conflicts > 0 {
-        let list: Vec<String> = decisions
-            .iter()
-            .filter(|d| d.1 == Action::Conflict)
-            .map(|d| format!("/{}", d.0.path.display()))
-            .collect();
-        return Err(Error::Failed(format!(
-            "upgrade of {name} stopped, nothing changed: {conflicts} conflicting paths \
-             (strategy fail): {}",
-            list.join(", ")
-        )));
-    }
+    refuse_conflicts(&name, strategy, &decisions)?;
     if begun.is_none() {
         journal.begin(from, to, strategy.name())?;
     } else if let Some(b) = &begun {

@@ -6,7 +6,9 @@
 //! entry is rendered with the vserver's tokens, so its recorded size and
 //! hash are not V's: V is O's when kind, mode, owner and mtime match (the
 //! rendering of O is not on disk any more), and V equals N when its bytes
-//! are N rendered. Directories compare by kind, mode and owner.
+//! are N rendered. Directories compare by kind, mode and owner. The
+//! overlay's own xattrs (`trusted.overlay.*`, a view's upper layer
+//! bookkeeping) are never compared.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -20,6 +22,7 @@ use crate::generation::{Entry, Kind, Part};
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::TreeRoot;
+use crate::view::format;
 
 /// V at one path.
 pub enum Here {
@@ -118,7 +121,13 @@ pub fn is(
             if sys::ino_of(&sys::fstat(fd.as_fd())?) != sys::ino_of(st) {
                 return Ok(false);
             }
-            if xattrs(fd.as_fd())? != e.xattrs {
+            let recorded: Vec<_> = e
+                .xattrs
+                .iter()
+                .filter(|(n, _)| !format::is_private_xattr(n))
+                .cloned()
+                .collect();
+            if xattrs(fd.as_fd())? != recorded {
                 return Ok(false);
             }
             Ok(Some(hash(fd)?) == e.hash)
@@ -134,6 +143,9 @@ pub fn is(
 fn xattrs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     for n in sys::flist_xattrs(fd)? {
+        if format::is_private_xattr(n.as_bytes()) {
+            continue; // a view's overlay bookkeeping, not the file's
+        }
         let value = sys::fget_xattr(fd, &n)?;
         out.push((n.into_bytes(), value));
     }

@@ -1,0 +1,229 @@
+//! `upgrade-vs` of a mounted view (issue 12 item 4): after `split-skel`
+//! the view stays whole on its generation (the old files, the old
+//! listings) until `upgrade-vs` moves it on; then what the vserver never
+//! touched shows the new skel, an upper-layer copy equal to the old
+//! version gives way, the vserver's own edits are kept with the skel's
+//! version beside them as `.vskel-new` and reported as conflicts, the
+//! view is mounted again, and `sync` gives a tree equal to the view.
+//! `--plan` writes nothing; a busy view is refused with nothing changed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::mount::{MountGuard, is_mounted};
+use common::{Setup, canonical, require_root, snapshot};
+
+const SKEL: &str = "base";
+
+fn source(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("usr/bin")).unwrap();
+    fs::create_dir_all(src.join("etc")).unwrap();
+    for f in ["take", "conf", "cu", "gone", "keep"] {
+        fs::write(src.join("usr/bin").join(f), format!("{f} v1\n")).unwrap();
+    }
+    for f in ["lconf", "lmine"] {
+        fs::write(src.join("etc").join(f), format!("{f} v1\n")).unwrap();
+    }
+    src
+}
+
+fn replace_by_rename(path: &Path, content: &str) {
+    let tmp = path.with_extension("vskel-test-tmp");
+    fs::write(&tmp, content).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+fn vskel_ok(setup: &Setup, args: &[&str]) -> String {
+    let out = setup.vskel().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "vskel {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The skel's second generation, made the way package work makes it.
+fn split_a_new_generation(setup: &Setup) {
+    vskel_ok(setup, &["merge-skel", SKEL]);
+    let temp = setup.root.join(format!("tmp_skel_{SKEL}"));
+    for f in ["take", "conf", "cu"] {
+        replace_by_rename(&temp.join("usr/bin").join(f), &format!("{f} v2\n"));
+    }
+    fs::write(temp.join("usr/bin/added"), "added v2\n").unwrap();
+    fs::remove_file(temp.join("usr/bin/gone")).unwrap();
+    for f in ["lconf", "lmine"] {
+        replace_by_rename(&temp.join("etc").join(f), &format!("{f} v2\n"));
+    }
+    vskel_ok(setup, &["split-skel", SKEL]);
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A canonical listing without what only a tree has (inodes shared with
+/// the skel, hard-link groups).
+fn content_listing(dir: &Path, skel: &Path) -> BTreeMap<PathBuf, String> {
+    canonical(dir, skel)
+        .into_iter()
+        .map(|(p, e)| {
+            let text = format!(
+                "{} {:o} {:?} {} {:?} {:?} {:?} {:?}",
+                e.kind, e.mode, e.owner, e.size, e.mtime, e.content, e.link, e.xattrs
+            );
+            (p, text)
+        })
+        .collect()
+}
+
+#[test]
+fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one() {
+    if !require_root("a_mounted_view_stays_on_its_generation_until_upgraded") {
+        return;
+    }
+    let setup = Setup::new("");
+    let src = source(setup.dir.path());
+    vskel_ok(
+        &setup,
+        &["build-skel", SKEL, "--from", src.to_str().unwrap()],
+    );
+    let skel = setup.root.join(".skel").join(SKEL);
+    let view = setup.create_view(SKEL, "w1", "10.0.1.2");
+    let merged = view.join("merged");
+    fs::create_dir_all(&merged).unwrap();
+    let guard = MountGuard(merged.clone());
+    vskel_ok(&setup, &["mount", "w1"]);
+    assert!(is_mounted(&merged));
+
+    // The vserver's own edits, and a copy-up that changes nothing.
+    fs::write(merged.join("usr/bin/conf"), "conf mine\n").unwrap();
+    fs::write(merged.join("etc/lmine"), "lmine mine\n").unwrap();
+    drop(
+        fs::OpenOptions::new()
+            .write(true)
+            .open(merged.join("usr/bin/cu"))
+            .unwrap(),
+    );
+    assert!(view.join("upper/usr/bin/cu").exists(), "cu was copied up");
+    let bin_before = names(&merged.join("usr/bin"));
+
+    split_a_new_generation(&setup);
+
+    // Still generation 1, whole: old files, the old listing.
+    assert_eq!(read(&merged.join("usr/bin/take")), "take v1\n");
+    assert_eq!(read(&merged.join("etc/lconf")), "lconf v1\n");
+    assert_eq!(names(&merged.join("usr/bin")), bin_before);
+    assert!(skel.join("generations/1.tree/global/usr/bin/gone").exists());
+    // ... also when mounted again: the view's record says generation 1.
+    guard.unmount().unwrap();
+    vskel_ok(&setup, &["mount", "w1"]);
+    assert_eq!(read(&merged.join("usr/bin/take")), "take v1\n");
+    assert_eq!(names(&merged.join("usr/bin")), bin_before);
+
+    // --plan decides and writes nothing.
+    let upper_before = snapshot(&view.join("upper"));
+    let static_before = snapshot(&view.join("static"));
+    let plan = vskel_ok(&setup, &["upgrade-vs", "--plan", "w1", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let paths = |v: &serde_json::Value, what: &str| -> Vec<String> {
+        v[0]["paths"][what]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what} in {v}"))
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paths(&plan, "conflicting"), ["etc/lmine", "usr/bin/conf"]);
+    assert_eq!(paths(&plan, "added"), ["usr/bin/added"]);
+    assert_eq!(paths(&plan, "removed"), ["usr/bin/gone"]);
+    assert_eq!(
+        paths(&plan, "taken"),
+        ["etc/lconf", "usr/bin/cu", "usr/bin/take"]
+    );
+    assert_eq!(snapshot(&view.join("upper")), upper_before);
+    assert_eq!(snapshot(&view.join("static")), static_before);
+    assert_eq!(read(&merged.join("usr/bin/take")), "take v1\n");
+
+    // A busy view is refused, with nothing changed.
+    let busy = fs::File::open(merged.join("usr/bin/keep")).unwrap();
+    let out = setup.vskel().args(["upgrade-vs", "w1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "busy view: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&view.join("upper")), upper_before);
+    assert!(is_mounted(&merged));
+    drop(busy);
+
+    let done = vskel_ok(&setup, &["upgrade-vs", "w1", "--format", "json"]);
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(paths(&done, "conflicting"), ["etc/lmine", "usr/bin/conf"]);
+    assert_eq!(done[0]["to"], 2);
+    // Mounted again, on generation 2.
+    assert!(is_mounted(&merged), "the view is mounted again");
+    assert_eq!(read(&merged.join("usr/bin/take")), "take v2\n");
+    assert_eq!(read(&merged.join("usr/bin/added")), "added v2\n");
+    assert!(!merged.join("usr/bin/gone").exists());
+    assert_eq!(read(&merged.join("etc/lconf")), "lconf v2\n");
+    assert_eq!(read(&merged.join("usr/bin/cu")), "cu v2\n");
+    assert!(
+        !view.join("upper/usr/bin/cu").exists(),
+        "the unchanged copy-up gave way"
+    );
+    assert_eq!(read(&merged.join("usr/bin/conf")), "conf mine\n");
+    assert_eq!(read(&merged.join("usr/bin/conf.vskel-new")), "conf v2\n");
+    assert_eq!(read(&merged.join("etc/lmine")), "lmine mine\n");
+    assert_eq!(read(&merged.join("etc/lmine.vskel-new")), "lmine v2\n");
+    let conf_new = view.join("upper/usr/bin/conf.vskel-new");
+    assert_eq!(
+        fs::metadata(&conf_new).unwrap().len(),
+        8,
+        "a copy in the upper layer"
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let skel_conf = fs::metadata(skel.join("global/usr/bin/conf")).unwrap();
+        assert_ne!(
+            fs::metadata(&conf_new).unwrap().ino(),
+            skel_conf.ino(),
+            "never the skel's inode in the upper layer"
+        );
+    }
+    // No view is on generation 1 any more; it stays as the one before.
+    assert!(skel.join("generations/1.tree").exists());
+
+    // A second upgrade has nothing to do.
+    let again = vskel_ok(&setup, &["upgrade-vs", "w1", "--format", "json"]);
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again[0]["from"], 2);
+
+    vskel_ok(&setup, &["sync", "w1"]);
+    let tree = setup.root.join("w1");
+    let shown = content_listing(&merged, &skel);
+    let synced = content_listing(&tree, &skel);
+    let differ: Vec<_> = shown
+        .iter()
+        .filter(|(p, e)| synced.get(*p) != Some(e))
+        .map(|(p, _)| p.clone())
+        .chain(synced.keys().filter(|p| !shown.contains_key(*p)).cloned())
+        .collect();
+    assert!(differ.is_empty(), "tree and view differ at {differ:?}");
+    assert_eq!(read(&tree.join("usr/bin/take")), "take v2\n");
+    guard.unmount().unwrap();
+}
