@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::mount::{MountGuard, is_mounted};
-use common::{Setup, canonical, require_root, snapshot};
+use common::{Setup, canonical, dev_ino, require_root, snapshot};
 
 const SKEL: &str = "base";
 
@@ -109,6 +109,8 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     vskel_ok(&setup, &["mount", "w1"]);
     assert!(is_mounted(&merged));
 
+    // A first sync: the tree is on generation 1.
+    vskel_ok(&setup, &["sync", "w1"]);
     // The vserver's own edits, and a copy-up that changes nothing.
     fs::write(merged.join("usr/bin/conf"), "conf mine\n").unwrap();
     fs::write(merged.join("etc/lmine"), "lmine mine\n").unwrap();
@@ -213,7 +215,11 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again[0]["from"], 2);
 
-    vskel_ok(&setup, &["sync", "w1"]);
+    // Only what changed is compared: the upper layer's changes and the
+    // skel's between the generations.
+    let synced = vskel_ok(&setup, &["sync", "w1", "--format", "json"]);
+    let synced: serde_json::Value = serde_json::from_str(&synced).unwrap();
+    assert_eq!(synced["mode"], "incremental", "{synced}");
     let tree = setup.root.join("w1");
     let shown = content_listing(&merged, &skel);
     let synced = content_listing(&tree, &skel);
@@ -225,5 +231,120 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
         .collect();
     assert!(differ.is_empty(), "tree and view differ at {differ:?}");
     assert_eq!(read(&tree.join("usr/bin/take")), "take v2\n");
+    for f in ["take", "keep", "added", "cu"] {
+        assert_eq!(
+            dev_ino(&tree.join("usr/bin").join(f)),
+            dev_ino(&skel.join("global/usr/bin").join(f)),
+            "{f}: the tree's global file is generation 2's skel inode"
+        );
+    }
     guard.unmount().unwrap();
+}
+
+/// What an upgrade leaves in a view's layers: path -> kind, mode and
+/// content (directories' times differ between views made apart; the
+/// rendered files' vserver name and IP are written as NAME and IP).
+fn layers_listing(view: &Path, name: &str, ip: &str) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    for layer in ["upper", "static"] {
+        for (rel, e) in snapshot(&view.join(layer)) {
+            let content = (e.kind == "file")
+                .then(|| fs::read(view.join(layer).join(&rel)).unwrap())
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace(ip, "IP")
+                        .replace(name, "NAME")
+                });
+            out.insert(
+                Path::new(layer).join(rel),
+                format!("{} {:o} {:?}", e.kind, e.mode, content),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_view_upgrade_is_finished_by_the_next_run_and_blocks_mounting_meanwhile() {
+    if !require_root("a_killed_view_upgrade_is_finished_by_the_next_run") {
+        return;
+    }
+    use common::lifecycle::{Ended, Rng, env_u64, run_killed_after};
+    const TRIALS: usize = 20;
+    let seed = env_u64("VIEW_UPGRADE_CRASH_SEED", 0x71e3_0b5e);
+    eprintln!("VIEW_UPGRADE_CRASH_SEED={seed}");
+    let setup = Setup::new("");
+    let src = source(setup.dir.path());
+    vskel_ok(
+        &setup,
+        &["build-skel", SKEL, "--from", src.to_str().unwrap()],
+    );
+    let names: Vec<String> = (0..=TRIALS).map(|i| format!("vw{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let view = setup.create_view(SKEL, name, &format!("10.0.2.{}", i + 2));
+        // The vserver's own edits, written into its upper layer as the
+        // view would, and a copy-up equal to the skel's file.
+        let upper = view.join("upper");
+        fs::create_dir_all(upper.join("usr/bin")).unwrap();
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("usr/bin/conf"), "conf mine\n").unwrap();
+        fs::write(upper.join("etc/lmine"), "lmine mine\n").unwrap();
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(setup.root.join(".skel/base/global/usr/bin/cu"))
+            .arg(upper.join("usr/bin/cu"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cp -a");
+    }
+    split_a_new_generation(&setup);
+    let started = std::time::Instant::now();
+    vskel_ok(&setup, &["upgrade-vs", "--strategy", "take-new", "vw0"]);
+    let took = started.elapsed().as_micros() as u64 + 1;
+    let ip = |i: usize| format!("10.0.2.{}", i + 2);
+    let reference = layers_listing(&setup.root.join(".views/vw0"), "vw0", &ip(0));
+    assert!(
+        reference.contains_key(Path::new("upper/usr/bin/conf.vskel-old")),
+        "{reference:?}"
+    );
+    let mut rng = Rng(seed | 1);
+    let (mut killed, mut journalled) = (0, 0);
+    for (i, name) in names.iter().enumerate().skip(1) {
+        // Every other trial in the later part of the run, where the
+        // journal is written and the layers change.
+        let micros = if i % 2 == 0 {
+            rng.up_to(took)
+        } else {
+            took / 2 + rng.up_to(took / 2)
+        };
+        let delay = std::time::Duration::from_micros(micros);
+        let args = ["upgrade-vs", "--strategy", "take-new", name.as_str()];
+        if matches!(run_killed_after(&setup, &args, delay), Ended::Killed) {
+            killed += 1;
+        }
+        let journal = setup.root.join(format!(".vskel/sync/{name}.upgrade"));
+        let begun = journal.exists();
+        if begun {
+            journalled += 1;
+            let out = setup.vskel().args(["mount", name]).output().unwrap();
+            assert!(!out.status.success(), "{name}: mounted half upgraded");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("was being upgraded"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Run again; once journalled, the journal's strategy wins over the
+        // command line's.
+        if begun {
+            vskel_ok(&setup, &["upgrade-vs", name]);
+        } else {
+            vskel_ok(&setup, &args);
+        }
+        assert!(!journal.exists(), "{name}: journal left");
+        let got = layers_listing(&setup.root.join(".views").join(name), name, &ip(i));
+        assert_eq!(got, reference, "{name} (delay {delay:?})");
+    }
+    eprintln!("{killed} of {TRIALS} runs killed, {journalled} after the journal");
 }

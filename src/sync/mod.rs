@@ -60,14 +60,29 @@ pub struct Synced {
     pub changes: Vec<Change>,
 }
 
+/// What changed in the lower layers since the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lowers {
+    /// Nothing: they are the layers the manifest was written against.
+    Same,
+    /// They are other directories, and exactly these paths (relative to
+    /// the layers' roots) differ from what the last sync saw (a new skel
+    /// generation's change list): compared beside the upper layer's
+    /// changes.
+    Changed(Vec<PathBuf>),
+    /// Unknown: only a full comparison is true.
+    Unknown,
+}
+
 /// Write the merged tree of `overlay` into `target`, incrementally when
-/// `state` holds a manifest of the tree there and `lowers_changed` is
-/// false, else in full (built beside and put in place in one step): the
-/// manifest records what the upper layer changed, so once the lower layers
-/// changed (a new skel generation) only a full comparison is true. Entries
-/// shown from lower layer `link_layer` become hard links to its inodes.
-/// With `dry_run`, only report what would change. The caller holds the lock of `state` (none
-/// needed for a dry run) and keeps the layers from changing meanwhile.
+/// `state` holds a manifest of the tree there and `lowers` says what
+/// changed below, else in full (built beside and put in place in one
+/// step): the manifest records what the upper layer changed, so once the
+/// lower layers changed in an unknown way only a full comparison is true.
+/// Entries shown from lower layer `link_layer` become hard links to its
+/// inodes. With `dry_run`, only report what would change. The caller
+/// holds the lock of `state` (none needed for a dry run) and keeps the
+/// layers from changing meanwhile.
 #[allow(clippy::too_many_arguments)] // each is one input of one call site
 pub fn sync_layers(
     config: &Config,
@@ -75,7 +90,7 @@ pub fn sync_layers(
     target: &Path,
     state: &StateFiles,
     link_layer: Option<usize>,
-    lowers_changed: bool,
+    lowers: &Lowers,
     dry_run: bool,
     progress: &Progress,
 ) -> Result<Synced> {
@@ -85,15 +100,28 @@ pub fn sync_layers(
         Err(e) => return Err(e),
     };
     let manifest = match &tree {
-        Some(tree) => state
-            .load_manifest()?
-            .filter(|m| !lowers_changed && m.identity == identity(tree, overlay)),
+        Some(tree) => state.load_manifest()?.filter(|m| match lowers {
+            Lowers::Same => m.identity == identity(tree, overlay),
+            // The tree and the upper layer must be the same; the
+            // lowers are new directories.
+            Lowers::Changed(_) => {
+                let now = identity(tree, overlay);
+                m.identity.len() == now.len() && m.identity[..2] == now[..2]
+            }
+            Lowers::Unknown => false,
+        }),
         None => None,
     };
     match (tree, manifest) {
-        (Some(tree), Some(manifest)) => incremental(
-            overlay, &tree, &manifest, state, link_layer, config, dry_run, progress,
-        ),
+        (Some(tree), Some(manifest)) => {
+            let below = match lowers {
+                Lowers::Changed(paths) => paths.as_slice(),
+                _ => &[],
+            };
+            incremental(
+                overlay, &tree, &manifest, below, state, link_layer, config, dry_run, progress,
+            )
+        }
         (tree, _) => full(
             config,
             overlay,
@@ -194,12 +222,14 @@ fn full(
     Ok(synced)
 }
 
-/// Bring the paths that changed since the last sync up to date in place.
+/// Bring the paths that changed since the last sync (in the upper layer,
+/// and `below` in the lower layers) up to date in place.
 #[allow(clippy::too_many_arguments)]
 fn incremental(
     overlay: &Overlay,
     tree: &TreeRoot,
     manifest: &Manifest,
+    below: &[PathBuf],
     state: &StateFiles,
     link_layer: Option<usize>,
     config: &Config,
@@ -214,6 +244,8 @@ fn incremental(
     let journal = journal.unwrap_or_default();
     let journalled: std::collections::HashSet<PathBuf> = journal.paths.iter().cloned().collect();
     changed.extend(journalled.iter().cloned());
+    changed.extend(below.iter().cloned());
+    let below: std::collections::HashSet<&PathBuf> = below.iter().collect();
     let changed: Vec<PathBuf> = changed.into_iter().collect();
     if !dry_run && (!changed.is_empty() || !journal.temps.is_empty()) {
         // The temporaries of an interrupted run stay recorded until gone.
@@ -259,6 +291,13 @@ fn incremental(
                 }
             }
             Some(_) => Depth::Own,
+            // Changed in the lowers, which list every path that changed.
+            None if below.contains(path)
+                && !manifest.stamps.contains_key(path)
+                && !(resumed && journalled.contains(path)) =>
+            {
+                Depth::Own
+            }
             // The upper layer dropped it: what shows now may be lower content.
             None => Depth::All,
         };

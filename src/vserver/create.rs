@@ -515,6 +515,7 @@ fn record(
         post_create_pending,
         creating: false,
         generation: None,
+        tree_generation: None,
     }
 }
 

@@ -64,6 +64,12 @@ pub struct Record {
     /// kept per path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// For a view: the generation its tree `<root>/NAME` was last synced
+    /// from (its `generation` is the one the view shows, which
+    /// `upgrade-vs` moves on); none before its first sync (or in records
+    /// older than this field, where `generation` says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_generation: Option<u64>,
 }
 
 /// `<root>/.vskel/vservers`.
@@ -167,6 +173,7 @@ pub fn list(config: &Config) -> Result<Vec<Record>> {
             post_create_pending: false,
             creating: false,
             generation: None,
+            tree_generation: None,
         });
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));

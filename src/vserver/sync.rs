@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::sync::state::StateFiles;
-use crate::sync::{Synced, sync_layers};
+use crate::sync::{Lowers, Synced, sync_layers};
 use crate::tokens::Tokens;
 use crate::view::overlay::Overlay;
 
@@ -94,28 +94,18 @@ pub(crate) fn sync_view_holding(
     // A mounted view's server holds its writes until `held` is dropped.
     let held = view::hold_view(&view::ViewDirs::new(config, name))?;
     let link_layer = view.layers.lowers.iter().position(|l| *l == view.global);
-    // The view shows another generation than the one the tree was last
-    // synced from, and the skel was changed in place (a kept generation
-    // has other directories, which the manifest notices by itself): the
-    // manifest no longer says what the lowers show, so compare everything.
-    let skel_changed = match (view.generation, view.record.generation) {
-        (Some(shown), Some(synced)) => shown != synced,
-        _ => true,
-    };
+    let synced = view.record.tree_generation.or(view.record.generation);
+    let lowers = lowers_since(&view, synced)?;
     let tree = sync_layers(
-        config,
-        &overlay,
-        &target,
-        &state,
-        link_layer,
-        skel_changed,
-        dry_run,
-        progress,
+        config, &overlay, &target, &state, link_layer, &lowers, dry_run, progress,
     )?;
     let writes_held = held.is_some();
     drop(held);
-    if generation.is_some() && generation != view.record.generation {
+    if generation.is_some()
+        && (generation != view.record.generation || generation != view.record.tree_generation)
+    {
         view.record.generation = generation;
+        view.record.tree_generation = generation;
         registry::save(config, &view.record)?;
     }
     let scripts = if dry_run {
@@ -135,6 +125,38 @@ pub(crate) fn sync_view_holding(
         scripts,
         generation,
     })
+}
+
+/// What changed in the view's skel layers since the tree was synced from
+/// generation `synced`: nothing when the view shows that one, the paths of
+/// the change lists between them when both are known and recorded, else
+/// unknown (the skel was changed in place, or a record predates
+/// generations): then the sync compares everything.
+fn lowers_since(view: &view::View, synced: Option<u64>) -> Result<Lowers> {
+    let (Some(shown), Some(synced)) = (view.generation, synced) else {
+        return Ok(Lowers::Unknown);
+    };
+    if shown == synced {
+        return Ok(Lowers::Same);
+    }
+    if synced > shown {
+        return Ok(Lowers::Unknown);
+    }
+    match crate::generation::changes(&view.skel.dirs, synced, shown) {
+        Ok(changes) => {
+            let paths: std::collections::BTreeSet<_> =
+                changes.into_iter().map(|c| c.path).collect();
+            Ok(Lowers::Changed(paths.into_iter().collect()))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "the changes of skel {} from generation {synced} to {shown} cannot be read \
+                 ({e}): comparing everything",
+                view.skel.name
+            );
+            Ok(Lowers::Unknown)
+        }
+    }
 }
 
 /// The first sync of a view runs its post-create scripts (they need the

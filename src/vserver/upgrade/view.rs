@@ -277,6 +277,8 @@ pub(super) fn upgrade_view(config: &Config, target: Target, request: &Request) -
     for tree in [&upper, &statics] {
         sys::syncfs(tree.fd()).map_err(|e| Error::io("flush to disk", tree.path(), e))?;
     }
+    // The tree (if synced) stays on the generation it was synced from.
+    record.tree_generation = record.tree_generation.or(record.generation);
     record.generation = Some(to);
     registry::save(config, &record)?;
     journal.clear()?;
