@@ -348,9 +348,16 @@ fn a_killed_upgrade_is_finished_by_the_next_run() {
     let took = start.elapsed().as_micros() as u64 + 1;
     let reference = comparable(&w, "vs0");
     let mut rng = Rng(seed | 1);
-    let mut killed = 0;
-    for name in &names[1..] {
-        let delay = Duration::from_micros(rng.next() % took);
+    let (mut killed, mut journalled) = (0, 0);
+    for (i, name) in names.iter().enumerate().skip(1) {
+        // Every other trial in the later part of the run, where the
+        // journal is written and the tree changes.
+        let micros = if i % 2 == 0 {
+            rng.next() % took
+        } else {
+            took / 2 + rng.next() % (took / 2 + 1)
+        };
+        let delay = Duration::from_micros(micros);
         let mut child = w
             .setup
             .vskel_process()
@@ -365,6 +372,10 @@ fn a_killed_upgrade_is_finished_by_the_next_run() {
         }
         child.kill().ok();
         child.wait().unwrap();
+        let journal = w.setup.root.join(format!(".vskel/sync/{name}.upgrade"));
+        if journal.exists() {
+            journalled += 1;
+        }
         let out = w.upgrade(&["--strategy", "take-new", name]);
         assert!(
             out.status.success(),
@@ -378,5 +389,11 @@ fn a_killed_upgrade_is_finished_by_the_next_run() {
             "seed {seed} {name} (killed after {delay:?})"
         );
     }
-    eprintln!("{killed} of {TRIALS} runs were killed while running");
+    eprintln!(
+        "{killed} of {TRIALS} runs were killed while running, {journalled} after the journal"
+    );
+    assert!(
+        journalled > 0,
+        "seed {seed}: no run was killed after its journal was written"
+    );
 }

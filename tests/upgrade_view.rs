@@ -347,4 +347,8 @@ fn a_killed_view_upgrade_is_finished_by_the_next_run_and_blocks_mounting_meanwhi
         assert_eq!(got, reference, "{name} (delay {delay:?})");
     }
     eprintln!("{killed} of {TRIALS} runs killed, {journalled} after the journal");
+    assert!(
+        journalled > 0,
+        "seed {seed}: no run was killed after its journal was written"
+    );
 }
