@@ -98,7 +98,9 @@ impl Bench {
         fs::write(
             &config,
             format!(
-                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\n",
+                // The skel is changed in place below (files replaced by
+                // rename), as a test does: shared files unprotected.
+                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\nprotect = \"none\"\n",
                 dir.join("etc"),
                 dir.join("defaults")
             ),

@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     fs::create_dir_all(base.join("vservers"))?;
     fs::write(base.join("vskel.toml"), &config_text)?;
     config.apply_toml(&config_text, &base.join("vskel.toml"))?;
+    // vskel lifts the immutable attribute of protected files only for its
+    // own link calls, and only inside such a session (crash-safely).
+    let _unlock = vskel::protect::begin(&config);
 
     println!("== vskel demo in {}", base.display());
     println!(
@@ -41,10 +44,12 @@ fn main() -> anyhow::Result<()> {
     );
     let built = build_skel(&config, "demo", &source, &Progress::hidden())?;
     println!(
-        "built skel {} from the example tree: {} files copied, {} directories",
+        "built skel {} from the example tree: {} files copied, {} directories; \
+         shared files protected: {}",
         built.path.display(),
         built.counts.copied,
-        built.counts.dirs
+        built.counts.dirs,
+        config.protect
     );
     let created = create_vs(
         &config,
@@ -78,7 +83,31 @@ fn main() -> anyhow::Result<()> {
     );
     if keep {
         let kept = tmp.keep();
-        println!("kept {} (remove it with rm -rf)", kept.display());
+        println!(
+            "kept {} (remove it with chattr -R -i, then rm -rf)",
+            kept.display()
+        );
+    } else {
+        unprotect(base)?;
+    }
+    Ok(())
+}
+
+/// Clear the immutable attribute below `dir`, so the demo's temporary
+/// directory can be removed.
+fn unprotect(dir: &Path) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            unprotect(&path)?;
+        } else if meta.is_file() {
+            let file = fs::File::open(&path)?;
+            let flags = rustix::fs::ioctl_getflags(&file)?;
+            if flags.contains(rustix::fs::IFlags::IMMUTABLE) {
+                rustix::fs::ioctl_setflags(&file, flags - rustix::fs::IFlags::IMMUTABLE)?;
+            }
+        }
     }
     Ok(())
 }

@@ -63,12 +63,19 @@ const KEYS: &[&str] = &[
     "tokens",
 ];
 
+/// Present on a Linux-VServer kernel (which has the immutable-unlink
+/// attribute).
+pub const VSERVER_PROC: &str = "/proc/virtual";
+
 /// How files hard-linked from a skel into vservers are protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+///
+/// The default is the safe one for the running kernel
+/// ([`Protect::host_default`]): no vserver's root can change a file that
+/// other vservers or the skel share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protect {
-    /// No protection.
-    #[default]
+    /// No protection: every vserver's root can change every shared file.
     None,
     /// Set the immutable attribute.
     Immutable,
@@ -76,7 +83,25 @@ pub enum Protect {
     Iunlink,
 }
 
+impl Default for Protect {
+    fn default() -> Self {
+        Protect::host_default()
+    }
+}
+
 impl Protect {
+    /// The safe protection on this kernel: `iunlink` on a Linux-VServer
+    /// kernel (a vserver's write breaks the link: copy-on-write), else
+    /// `immutable` (shared inodes cannot be changed at all; vskel lifts the
+    /// flag only for its own link and unlink calls).
+    pub fn host_default() -> Protect {
+        if std::path::Path::new(VSERVER_PROC).exists() {
+            Protect::Iunlink
+        } else {
+            Protect::Immutable
+        }
+    }
+
     /// Every value, in the order they are documented.
     pub const ALL: [Protect; 3] = [Protect::None, Protect::Immutable, Protect::Iunlink];
 
@@ -180,7 +205,7 @@ pub struct Config {
     pub defaults: PathBuf,
     /// The first context ID to hand out (default 50).
     pub context_start: u32,
-    /// How hard-linked files are protected (default none).
+    /// How hard-linked files are protected (default: [`Protect::host_default`]).
     pub protect: Protect,
     /// Which paths go to a skel's global/ (default bin, lib*, sbin, usr,
     /// !usr/local).
@@ -552,7 +577,12 @@ mod tests {
         assert_eq!(c.etc, Path::new("/etc/vservers"));
         assert_eq!(c.defaults, Path::new("/etc/vskel"));
         assert_eq!(c.context_start, 50);
-        assert_eq!(c.protect, Protect::None);
+        assert_eq!(c.protect, Protect::host_default());
+        assert_ne!(
+            c.protect,
+            Protect::None,
+            "the default protects shared files"
+        );
         assert_eq!(c.global.as_strings(), GlobalRules::default_rules());
         assert_eq!(c.exclude.as_strings(), GlobalRules::default_exclude());
         assert!(c.tokens.is_empty());

@@ -23,6 +23,7 @@ use rustix::fs::FileType;
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::config::VSERVER_PROC;
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -34,8 +35,6 @@ use crate::tree::walk::par_walk;
 /// Files lacking the flag named in a warning.
 const SHOWN_LACKING: usize = 3;
 
-/// Present only on a Linux-VServer kernel.
-const VSERVER_PROC: &str = "/proc/virtual";
 /// util-vserver's attribute tool.
 const SETATTR: &str = "setattr";
 /// Files handed to one `setattr` run.

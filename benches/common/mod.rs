@@ -133,10 +133,25 @@ pub fn usr_copy() -> PathBuf {
     dir
 }
 
-/// A vskel configuration in a temporary directory.
+/// A vskel configuration in a temporary directory (vskel's default
+/// protection: shared files immutable); the immutable attribute is
+/// cleared below it when dropped, so the directory can be removed.
 pub struct Setup {
     pub config: PathBuf,
     pub root: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.root.parent() {
+            let _ = Command::new("chattr")
+                .args(["-R", "-f", "-i"])
+                .arg(tmp)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl Setup {

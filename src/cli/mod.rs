@@ -4,6 +4,7 @@
 
 mod build_skel;
 mod create_vs;
+mod detach;
 mod legacy;
 mod list;
 mod materialize;
@@ -59,6 +60,7 @@ pub struct Cli {
 enum Command {
     BuildSkel(build_skel::Args),
     CreateVs(create_vs::Args),
+    Detach(detach::Args),
     List(list::Args),
     Materialize(materialize::Args),
     MergeSkel(merge_skel::Args),
@@ -187,6 +189,7 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
+        Command::Detach(args) => detach::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
         Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),

@@ -14,7 +14,9 @@
 //!   filesystem, one link, device number, symlink target, inode of a hard
 //!   link) to be that entry. No name is trusted between two calls.
 //! * [`install`] moves the finished entry into the tree with one
-//!   `rename()`, replacing what was there.
+//!   `rename()`, replacing what was there (a protected, immutable file
+//!   there has its attribute lifted for that rename and set again on the
+//!   inode the skel and other vservers still share).
 //! * An entry made but not installed is removed on every error path: its
 //!   [`Temp`] guard removes it on drop, and only if the name still holds
 //!   the inode it made.
@@ -270,6 +272,10 @@ pub fn install(
             // A directory holds the name (for a file), or anything does
             // (for a directory).
             Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EEXIST)) => {}
+            // An immutable (protected, shared) file holds the name.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !placing_dir => {
+                return replace_immutable(temp, dir, name, e);
+            }
             Err(e) => return Err(e),
         }
         match sys::stat_at(dir, name) {
@@ -282,6 +288,40 @@ pub fn install(
     Err(io::Error::other(
         "the entry at this name kept changing while it was replaced",
     ))
+}
+
+/// Install the file `temp` over the immutable file at `name` (a rename
+/// cannot replace it): its attribute lifted (crash-safely, see
+/// [`super::unlock`]), the rename done, and the attribute set again on the
+/// old inode while other names (the skel's, other vservers') still hold it.
+/// `refused` is returned when the entry there is no immutable file.
+fn replace_immutable(
+    temp: Temp<'_>,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    refused: io::Error,
+) -> io::Result<()> {
+    let st = sys::stat_at(dir, name)?;
+    if kind_of(&st) != FileType::RegularFile {
+        return Err(refused);
+    }
+    let old = sys::open_file_read(dir, name)?;
+    if sys::ino_of(&sys::fstat(old.as_fd())?) != sys::ino_of(&st)
+        || !sys::is_immutable(old.as_fd())?
+    {
+        return Err(refused);
+    }
+    let lifted = super::unlock::lift(old.as_fd())?;
+    let moved = sys::rename_replace(temp.dir, &temp.name, dir, name);
+    let still_linked = sys::fstat(old.as_fd())?.st_nlink > 0;
+    match lifted {
+        Some(lifted) if still_linked => lifted.restore()?,
+        Some(lifted) => lifted.release(),
+        None => {}
+    }
+    moved?;
+    temp.keep();
+    Ok(())
 }
 
 /// Install `temp` over an entry a rename cannot replace: beside it under a

@@ -155,6 +155,14 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
 /// Create the vserver `request` describes.
 pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) -> Result<Created> {
     check(config, request)?;
+    if config.protect == crate::config::Protect::None {
+        warn!(
+            "protect = \"none\": the root of vserver \"{}\" can change every file it shares \
+             with the skel and the other vservers (and so every one of them); the default \
+             protection prevents it (README, \"Protection\")",
+            request.name
+        );
+    }
     let name = &request.name;
     let root_dir = Layout::new(config).vserver(name);
     let (skel, mut creation) =
@@ -516,6 +524,7 @@ fn record(
         creating: false,
         generation: None,
         tree_generation: None,
+        detached: Vec::new(),
     }
 }
 

@@ -70,6 +70,10 @@ pub struct Record {
     /// older than this field, where `generation` says it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_generation: Option<u64>,
+    /// A tree's global paths given private copies by `vskel detach`: the
+    /// vserver's own from then on (`upgrade-vs` never links them back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detached: Vec<PathBuf>,
 }
 
 /// `<root>/.vskel/vservers`.
@@ -174,6 +178,7 @@ pub fn list(config: &Config) -> Result<Vec<Record>> {
             creating: false,
             generation: None,
             tree_generation: None,
+            detached: Vec::new(),
         });
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));

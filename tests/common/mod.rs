@@ -19,7 +19,8 @@ pub mod lifecycle;
 
 pub use mount::MountGuard;
 
-/// A temporary vskel installation.
+/// A temporary vskel installation; its immutable files are unlocked when
+/// it is dropped, so that its directory can be removed.
 pub struct Setup {
     /// Holds everything; removed on drop.
     pub dir: TempDir,
@@ -33,15 +34,50 @@ pub struct Setup {
     pub defaults: PathBuf,
 }
 
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let unprotected = fs::read_to_string(&self.config)
+            .is_ok_and(|c| c.lines().any(|l| l.trim() == "protect = \"none\""));
+        if unprotected {
+            return;
+        }
+        // `chattr -R` does not follow symlinks; its complaints about
+        // device nodes and sockets do not matter here.
+        let _ = std::process::Command::new("chattr")
+            .args(["-R", "-f", "-i"])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 impl Setup {
-    /// A setup with the default config plus `extra` TOML lines.
+    /// A setup with the default config plus `extra` TOML lines; shared
+    /// files unprotected (`protect = "none"`) unless `extra` sets
+    /// `protect` (most tests change skel files in place to make a new
+    /// generation; [`Setup::with_default_protection`] tests the default).
     pub fn new(extra: &str) -> Self {
         Setup::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), extra)
+    }
+
+    /// A setup with vskel's own default protection (no `protect` key).
+    pub fn with_default_protection(extra: &str) -> Self {
+        Setup::new_in_raw(Path::new(env!("CARGO_TARGET_TMPDIR")), extra)
     }
 
     /// [`Setup::new`], in a new directory below `base` (a filesystem of
     /// the test's own, say).
     pub fn new_in(base: &Path, extra: &str) -> Self {
+        let sets_protect = extra.lines().any(|l| l.trim_start().starts_with("protect"));
+        if sets_protect {
+            Setup::new_in_raw(base, extra)
+        } else {
+            Setup::new_in_raw(base, &format!("protect = \"none\"\n{extra}"))
+        }
+    }
+
+    fn new_in_raw(base: &Path, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vskel-test-")
             .tempdir_in(base)

@@ -1,4 +1,4 @@
-//! `upgrade-vs` and `revert` as ops: bring a tree vserver from the skel
+//! `upgrade-vs`, `revert` and `detach` as ops: bring a tree vserver from the skel
 //! generation its record names (O) to the skel's current one (N), deciding
 //! only the paths that changed between them ([`plan`]: cost proportional
 //! to the change, not to the tree), against what the vserver has now
@@ -14,6 +14,7 @@
 //! A view is upgraded in its upper and static layers instead ([`view`]).
 
 pub mod apply;
+pub mod detach;
 pub mod journal;
 pub mod observe;
 pub mod plan;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use self::apply::Placer;
+pub use self::detach::{Detached, detach};
 use self::journal::Journal;
 use self::observe::{Against, Here};
 use self::plan::{Action, Seen, Span};
@@ -317,9 +319,16 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     let spans = plan::spans(&skel.dirs, from, to)?;
     let mut decisions = Vec::with_capacity(spans.len());
     let mut decided = Decided::default();
+    let detached: std::collections::BTreeSet<PathBuf> = record.detached.iter().cloned().collect();
+    let seen = |here: &Here, span: &Span| -> Result<Seen> {
+        let mut seen = seen(here, span, &skel, &tokens, &tree)?;
+        // A detached file is the vserver's own, whatever it holds.
+        seen.is_old &= !detached.contains(&span.path);
+        Ok(seen)
+    };
     for span in spans {
         let here = observe::look(&tree, &span.path)?;
-        let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
+        let action = plan::decide(&span, seen(&here, &span)?);
         decisions.push((span, action));
     }
     let report = |decided: Decided, plan: bool| Upgraded {
@@ -365,7 +374,7 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
         // made (a type change taken) is there now, and no descriptor is
         // kept open per path between the passes.
         let here = observe::look(&tree, &span.path)?;
-        let action = plan::decide(&span, seen(&here, &span, &skel, &tokens, &tree)?);
+        let action = plan::decide(&span, seen(&here, &span)?);
         let Here::At {
             dir,
             name: leaf,
@@ -392,6 +401,7 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
                 }
                 if let (Some(n), Some(st)) = (&span.new, stat)
                     && n.part == Part::Global
+                    && !detached.contains(&span.path)
                     && n.kind != Kind::Dir
                     && (sys::dev_of(st), sys::ino_of(st)) != n.inode()
                 {

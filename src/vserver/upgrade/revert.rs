@@ -40,6 +40,12 @@ pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted
     let target = targets
         .pop()
         .ok_or_else(|| Error::Failed(format!("no vserver {name}")))?;
+    if target.record.kind != crate::vserver::registry::Kind::Tree {
+        return Err(Error::Usage(format!(
+            "vserver {name} is a view: remove the path in the view (its upper layer) \
+             and the skel's version shows again"
+        )));
+    }
     let to = generation::current(&target.skel.dirs)?.ok_or_else(|| {
         Error::Failed(format!(
             "skel {} has no recorded generation",
@@ -93,6 +99,13 @@ pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted
         done.push(rel);
     }
     staging.discard()?;
+    // A detached path reverted is the skel's again.
+    if let Some(mut record) = crate::vserver::registry::load(config, name)?
+        && record.detached.iter().any(|d| done.contains(d))
+    {
+        record.detached.retain(|d| !done.contains(d));
+        crate::vserver::registry::save(config, &record)?;
+    }
     Ok(Reverted {
         name: name.to_string(),
         generation: to,
@@ -101,7 +114,7 @@ pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted
 }
 
 /// A path as the vserver sees it (`/etc/motd`), relative to its root.
-fn relative(p: &Path) -> Result<PathBuf> {
+pub(super) fn relative(p: &Path) -> Result<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
