@@ -188,6 +188,10 @@ pub fn build_skel(
     let protected = protect::protect_tree(&global.tree, config.protect)?;
     progress.start(&format!("recording skel {name}'s generation 1"));
     let generation = generation::record(&built, "build-skel", progress)?.generation;
+    // The lifecycle lock file exists from the start: mounting or syncing a
+    // view (which take it) never changes the skel's directory.
+    let lock = built.lifecycle_lock();
+    drop(sys::open_locked(&lock).map_err(|e| Error::io("make", &lock, e))?);
     staging.publish(&skel.dirs.dir)?;
     info!("skel {name} built in {}", skel.dirs.dir.display());
     warn_review(&skel);
