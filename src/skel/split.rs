@@ -87,6 +87,7 @@ pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<Sp
     }
     let temp_path = temp_path(config, name);
     let temp = TreeRoot::open(&temp_path)?;
+    super::accounts::warn_changed(&skel, &temp);
     let split_dir = skel.dirs.split_dir();
     make_private_dir(&split_dir)?;
     let stage =
