@@ -7,18 +7,24 @@
 //! as it was; copied instead when global files are protected, since a
 //! rename over an immutable file fails), local/ copied (maintainer scripts
 //! and logs write in place).
-//! local/ brings the skel's `dev/` nodes and `tmp/` (1777). Before it is
-//! put in place, `global.bak/` and `local.bak/` are remade as hard-linked
+//! local/ brings the skel's `dev/` nodes and `tmp/` (1777); merge adds an
+//! empty `proc/` (a mount point, as `create-vs` makes it) and copies
+//! static's account files (`etc/passwd`, `group`, `shadow`, `gshadow`) as
+//! they are, so that maintainer scripts calling `adduser` or `getent` work.
+//! split-skel never takes those back (static/ is per-vserver; see
+//! [`super::accounts`]). Before it is put in
+//! place, `global.bak/` and `local.bak/` are remade as hard-linked
 //! snapshots of the skel (VSkel keeps them too) and the skel's `merged`
 //! marker written; the tree appears last, whole, by one rename.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tracing::warn;
 
-use super::Skel;
 use super::lifecycle::{self, exists, temp_is_taken};
+use super::{Skel, accounts};
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -26,7 +32,11 @@ use crate::progress::Progress;
 use crate::staging::{Staging, split_parent};
 use crate::tree::TreeRoot;
 use crate::tree::copy::{CopyCounts, CopyOptions, Everything, How, Target, copy_tree};
+use crate::tree::meta::Meta;
 use crate::{generation, protect, sys};
+
+/// Mode of the temporary vserver's `proc/` (as `create-vs` makes it).
+const PROC_MODE: u32 = 0o555;
 
 /// What `merge-skel` made.
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +119,7 @@ pub fn merge_skel(config: &Config, name: &str, progress: &Progress) -> Result<Me
             counts += report.counts;
         }
     }
+    add_script_needs(&skel, &TreeRoot::open(&tree)?)?;
     let staged = TreeRoot::open(staging.path())?;
     sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", staging.path(), e))?;
     // The old snapshots go into the staging directory (removed with it).
@@ -131,6 +142,29 @@ pub fn merge_skel(config: &Config, name: &str, progress: &Progress) -> Result<Me
         generation,
         counts,
     })
+}
+
+/// Give the temporary vserver `tree` (still in staging) what maintainer
+/// scripts need and global/ and local/ lack: an empty `proc/` and static's
+/// account files. The directories keep their times, so split-skel sees no
+/// change of theirs.
+fn add_script_needs(skel: &Skel, tree: &TreeRoot) -> Result<()> {
+    let st = sys::fstat(tree.fd()).map_err(|e| Error::io("stat", tree.path(), e))?;
+    let root_times = Meta::from_stat(&st).times;
+    let proc = Path::new("proc");
+    match sys::mkdir_at(tree.fd(), c"proc", PROC_MODE) {
+        Ok(()) => {
+            sys::chmod_at(tree.fd(), c"proc", PROC_MODE)
+                .map_err(|e| Error::io("set mode", tree.display(proc), e))?;
+            sys::lutimens_at(tree.fd(), c"proc", root_times)
+                .map_err(|e| Error::io("set times", tree.display(proc), e))?;
+        }
+        // A hand-made skel's local/ brought one: it stays as it is.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(Error::io("make directory", tree.display(proc), e)),
+    }
+    accounts::copy_into(skel, tree)?;
+    sys::futimens(tree.fd(), root_times).map_err(|e| Error::io("set times", tree.path(), e))
 }
 
 /// Why skel `skel` cannot be merged now, if it cannot.
@@ -162,7 +196,6 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
     let (tp, tname) = split_parent(to)?;
     let fd = sys::open_root(fp).map_err(|e| Error::io("open directory", fp, e))?;
     let td = sys::open_root(tp).map_err(|e| Error::io("open directory", tp, e))?;
-    use std::os::fd::AsFd;
     sys::rename_noreplace(fd.as_fd(), &fname, td.as_fd(), &tname)
         .map_err(|e| Error::io("rename into place", to, e))
 }

@@ -6,6 +6,7 @@
 //! replaced), `scripts/post-create-vs/` and `configfile` (the paths come
 //! from [`crate::layout`]).
 
+mod accounts;
 pub mod build;
 pub mod devnodes;
 mod journal;

@@ -18,9 +18,10 @@
 //! tell a part already swapped in). Then the new generation is recorded
 //! and the temporary vserver removed.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
 use serde::Serialize;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use super::Skel;
 use super::journal::{Commit, decode, encode};
 use super::lifecycle::{self, exists};
-use super::policy::{STATIC_ETC_FILES, WRITTEN_ETC_FILES};
+use super::policy::{BuildPolicy, TO_LOCAL, TO_STATIC};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{GLOBAL, LOCAL, Layout};
@@ -36,7 +37,9 @@ use crate::progress::Progress;
 use crate::staging::{Staging, make_private_dir, split_parent};
 use crate::tree::TreeRoot;
 use crate::tree::compare::{CompareSpec, Side, same_entry};
-use crate::tree::copy::{CopyOptions, Everything, How, Target, copy_tree};
+use crate::tree::copy::{
+    CopyOptions, EntryInfo, Everything, How, Place, Policy, Target, copy_tree,
+};
 use crate::tree::meta::Meta;
 use crate::tree::remove::{remove_tree_at, unlink_entry};
 use crate::{generation, protect, sys};
@@ -47,10 +50,6 @@ const COMMIT: &str = "COMMIT";
 const STAGE: &str = "stage";
 /// The parts a split changes, in order (index 0 global, 1 local).
 const PARTS: [&str; 2] = [GLOBAL, LOCAL];
-/// Top-level directories whose contents are not the skel's.
-const KEPT_EMPTY: &[&str] = &["sys", "run", "tmp", "home", "root"];
-/// Top-level directories never taken back.
-const NOT_TAKEN: &[&str] = &["proc"];
 
 /// What `split-skel` did.
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +110,7 @@ pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<Sp
     let from = generation::ensure(&skel.dirs, "split-skel", progress)?;
     let temp_path = temp_path(config, name);
     let temp = TreeRoot::open(&temp_path)?;
+    super::accounts::warn_changed(&skel, &temp);
     let split_dir = skel.dirs.split_dir();
     make_private_dir(&split_dir)?;
     progress.start(&format!("splitting skel {name}"));
@@ -294,39 +294,33 @@ fn remove_path(path: &Path) -> Result<()> {
     }
 }
 
-/// Where `rel` (of type `file_type`) of the temporary vserver goes.
+/// Where `rel` (of type `file_type`) of the temporary vserver goes: where
+/// `build-skel` would put it (`BuildPolicy`, so the two cannot drift),
+/// except that nothing goes to static/ (per-vserver, never taken back) and
+/// what build leaves out or makes itself (`proc`, the skel's own minimal
+/// `dev`, `etc/hosts`, `etc/hostname`) is neither taken nor removed.
+/// Mounts inside the temporary vserver are the walk's concern.
 fn classify(config: &Config, rel: &Path, file_type: FileType) -> Class {
-    let components: Vec<&OsStr> = rel
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    let Some(name) = components.last().copied() else {
-        return Class::Into(1, true);
+    if rel.as_os_str().is_empty() {
+        return Class::Into(TO_LOCAL, true);
+    }
+    let policy = BuildPolicy {
+        rules: &config.global,
+        exclude: &config.exclude,
+        source_dev: 0,
+        excluded_dirs: HashSet::new(),
     };
-    let is_dir = file_type == FileType::Directory;
-    if (is_dir && name == "lost+found") || config.exclude.matches(rel) {
-        return Class::Skip;
+    let place = policy.place(&EntryInfo {
+        rel,
+        file_type,
+        dev_ino: None,
+        parent_target: TO_LOCAL,
+    });
+    match place {
+        Place::Skip | Place::Into(TO_STATIC) => Class::Skip,
+        Place::Into(part) => Class::Into(part, true),
+        Place::EmptyDir(part) => Class::Into(part, false),
     }
-    let part = if config.global.is_global(rel) { 0 } else { 1 };
-    if components.len() == 1 {
-        if NOT_TAKEN.iter().any(|n| name == *n) {
-            return Class::Skip;
-        }
-        if is_dir && KEPT_EMPTY.iter().any(|n| name == *n) {
-            return Class::Into(part, false);
-        }
-    }
-    if components.len() == 2
-        && components[0] == "etc"
-        && (STATIC_ETC_FILES.iter().any(|n| name == *n)
-            || WRITTEN_ETC_FILES.iter().any(|n| name == *n))
-    {
-        return Class::Skip; // static/'s, never touched
-    }
-    Class::Into(part, true)
 }
 
 struct Planner<'a> {
