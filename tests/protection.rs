@@ -260,3 +260,51 @@ fn create_vs_warns_once_without_protection() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("protect = \"none\""));
 }
+
+fn is_immutable(path: &Path) -> bool {
+    let file = fs::File::open(path).unwrap();
+    rustix::fs::ioctl_getflags(&file)
+        .unwrap()
+        .contains(rustix::fs::IFlags::IMMUTABLE)
+}
+
+#[test]
+fn upgrade_and_sync_of_protected_vservers_put_the_new_shared_inodes_in_place() {
+    if !require_root("upgrade_and_sync_of_protected_vservers") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("base");
+    let tree = setup.create("base", "t1", "10.0.3.6");
+    setup.create_view("base", "w1", "10.0.3.7");
+    vskel_ok(&setup, &["sync", "w1"]);
+    let synced = setup.root.join("w1");
+    const FILE: &str = "usr/bin/ping";
+    assert!(is_immutable(&tree.join(FILE)));
+    // A new generation: the file replaced by rename in the merged skel.
+    vskel_ok(&setup, &["merge-skel", "base"]);
+    let temp = setup.root.join("tmp_skel_base").join(FILE);
+    let new = temp.with_extension("new");
+    fs::write(&new, "#!/bin/sh\necho ping v2\n").unwrap();
+    fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::rename(&new, &temp).unwrap();
+    vskel_ok(&setup, &["split-skel", "base"]);
+    let shared = skel.join("global").join(FILE);
+    assert!(is_immutable(&shared), "split protects the new file");
+    for vs in ["t1", "w1"] {
+        vskel_ok(&setup, &["upgrade-vs", vs]);
+    }
+    // The sync after the view's upgrade puts the new inode into its tree.
+    vskel_ok(&setup, &["sync", "w1"]);
+    for (root, what) in [(&tree, "the tree"), (&synced, "the synced view")] {
+        assert_eq!(
+            dev_ino(&root.join(FILE)),
+            dev_ino(&shared),
+            "{what} has the new shared inode"
+        );
+        assert!(is_immutable(&root.join(FILE)), "{what}: still protected");
+    }
+    // The old inode, still in the generation kept for views, keeps +i.
+    let kept = skel.join("generations/1.tree/global").join(FILE);
+    assert!(kept.exists() && is_immutable(&kept));
+}

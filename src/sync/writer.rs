@@ -440,14 +440,7 @@ impl<'a> Writer<'a> {
                 Err(e)
                     if e.raw_os_error() == Some(libc::EPERM) && protect == Protect::Immutable =>
                 {
-                    crate::tree::copy::link_unlocked(src_dir, src_name, dst_dir).and_then(|()| {
-                        if src_name == at {
-                            Ok(())
-                        } else {
-                            // link_unlocked keeps the name; rename to ours.
-                            sys::rename_noreplace(dst_dir, src_name, dst_dir, at)
-                        }
-                    })
+                    crate::tree::copy::link_unlocked(src_dir, src_name, dst_dir, at)
                 }
                 other => other,
             }

@@ -467,7 +467,7 @@ impl Copier<'_> {
                     if self.options.protect == Protect::Immutable
                         && attempts < PROTECTED_LINK_ATTEMPTS =>
                 {
-                    match link_unlocked(src_dir, name, dst_dir) {
+                    match link_unlocked(src_dir, name, dst_dir, name) {
                         Ok(()) => return Ok(()),
                         Err(e) if e.raw_os_error() == Some(libc::EPERM) => continue,
                         Err(e) => return Err(self.dst_err(target, "hard-link", rel, e)),
@@ -643,16 +643,19 @@ impl Copier<'_> {
     }
 }
 
-/// Link an immutable (protected) inode: unlock it, link, lock it again
-/// (crash-safely: see [`super::unlock`]).
+/// Link an immutable (protected) inode `name` of `src_dir` as `dst_name`
+/// in `dst_dir`: unlock it, link, lock it again (crash-safely: see
+/// [`super::unlock`]). Link it under its final name: a rename of the new
+/// link would be refused too.
 pub(crate) fn link_unlocked(
     src_dir: BorrowedFd<'_>,
     name: &CStr,
     dst_dir: BorrowedFd<'_>,
+    dst_name: &CStr,
 ) -> std::io::Result<()> {
     let file = sys::open_file_read(src_dir, name)?;
     let lifted = super::unlock::lift(file.as_fd())?;
-    let result = sys::link_at(src_dir, name, dst_dir, name);
+    let result = sys::link_at(src_dir, name, dst_dir, dst_name);
     if let Some(lifted) = lifted {
         lifted.restore()?;
     }

@@ -15,8 +15,8 @@
 //!   link) to be that entry. No name is trusted between two calls.
 //! * [`install`] moves the finished entry into the tree with one
 //!   `rename()`, replacing what was there (a protected, immutable file
-//!   there has its attribute lifted for that rename and set again on the
-//!   inode the skel and other vservers still share).
+//!   moved or replaced has its attribute lifted for that rename and set
+//!   again on the inode the skel and other vservers still share).
 //! * An entry made but not installed is removed on every error path: its
 //!   [`Temp`] guard removes it on drop, and only if the name still holds
 //!   the inode it made.
@@ -272,7 +272,7 @@ pub fn install(
             // A directory holds the name (for a file), or anything does
             // (for a directory).
             Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EEXIST)) => {}
-            // An immutable (protected, shared) file holds the name.
+            // An immutable (protected, shared) file is moved or replaced.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !placing_dir => {
                 return replace_immutable(temp, dir, name, e);
             }
@@ -290,34 +290,50 @@ pub fn install(
     ))
 }
 
-/// Install the file `temp` over the immutable file at `name` (a rename
-/// cannot replace it): its attribute lifted (crash-safely, see
-/// [`super::unlock`]), the rename done, and the attribute set again on the
-/// old inode while other names (the skel's, other vservers') still hold it.
-/// `refused` is returned when the entry there is no immutable file.
+/// Install the file `temp` where a rename was refused (EPERM) because an
+/// immutable (protected, shared) inode takes part: the link being
+/// installed (a skel inode hard-linked into the tree), the file it
+/// replaces, or both. Their attribute is lifted (crash-safely, see
+/// [`super::unlock`]) for the one rename and set again on each inode that
+/// other names (the skel's, other vservers') still hold. `refused` is
+/// returned when neither is an immutable regular file.
 fn replace_immutable(
     temp: Temp<'_>,
     dir: BorrowedFd<'_>,
     name: &CStr,
     refused: io::Error,
 ) -> io::Result<()> {
-    let st = sys::stat_at(dir, name)?;
-    if kind_of(&st) != FileType::RegularFile {
+    let immutable_at = |at: BorrowedFd<'_>, n: &CStr| -> io::Result<Option<OwnedFd>> {
+        let st = match sys::stat_at(at, n) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if kind_of(&st) != FileType::RegularFile {
+            return Ok(None);
+        }
+        let fd = sys::open_file_read(at, n)?;
+        let same = sys::ino_of(&sys::fstat(fd.as_fd())?) == sys::ino_of(&st);
+        Ok((same && sys::is_immutable(fd.as_fd())?).then_some(fd))
+    };
+    let source = immutable_at(temp.dir, &temp.name)?;
+    let target = immutable_at(dir, name)?;
+    if source.is_none() && target.is_none() {
         return Err(refused);
     }
-    let old = sys::open_file_read(dir, name)?;
-    if sys::ino_of(&sys::fstat(old.as_fd())?) != sys::ino_of(&st)
-        || !sys::is_immutable(old.as_fd())?
-    {
-        return Err(refused);
+    let mut lifted = Vec::new();
+    for fd in source.iter().chain(target.iter()) {
+        if let Some(l) = super::unlock::lift(fd.as_fd())? {
+            lifted.push((l, fd));
+        }
     }
-    let lifted = super::unlock::lift(old.as_fd())?;
     let moved = sys::rename_replace(temp.dir, &temp.name, dir, name);
-    let still_linked = sys::fstat(old.as_fd())?.st_nlink > 0;
-    match lifted {
-        Some(lifted) if still_linked => lifted.restore()?,
-        Some(lifted) => lifted.release(),
-        None => {}
+    for (l, fd) in lifted {
+        if sys::fstat(fd.as_fd())?.st_nlink > 0 {
+            l.restore()?;
+        } else {
+            l.release();
+        }
     }
     moved?;
     temp.keep();

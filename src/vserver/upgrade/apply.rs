@@ -112,9 +112,7 @@ impl Placer<'_> {
                             if x.raw_os_error() == Some(libc::EPERM)
                                 && protect == Protect::Immutable =>
                         {
-                            crate::tree::copy::link_unlocked(src_dir, &src_name, scratch).and_then(
-                                |()| sys::rename_noreplace(scratch, &src_name, scratch, at),
-                            )
+                            crate::tree::copy::link_unlocked(src_dir, &src_name, scratch, at)
                         }
                         other => other,
                     }
