@@ -17,6 +17,7 @@ mod remove_vs;
 mod revert;
 mod split_skel;
 mod sync;
+mod unify;
 mod unmount;
 mod upgrade_vs;
 
@@ -69,6 +70,7 @@ enum Command {
     SplitSkel(split_skel::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
+    Unify(unify::Args),
     UpgradeVs(upgrade_vs::Args),
 }
 
@@ -196,6 +198,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Revert(args) => revert::run(&config, args),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Sync(args) => sync::run(&config, args, &progress),
+        Command::Unify(args) => unify::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
     }
