@@ -13,6 +13,7 @@ mod mount_helper;
 mod output;
 mod overlay;
 mod prompt;
+mod remove_skel;
 mod remove_vs;
 mod revert;
 mod split_skel;
@@ -65,6 +66,7 @@ enum Command {
     MergeSkel(merge_skel::Args),
     Mount(mount::Args),
     Overlay(overlay::Args),
+    RemoveSkel(remove_skel::Args),
     RemoveVs(remove_vs::Args),
     Revert(revert::Args),
     SplitSkel(split_skel::Args),
@@ -194,6 +196,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
+        Command::RemoveSkel(args) => remove_skel::run(&config, args),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
