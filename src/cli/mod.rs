@@ -14,10 +14,12 @@ mod mount_helper;
 mod output;
 mod overlay;
 mod prompt;
+mod remove_skel;
 mod remove_vs;
 mod revert;
 mod split_skel;
 mod sync;
+mod unify;
 mod unmount;
 mod upgrade_vs;
 
@@ -66,11 +68,13 @@ enum Command {
     MergeSkel(merge_skel::Args),
     Mount(mount::Args),
     Overlay(overlay::Args),
+    RemoveSkel(remove_skel::Args),
     RemoveVs(remove_vs::Args),
     Revert(revert::Args),
     SplitSkel(split_skel::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
+    Unify(unify::Args),
     UpgradeVs(upgrade_vs::Args),
 }
 
@@ -195,10 +199,12 @@ fn run(cli: &Cli) -> Result<()> {
         Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
+        Command::RemoveSkel(args) => remove_skel::run(&config, args),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Sync(args) => sync::run(&config, args, &progress),
+        Command::Unify(args) => unify::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
     }

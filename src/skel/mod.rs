@@ -1,5 +1,6 @@
-//! Skels on disk: their layout, building a new one (`build-skel`), and
-//! changing one through its temporary vserver (`merge-skel`, `split-skel`).
+//! Skels on disk: their layout, building a new one (`build-skel`),
+//! changing one through its temporary vserver (`merge-skel`, `split-skel`),
+//! and removing one (`remove-skel`).
 //!
 //! A skel is `<root>/.skel/<name>/` holding `global/` (hard-linked into
 //! every vserver), `local/` (copied), `static/` (copied with tokens
@@ -13,6 +14,7 @@ mod journal;
 pub mod lifecycle;
 pub mod merge;
 pub mod policy;
+pub mod remove;
 pub mod split;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Vservers: creating them from a skel (as trees or views), listing,
 //! syncing and materializing views, upgrading trees to their skel's
-//! current generation, and removing them.
+//! current generation, linking a tree's copies of skel files back to the
+//! skel's inodes (`unify`), and removing them.
 
 pub mod context;
 pub mod create;
@@ -10,5 +11,6 @@ pub mod registry;
 pub mod remove;
 pub mod scripts;
 pub mod sync;
+pub mod unify;
 pub mod upgrade;
 pub mod view;
