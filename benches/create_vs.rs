@@ -113,6 +113,7 @@ fn main() {
         );
     }
 
+    drop(bench); // unlocks the protected files, so the directory can go
     tmp.close().expect("remove the benchmark's temp dir");
 }
 

@@ -137,6 +137,7 @@ fn main() {
         setup.run(&["remove-vs", INC_VS]);
     }
     report(&all, runs, &load_at_start);
+    drop(setup); // unlocks the protected files, so the directory can go
     tmp.close().expect("remove the benchmark's temp dir");
 }
 

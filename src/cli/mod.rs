@@ -188,7 +188,7 @@ fn run(cli: &Cli) -> Result<()> {
     // half split. (merge-skel and split-skel do it themselves, under the
     // skel's lock, and report it.)
     if !matches!(cli.command, Command::MergeSkel(_) | Command::SplitSkel(_)) {
-        crate::skel::lifecycle::finish_interrupted_splits(&config, &progress);
+        crate::skel::split::finish_interrupted_splits(&config, &progress);
     }
     match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),

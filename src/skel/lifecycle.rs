@@ -12,7 +12,6 @@ use super::Skel;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::progress::Progress;
 use crate::sys;
 use crate::validate::validate_name;
 
@@ -99,49 +98,4 @@ pub fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = sys::open_root(parent).map_err(|e| Error::io("open directory", parent, e))?;
     sys::fsync(dir.as_fd()).map_err(|e| Error::io("flush to disk", parent, e))
-}
-
-/// Finish (committed) or roll back (not committed) a `split-skel` that
-/// was killed; true if one was finished.
-pub fn finish_interrupted_split(config: &Config, skel: &Skel, progress: &Progress) -> Result<bool> {
-    super::split::recover(config, skel, progress)
-}
-
-/// Finish or roll back every `split-skel` a killed run left (a skel with
-/// a `split.new/` whose lifecycle lock is free), so that no command works
-/// on a skel half split. Run at the start of every command; a skel whose
-/// split is running now is left to it. Never fails: problems are warnings.
-pub fn finish_interrupted_splits(config: &Config, progress: &Progress) {
-    let layout = Layout::new(config);
-    let names = match crate::tree::list_names(&layout.skels()) {
-        Ok(names) => names,
-        Err(e) => {
-            tracing::warn!("cannot look for interrupted split-skel runs: {e}");
-            return;
-        }
-    };
-    for name in names {
-        let dirs = layout.skel(&name);
-        match exists(&dirs.split_dir()) {
-            Ok(false) => continue,
-            Ok(true) => {}
-            Err(e) => {
-                tracing::warn!("{e}");
-                continue;
-            }
-        }
-        let result = (|| -> Result<()> {
-            let skel = Skel::open(config, &name)?;
-            let path = skel.dirs.lifecycle_lock();
-            let Some(_lock) =
-                sys::open_try_locked(&path).map_err(|e| Error::io("open and lock", &path, e))?
-            else {
-                return Ok(()); // a split-skel of it is running now
-            };
-            super::split::recover(config, &skel, progress).map(drop)
-        })();
-        if let Err(e) = result {
-            tracing::warn!("skel {name}: an interrupted split-skel could not be finished: {e}");
-        }
-    }
 }

@@ -57,7 +57,7 @@ pub fn merge_skel(config: &Config, name: &str, progress: &Progress) -> Result<Me
     protect::check_supported(config.protect)?;
     refuse(config, &skel)?; // before the lock writes its file; again under it
     let _lock = lifecycle::lock(&skel)?;
-    lifecycle::finish_interrupted_split(config, &skel, progress)?;
+    super::split::recover(config, &skel, progress)?;
     refuse(config, &skel)?;
     let temp = Layout::new(config).vserver(&Layout::temp_vserver_name(name));
     let marker = skel.dirs.merged_marker();

@@ -586,3 +586,42 @@ fn sync_meta_at(temp: &TreeRoot, parts: &[TreeRoot; 2], rel: &Path) -> Result<Ow
     }
     Ok(tdir)
 }
+
+/// Finish or roll back every `split-skel` a killed run left (a skel with
+/// a `split.new/` whose lifecycle lock is free), so that no command works
+/// on a skel half split. Run at the start of every command; a skel whose
+/// split is running now is left to it. Never fails: problems are warnings.
+pub fn finish_interrupted_splits(config: &Config, progress: &Progress) {
+    let layout = Layout::new(config);
+    let names = match crate::tree::list_names(&layout.skels()) {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!("cannot look for interrupted split-skel runs: {e}");
+            return;
+        }
+    };
+    for name in names {
+        let dirs = layout.skel(&name);
+        match exists(&dirs.split_dir()) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        }
+        let result = (|| -> Result<()> {
+            let skel = Skel::open(config, &name)?;
+            let path = skel.dirs.lifecycle_lock();
+            let Some(_lock) =
+                sys::open_try_locked(&path).map_err(|e| Error::io("open and lock", &path, e))?
+            else {
+                return Ok(()); // a split-skel of it is running now
+            };
+            recover(config, &skel, progress).map(drop)
+        })();
+        if let Err(e) = result {
+            tracing::warn!("skel {name}: an interrupted split-skel could not be finished: {e}");
+        }
+    }
+}

@@ -13,4 +13,5 @@ pub mod scripts;
 pub mod sync;
 pub mod unify;
 pub mod upgrade;
+pub mod upgrade_journal;
 pub mod view;

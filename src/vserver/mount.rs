@@ -151,7 +151,7 @@ pub fn mount_view(
 /// not mounted until the upgrade is run again.
 fn refuse_unfinished_upgrade(config: &Config, view: &View) -> Result<()> {
     let name = &view.record.name;
-    match super::upgrade::journal::Journal::new(config, name).load()? {
+    match super::upgrade_journal::Journal::new(config, name).load()? {
         Some(begun) => Err(Error::Failed(format!(
             "view \"{name}\" was being upgraded from generation {} to {} when the upgrade \
              stopped: `vskel upgrade-vs {name}` finishes it, then mount it",

@@ -11,7 +11,6 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use super::journal::Journal;
 use crate::config::Protect;
 use crate::error::{Error, Result};
 use crate::generation::{Entry, Kind, Part};
@@ -21,6 +20,7 @@ use crate::tree::TreeRoot;
 use crate::tree::entry::{CopySpec, Transform, copy_entry};
 use crate::tree::meta::Meta;
 use crate::tree::place::{self, Temp};
+use crate::vserver::upgrade_journal::Journal;
 
 /// What placing needs.
 pub struct Placer<'a> {

@@ -6,7 +6,7 @@
 //!
 //! An upgrade holds the vserver's lock. It decides every path first
 //! (`--plan` stops there; strategy `fail` stops there when any path
-//! conflicts), journals itself durably ([`journal`]) and then places each
+//! conflicts), journals itself durably ([`super::upgrade_journal`]) and then places each
 //! entry atomically ([`apply`]): new and changed entries in path order,
 //! removals deepest first, directory metadata last. The record gets
 //! generation N only at the end, so a killed upgrade is finished by the
@@ -15,7 +15,6 @@
 
 pub mod apply;
 pub mod detach;
-pub mod journal;
 pub mod observe;
 pub mod plan;
 pub mod report;
@@ -29,13 +28,13 @@ use serde::Serialize;
 
 use self::apply::Placer;
 pub use self::detach::{Detached, detach};
-use self::journal::Journal;
 use self::observe::{Against, Here};
 use self::plan::{Action, Seen, Span};
 pub use self::report::{Counts, Decided, Upgraded};
 use self::report::{counts, sort};
 pub use self::revert::{Reverted, revert};
 use super::registry::{self, Kind as VsKind, Record};
+use super::upgrade_journal::Journal;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generation::{self, Entry, Kind, Part};

@@ -23,7 +23,7 @@
 //! The view's rendered `static/` layer is brought to N as well. A
 //! mounted view is unmounted first (refused if busy, before anything is
 //! written), upgraded under the vserver's lock and the journal of
-//! [`super::journal`] (a mount is refused while one is there, and the next
+//! [`crate::vserver::upgrade_journal`] (a mount is refused while one is there, and the next
 //! run finishes it), and mounted again in the background at the same
 //! place: the kernel's caches are those of a new mount.
 
@@ -34,7 +34,6 @@ use std::path::{Component, Path};
 use rustix::fs::Stat;
 
 use super::apply::{self, Placer};
-use super::journal::Journal;
 use super::observe::{self, Against};
 use super::plan::{self, Action, Seen, Span};
 use super::report::{Decided, Upgraded, counts, sort};
@@ -52,6 +51,7 @@ use crate::tree::TreeRoot;
 use crate::view::format;
 use crate::vserver::mount::{mount_view, unmount};
 use crate::vserver::registry;
+use crate::vserver::upgrade_journal::Journal;
 use crate::vserver::view::{ViewDirs, prune_kept_generations};
 
 /// What the view shows at one path, from its upper layer.
