@@ -16,10 +16,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::debs::{Package, build_deb};
 use common::{Listing, MountGuard, Setup, canonical, dev_ino, diff, require_root, snapshot};
 
 const SKEL: &str = "deb";
@@ -30,62 +31,6 @@ const ADDED: &str = "usr/share/vskel-e2e/new-file";
 const CONFFILE: &str = "etc/vskel-e2e.conf";
 const MOTD: &str = "etc/motd";
 const ISSUE: &str = "etc/issue";
-
-/// What one version of a package holds.
-struct Package<'a> {
-    name: &'a str,
-    version: &'a str,
-    /// (path, content, mode)
-    files: &'a [(&'a str, &'a str, u32)],
-    conffiles: &'a [&'a str],
-    postinst: Option<&'a str>,
-}
-
-/// Build `pkg` with `dpkg-deb --build` in `dir`; returns the .deb.
-fn build_deb(dir: &Path, pkg: &Package<'_>) -> PathBuf {
-    let root = dir.join(format!("{}-{}", pkg.name, pkg.version));
-    fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: {}\nVersion: {}\nArchitecture: all\nMaintainer: t <t@example.org>\n\
-             Description: vskel test package\n",
-            pkg.name, pkg.version
-        ),
-    )
-    .unwrap();
-    if !pkg.conffiles.is_empty() {
-        let list: String = pkg.conffiles.iter().map(|c| format!("/{c}\n")).collect();
-        fs::write(root.join("DEBIAN/conffiles"), list).unwrap();
-    }
-    let mut files: Vec<(String, &str, u32)> = pkg
-        .files
-        .iter()
-        .map(|(p, c, m)| (p.to_string(), *c, *m))
-        .collect();
-    if let Some(script) = pkg.postinst {
-        files.push(("DEBIAN/postinst".to_string(), script, 0o755));
-    }
-    for (path, content, mode) in files {
-        let path = root.join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, content).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    }
-    let deb = dir.join(format!("{}_{}_all.deb", pkg.name, pkg.version));
-    let out = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&root)
-        .arg(&deb)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dpkg-deb --build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    deb
-}
 
 fn v1() -> Package<'static> {
     Package {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::debs::{Package, build_deb};
 use common::lifecycle::{Rng, env_u64, run_killed_after};
 use common::{Setup, require_root, snapshot};
 
@@ -21,39 +22,19 @@ const SKEL: &str = "deb";
 
 /// A tiny package: `usr/bin/vskel-hello` and the conffile `etc/vskel-hello.conf`.
 fn tiny_deb(dir: &Path) -> PathBuf {
-    let pkg = dir.join("pkg");
-    fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
-    fs::create_dir_all(pkg.join("usr/bin")).unwrap();
-    fs::create_dir_all(pkg.join("etc")).unwrap();
-    fs::write(
-        pkg.join("DEBIAN/control"),
-        "Package: vskel-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n\
-         Description: test\n",
+    build_deb(
+        dir,
+        &Package {
+            name: "vskel-hello",
+            version: "1.0",
+            files: &[
+                ("usr/bin/vskel-hello", "#!/bin/sh\necho hello\n", 0o755),
+                ("etc/vskel-hello.conf", "greeting=hello\n", 0o644),
+            ],
+            conffiles: &["etc/vskel-hello.conf"],
+            postinst: None,
+        },
     )
-    .unwrap();
-    fs::write(pkg.join("DEBIAN/conffiles"), "/etc/vskel-hello.conf\n").unwrap();
-    fs::write(pkg.join("usr/bin/vskel-hello"), "#!/bin/sh\necho hello\n").unwrap();
-    fs::write(pkg.join("etc/vskel-hello.conf"), "greeting=hello\n").unwrap();
-    let deb = dir.join("vskel-hello.deb");
-    let ok = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&pkg)
-        .arg(&deb)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "dpkg-deb --build");
-    deb
-}
-
-fn vskel_ok(setup: &Setup, args: &[&str]) -> String {
-    let out = setup.vskel().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "vskel {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn install_in_temp(setup: &Setup, deb: &Path) {
@@ -122,11 +103,11 @@ fn dpkg_round(setup: &Setup, protected: bool) {
     let skel = setup.build_debian_skel(SKEL);
     let deb = tiny_deb(setup.dir.path());
     let before = snapshot(&skel.join("global"));
-    vskel_ok(setup, &["merge-skel", SKEL]);
+    setup.run_ok(&["merge-skel", SKEL]);
     assert!(skel.join("global.bak/usr/bin/env").exists());
     assert!(skel.join("local.bak/etc").is_dir());
     install_in_temp(setup, &deb);
-    vskel_ok(setup, &["--split-skel", SKEL]);
+    setup.run_ok(&["--split-skel", SKEL]);
     assert!(!setup.root.join(format!("tmp_skel_{SKEL}")).exists());
     assert!(!skel.join("merged").exists() && !skel.join("split.new").exists());
     assert_eq!(
@@ -231,13 +212,13 @@ fn bad_states_are_refused_with_nothing_written() {
         let _ = fs::remove_dir(setup.root.join("tmp_skel_ex"));
     }
     // merging twice
-    vskel_ok(&setup, &["merge-skel", "ex"]);
+    setup.run_ok(&["merge-skel", "ex"]);
     let before = listing(&setup);
     let out = setup.vskel().args(["merge-skel", "ex"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("merged already"));
     assert!(before == listing(&setup), "merging twice wrote something");
-    vskel_ok(&setup, &["split-skel", "ex"]);
+    setup.run_ok(&["split-skel", "ex"]);
     assert_eq!(
         fs::read_dir(setup.root.join(".skel/ex/generations"))
             .unwrap()
@@ -349,14 +330,14 @@ fn split_killed_at_any_moment_is_old_or_new_and_finished_by_a_rerun() {
     fs::copy(skel.join("local/etc/motd"), &motd).unwrap();
     fs::hard_link(skel.join("global/usr/bin/yes"), &yes).unwrap();
     // old: the skel after an undo; new: after the change.
-    vskel_ok(&setup, &["merge-skel", SKEL]);
+    setup.run_ok(&["merge-skel", SKEL]);
     undo_change(&temp, &skel, &motd, &yes);
-    vskel_ok(&setup, &["split-skel", SKEL]);
+    setup.run_ok(&["split-skel", SKEL]);
     let old = skel_parts(&skel);
-    vskel_ok(&setup, &["merge-skel", SKEL]);
+    setup.run_ok(&["merge-skel", SKEL]);
     apply_change(&temp);
     let started = std::time::Instant::now();
-    vskel_ok(&setup, &["split-skel", SKEL]);
+    setup.run_ok(&["split-skel", SKEL]);
     let window = started.elapsed();
     let new = skel_parts(&skel);
     assert_ne!(old, new);
@@ -374,16 +355,16 @@ fn split_killed_at_any_moment_is_old_or_new_and_finished_by_a_rerun() {
     // Trials until `trials` of them killed split-skel (at most 3 x as many).
     while killed < trials && trial < 3 * trials {
         trial += 1;
-        vskel_ok(&setup, &["merge-skel", SKEL]);
+        setup.run_ok(&["merge-skel", SKEL]);
         undo_change(&temp, &skel, &motd, &yes);
-        vskel_ok(&setup, &["split-skel", SKEL]);
+        setup.run_ok(&["split-skel", SKEL]);
         let base = skel_parts(&skel);
         assert!(
             base == old,
             "trial {trial}: undo: {:?}",
             differ(&base, &old)
         );
-        vskel_ok(&setup, &["merge-skel", SKEL]);
+        setup.run_ok(&["merge-skel", SKEL]);
         apply_change(&temp);
         let delay = Duration::from_micros(rng.up_to(window.as_micros() as u64 * 3 / 4));
         let ended = run_killed_after(&setup, &["split-skel", SKEL], delay);
@@ -403,9 +384,9 @@ fn split_killed_at_any_moment_is_old_or_new_and_finished_by_a_rerun() {
         // The re-run finishes a committed split or splits again; every
         // other committed one is finished by an unrelated command.
         if committed && finished_later % 2 == 0 {
-            vskel_ok(&setup, &["list", "--skels"]);
+            setup.run_ok(&["list", "--skels"]);
         } else if temp.exists() || skel.join("split.new").exists() {
-            vskel_ok(&setup, &["split-skel", SKEL]);
+            setup.run_ok(&["split-skel", SKEL]);
         }
         let done = skel_parts(&skel);
         assert!(

@@ -14,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::debs::{Package, build_deb};
 use common::mount::MountGuard;
 use common::{Setup, dev_ino, hello_deb, require_root};
 
@@ -47,16 +48,6 @@ fn chroot(root: &Path, script: &str) -> std::process::Output {
         .unwrap()
 }
 
-fn vskel_ok(setup: &Setup, args: &[&str]) -> std::process::Output {
-    let out = setup.vskel().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "vskel {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn install(root: &Path, deb: &Path) -> std::process::Output {
     fs::copy(deb, root.join("tmp/pkg.deb")).unwrap();
     let out = chroot(root, "dpkg -i /tmp/pkg.deb");
@@ -66,32 +57,17 @@ fn install(root: &Path, deb: &Path) -> std::process::Output {
 
 /// A package holding one file, `usr/bin/vskel-shared`, of `version`.
 fn shared_deb(dir: &Path, version: &str) -> PathBuf {
-    let pkg = dir.join(format!("pkg-{version}"));
-    fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
-    fs::create_dir_all(pkg.join("usr/bin")).unwrap();
-    fs::write(
-        pkg.join("DEBIAN/control"),
-        format!(
-            "Package: vskel-shared\nVersion: {version}\nArchitecture: all\n\
-             Maintainer: t <t@example.org>\nDescription: test\n"
-        ),
+    let content = format!("#!/bin/sh\necho {version}\n");
+    build_deb(
+        dir,
+        &Package {
+            name: "vskel-shared",
+            version,
+            files: &[("usr/bin/vskel-shared", &content, 0o755)],
+            conffiles: &[],
+            postinst: None,
+        },
     )
-    .unwrap();
-    fs::write(
-        pkg.join("usr/bin/vskel-shared"),
-        format!("#!/bin/sh\necho {version}\n"),
-    )
-    .unwrap();
-    let deb = dir.join(format!("vskel-shared-{version}.deb"));
-    let ok = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&pkg)
-        .arg(&deb)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "dpkg-deb --build");
-    deb
 }
 
 #[test]
@@ -103,11 +79,11 @@ fn by_default_no_vserver_root_can_change_a_shared_file() {
     let skel = setup.build_debian_skel(SKEL);
     // A package in the skel, the way package work puts it there.
     let v1 = shared_deb(setup.dir.path(), "1.0");
-    vskel_ok(&setup, &["merge-skel", SKEL]);
+    setup.run_ok(&["merge-skel", SKEL]);
     let temp = setup.root.join(format!("tmp_skel_{SKEL}"));
     let out = install(&temp, &v1);
     assert!(out.status.success(), "{out:?}");
-    vskel_ok(&setup, &["split-skel", SKEL]);
+    setup.run_ok(&["split-skel", SKEL]);
 
     let a = setup.create(SKEL, "a", "10.0.3.2");
     let b = setup.create(SKEL, "b", "10.0.3.3");
@@ -171,7 +147,7 @@ fn by_default_no_vserver_root_can_change_a_shared_file() {
     );
 
     // detach: a's private copy is writable, b and the skel keep theirs.
-    vskel_ok(&setup, &["detach", "a", &format!("/{SHARED}")]);
+    setup.run_ok(&["detach", "a", &format!("/{SHARED}")]);
     assert_ne!(
         dev_ino(&a.join(SHARED)),
         dev_ino(&skel.join("global").join(SHARED))
@@ -188,8 +164,8 @@ fn by_default_no_vserver_root_can_change_a_shared_file() {
     let record = fs::read_to_string(setup.root.join(".vskel/vservers/a.toml")).unwrap();
     assert!(record.contains(SHARED), "{record}");
     // Detaching it again: not shared any more, left alone.
-    let out = vskel_ok(&setup, &["detach", "a", &format!("/{SHARED}")]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("left as they are"));
+    let out = setup.run_ok(&["detach", "a", &format!("/{SHARED}")]);
+    assert!(out.contains("left as they are"), "{out}");
     // Bad input: nothing written.
     for (args, says) in [
         (vec!["detach", "a", "/no/such/file"], "no such file"),
@@ -215,7 +191,7 @@ fn a_view_works_with_the_default_protection() {
     let merged = view.join("merged");
     fs::create_dir_all(&merged).unwrap();
     let guard = MountGuard(merged.clone());
-    vskel_ok(&setup, &["mount", "w"]);
+    setup.run_ok(&["mount", "w"]);
     let before = state(&skel.join("global").join(SHARED));
     let out = chroot(&merged, &format!("echo mine >> /{SHARED}"));
     assert!(out.status.success(), "write in the view: {out:?}");
@@ -277,25 +253,25 @@ fn upgrade_and_sync_of_protected_vservers_put_the_new_shared_inodes_in_place() {
     let skel = setup.build_example_skel("base");
     let tree = setup.create("base", "t1", "10.0.3.6");
     setup.create_view("base", "w1", "10.0.3.7");
-    vskel_ok(&setup, &["sync", "w1"]);
+    setup.run_ok(&["sync", "w1"]);
     let synced = setup.root.join("w1");
     const FILE: &str = "usr/bin/ping";
     assert!(is_immutable(&tree.join(FILE)));
     // A new generation: the file replaced by rename in the merged skel.
-    vskel_ok(&setup, &["merge-skel", "base"]);
+    setup.run_ok(&["merge-skel", "base"]);
     let temp = setup.root.join("tmp_skel_base").join(FILE);
     let new = temp.with_extension("new");
     fs::write(&new, "#!/bin/sh\necho ping v2\n").unwrap();
     fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     fs::rename(&new, &temp).unwrap();
-    vskel_ok(&setup, &["split-skel", "base"]);
+    setup.run_ok(&["split-skel", "base"]);
     let shared = skel.join("global").join(FILE);
     assert!(is_immutable(&shared), "split protects the new file");
     for vs in ["t1", "w1"] {
-        vskel_ok(&setup, &["upgrade-vs", vs]);
+        setup.run_ok(&["upgrade-vs", vs]);
     }
     // The sync after the view's upgrade puts the new inode into its tree.
-    vskel_ok(&setup, &["sync", "w1"]);
+    setup.run_ok(&["sync", "w1"]);
     for (root, what) in [(&tree, "the tree"), (&synced, "the synced view")] {
         assert_eq!(
             dev_ino(&root.join(FILE)),

@@ -37,19 +37,9 @@ fn replace_by_rename(path: &Path, content: &str) {
     fs::rename(&tmp, path).unwrap();
 }
 
-fn vskel_ok(setup: &Setup, args: &[&str]) -> String {
-    let out = setup.vskel().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "vskel {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The skel's second generation, made the way package work makes it.
 fn split_a_new_generation(setup: &Setup) {
-    vskel_ok(setup, &["merge-skel", SKEL]);
+    setup.run_ok(&["merge-skel", SKEL]);
     let temp = setup.root.join(format!("tmp_skel_{SKEL}"));
     for f in ["take", "conf", "cu"] {
         replace_by_rename(&temp.join("usr/bin").join(f), &format!("{f} v2\n"));
@@ -59,7 +49,7 @@ fn split_a_new_generation(setup: &Setup) {
     for f in ["lconf", "lmine"] {
         replace_by_rename(&temp.join("etc").join(f), &format!("{f} v2\n"));
     }
-    vskel_ok(setup, &["split-skel", SKEL]);
+    setup.run_ok(&["split-skel", SKEL]);
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -97,20 +87,17 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     }
     let setup = Setup::new("");
     let src = source(setup.dir.path());
-    vskel_ok(
-        &setup,
-        &["build-skel", SKEL, "--from", src.to_str().unwrap()],
-    );
+    setup.run_ok(&["build-skel", SKEL, "--from", src.to_str().unwrap()]);
     let skel = setup.root.join(".skel").join(SKEL);
     let view = setup.create_view(SKEL, "w1", "10.0.1.2");
     let merged = view.join("merged");
     fs::create_dir_all(&merged).unwrap();
     let guard = MountGuard(merged.clone());
-    vskel_ok(&setup, &["mount", "w1"]);
+    setup.run_ok(&["mount", "w1"]);
     assert!(is_mounted(&merged));
 
     // A first sync: the tree is on generation 1.
-    vskel_ok(&setup, &["sync", "w1"]);
+    setup.run_ok(&["sync", "w1"]);
     // The vserver's own edits, and a copy-up that changes nothing.
     fs::write(merged.join("usr/bin/conf"), "conf mine\n").unwrap();
     fs::write(merged.join("etc/lmine"), "lmine mine\n").unwrap();
@@ -132,14 +119,14 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     assert!(skel.join("generations/1.tree/global/usr/bin/gone").exists());
     // ... also when mounted again: the view's record says generation 1.
     guard.unmount().unwrap();
-    vskel_ok(&setup, &["mount", "w1"]);
+    setup.run_ok(&["mount", "w1"]);
     assert_eq!(read(&merged.join("usr/bin/take")), "take v1\n");
     assert_eq!(names(&merged.join("usr/bin")), bin_before);
 
     // --plan decides and writes nothing.
     let upper_before = snapshot(&view.join("upper"));
     let static_before = snapshot(&view.join("static"));
-    let plan = vskel_ok(&setup, &["upgrade-vs", "--plan", "w1", "--format", "json"]);
+    let plan = setup.run_ok(&["upgrade-vs", "--plan", "w1", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
     let paths = |v: &serde_json::Value, what: &str| -> Vec<String> {
         v[0]["paths"][what]
@@ -173,7 +160,7 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     assert!(is_mounted(&merged));
     drop(busy);
 
-    let done = vskel_ok(&setup, &["upgrade-vs", "w1", "--format", "json"]);
+    let done = setup.run_ok(&["upgrade-vs", "w1", "--format", "json"]);
     let done: serde_json::Value = serde_json::from_str(&done).unwrap();
     assert_eq!(paths(&done, "conflicting"), ["etc/lmine", "usr/bin/conf"]);
     assert_eq!(done[0]["to"], 2);
@@ -211,13 +198,13 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     assert!(skel.join("generations/1.tree").exists());
 
     // A second upgrade has nothing to do.
-    let again = vskel_ok(&setup, &["upgrade-vs", "w1", "--format", "json"]);
+    let again = setup.run_ok(&["upgrade-vs", "w1", "--format", "json"]);
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again[0]["from"], 2);
 
     // Only what changed is compared: the upper layer's changes and the
     // skel's between the generations.
-    let synced = vskel_ok(&setup, &["sync", "w1", "--format", "json"]);
+    let synced = setup.run_ok(&["sync", "w1", "--format", "json"]);
     let synced: serde_json::Value = serde_json::from_str(&synced).unwrap();
     assert_eq!(synced["mode"], "incremental", "{synced}");
     let tree = setup.root.join("w1");
@@ -275,10 +262,7 @@ fn a_killed_view_upgrade_is_finished_by_the_next_run_and_blocks_mounting_meanwhi
     eprintln!("VIEW_UPGRADE_CRASH_SEED={seed}");
     let setup = Setup::new("");
     let src = source(setup.dir.path());
-    vskel_ok(
-        &setup,
-        &["build-skel", SKEL, "--from", src.to_str().unwrap()],
-    );
+    setup.run_ok(&["build-skel", SKEL, "--from", src.to_str().unwrap()]);
     let names: Vec<String> = (0..=TRIALS).map(|i| format!("vw{i}")).collect();
     for (i, name) in names.iter().enumerate() {
         let view = setup.create_view(SKEL, name, &format!("10.0.2.{}", i + 2));
@@ -300,7 +284,7 @@ fn a_killed_view_upgrade_is_finished_by_the_next_run_and_blocks_mounting_meanwhi
     }
     split_a_new_generation(&setup);
     let started = std::time::Instant::now();
-    vskel_ok(&setup, &["upgrade-vs", "--strategy", "take-new", "vw0"]);
+    setup.run_ok(&["upgrade-vs", "--strategy", "take-new", "vw0"]);
     let took = started.elapsed().as_micros() as u64 + 1;
     let ip = |i: usize| format!("10.0.2.{}", i + 2);
     let reference = layers_listing(&setup.root.join(".views/vw0"), "vw0", &ip(0));
@@ -338,9 +322,9 @@ fn a_killed_view_upgrade_is_finished_by_the_next_run_and_blocks_mounting_meanwhi
         // Run again; once journalled, the journal's strategy wins over the
         // command line's.
         if begun {
-            vskel_ok(&setup, &["upgrade-vs", name]);
+            setup.run_ok(&["upgrade-vs", name]);
         } else {
-            vskel_ok(&setup, &args);
+            setup.run_ok(&args);
         }
         assert!(!journal.exists(), "{name}: journal left");
         let got = layers_listing(&setup.root.join(".views").join(name), name, &ip(i));

@@ -2,6 +2,7 @@
 //! vservers root, etc dir, defaults dir) and ways to look at trees.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod debs;
 pub mod hostile;
 pub mod hostile_ops;
 pub mod mount;
@@ -100,6 +101,17 @@ impl Setup {
             etc,
             defaults,
         }
+    }
+
+    /// `vskel ARGS`, which must succeed; its stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.vskel().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "vskel {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `vskel -c CONFIG` with no terminal, quiet logs and CI set.

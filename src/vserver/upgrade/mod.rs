@@ -30,8 +30,8 @@ use self::apply::Placer;
 pub use self::detach::{Detached, detach};
 use self::observe::{Against, Here};
 use self::plan::{Action, Seen, Span};
+use self::report::Run;
 pub use self::report::{Counts, Decided, Upgraded};
-use self::report::{counts, sort};
 pub use self::revert::{Reverted, revert};
 use super::registry::{self, Kind as VsKind, Record};
 use super::upgrade_journal::Journal;
@@ -330,22 +330,16 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
         let action = plan::decide(&span, seen(&here, &span)?);
         decisions.push((span, action));
     }
-    let report = |decided: Decided, plan: bool| Upgraded {
+    let run = Run {
         name: name.clone(),
         skel: skel.name.clone(),
         from,
-        to: if plan { from } else { to },
-        plan,
+        to,
         strategy,
         resumed: begun.is_some(),
-        counts: counts(&decided),
-        paths: decided,
     };
     if request.plan {
-        for (span, action) in decisions {
-            decided.push(action, span.path);
-        }
-        return Ok(report(decided, true));
+        return Ok(run.planned(decisions));
     }
     refuse_conflicts(&name, strategy, &decisions)?;
     if begun.is_none() {
@@ -475,6 +469,5 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
     registry::save(config, &record)?;
     journal.clear()?;
     staging.discard()?;
-    sort(&mut decided);
-    Ok(report(decided, false))
+    Ok(run.report(decided, false))
 }

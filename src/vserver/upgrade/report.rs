@@ -90,7 +90,45 @@ pub struct Upgraded {
     pub paths: Decided,
 }
 
-pub(super) fn sort(d: &mut Decided) {
+/// One vserver's upgrade, as its report names it.
+pub(super) struct Run {
+    pub name: String,
+    pub skel: String,
+    pub from: u64,
+    pub to: u64,
+    pub strategy: Strategy,
+    pub resumed: bool,
+}
+
+impl Run {
+    /// The report of the run with `decided` (sorted here); with `plan`,
+    /// of what it would do.
+    pub(super) fn report(&self, mut decided: Decided, plan: bool) -> Upgraded {
+        sort(&mut decided);
+        Upgraded {
+            name: self.name.clone(),
+            skel: self.skel.clone(),
+            from: self.from,
+            to: if plan { self.from } else { self.to },
+            plan,
+            strategy: self.strategy,
+            resumed: self.resumed,
+            counts: counts(&decided),
+            paths: decided,
+        }
+    }
+
+    /// The report of a `--plan` run: `decisions` listed, nothing written.
+    pub(super) fn planned(&self, decisions: Vec<(super::plan::Span, Action)>) -> Upgraded {
+        let mut decided = Decided::default();
+        for (span, action) in decisions {
+            decided.push(action, span.path);
+        }
+        self.report(decided, true)
+    }
+}
+
+fn sort(d: &mut Decided) {
     for list in [
         &mut d.taken,
         &mut d.kept,
@@ -103,7 +141,7 @@ pub(super) fn sort(d: &mut Decided) {
     }
 }
 
-pub(super) fn counts(d: &Decided) -> Counts {
+fn counts(d: &Decided) -> Counts {
     Counts {
         taken: d.taken.len(),
         kept: d.kept.len(),

@@ -36,7 +36,7 @@ use rustix::fs::Stat;
 use super::apply::{self, Placer};
 use super::observe::{self, Against};
 use super::plan::{self, Action, Seen, Span};
-use super::report::{Decided, Upgraded, counts, sort};
+use super::report::{Decided, Run, Upgraded};
 use super::{NEW_SUFFIX, OLD_SUFFIX, Request, Strategy, Target, tokens_of};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -198,28 +198,21 @@ pub(super) fn upgrade_view(config: &Config, target: Target, request: &Request) -
         let action = decide(&look(&upper, &span.path)?, &span, &skel, &tokens)?;
         decisions.push((span, action));
     }
-    let report = |decided: Decided, plan: bool| Upgraded {
+    let run = Run {
         name: name.clone(),
         skel: skel.name.clone(),
         from,
-        to: if plan { from } else { to },
-        plan,
+        to,
         strategy,
         resumed: begun.is_some(),
-        counts: counts(&decided),
-        paths: decided,
     };
     let mut decided = Decided::default();
     if request.plan {
-        for (span, action) in decisions {
-            decided.push(action, span.path);
-        }
-        sort(&mut decided);
-        return Ok(report(decided, true));
+        return Ok(run.planned(decisions));
     }
     super::refuse_conflicts(&name, strategy, &decisions)?;
     if from == to && begun.is_none() {
-        return Ok(report(decided, false));
+        return Ok(run.report(decided, false));
     }
     // Unmounted before anything is written (a busy view is refused here).
     let mounted_at = match PidFile::read(&dirs.pid_file())? {
@@ -290,8 +283,7 @@ pub(super) fn upgrade_view(config: &Config, target: Target, request: &Request) -
     if let Some(at) = mounted_at {
         remount(config, &name, at.as_deref(), &request.remount_args)?;
     }
-    sort(&mut decided);
-    Ok(report(decided, false))
+    Ok(run.report(decided, false))
 }
 
 /// Mount the view again in the background where it was.
