@@ -14,11 +14,13 @@ mod output;
 mod overlay;
 mod prompt;
 mod remove_vs;
+mod repair;
 mod revert;
 mod split_skel;
 mod sync;
 mod unmount;
 mod upgrade_vs;
+mod verify;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -65,11 +67,13 @@ enum Command {
     Mount(mount::Args),
     Overlay(overlay::Args),
     RemoveVs(remove_vs::Args),
+    Repair(repair::Args),
     Revert(revert::Args),
     SplitSkel(split_skel::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
     UpgradeVs(upgrade_vs::Args),
+    Verify(verify::Args),
 }
 
 /// Run the command line (or the mount(8) helper, when run as
@@ -193,10 +197,12 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Mount(args) => mount::run(&config, args, &invocation),
         Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
+        Command::Repair(args) => repair::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
+        Command::Verify(args) => verify::run(&config, args),
     }
 }

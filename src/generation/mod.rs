@@ -11,11 +11,13 @@
 //!
 //! [`record`] scans the skel ([`scan`]; only inodes that changed are
 //! hashed again) and writes generation N + 1 only when a path differs
-//! from N. Engine: it imports no op.
+//! from N, keeping a copy of each global file's content ([`objects`]).
+//! Engine: it imports no op.
 
 pub mod changes;
 pub mod codec;
 pub mod entry;
+pub mod objects;
 pub mod scan;
 pub mod store;
 
@@ -100,6 +102,11 @@ pub fn record(skel: &SkelDirs, made_by: &str, progress: &Progress) -> Result<Rec
         None => None,
     };
     let scanned = scan::scan(skel, previous.as_ref(), progress)?;
+    // The content `repair` restores a shared inode from; a store that
+    // cannot be written costs that, not the generation.
+    if let Err(e) = objects::keep(skel, &scanned.entries) {
+        tracing::warn!("the content store of the skel is incomplete: {e}");
+    }
     let changes = changes::diff(
         previous.as_ref().map_or(&[], |p| p.entries()),
         &scanned.entries,

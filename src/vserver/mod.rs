@@ -1,6 +1,7 @@
 //! Vservers: creating them from a skel (as trees or views), listing,
 //! syncing and materializing views, upgrading trees to their skel's
-//! current generation, and removing them.
+//! current generation, verifying and repairing what they share with it,
+//! and removing them.
 
 pub mod context;
 pub mod create;
@@ -8,7 +9,9 @@ pub mod materialize;
 pub mod mount;
 pub mod registry;
 pub mod remove;
+pub mod repair;
 pub mod scripts;
 pub mod sync;
 pub mod upgrade;
+pub mod verify;
 pub mod view;
