@@ -80,15 +80,43 @@ impl Placer<'_> {
     /// Put the skel's `e` at `name` in `dir` (the tree's directory of
     /// `rel`'s parent), replacing what is there.
     pub fn put(&self, e: &Entry, dir: BorrowedFd<'_>, name: &CStr, rel: &Path) -> Result<()> {
-        let made = self.make(e, rel)?;
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let journal = self.journal;
-        let mut note = |temp: &CStr| match journal {
-            Some(j) => j.note_temp(&parent.join(sys::os_name(temp))),
-            None => Ok(()),
+        // Linux neither links nor renames an immutable inode: its flag is
+        // lifted (crash-safely) from the link until it is in place.
+        let source = match e.part {
+            Part::Global
+                if !self.copy_global
+                    && self.protect == Protect::Immutable
+                    && e.kind == Kind::File =>
+            {
+                let (src_dir, src_name) = self.source(e)?;
+                Some(
+                    sys::open_file_read(src_dir.as_fd(), &src_name)
+                        .map_err(|err| Error::io("open", self.tree.display(rel), err))?,
+                )
+            }
+            _ => None,
         };
-        place::install(made, dir, name, &mut note)
-            .map_err(|err| Error::io("put in place", self.tree.display(rel), err))
+        let lifted = match &source {
+            Some(fd) => crate::tree::unlock::lift(fd.as_fd())
+                .map_err(|err| Error::io("lift immutable attribute", &e.path, err))?,
+            None => None,
+        };
+        let placed = self.make(e, rel).and_then(|made| {
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            let journal = self.journal;
+            let mut note = |temp: &CStr| match journal {
+                Some(j) => j.note_temp(&parent.join(sys::os_name(temp))),
+                None => Ok(()),
+            };
+            place::install(made, dir, name, &mut note)
+                .map_err(|err| Error::io("put in place", self.tree.display(rel), err))
+        });
+        if let Some(lifted) = lifted {
+            lifted
+                .restore()
+                .map_err(|err| Error::io("set immutable attribute", &e.path, err))?;
+        }
+        placed
     }
 
     fn make(&self, e: &Entry, rel: &Path) -> Result<Temp<'_>> {
