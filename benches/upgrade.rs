@@ -98,7 +98,7 @@ impl Bench {
         fs::write(
             &config,
             format!(
-                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\n",
+                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\ncontent_store = false\n",
                 dir.join("etc"),
                 dir.join("defaults")
             ),
@@ -183,7 +183,7 @@ impl Bench {
 
 fn entries(skel: &SkelDirs) -> u64 {
     let progress = Progress::hidden();
-    let n = generation::ensure(skel, "bench", &progress).unwrap();
+    let n = generation::ensure(skel, "bench", &progress, generation::Store::Skip).unwrap();
     generation::header(skel, n).unwrap().entries
 }
 
@@ -191,7 +191,7 @@ fn entries(skel: &SkelDirs) -> u64 {
 /// (a different set each run) and record the new generation.
 fn change(skel: &SkelDirs, run: usize) -> Vec<PathBuf> {
     let progress = Progress::hidden();
-    let n = generation::ensure(skel, "bench", &progress).unwrap();
+    let n = generation::ensure(skel, "bench", &progress, generation::Store::Skip).unwrap();
     let current = generation::load(skel, n).unwrap();
     let files: Vec<_> = current
         .entries()
@@ -216,7 +216,7 @@ fn change(skel: &SkelDirs, run: usize) -> Vec<PathBuf> {
         fs::rename(&tmp, &path).unwrap();
         changed.push(e.path.clone());
     }
-    let recorded = generation::record(skel, "bench", &progress).unwrap();
+    let recorded = generation::record(skel, "bench", &progress, generation::Store::Skip).unwrap();
     assert!(recorded.new);
     changed
 }

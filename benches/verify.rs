@@ -72,14 +72,13 @@ fn main() {
     }
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "verify on {label} of {SKEL} (global: {entries} entries, {:.0} MB), {runs} \
+        "verify on {VSERVERS} tree vservers of {SKEL} (global: {entries} entries, {:.0} MB), {runs} \
          rounds; load average {}",
         bytes as f64 / 1e6,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
-        label = format!("{VSERVERS} tree vservers"),
     );
     println!("{:<26}{:>9}{:>9}{:>9}", "", "median", "min", "max");
     for (name, t) in [

@@ -23,7 +23,13 @@ fn dirs(skel: &Path) -> SkelDirs {
 }
 
 fn record(skel: &Path) -> generation::Recorded {
-    generation::record(&dirs(skel), "test", &Progress::hidden()).unwrap()
+    generation::record(
+        &dirs(skel),
+        "test",
+        &Progress::hidden(),
+        generation::Store::Skip,
+    )
+    .unwrap()
 }
 
 fn gen_dir(skel: &Path) -> PathBuf {

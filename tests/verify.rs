@@ -131,6 +131,13 @@ fn a_shared_inode_changed_in_place_names_every_sharer_and_repair_restores_it() {
     let original = fs::read(skel.join("global").join(rel)).unwrap();
     let meta = fs::metadata(skel.join("global").join(rel)).unwrap();
     let inode = dev_ino(&skel.join("global").join(rel));
+    // The content store holds a copy, named by its BLAKE3 hash.
+    let object = skel
+        .join("generations/objects")
+        .join(blake3::hash(&original).to_hex().as_str());
+    assert_eq!(fs::read(&object).unwrap(), original);
+    assert_ne!(dev_ino(&object), inode);
+    assert_eq!(fs::metadata(&object).unwrap().mode() & 0o7777, 0o444);
     // `echo x >> f` as root inside vserver a, protection off.
     let mut grown = original.clone();
     grown.extend_from_slice(b"x\n");
@@ -175,6 +182,41 @@ fn a_shared_inode_changed_in_place_names_every_sharer_and_repair_restores_it() {
     );
     let (code, out, err) = vskel(&setup, &["verify", "--all"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn without_a_content_store_repair_says_it_cannot_restore() {
+    if !require_root("verify") {
+        return;
+    }
+    let setup = Setup::new("protect = \"none\"\ncontent_store = false");
+    let skel = setup.build_example_skel("ex");
+    assert!(!skel.join("generations/objects").exists());
+    setup.create("ex", "a", "10.0.0.2");
+    let rel = "usr/share/doc/demo/README";
+    fs::write(setup.root.join("a").join(rel), "changed\n").unwrap();
+    let (code, out, _) = vskel(&setup, &["repair", "a"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("remains changed-in-place /usr/share/doc/demo/README")
+            && out.contains("vskel cannot restore it"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read(skel.join("global").join(rel)).unwrap(),
+        b"changed\n"
+    );
+    // Only metadata changed: restored without a stored copy.
+    let tool = setup.root.join("a/usr/bin/tool");
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, _) = vskel(&setup, &["repair", "a"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("repaired changed-in-place /usr/bin/tool: metadata restored"),
+        "{out}"
+    );
+    let mode = fs::metadata(&tool).unwrap().mode();
+    assert_eq!(mode & 0o7777, 0o4755);
 }
 
 #[test]

@@ -33,6 +33,27 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// Mode of an object.
 const OBJECT_MODE: u32 = 0o444;
 
+/// Whether recording a generation keeps content copies (config
+/// `content_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Copy each new global file's content into the store.
+    Keep,
+    /// Leave the store as it is.
+    Skip,
+}
+
+impl Store {
+    /// As the configuration says.
+    pub fn of(config: &crate::config::Config) -> Store {
+        if config.content_store {
+            Store::Keep
+        } else {
+            Store::Skip
+        }
+    }
+}
+
 /// What [`keep`] added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Kept {
