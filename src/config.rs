@@ -194,8 +194,8 @@ pub struct Config {
     /// User-defined %%KEY%% values (default empty).
     pub tokens: BTreeMap<String, String>,
     /// Keep a copy of each global file's content when a generation is
-    /// recorded, for `repair` (default true; see
-    /// [`crate::generation::objects`]).
+    /// recorded, for `repair` (default true): the skel's content store,
+    /// `generations/objects/`.
     pub content_store: bool,
     /// The files actually read, in order (empty when none existed).
     pub files: Vec<PathBuf>,

@@ -73,7 +73,10 @@ fn summary(v: &Verified) -> String {
         if v.findings.is_empty() {
             "clean".to_string()
         } else {
-            format!("{} problems", v.findings.len())
+            match v.findings.len() {
+                1 => "1 problem".to_string(),
+                n => format!("{n} problems"),
+            }
         }
     ));
     out
