@@ -77,7 +77,8 @@ fn bench_skel(dir: &Path, runs: usize) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => panic!("{}: {e}", gens.display()),
     }
-    let (t, first) = timed(|| generation::record(&skel, "bench", &progress).unwrap());
+    let (t, first) =
+        timed(|| generation::record(&skel, "bench", &progress, generation::Store::Skip).unwrap());
     println!(
         "  generation 1: {} entries, {} files hashed",
         first.entries, first.hashed
@@ -85,7 +86,9 @@ fn bench_skel(dir: &Path, runs: usize) {
     report("first record", vec![t]);
     let again: Vec<Duration> = (0..runs)
         .map(|_| {
-            let (t, r) = timed(|| generation::record(&skel, "bench", &progress).unwrap());
+            let (t, r) = timed(|| {
+                generation::record(&skel, "bench", &progress, generation::Store::Skip).unwrap()
+            });
             assert!(!r.new, "nothing changed, yet a generation was written");
             t
         })
@@ -106,7 +109,9 @@ fn bench_skel(dir: &Path, runs: usize) {
         let current =
             generation::load(&skel, generation::current(&skel).unwrap().unwrap()).unwrap();
         replace_files(&skel, &current, 100, run);
-        let (t, r) = timed(|| generation::record(&skel, "bench", &progress).unwrap());
+        let (t, r) = timed(|| {
+            generation::record(&skel, "bench", &progress, generation::Store::Skip).unwrap()
+        });
         assert!(r.new && r.hashed >= 100, "{r:?}");
         records.push(t);
         let (t, changes) =

@@ -100,7 +100,7 @@ impl Bench {
             format!(
                 // The skel is changed in place below (files replaced by
                 // rename), as a test does: shared files unprotected.
-                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\nprotect = \"none\"\n",
+                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\nprotect = \"none\"\ncontent_store = false\n",
                 dir.join("etc"),
                 dir.join("defaults")
             ),
@@ -185,7 +185,7 @@ impl Bench {
 
 fn entries(skel: &SkelDirs) -> u64 {
     let progress = Progress::hidden();
-    let n = generation::ensure(skel, "bench", &progress).unwrap();
+    let n = generation::ensure(skel, "bench", &progress, generation::Store::Skip).unwrap();
     generation::header(skel, n).unwrap().entries
 }
 
@@ -193,7 +193,7 @@ fn entries(skel: &SkelDirs) -> u64 {
 /// (a different set each run) and record the new generation.
 fn change(skel: &SkelDirs, run: usize) -> Vec<PathBuf> {
     let progress = Progress::hidden();
-    let n = generation::ensure(skel, "bench", &progress).unwrap();
+    let n = generation::ensure(skel, "bench", &progress, generation::Store::Skip).unwrap();
     let current = generation::load(skel, n).unwrap();
     let files: Vec<_> = current
         .entries()
@@ -218,7 +218,7 @@ fn change(skel: &SkelDirs, run: usize) -> Vec<PathBuf> {
         fs::rename(&tmp, &path).unwrap();
         changed.push(e.path.clone());
     }
-    let recorded = generation::record(skel, "bench", &progress).unwrap();
+    let recorded = generation::record(skel, "bench", &progress, generation::Store::Skip).unwrap();
     assert!(recorded.new);
     changed
 }

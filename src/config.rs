@@ -61,6 +61,7 @@ const KEYS: &[&str] = &[
     "global",
     "exclude",
     "tokens",
+    "content_store",
 ];
 
 /// Present on a Linux-VServer kernel (which has the immutable-unlink
@@ -217,6 +218,10 @@ pub struct Config {
     pub exclude: GlobalRules,
     /// User-defined %%KEY%% values (default empty).
     pub tokens: BTreeMap<String, String>,
+    /// Keep a copy of each global file's content when a generation is
+    /// recorded, for `repair` (default true): the skel's content store,
+    /// `generations/objects/`.
+    pub content_store: bool,
     /// The files actually read, in order (empty when none existed).
     pub files: Vec<PathBuf>,
 }
@@ -233,6 +238,7 @@ impl Default for Config {
             exclude: GlobalRules::parse(&GlobalRules::default_exclude())
                 .expect("the default exclude rules are valid"),
             tokens: BTreeMap::new(),
+            content_store: true,
             files: Vec::new(),
         }
     }
@@ -548,6 +554,11 @@ impl Config {
                 "global" => next.global = ctx.global(value, at, name)?,
                 "exclude" => next.exclude = ctx.global(value, at, name)?,
                 "tokens" => ctx.tokens(value, at, name, &mut next.tokens)?,
+                "content_store" => {
+                    next.content_store = value
+                        .as_bool()
+                        .ok_or_else(|| ctx.type_error(value, "true or false", at, name))?;
+                }
                 _ => {
                     return Err(ctx.err(
                         at,
@@ -586,6 +597,7 @@ mod tests {
         assert_eq!(c.global.as_strings(), GlobalRules::default_rules());
         assert_eq!(c.exclude.as_strings(), GlobalRules::default_exclude());
         assert!(c.tokens.is_empty());
+        assert!(c.content_store);
         assert!(c.files.is_empty());
     }
 
@@ -615,6 +627,7 @@ defaults = "/srv/vskel"
 context_start = 1000
 protect = "iunlink"
 global = ["bin", "usr", "!usr/local", "lib*"]
+content_store = false
 
 [tokens]
 ADMIN = "root@example.com"
@@ -630,6 +643,7 @@ _X1 = "y"
         assert_eq!(c.etc, Path::new("/srv/etc"));
         assert_eq!(c.defaults, Path::new("/srv/vskel"));
         assert_eq!(c.context_start, 1000);
+        assert!(!c.content_store);
         assert_eq!(c.protect, Protect::Iunlink);
         assert_eq!(
             c.global.as_strings(),
@@ -714,6 +728,12 @@ _X1 = "y"
                 "expected an integer, found string",
             ),
             ("root = 5\n", 1, "root", "expected a string, found integer"),
+            (
+                "content_store = \"no\"\n",
+                1,
+                "content_store",
+                "expected true or false, found string",
+            ),
             ("etc = \"\"\n", 1, "etc", "path must not be empty"),
             (
                 "defaults = [\"/a\"]\n",

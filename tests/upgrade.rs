@@ -22,9 +22,14 @@ fn record(skel: &Path) -> u64 {
     let dirs = SkelDirs {
         dir: skel.to_path_buf(),
     };
-    vskel::generation::record(&dirs, "test", &Progress::hidden())
-        .unwrap()
-        .generation
+    vskel::generation::record(
+        &dirs,
+        "test",
+        &Progress::hidden(),
+        vskel::generation::Store::Skip,
+    )
+    .unwrap()
+    .generation
 }
 
 /// The source tree: usr/ goes to global/, etc/ to local/, and build-skel

@@ -16,12 +16,14 @@ mod overlay;
 mod prompt;
 mod remove_skel;
 mod remove_vs;
+mod repair;
 mod revert;
 mod split_skel;
 mod sync;
 mod unify;
 mod unmount;
 mod upgrade_vs;
+mod verify;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -70,12 +72,14 @@ enum Command {
     Overlay(overlay::Args),
     RemoveSkel(remove_skel::Args),
     RemoveVs(remove_vs::Args),
+    Repair(repair::Args),
     Revert(revert::Args),
     SplitSkel(split_skel::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
     Unify(unify::Args),
     UpgradeVs(upgrade_vs::Args),
+    Verify(verify::Args),
 }
 
 /// Run the command line (or the mount(8) helper, when run as
@@ -201,11 +205,13 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Overlay(args) => overlay::run(args, &invocation),
         Command::RemoveSkel(args) => remove_skel::run(&config, args),
         Command::RemoveVs(args) => remove_vs::run(&config, args),
+        Command::Repair(args) => repair::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unify(args) => unify::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
+        Command::Verify(args) => verify::run(&config, args),
     }
 }

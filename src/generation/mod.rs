@@ -11,11 +11,13 @@
 //!
 //! [`record`] scans the skel ([`scan`]; only inodes that changed are
 //! hashed again) and writes generation N + 1 only when a path differs
-//! from N. Engine: it imports no op.
+//! from N, keeping a copy of each global file's content ([`objects`]).
+//! Engine: it imports no op.
 
 pub mod changes;
 pub mod codec;
 pub mod entry;
+pub mod objects;
 pub mod scan;
 pub mod store;
 
@@ -29,6 +31,7 @@ pub use changes::{Change, changes, own_changes};
 pub use codec::Header;
 use codec::{Damage, FileType};
 pub use entry::{Entry, Hash, Kind, Part};
+pub use objects::Store;
 
 use crate::error::{Error, Result};
 use crate::layout::SkelDirs;
@@ -91,8 +94,14 @@ pub fn list(skel: &SkelDirs) -> Result<Vec<u64>> {
 
 /// Scan the skel and record generation N + 1 if anything differs from its
 /// current generation N (or generation 1 if it has none). `made_by` names
-/// the command, for the record.
-pub fn record(skel: &SkelDirs, made_by: &str, progress: &Progress) -> Result<Recorded> {
+/// the command, for the record; `store` says whether the content of its
+/// global files is kept too ([`objects`]).
+pub fn record(
+    skel: &SkelDirs,
+    made_by: &str,
+    progress: &Progress,
+    store: Store,
+) -> Result<Recorded> {
     let files = skel.generations();
     let _lock = store::lock(&files)?;
     let previous = match current(skel)? {
@@ -100,6 +109,13 @@ pub fn record(skel: &SkelDirs, made_by: &str, progress: &Progress) -> Result<Rec
         None => None,
     };
     let scanned = scan::scan(skel, previous.as_ref(), progress)?;
+    // The content `repair` restores a shared inode from; a store that
+    // cannot be written costs that, not the generation.
+    if store == Store::Keep
+        && let Err(e) = objects::keep(skel, &scanned.entries)
+    {
+        tracing::warn!("the content store of the skel is incomplete: {e}");
+    }
     let changes = changes::diff(
         previous.as_ref().map_or(&[], |p| p.entries()),
         &scanned.entries,
@@ -169,10 +185,10 @@ pub fn record(skel: &SkelDirs, made_by: &str, progress: &Progress) -> Result<Rec
 
 /// The current generation, recording one first if the skel has none yet
 /// (a skel built before generations existed).
-pub fn ensure(skel: &SkelDirs, made_by: &str, progress: &Progress) -> Result<u64> {
+pub fn ensure(skel: &SkelDirs, made_by: &str, progress: &Progress, store: Store) -> Result<u64> {
     match current(skel)? {
         Some(n) => Ok(n),
-        None => Ok(record(skel, made_by, progress)?.generation),
+        None => Ok(record(skel, made_by, progress, store)?.generation),
     }
 }
 

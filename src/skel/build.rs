@@ -187,7 +187,13 @@ pub fn build_skel(
     let configfile = write_configfile(config, &built.configfile())?;
     let protected = protect::protect_tree(&global.tree, config.protect)?;
     progress.start(&format!("recording skel {name}'s generation 1"));
-    let generation = generation::record(&built, "build-skel", progress)?.generation;
+    let generation = generation::record(
+        &built,
+        "build-skel",
+        progress,
+        generation::Store::of(config),
+    )?
+    .generation;
     // The lifecycle lock file exists from the start: mounting or syncing a
     // view (which take it) never changes the skel's directory.
     let lock = built.lifecycle_lock();

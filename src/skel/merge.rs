@@ -77,7 +77,12 @@ pub fn merge_skel(config: &Config, name: &str, progress: &Progress) -> Result<Me
             "cannot merge skel \"{name}\": {why}; remove it first"
         )));
     }
-    let generation = generation::ensure(&skel.dirs, "merge-skel", progress)?;
+    let generation = generation::ensure(
+        &skel.dirs,
+        "merge-skel",
+        progress,
+        generation::Store::of(config),
+    )?;
 
     let staging = Staging::create(config, &format!("merge-{name}"))?;
     let tree = staging.path().join("tree");

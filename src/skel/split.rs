@@ -107,7 +107,12 @@ pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<Sp
     if !lifecycle::is_merged(config, &skel)? {
         return Err(not_merged(name));
     }
-    let from = generation::ensure(&skel.dirs, "split-skel", progress)?;
+    let from = generation::ensure(
+        &skel.dirs,
+        "split-skel",
+        progress,
+        generation::Store::of(config),
+    )?;
     let temp_path = temp_path(config, name);
     let temp = TreeRoot::open(&temp_path)?;
     super::accounts::warn_changed(&skel, &temp);
@@ -226,7 +231,13 @@ fn finish(config: &Config, skel: &Skel, commit: &Commit, progress: &Progress) ->
     for (part, ino) in PARTS.iter().zip(commit.parts) {
         swap_in(skel, &split_dir, &kept, part, ino)?;
     }
-    let generation = generation::record(&skel.dirs, "split-skel", progress)?.generation;
+    let generation = generation::record(
+        &skel.dirs,
+        "split-skel",
+        progress,
+        generation::Store::of(config),
+    )?
+    .generation;
     let temp_path = temp_path(config, &skel.name);
     if exists(&temp_path)? {
         let staging = Staging::create(config, &format!("split-{}", skel.name))?;

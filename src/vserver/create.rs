@@ -168,8 +168,13 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     let (skel, mut creation) =
         Creation::begin(config, request, &staging_label(name), &root_dir, Kind::Tree)?;
     progress.start(&format!("recording skel {}'s generation", skel.name));
-    let generation =
-        crate::generation::record(&skel.dirs, &format!("create-vs {name}"), progress)?.generation;
+    let generation = crate::generation::record(
+        &skel.dirs,
+        &format!("create-vs {name}"),
+        progress,
+        crate::generation::Store::of(config),
+    )?
+    .generation;
     creation.record.generation = Some(generation);
     let vs_root = TreeRoot::open(&config.root)?;
     let global = TreeRoot::open(&skel.global())?;
@@ -277,8 +282,12 @@ pub fn create_view_vs(
         &root_dir,
         Kind::View,
     )?;
-    let generation =
-        crate::generation::ensure(&skel.dirs, &format!("create-vs --view {name}"), progress)?;
+    let generation = crate::generation::ensure(
+        &skel.dirs,
+        &format!("create-vs --view {name}"),
+        progress,
+        crate::generation::Store::of(config),
+    )?;
     creation.record.generation = Some(generation);
     let skel_static = open_if_present(&skel.static_dir())?;
     let staging = creation.staging_path();

@@ -1,7 +1,8 @@
 //! Vservers: creating them from a skel (as trees or views), listing,
 //! syncing and materializing views, upgrading trees to their skel's
-//! current generation, linking a tree's copies of skel files back to the
-//! skel's inodes (`unify`), and removing them.
+//! current generation, verifying and repairing what they share with it,
+//! linking a tree's copies of skel files back to the skel's inodes
+//! (`unify`), and removing them.
 
 pub mod context;
 pub mod create;
@@ -9,9 +10,11 @@ pub mod materialize;
 pub mod mount;
 pub mod registry;
 pub mod remove;
+pub mod repair;
 pub mod scripts;
 pub mod sync;
 pub mod unify;
 pub mod upgrade;
 pub mod upgrade_journal;
+pub mod verify;
 pub mod view;

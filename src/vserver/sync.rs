@@ -89,6 +89,7 @@ pub(crate) fn sync_view_holding(
             &view.skel.dirs,
             &format!("sync {name}"),
             progress,
+            crate::generation::Store::of(config),
         )?),
     };
     // A mounted view's server holds its writes until `held` is dropped.
