@@ -163,6 +163,15 @@ fn by_default_no_vserver_root_can_change_a_shared_file() {
     );
     let record = fs::read_to_string(setup.root.join(".vskel/vservers/a.toml")).unwrap();
     assert!(record.contains(SHARED), "{record}");
+    // A detached file is a's own: verify does not call it broken off or
+    // replaced (and so repair leaves it alone).
+    let verified = setup.vskel().args(["verify", "a"]).output().unwrap();
+    assert!(
+        verified.status.success(),
+        "verify a: {}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
     // Detaching it again: not shared any more, left alone.
     let out = setup.run_ok(&["detach", "a", &format!("/{SHARED}")]);
     assert!(out.contains("left as they are"), "{out}");
