@@ -63,8 +63,22 @@ pub fn protect_tree(tree: &TreeRoot, protect: Protect) -> Result<u64> {
                 let rel = dir_rel.join(sys::os_name(name));
                 let file = sys::open_file_read(dir.as_fd(), name)
                     .map_err(|e| Error::io("open", tree.display(&rel), e))?;
-                sys::set_immutable(file.as_fd(), true)
-                    .map_err(|e| Error::io("set immutable attribute", tree.display(&rel), e))?;
+                sys::set_immutable(file.as_fd(), true).map_err(|e| {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+                    ) {
+                        Error::Failed(format!(
+                            "{}: this filesystem has no immutable attribute ({e}), which \
+                             protect = \"immutable\" (the default) needs: put the vservers root \
+                             on ext4, xfs or btrfs, or set protect = \"none\" in the config \
+                             (every vserver's root can then change the files it shares)",
+                            tree.display(&rel).display()
+                        ))
+                    } else {
+                        Error::io("set immutable attribute", tree.display(&rel), e)
+                    }
+                })?;
             }
             Ok(files.len() as u64)
         }
