@@ -30,6 +30,15 @@ pub fn print<T: Serialize>(format: Format, value: &T, text: impl FnOnce() -> Str
 }
 
 /// Is this error a closed stdout (e.g. `vskel list | head -1`)?
+/// Exit status 1 (after the report was printed) when any vserver of
+/// `names` is left with problems: "`what` in NAME, NAME".
+pub fn fail_if_any(names: Vec<&str>, what: &str) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Failed(format!("{what} in {}", names.join(", "))))
+}
+
 pub fn is_broken_pipe(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }

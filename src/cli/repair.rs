@@ -1,9 +1,9 @@
 //! `vskel repair NAME... | --all [--format json]`.
 
-use super::output::{Format, print};
+use super::output::{Format, fail_if_any, print};
 use super::verify::line;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::vserver::repair::{Repaired, repair};
 use crate::vserver::verify::Request;
 
@@ -39,18 +39,13 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
     print(args.format, &done, || {
         done.iter().map(summary).collect::<Vec<_>>().join("\n")
     })?;
-    let left: Vec<&str> = done
-        .iter()
-        .filter(|r| !r.remaining.is_empty())
-        .map(|r| r.name.as_str())
-        .collect();
-    if left.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Failed(format!(
-        "repair left problems in {}",
-        left.join(", ")
-    )))
+    fail_if_any(
+        done.iter()
+            .filter(|r| !r.remaining.is_empty())
+            .map(|r| r.name.as_str())
+            .collect(),
+        "repair left problems",
+    )
 }
 
 fn summary(r: &Repaired) -> String {

@@ -1,8 +1,8 @@
 //! `vskel verify NAME... | --all [--format json]`.
 
-use super::output::{Format, print};
+use super::output::{Format, fail_if_any, print};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::vserver::verify::{Finding, Request, Verified, verify};
 
 /// Check that the files a skel shares with its vservers are still shared
@@ -39,18 +39,13 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
     print(args.format, &done, || {
         done.iter().map(summary).collect::<Vec<_>>().join("\n")
     })?;
-    let wrong: Vec<&str> = done
-        .iter()
-        .filter(|v| !v.findings.is_empty())
-        .map(|v| v.name.as_str())
-        .collect();
-    if wrong.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Failed(format!(
-        "verify found problems in {}",
-        wrong.join(", ")
-    )))
+    fail_if_any(
+        done.iter()
+            .filter(|v| !v.findings.is_empty())
+            .map(|v| v.name.as_str())
+            .collect(),
+        "verify found problems",
+    )
 }
 
 fn summary(v: &Verified) -> String {
