@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tracing::warn;
 
-use super::output::{Format, print};
+use super::output::{Format, aligned, print};
 use crate::config::{Config, Protect};
 use crate::error::Result;
 use crate::generation;
@@ -195,24 +195,5 @@ fn table(records: &[Record]) -> String {
             ]
         })
         .collect();
-    let header = ["NAME", "CONTEXT", "KIND", "SKEL", "FQDN", "IP"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    std::iter::once(&header)
-        .chain(&rows)
-        .map(|row| {
-            row.iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    aligned(["NAME", "CONTEXT", "KIND", "SKEL", "FQDN", "IP"], &rows)
 }

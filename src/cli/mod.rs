@@ -19,6 +19,7 @@ mod remove_vs;
 mod repair;
 mod revert;
 mod split_skel;
+mod status;
 mod sync;
 mod unify;
 mod unmount;
@@ -75,6 +76,7 @@ enum Command {
     Repair(repair::Args),
     Revert(revert::Args),
     SplitSkel(split_skel::Args),
+    Status(status::Args),
     Unmount(unmount::Args),
     Sync(sync::Args),
     Unify(unify::Args),
@@ -208,6 +210,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Repair(args) => repair::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
+        Command::Status(args) => status::run(&config, args),
         Command::Sync(args) => sync::run(&config, args, &progress),
         Command::Unify(args) => unify::run(&config, args, &progress),
         Command::Unmount(args) => unmount::run(&config, args),

@@ -29,6 +29,31 @@ pub fn print<T: Serialize>(format: Format, value: &T, text: impl FnOnce() -> Str
         .map_err(|e| Error::io("write", "stdout", e))
 }
 
+/// `header` and `rows` as lines of columns aligned by padding, two
+/// spaces apart (trailing blanks trimmed).
+pub fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let header = header.map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    std::iter::once(&header)
+        .chain(rows)
+        .map(|row| {
+            row.iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Is this error a closed stdout (e.g. `vskel list | head -1`)?
 /// Exit status 1 (after the report was printed) when any vserver of
 /// `names` is left with problems: "`what` in NAME, NAME".

@@ -2,7 +2,7 @@
 //! syncing and materializing views, upgrading trees to their skel's
 //! current generation, verifying and repairing what they share with it,
 //! linking a tree's copies of skel files back to the skel's inodes
-//! (`unify`), and removing them.
+//! (`unify`), reporting how each is served (`status`), and removing them.
 
 pub mod context;
 pub mod create;
@@ -12,6 +12,7 @@ pub mod registry;
 pub mod remove;
 pub mod repair;
 pub mod scripts;
+pub mod status;
 pub mod sync;
 pub mod unify;
 pub mod upgrade;

@@ -300,17 +300,27 @@ pub fn unmount(config: &Config, target: &str, lazy: bool) -> Result<Unmounted> {
     })
 }
 
-/// Where the view of `record` is mounted, and its server: where its pid
-/// file says (the live server's mount, or the stale one a dead server
-/// left), else its default mount point. (Views of other vskel setups may
-/// show the same `SKEL:NAME`: only these places are looked at.)
-fn view_mounts(
-    config: &Config,
-    record: &Record,
-) -> Result<(Option<String>, PathBuf, Option<PidOwner>)> {
-    let name = &record.name;
-    let dirs = ViewDirs::new(config, name);
-    let source = fsname(record.skel.as_deref().unwrap_or_default(), name);
+/// Where the view of `record` is mounted, by what its pid file and the
+/// mount table say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ViewMount {
+    /// Where a mount of this view (`fuse` from `SKEL:NAME`) is: where
+    /// its pid file says (the live server's mount, or the stale one a
+    /// dead server left), else, with no live server, its default mount
+    /// point. None: not mounted (or a live server still starting).
+    pub mountpoint: Option<PathBuf>,
+    /// What its pid file says, if there is one.
+    pub owner: Option<PidOwner>,
+    /// Whether a live process holds that pid file.
+    pub live: bool,
+}
+
+/// Find the mount of the view of `record` (see [`ViewMount`]). (Views of
+/// other vskel setups may show the same `SKEL:NAME`: only these places
+/// are looked at.)
+pub(crate) fn locate_view(config: &Config, record: &Record) -> Result<ViewMount> {
+    let dirs = ViewDirs::new(config, &record.name);
+    let source = fsname(record.skel.as_deref().unwrap_or_default(), &record.name);
     let (owner, live) = match PidFile::read(&dirs.pid_file())? {
         Some((owner, live)) => (Some(owner), live),
         None => (None, false),
@@ -330,11 +340,27 @@ fn view_mounts(
             mountpoint = Some(merged);
         }
     }
-    let Some(mountpoint) = mountpoint else {
-        let note = match owner.and_then(|h| h.pid).filter(|_| live) {
+    Ok(ViewMount {
+        mountpoint,
+        owner,
+        live,
+    })
+}
+
+/// Where the view of `record` is mounted ([`locate_view`]), and its live
+/// server; an error when it is not mounted.
+fn view_mounts(
+    config: &Config,
+    record: &Record,
+) -> Result<(Option<String>, PathBuf, Option<PidOwner>)> {
+    let name = &record.name;
+    let found = locate_view(config, record)?;
+    let live = found.live;
+    let Some(mountpoint) = found.mountpoint else {
+        let note = match found.owner.and_then(|h| h.pid).filter(|_| live) {
             Some(pid) => format!(
                 ", though pid {pid} holds {} (still starting?)",
-                dirs.pid_file().display()
+                ViewDirs::new(config, name).pid_file().display()
             ),
             None => String::new(),
         };
@@ -344,7 +370,7 @@ fn view_mounts(
         }
         .into());
     };
-    Ok((Some(name.clone()), mountpoint, owner.filter(|_| live)))
+    Ok((Some(name.clone()), mountpoint, found.owner.filter(|_| live)))
 }
 
 /// The vskel mount at `path`, and its server.

@@ -1,0 +1,220 @@
+//! What each vserver is and, for a view, how it is served: mounted or
+//! not, where, by which process, whether its mount is stale (its server
+//! gone), and how much its upper layer holds. Read from the registry, the
+//! views' pid files and `/proc/self/mountinfo` (through
+//! [`super::mount::locate_view`]); a daemon will answer the same later.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use rustix::fs::FileType;
+use serde::Serialize;
+
+use super::mount::{ViewMount, locate_view};
+use super::registry::{self, Kind, Record};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::ViewDirs;
+use crate::mount::stale::{Probe, probe};
+use crate::sys;
+use crate::tree::walk::par_walk;
+use crate::validate::validate_name;
+
+/// Bytes a `st_blocks` unit stands for.
+const BLOCK_BYTES: u64 = 512;
+
+/// Who serves a mounted view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServedBy {
+    /// A `vskel mount` server of its own (it holds the view's pid file).
+    Lone,
+    /// The `vskel daemon` (not built yet: nothing reports it so far).
+    Daemon,
+}
+
+/// One vserver's status. The view fields are null for a tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VsStatus {
+    /// The vserver.
+    pub name: String,
+    /// Tree or view.
+    pub kind: Kind,
+    /// Its skel.
+    pub skel: Option<String>,
+    /// `create-vs` has not finished it (or was killed making it).
+    pub incomplete: bool,
+    /// A view: whether a mount of it is in the mount table (stale or not).
+    pub mounted: Option<bool>,
+    /// Where it is mounted.
+    pub mountpoint: Option<PathBuf>,
+    /// Who serves it (null when no live server holds its pid file).
+    pub served_by: Option<ServedBy>,
+    /// The serving process.
+    pub pid: Option<u32>,
+    /// Its mount is there but its server is gone (accesses fail with
+    /// `ENOTCONN`): `vskel mount` or `vskel unmount --lazy` clears it.
+    pub stale: Option<bool>,
+    /// Bytes its upper layer takes on disk (`du`-like: each inode's
+    /// `st_blocks` once); null when the upper layer is missing.
+    pub upper_bytes: Option<u64>,
+    /// The view's last error (what looking at it failed with; later also
+    /// the daemon's last failure serving it).
+    pub error: Option<String>,
+}
+
+/// What `vskel status --format json` prints (and the daemon's `status`
+/// answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    /// One entry per vserver.
+    pub vservers: Vec<VsStatus>,
+}
+
+/// The status of the registered vservers, or of those `names` names (in
+/// that order): an unknown name is a usage error, found before anything
+/// is looked at.
+pub fn status(config: &Config, names: &[String]) -> Result<Vec<VsStatus>> {
+    let records = if names.is_empty() {
+        registry::list(config)?
+            .into_iter()
+            .filter(|r| r.kind != Kind::Unregistered)
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|name| named(config, name))
+            .collect::<Result<Vec<_>>>()?
+    };
+    Ok(records.iter().map(|r| of_record(config, r)).collect())
+}
+
+fn named(config: &Config, name: &str) -> Result<Record> {
+    validate_name("vserver name", name)?;
+    match registry::load(config, name)? {
+        Some(record) => Ok(record),
+        None => Err(Error::Usage(format!(
+            "no vserver named \"{name}\"; `vskel list` shows the vservers"
+        ))),
+    }
+}
+
+fn of_record(config: &Config, record: &Record) -> VsStatus {
+    let mut status = VsStatus {
+        name: record.name.clone(),
+        kind: record.kind,
+        skel: record.skel.clone(),
+        incomplete: record.creating,
+        mounted: None,
+        mountpoint: None,
+        served_by: None,
+        pid: None,
+        stale: None,
+        upper_bytes: None,
+        error: None,
+    };
+    if record.kind != Kind::View {
+        return status;
+    }
+    let mut errors = Vec::new();
+    match locate_view(config, record) {
+        Ok(found) => served(&mut status, found, &mut errors),
+        Err(e) => errors.push(e.to_string()),
+    }
+    match upper_bytes(&ViewDirs::new(config, &record.name).upper()) {
+        Ok(bytes) => status.upper_bytes = bytes,
+        Err(e) => errors.push(e.to_string()),
+    }
+    status.error = (!errors.is_empty()).then(|| errors.join("; "));
+    status
+}
+
+/// Fill in how the view is served from what [`locate_view`] found.
+fn served(status: &mut VsStatus, found: ViewMount, errors: &mut Vec<String>) {
+    status.mounted = Some(found.mountpoint.is_some());
+    status.stale = Some(false);
+    if found.live {
+        status.served_by = Some(ServedBy::Lone);
+        status.pid = found.owner.as_ref().and_then(|o| o.pid);
+    }
+    let Some(mountpoint) = found.mountpoint else {
+        return;
+    };
+    // A live server's mount answers; only one nobody serves is asked
+    // (a hung one would make `status` wait).
+    if !found.live {
+        match probe(&mountpoint) {
+            Probe::Dead => status.stale = Some(true),
+            Probe::Live => {}
+            Probe::Hung => errors.push(format!(
+                "the mount at {} does not answer",
+                mountpoint.display()
+            )),
+            Probe::Error(e) => errors.push(format!(
+                "the mount at {} fails with: {e}",
+                mountpoint.display()
+            )),
+        }
+    }
+    status.mountpoint = Some(mountpoint);
+}
+
+/// Bytes on disk below `upper` (its `st_blocks * 512`, each inode once),
+/// walked without following symlinks (the upper layer is the vserver's to
+/// write: hostile); None when `upper` is missing.
+pub fn upper_bytes(upper: &Path) -> Result<Option<u64>> {
+    let root = match sys::open_root(upper) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open the upper layer", upper, e)),
+    };
+    let total = AtomicU64::new(0);
+    let linked: Mutex<HashSet<(u64, u64)>> = Mutex::new(HashSet::new());
+    let count = |st: &rustix::fs::Stat| {
+        if sys::nlink_of(st) > 1 && !linked.lock().insert((sys::dev_of(st), sys::ino_of(st))) {
+            return;
+        }
+        let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
+        total.fetch_add(blocks * BLOCK_BYTES, Ordering::Relaxed);
+    };
+    let root_stat = sys::fstat(root.as_fd()).map_err(|e| Error::io("stat", upper, e))?;
+    count(&root_stat);
+    let visit = |rel: PathBuf| -> Result<Vec<PathBuf>> {
+        let shown = || upper.join(&rel);
+        let dir: OwnedFd = match sys::open_dir_beneath(root.as_fd(), &rel) {
+            Ok(fd) => fd,
+            // Removed (or swapped for a non-directory) while walked.
+            Err(e) if is_gone(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("open", shown(), e)),
+        };
+        let entries = sys::read_dir(dir.as_fd()).map_err(|e| Error::io("read", shown(), e))?;
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            let st = match sys::stat_at(dir.as_fd(), &entry.name) {
+                Ok(st) => st,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat", shown(), e)),
+            };
+            count(&st);
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                subdirs.push(rel.join(OsStr::from_bytes(entry.name.as_bytes())));
+            }
+        }
+        Ok(subdirs)
+    };
+    par_walk(PathBuf::new(), &visit)?;
+    Ok(Some(total.into_inner()))
+}
+
+/// An error saying the entry went away or changed type while walked.
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    )
+}
