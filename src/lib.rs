@@ -13,6 +13,7 @@
 pub mod barrier;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod example;
 pub mod generation;

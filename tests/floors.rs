@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// reverse; modules on one floor may use each other if no circle forms).
 const FLOORS: &[(&str, u8)] = &[
     ("cli", 4),
+    ("daemon", 3),
     ("vserver", 3),
     ("skel", 3),
     ("view", 2),

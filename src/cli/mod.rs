@@ -4,6 +4,7 @@
 
 mod build_skel;
 mod create_vs;
+mod daemon_protocol_test;
 mod detach;
 mod legacy;
 mod list;
@@ -65,6 +66,8 @@ pub struct Cli {
 enum Command {
     BuildSkel(build_skel::Args),
     CreateVs(create_vs::Args),
+    #[command(hide = true)]
+    DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
     List(list::Args),
     Materialize(materialize::Args),
@@ -199,6 +202,7 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
+        Command::DaemonProtocolTest(args) => daemon_protocol_test::run(&config, args),
         Command::Detach(args) => detach::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
