@@ -17,6 +17,7 @@ use crate::vserver::status::{ServedBy, StatusReport, VsStatus, status};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The vservers to show [default: every registered one].
+    #[arg(value_name = "NAME")]
     names: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
