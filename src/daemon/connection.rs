@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracing::{debug, warn};
 
+use super::protocol::Handler;
 use super::protocol::{HELLO, MAX_LINE, encode, error_reply, hello_reply, ok_reply, parse_request};
-use super::server::Handler;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;

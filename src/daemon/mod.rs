@@ -15,7 +15,8 @@ pub mod socket;
 
 use serde_json::{Map, Value};
 
-pub use server::{Handler, Listening, Server};
+pub use protocol::Handler;
+pub use server::{Listening, Server};
 
 use crate::config::Config;
 use crate::vserver::status::{StatusReport, status};

@@ -77,6 +77,24 @@ pub fn encode(value: &Value) -> Vec<u8> {
     line
 }
 
+/// Answers the commands other than `hello` (which the server answers):
+/// the data of an `"ok": true` reply, or the message of an `"ok": false`
+/// one (an unknown command included:
+/// [`unknown_command`]).
+pub trait Handler: Send + Sync {
+    /// Answer `cmd` with `args` (the request's other fields).
+    fn handle(&self, cmd: &str, args: &Map<String, Value>) -> std::result::Result<Value, String>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&str, &Map<String, Value>) -> std::result::Result<Value, String> + Send + Sync,
+{
+    fn handle(&self, cmd: &str, args: &Map<String, Value>) -> std::result::Result<Value, String> {
+        self(cmd, args)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

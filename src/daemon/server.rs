@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use super::connection::{self, send};
-use super::protocol::{encode, error_reply};
+use super::protocol::{Handler, encode, error_reply};
 use super::socket::{bind, peer_uid};
 use crate::error::{Error, Result};
 
@@ -30,24 +29,6 @@ pub const MAX_CONNECTIONS: usize = 128;
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (e.g. out of descriptors) before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// Answers the commands other than `hello` (which the server answers):
-/// the data of an `"ok": true` reply, or the message of an `"ok": false`
-/// one (an unknown command included:
-/// [`super::protocol::unknown_command`]).
-pub trait Handler: Send + Sync {
-    /// Answer `cmd` with `args` (the request's other fields).
-    fn handle(&self, cmd: &str, args: &Map<String, Value>) -> std::result::Result<Value, String>;
-}
-
-impl<F> Handler for F
-where
-    F: Fn(&str, &Map<String, Value>) -> std::result::Result<Value, String> + Send + Sync,
-{
-    fn handle(&self, cmd: &str, args: &Map<String, Value>) -> std::result::Result<Value, String> {
-        self(cmd, args)
-    }
-}
 
 /// Where and how to serve the control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
