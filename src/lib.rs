@@ -21,6 +21,7 @@ pub mod layout;
 pub mod mount;
 pub mod progress;
 pub mod protect;
+pub mod served_socket;
 pub mod skel;
 pub mod staging;
 pub mod sync;

@@ -22,6 +22,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("protect", 2),
     ("staging", 2),
     ("barrier", 2),
+    ("served_socket", 2),
     ("generation", 2),
     ("example", 2),
     ("config", 1),

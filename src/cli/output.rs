@@ -54,7 +54,6 @@ pub fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Strin
         .join("\n")
 }
 
-/// Is this error a closed stdout (e.g. `vskel list | head -1`)?
 /// Exit status 1 (after the report was printed) when any vserver of
 /// `names` is left with problems: "`what` in NAME, NAME".
 pub fn fail_if_any(names: Vec<&str>, what: &str) -> Result<()> {
@@ -64,6 +63,7 @@ pub fn fail_if_any(names: Vec<&str>, what: &str) -> Result<()> {
     Err(Error::Failed(format!("{what} in {}", names.join(", "))))
 }
 
+/// Is this error a closed stdout (e.g. `vskel list | head -1`)?
 pub fn is_broken_pipe(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }

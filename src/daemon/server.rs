@@ -4,13 +4,10 @@
 //! silent client never holds up the others), answering requests with the
 //! daemon's [`Handler`].
 
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -18,7 +15,8 @@ use tracing::{debug, warn};
 use super::connection::{self, send};
 use super::protocol::{Handler, encode, error_reply};
 use super::socket::{bind, peer_uid};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::served_socket::ServedSocket;
 
 /// How long a client may take to send a request (or stay silent between
 /// requests) before its connection is closed.
@@ -55,71 +53,29 @@ impl Server {
     /// `handler` until the returned [`Listening`] is dropped.
     pub fn listen(&self, handler: Arc<dyn Handler>) -> Result<Listening> {
         let path = &self.socket;
-        let listener = Arc::new(bind(path)?);
-        let bound = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let accept = Accept {
-            listener: listener.clone(),
-            stopping: stopping.clone(),
-            handler,
-            active: Arc::new(AtomicUsize::new(0)),
-            limits: self.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("vskel-daemon-accept".into())
-            .spawn(move || accept.run())
-            .map_err(|e| Error::io("start the accepting thread for", path, e))?;
-        debug!("control socket listening at {}", path.display());
-        Ok(Listening {
-            path: path.clone(),
-            file: (bound.dev(), bound.ino()),
-            listener,
-            stopping,
-            thread: Some(thread),
-        })
+        let active = Arc::new(AtomicUsize::new(0));
+        let limits = self.clone();
+        ServedSocket::start(
+            bind(path)?,
+            path,
+            "vskel-daemon-accept",
+            move |listener, stopping| {
+                Accept {
+                    listener,
+                    stopping,
+                    handler,
+                    active,
+                    limits,
+                }
+                .run()
+            },
+        )
     }
 }
 
 /// A served control socket; dropping it stops accepting and removes the
 /// socket file (connections being served finish on their own threads).
-#[derive(Debug)]
-pub struct Listening {
-    path: PathBuf,
-    /// The socket file bound, to remove only ours.
-    file: (u64, u64),
-    listener: Arc<UnixListener>,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Listening {
-    /// Where the socket is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::Release);
-        // A shut down listening socket makes a blocked accept() fail.
-        if let Err(e) = rustix::net::shutdown(self.listener.as_fd(), rustix::net::Shutdown::Both) {
-            warn!("stopping the control socket {}: {e}", self.path.display());
-        } else if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            warn!("the control socket's accepting thread panicked");
-        }
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == self.file => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    warn!("could not remove {}: {e}", self.path.display());
-                }
-            }
-            _ => debug!("{} is no longer ours", self.path.display()),
-        }
-    }
-}
+pub type Listening = ServedSocket;
 
 /// What the accepting thread works with.
 struct Accept {

@@ -20,19 +20,19 @@
 //! deep vservers root never leaves a view without its control socket.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
 use super::gate::WriteGate;
 use crate::error::{Error, Result};
+use crate::served_socket::ServedSocket;
 
 /// Asks for a hold.
 pub const HOLD: &str = "hold";
@@ -59,15 +59,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// A listening control socket; dropping it stops accepting and removes
 /// the socket file (holds already granted end with their connections).
-#[derive(Debug)]
-pub struct ControlServer {
-    path: PathBuf,
-    /// The socket file bound, to remove only ours.
-    file: (u64, u64),
-    listener: Arc<UnixListener>,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub type ControlServer = ServedSocket;
 
 /// Serve the control socket at `path` for `gate`: a stale socket file
 /// there is replaced (one server per path is the caller's business, as
@@ -89,57 +81,15 @@ pub fn listen(path: &Path, gate: Arc<WriteGate>) -> Result<ControlServer> {
         let (short, _dir) = short_path(path)?;
         UnixListener::bind(&short).map_err(|e| Error::io("bind the control socket", path, e))?
     };
-    let bound = std::fs::symlink_metadata(path)
-        .map_err(|e| Error::io("stat the control socket", path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|e| Error::io("chmod the control socket", path, e))?;
-    let listener = Arc::new(listener);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let (listener, stopping) = (listener.clone(), stopping.clone());
-        let shown = path.display().to_string();
-        std::thread::Builder::new()
-            .name("vskel-control".into())
-            .spawn(move || accept_loop(&listener, &stopping, &gate, &shown))
-            .map_err(|e| Error::io("start the control thread", path, e))?
-    };
-    debug!("control socket at {}", path.display());
-    Ok(ControlServer {
-        path: path.to_path_buf(),
-        file: (bound.dev(), bound.ino()),
+    let shown = path.display().to_string();
+    ServedSocket::start(
         listener,
-        stopping,
-        thread: Some(thread),
-    })
-}
-
-impl ControlServer {
-    /// Where the socket is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::Release);
-        // A shut down listening socket makes a blocked accept() fail.
-        if let Err(e) = rustix::net::shutdown(self.listener.as_fd(), rustix::net::Shutdown::Both) {
-            warn!("stopping the control socket {}: {e}", self.path.display());
-        } else if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            warn!("the control thread panicked");
-        }
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == self.file => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    warn!("could not remove {}: {e}", self.path.display());
-                }
-            }
-            _ => debug!("{} is no longer ours", self.path.display()),
-        }
-    }
+        path,
+        "vskel-control",
+        move |listener, stopping| accept_loop(&listener, &stopping, &gate, &shown),
+    )
 }
 
 fn accept_loop(listener: &UnixListener, stopping: &AtomicBool, gate: &Arc<WriteGate>, shown: &str) {
