@@ -225,6 +225,15 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
             "{f}: the tree's global file is generation 2's skel inode"
         );
     }
+    // A third generation: the tree of 1 (no view on it, not the one
+    // before the current) goes; that of 2 (w1 is on it) stays.
+    setup.run_ok(&["merge-skel", SKEL]);
+    let temp = setup.root.join(format!("tmp_skel_{SKEL}"));
+    replace_by_rename(&temp.join("usr/bin/take"), "take v3\n");
+    setup.run_ok(&["split-skel", SKEL]);
+    assert!(!skel.join("generations/1.tree").exists(), "1.tree pruned");
+    assert!(skel.join("generations/2.tree/global/usr/bin/take").exists());
+    assert_eq!(read(&merged.join("usr/bin/take")), "take v2\n");
     guard.unmount().unwrap();
 }
 

@@ -22,6 +22,12 @@ pub struct Args {
 
 pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
     let report = split_skel(config, &args.skel, progress)?;
+    // The generation trees no view uses any more go (the one before the
+    // current stays): without views, every split would keep one more.
+    let skel = crate::skel::Skel::open(config, &args.skel)?;
+    for gone in crate::vserver::view::prune_kept_generations(config, &skel)? {
+        tracing::info!("removed {}: no view uses it", gone.display());
+    }
     progress.finish();
     print(args.format, &report, || {
         format!(
