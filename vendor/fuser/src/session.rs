@@ -19,9 +19,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::thread::{self};
 use std::time::Duration;
 use std::time::Instant;
-use std::thread::{self};
 
 use log::debug;
 use log::error;
@@ -327,6 +327,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
                 pool: None,
+                slot: 0,
             };
             threads.push(
                 thread::Builder::new()
@@ -541,10 +542,11 @@ impl SessionUnmounter {
 }
 
 /// A pool that grows with the load starts another worker when its workers
-/// have found requests waiting (and no other worker to read them) this many
-/// times in a row. Once or twice is common with a serial client too, whose
-/// next request comes while the kernel's own (an asynchronous `RELEASE`, a
-/// `FORGET`) is served; parallel clients keep the queue full.
+/// have found requests waiting (and no other worker to read them) while
+/// serving requests of two callers or more, this many times in a row. Once
+/// or twice is common with a serial client too, whose next request comes
+/// while the kernel's own (an asynchronous `RELEASE`, a `FORGET`) is
+/// served; parallel clients keep the queue full.
 const QUEUED_TO_GROW: u32 = 8;
 
 /// A worker of a pool that grows with the load ends when it has served a
@@ -582,6 +584,7 @@ fn run_growing<FS: Filesystem>(
         allowed,
         session_owner,
         pool: Some(pool.clone()),
+        slot: pool.claim_slot().unwrap_or(0),
     };
     // The others of the smallest pool (a worker that cannot be started is
     // logged, and the pool goes on with what it has).
@@ -636,9 +639,47 @@ pub(crate) struct WorkerPool {
     /// When a worker last found requests queued (milliseconds since
     /// `started`).
     last_queued: AtomicU64,
+    /// One slot per possible worker: `FREE_SLOT`, or the caller (the
+    /// request header's pid; 0 while the worker waits, and for the kernel's
+    /// own requests) of the request the worker that claimed it serves.
+    serving: Box<[AtomicU32]>,
 }
 
+/// A slot of `WorkerPool::serving` no worker has claimed.
+const FREE_SLOT: u32 = u32::MAX;
+
 impl WorkerPool {
+    /// Claims a free slot of `serving` for a new worker; `None` when every
+    /// slot is taken (the pool is at its bound).
+    fn claim_slot(&self) -> Option<usize> {
+        self.serving.iter().position(|slot| {
+            slot.compare_exchange(FREE_SLOT, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })
+    }
+
+    /// Do the requests in service, `caller`'s (in `slot`) included, come
+    /// from two callers or more? Requests of one caller (a serial client:
+    /// its own requests and the `RELEASE` of its close) never need more
+    /// workers than the pool has, however long they queue on a busy CPU;
+    /// caller 0 (the kernel's `FORGET`, a process outside the mount's pid
+    /// namespace) is nobody.
+    fn serves_two_callers(&self, slot: usize, caller: u32) -> bool {
+        let mut first = (caller != 0).then_some(caller);
+        for (i, other) in self.serving.iter().enumerate() {
+            let other = other.load(Ordering::SeqCst);
+            if i == slot || other == FREE_SLOT || other == 0 {
+                continue;
+            }
+            match first {
+                None => first = Some(other),
+                Some(seen) if seen != other => return true,
+                Some(_) => {}
+            }
+        }
+        false
+    }
+
     /// Milliseconds since the pool started.
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -703,6 +744,9 @@ impl WorkerPool {
             started: Instant::now(),
             last_queued: AtomicU64::new(0),
             handles: Mutex::new(Vec::new()),
+            serving: (0..max_threads)
+                .map(|_| AtomicU32::new(FREE_SLOT))
+                .collect(),
         })
     }
 }
@@ -716,6 +760,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) session_owner: Uid,
     /// The pool this worker belongs to, if it grows with the load.
     pub(crate) pool: Option<Arc<WorkerPool>>,
+    /// This worker's slot of the pool's `serving` (unused without a pool).
+    pub(crate) slot: usize,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -727,34 +773,31 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let mut served = false;
         loop {
             if served && self.pool.as_ref().is_some_and(|pool| pool.leave()) {
+                if let Some(pool) = &self.pool {
+                    pool.serving[self.slot].store(FREE_SLOT, Ordering::SeqCst);
+                }
                 return Ok(());
             }
             served = true;
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            let received = match &self.pool {
+            let (received, others_idle) = match &self.pool {
                 Some(pool) => {
+                    pool.serving[self.slot].store(0, Ordering::SeqCst);
                     pool.idle.fetch_add(1, Ordering::SeqCst);
                     let received = self.ch.receive_retrying(buf);
                     let others_idle = pool.idle.fetch_sub(1, Ordering::SeqCst) - 1;
-                    if received.is_ok() && others_idle == 0 && self.requests_wait() {
-                        pool.note_queued();
-                        let queued = pool.queued.fetch_add(1, Ordering::SeqCst) + 1;
-                        if queued >= QUEUED_TO_GROW {
-                            pool.queued.store(0, Ordering::SeqCst);
-                            self.start_worker(pool);
-                        }
-                    } else {
-                        pool.queued.store(0, Ordering::SeqCst);
-                    }
-                    received
+                    (received, others_idle)
                 }
-                None => self.ch.receive_retrying(buf),
+                None => (self.ch.receive_retrying(buf), 0),
             };
             match received {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
+                        if let Some(pool) = &self.pool {
+                            self.count_queued(pool, others_idle, req.request.pid().as_raw() as u32);
+                        }
                         if let Ok(Operation::Destroy(_)) = req.request.operation() {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
@@ -778,6 +821,24 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
+    /// Counts a request from `caller` this worker took while `others_idle`
+    /// other workers waited: towards another worker when none waited, more
+    /// requests wait, and the requests in service come from two callers or
+    /// more; anything else starts the count again.
+    fn count_queued(&self, pool: &Arc<WorkerPool>, others_idle: usize, caller: u32) {
+        pool.serving[self.slot].store(caller, Ordering::SeqCst);
+        if others_idle == 0 && pool.serves_two_callers(self.slot, caller) && self.requests_wait() {
+            pool.note_queued();
+            let queued = pool.queued.fetch_add(1, Ordering::SeqCst) + 1;
+            if queued >= QUEUED_TO_GROW {
+                pool.queued.store(0, Ordering::SeqCst);
+                self.start_worker(pool);
+            }
+        } else {
+            pool.queued.store(0, Ordering::SeqCst);
+        }
+    }
+
     /// Do requests wait in the kernel's queue for a worker to read them?
     /// (A worker that just replied is still on its way back to receive, so
     /// "no worker waits" alone is true after most requests of a serial
@@ -807,6 +868,11 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         else {
             return;
         };
+        let Some(slot) = pool.claim_slot() else {
+            // Every slot taken: more workers than the bound (cannot be).
+            pool.workers.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
         let index = pool.named.fetch_add(1, Ordering::SeqCst);
         let ch = if pool.clone_fd {
             #[cfg(target_os = "linux")]
@@ -826,6 +892,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 allowed: self.allowed,
                 session_owner: self.session_owner,
                 pool: Some(pool.clone()),
+                slot,
             };
             thread::Builder::new()
                 .name(thread_name)
@@ -846,6 +913,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 }
             }
             Err(e) => {
+                pool.serving[slot].store(FREE_SLOT, Ordering::SeqCst);
                 pool.workers.fetch_sub(1, Ordering::SeqCst);
                 pool.bound.fetch_min(workers, Ordering::SeqCst);
                 warn!("cannot start event loop thread {index}, going on with {workers}: {e}");
