@@ -62,7 +62,14 @@ const KEYS: &[&str] = &[
     "exclude",
     "tokens",
     "content_store",
+    "daemon",
 ];
+
+/// The keys of the `[daemon]` table.
+const DAEMON_KEYS: &[&str] = &["socket", "views"];
+
+/// The default control socket of `vskel daemon`.
+pub const DEFAULT_DAEMON_SOCKET: &str = "/run/vskel/vskel.sock";
 
 /// Present on a Linux-VServer kernel (which has the immutable-unlink
 /// attribute).
@@ -222,8 +229,40 @@ pub struct Config {
     /// recorded, for `repair` (default true): the skel's content store,
     /// `generations/objects/`.
     pub content_store: bool,
+    /// `vskel daemon`'s settings (`[daemon]`).
+    pub daemon: DaemonConfig,
     /// The files actually read, in order (empty when none existed).
     pub files: Vec<PathBuf>,
+}
+
+/// The `[daemon]` table: where `vskel daemon` listens and which views it
+/// serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Its control socket (default [`DEFAULT_DAEMON_SOCKET`]); the command
+    /// line looks for a running daemon there.
+    pub socket: PathBuf,
+    /// The views it mounts at start and keeps mounted (default: every
+    /// registered view, `["*"]`).
+    pub views: DaemonViews,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
+            views: DaemonViews::All,
+        }
+    }
+}
+
+/// Which views `vskel daemon` serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonViews {
+    /// Every registered view (`["*"]`).
+    All,
+    /// These vservers (`["web1", "web2"]`; `[]` for none).
+    Named(Vec<String>),
 }
 
 impl Default for Config {
@@ -239,6 +278,7 @@ impl Default for Config {
                 .expect("the default exclude rules are valid"),
             tokens: BTreeMap::new(),
             content_store: true,
+            daemon: DaemonConfig::default(),
             files: Vec::new(),
         }
     }
@@ -422,6 +462,67 @@ impl Ctx<'_> {
         Ok(GlobalRules::from(rules))
     }
 
+    /// The `[daemon]` table, on top of `into` (a drop-in may set one key).
+    fn daemon(
+        &self,
+        value: &DeValue<'_>,
+        at: usize,
+        key: &str,
+        into: &mut DaemonConfig,
+    ) -> Result<(), ConfigError> {
+        let Some(table) = value.as_table() else {
+            return Err(self.type_error(value, "a table", at, key));
+        };
+        for (name, item) in in_source_order(table) {
+            let name_at = name.span().start;
+            let name: &str = name.get_ref();
+            let full = format!("{key}.{name}");
+            let item_at = item.span().start;
+            let item = item.get_ref();
+            match name {
+                "socket" => into.socket = self.path(item, item_at, &full)?,
+                "views" => into.views = self.daemon_views(item, item_at, &full)?,
+                _ => {
+                    return Err(self.err(
+                        name_at,
+                        &full,
+                        format!("unknown key; the keys are {}", DAEMON_KEYS.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `views`: `["*"]`, or a list of vserver names.
+    fn daemon_views(
+        &self,
+        value: &DeValue<'_>,
+        at: usize,
+        key: &str,
+    ) -> Result<DaemonViews, ConfigError> {
+        let want = "a list of vserver names, or [\"*\"] for every view";
+        let Some(items) = value.as_array() else {
+            return Err(self.type_error(value, want, at, key));
+        };
+        let mut names = Vec::new();
+        for item in items {
+            let name = self.string(item.get_ref(), item.span().start, key)?;
+            if name == "*" {
+                if items.len() != 1 {
+                    return Err(self.err(at, key, "\"*\" (every view) stands alone in the list"));
+                }
+                return Ok(DaemonViews::All);
+            }
+            crate::validate::validate_name("vserver name", name)
+                .map_err(|e| self.err(item.span().start, key, e.to_string()))?;
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(DaemonViews::Named(names))
+    }
+
     fn tokens(
         &self,
         value: &DeValue<'_>,
@@ -554,6 +655,7 @@ impl Config {
                 "global" => next.global = ctx.global(value, at, name)?,
                 "exclude" => next.exclude = ctx.global(value, at, name)?,
                 "tokens" => ctx.tokens(value, at, name, &mut next.tokens)?,
+                "daemon" => ctx.daemon(value, at, name, &mut next.daemon)?,
                 "content_store" => {
                     next.content_store = value
                         .as_bool()
@@ -598,7 +700,47 @@ mod tests {
         assert_eq!(c.exclude.as_strings(), GlobalRules::default_exclude());
         assert!(c.tokens.is_empty());
         assert!(c.content_store);
+        assert_eq!(c.daemon.socket, Path::new(DEFAULT_DAEMON_SOCKET));
+        assert_eq!(c.daemon.views, DaemonViews::All);
         assert!(c.files.is_empty());
+    }
+
+    #[test]
+    fn daemon_table() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "[daemon]\nsocket = \"s.sock\"\nviews = [\"web1\", \"web2\", \"web1\"]\n",
+            Path::new("/conf/vskel.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.daemon.socket, Path::new("/conf/s.sock"));
+        assert_eq!(
+            c.daemon.views,
+            DaemonViews::Named(strings(&["web1", "web2"]))
+        );
+        c.apply_toml("[daemon]\nviews = [\"*\"]\n", Path::new("/c.toml"))
+            .expect("valid");
+        assert_eq!(c.daemon.views, DaemonViews::All);
+        assert_eq!(c.daemon.socket, Path::new("/conf/s.sock"), "kept");
+        let cases: &[(&str, &str)] = &[
+            (
+                "[daemon]\nviews = \"*\"\n",
+                "expected a list of vserver names",
+            ),
+            ("[daemon]\nviews = [\"*\", \"a\"]\n", "stands alone"),
+            ("[daemon]\nviews = [\"../x\"]\n", "vserver name"),
+            (
+                "[daemon]\nport = 1\n",
+                "unknown key; the keys are socket, views",
+            ),
+            ("daemon = 1\n", "expected a table"),
+        ];
+        for (text, part) in cases {
+            let err = Config::default()
+                .apply_toml(text, Path::new("/c.toml"))
+                .expect_err(text);
+            assert!(err.to_string().contains(part), "{text:?}: {err}");
+        }
     }
 
     #[test]

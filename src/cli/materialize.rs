@@ -19,29 +19,14 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
+    // The daemon stops looking after the view first, so it does not
+    // mount it again while it becomes a tree.
+    if let Some(mut daemon) = crate::daemon::route::running(config)? {
+        let reply = daemon.ask(serde_json::json!({ "cmd": "materialize", "vs": args.name }))?;
+        return print(args.format, &reply["report"], || {
+            reply["text"].as_str().unwrap_or_default().to_string()
+        });
+    }
     let done = materialize(config, &args.name, progress)?;
-    print(args.format, &done, || {
-        let unmounted = done
-            .unmounted
-            .as_ref()
-            .map(|m| format!(" (unmounted {} first)", m.display()))
-            .unwrap_or_default();
-        match &done.sync {
-            Some(sync) => format!(
-                "materialized {} into {}{unmounted}: {} entries hard-linked to the skel, {} \
-                 copied; removed {}",
-                done.name,
-                done.root.display(),
-                sync.tree.counts.linked,
-                sync.tree.counts.copied,
-                done.view_dir.display()
-            ),
-            None => format!(
-                "finished the interrupted materialize of {} into {}{unmounted}: removed {}",
-                done.name,
-                done.root.display(),
-                done.view_dir.display()
-            ),
-        }
-    })
+    print(args.format, &done, || done.to_string())
 }

@@ -4,6 +4,7 @@
 
 mod build_skel;
 mod create_vs;
+mod daemon;
 mod daemon_protocol_test;
 mod detach;
 mod legacy;
@@ -66,6 +67,7 @@ pub struct Cli {
 enum Command {
     BuildSkel(build_skel::Args),
     CreateVs(create_vs::Args),
+    Daemon(daemon::Args),
     #[command(hide = true)]
     DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
@@ -202,6 +204,7 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
+        Command::Daemon(args) => daemon::run(config.clone(), args, &invocation),
         Command::DaemonProtocolTest(args) => daemon_protocol_test::run(&config, args),
         Command::Detach(args) => detach::run(&config, args),
         Command::List(args) => list::run(&config, args),

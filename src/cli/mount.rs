@@ -26,6 +26,10 @@ use crate::vserver::mount::{Mounted, mount_view};
 /// stale mount left by a server that died is cleared first, with a
 /// warning; a live one is refused. `vskel unmount NAME`, or SIGTERM to the
 /// server, unmounts.
+///
+/// When `vskel daemon` runs (it listens on `[daemon] socket`), the daemon
+/// mounts the view and looks after it (restarting its server should it
+/// die); --foreground always serves in this process.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The view vserver to mount.
@@ -40,6 +44,9 @@ pub struct Args {
     /// Where to report readiness (used when vskel starts itself in the background).
     #[arg(long = "ready-fd", value_name = "FD", hide = true)]
     ready_fd: Option<i32>,
+    /// Stop when stdin reads EOF (the daemon that started this server is gone).
+    #[arg(long = "lifeline-stdin", hide = true, requires = "foreground")]
+    lifeline_stdin: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -65,6 +72,24 @@ fn text(mounted: &Mounted) -> String {
 pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<()> {
     let readiness = Readiness::from_option(args.ready_fd)?;
     let format = args.format;
+    if !args.foreground
+        && let Some(mut daemon) = crate::daemon::route::running(config)?
+    {
+        let at = args
+            .mountpoint
+            .as_deref()
+            .map(crate::mount::normalize)
+            .transpose()?;
+        let (mounted, _): (Mounted, _) = daemon.report(serde_json::json!({
+            "cmd": "mount", "vs": args.name, "at": at,
+        }))?;
+        return print(format, &mounted, || {
+            format!("{} (served by the daemon)", text(&mounted))
+        });
+    }
+    if args.lifeline_stdin {
+        crate::mount::lifeline::watch_stdin();
+    }
     let how = if args.foreground {
         How::Foreground {
             readiness,

@@ -8,12 +8,13 @@ use crate::vserver::status::{ServedBy, StatusReport, VsStatus, status};
 
 /// Show each vserver's kind and, for a view, how it is served.
 ///
-/// For a view: whether it is mounted and where, who serves it (a lone
-/// `vskel mount` server) and its pid, whether its mount is stale (its
+/// For a view: whether it is mounted and where, who serves it (the
+/// daemon, or a lone `vskel mount` server) and its pid, whether its mount is stale (its
 /// server died: `vskel mount` or `vskel unmount --lazy` clears it), how
-/// many bytes its upper layer takes on disk, and its last error. Read from
-/// /proc/self/mountinfo and the views' pid files. An unknown NAME is a
-/// usage error.
+/// many bytes its upper layer takes on disk, and its last error. Asked of
+/// `vskel daemon` when it runs (it adds the views it serves, their
+/// failures and retries), else read from /proc/self/mountinfo and the
+/// views' pid files. An unknown NAME is a usage error.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The vservers to show [default: every registered one].
@@ -25,8 +26,16 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: &Args) -> Result<()> {
-    let report = StatusReport {
-        vservers: status(config, &args.names)?,
+    let report = match crate::daemon::route::running(config)? {
+        Some(mut daemon) => {
+            let reply = daemon.ask(serde_json::json!({ "cmd": "status", "vs": args.names }))?;
+            serde_json::from_value(reply).map_err(|e| {
+                crate::error::Error::Failed(format!("the daemon's status is not one: {e}"))
+            })?
+        }
+        None => StatusReport {
+            vservers: status(config, &args.names)?,
+        },
     };
     print(args.format, &report, || table(&report.vservers))
 }

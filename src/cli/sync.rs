@@ -4,7 +4,7 @@ use super::output::{Format, print};
 use crate::config::Config;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::vserver::sync::{SyncedView, sync_view};
+use crate::vserver::sync::sync_view;
 
 /// Write a view's current state into the on-disk tree <root>/NAME.
 ///
@@ -22,7 +22,7 @@ use crate::vserver::sync::{SyncedView, sync_view};
 /// Works whether or not the view is mounted; while it is, the view's
 /// server holds writes for the duration of the sync (reads go on), so a
 /// file being written lands in the tree as it was before or after the
-/// write.
+/// write. When `vskel daemon` runs, the daemon does the sync.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The view vserver to sync.
@@ -37,54 +37,14 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
+    if let Some(mut daemon) = crate::daemon::route::running(config)? {
+        let reply = daemon.ask(serde_json::json!({
+            "cmd": "sync", "vs": args.name, "dry_run": args.dry_run,
+        }))?;
+        return print(args.format, &reply["report"], || {
+            reply["text"].as_str().unwrap_or_default().to_string()
+        });
+    }
     let synced = sync_view(config, &args.name, args.dry_run, progress)?;
-    print(args.format, &synced, || summary(&synced))
-}
-
-/// The text report: the changes (dry run: that would be made), then counts.
-fn summary(v: &SyncedView) -> String {
-    let s = &v.tree;
-    let mut out = String::new();
-    if s.dry_run {
-        for change in &s.changes {
-            out.push_str(&format!(
-                "would {} /{}\n",
-                change.action,
-                change.path.display()
-            ));
-        }
-    }
-    let c = &s.counts;
-    let verb = if s.dry_run { "would sync" } else { "synced" };
-    let how = match (s.mode, s.replaced) {
-        ("full", true) => " (rebuilt beside and swapped in)",
-        ("full", false) => " (first sync)",
-        _ => "",
-    };
-    out.push_str(&format!(
-        "{verb} {} into {}{how}: {} linked to the skel, {} copied ({} bytes), {} directories made, \
-         {} removed, {} directories updated, {} unchanged",
-        v.name,
-        s.root.display(),
-        c.linked,
-        c.copied,
-        c.bytes,
-        c.dirs,
-        c.removed,
-        c.updated,
-        c.unchanged
-    ));
-    if s.resumed {
-        out.push_str("; finished an interrupted sync");
-    }
-    if v.writes_held {
-        out.push_str("; the mounted view's writes were held meanwhile");
-    }
-    if !v.scripts.is_empty() {
-        out.push_str(&format!(
-            "; post-create scripts run: {}",
-            v.scripts.join(", ")
-        ));
-    }
-    out
+    print(args.format, &synced, || synced.to_string())
 }

@@ -49,6 +49,15 @@ fn text(report: &Unmounted) -> String {
 }
 
 pub fn run(config: &Config, args: &Args) -> Result<()> {
+    // A view by name goes through the daemon when it runs (it stops
+    // looking after the view); a mount point is unmounted here.
+    let by_name = !args.target.contains('/') && args.target != "." && args.target != "..";
+    if by_name && let Some(mut daemon) = crate::daemon::route::running(config)? {
+        let (report, _): (Unmounted, _) = daemon.report(serde_json::json!({
+            "cmd": "unmount", "vs": args.target, "lazy": args.lazy,
+        }))?;
+        return print(args.format, &report, || text(&report));
+    }
     let report = unmount(config, &args.target, args.lazy)?;
     print(args.format, &report, || text(&report))
 }

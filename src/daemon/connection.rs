@@ -84,7 +84,7 @@ fn answer(line: &[u8], handler: &dyn Handler) -> Value {
         Err(message) => return error_reply(&message),
     };
     if request.cmd == HELLO {
-        return hello_reply();
+        return hello_reply(handler.hello());
     }
     // A handler that panics fails its request, not the server.
     match std::panic::catch_unwind(AssertUnwindSafe(|| {

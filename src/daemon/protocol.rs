@@ -56,12 +56,12 @@ pub fn error_reply(message: &str) -> Value {
     json!({ "ok": false, "error": message })
 }
 
-/// The answer to `hello`.
-pub fn hello_reply() -> Value {
-    ok_reply(json!({
-        "protocol": PROTOCOL_VERSION,
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+/// The answer to `hello`, with the server's own `extra` fields.
+pub fn hello_reply(extra: Map<String, Value>) -> Value {
+    let mut fields = extra;
+    fields.insert("protocol".to_string(), json!(PROTOCOL_VERSION));
+    fields.insert("version".to_string(), json!(env!("CARGO_PKG_VERSION")));
+    ok_reply(Value::Object(fields))
 }
 
 /// The message for a command nobody serves.
@@ -84,6 +84,12 @@ pub fn encode(value: &Value) -> Vec<u8> {
 pub trait Handler: Send + Sync {
     /// Answer `cmd` with `args` (the request's other fields).
     fn handle(&self, cmd: &str, args: &Map<String, Value>) -> std::result::Result<Value, String>;
+
+    /// Fields the answer to `hello` carries besides the protocol and the
+    /// version (none by default).
+    fn hello(&self) -> Map<String, Value> {
+        Map::new()
+    }
 }
 
 impl<F> Handler for F
@@ -136,7 +142,7 @@ mod tests {
         assert_eq!(ok_reply(json!({"a": 1})), json!({"ok": true, "a": 1}));
         assert_eq!(ok_reply(json!([1])), json!({"ok": true, "result": [1]}));
         assert_eq!(error_reply("no"), json!({"ok": false, "error": "no"}));
-        let hello = hello_reply();
+        let hello = hello_reply(Map::new());
         assert_eq!(hello["protocol"], json!(PROTOCOL_VERSION));
         assert_eq!(hello["version"], json!(env!("CARGO_PKG_VERSION")));
         assert_eq!(encode(&json!({"ok": true})), b"{\"ok\":true}\n");

@@ -1,7 +1,8 @@
 //! Mount points: what is mounted where (`mountinfo`), clearing stale FUSE
 //! mounts and refusing live ones, unmounting (`stale`), the pid file a
 //! serving process holds and waiting for it to exit (`pidfile`), starting a
-//! server in the background (`spawn`), and the fuse-overlayfs-style overlay
+//! server in the background (`spawn`), a daemon-started server's
+//! lifeline to its daemon (`lifeline`), and the fuse-overlayfs-style overlay
 //! of plain directories (`overlay`).
 //!
 //! An engine: it serves views through `view`, and knows nothing of
@@ -9,6 +10,7 @@
 //! Its refusals are [`MountError`]s, each with a stable [`MountError::kind`]
 //! for callers that serialize them.
 
+pub mod lifeline;
 pub mod mountinfo;
 pub mod overlay;
 pub mod pidfile;

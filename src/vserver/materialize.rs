@@ -55,6 +55,37 @@ pub struct Materialized {
     pub resumed: bool,
 }
 
+/// The report as one line of text, as `vskel materialize` prints it.
+impl std::fmt::Display for Materialized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let done = self;
+        let unmounted = done
+            .unmounted
+            .as_ref()
+            .map(|m| format!(" (unmounted {} first)", m.display()))
+            .unwrap_or_default();
+        match &done.sync {
+            Some(sync) => write!(
+                f,
+                "materialized {} into {}{unmounted}: {} entries hard-linked to the skel, {} \
+                 copied; removed {}",
+                done.name,
+                done.root.display(),
+                sync.tree.counts.linked,
+                sync.tree.counts.copied,
+                done.view_dir.display()
+            ),
+            None => write!(
+                f,
+                "finished the interrupted materialize of {} into {}{unmounted}: removed {}",
+                done.name,
+                done.root.display(),
+                done.view_dir.display()
+            ),
+        }
+    }
+}
+
 /// Make view vserver `name` an on-disk tree.
 pub fn materialize(config: &Config, name: &str, progress: &Progress) -> Result<Materialized> {
     validate_name("vserver name", name)?;

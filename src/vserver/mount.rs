@@ -8,7 +8,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::registry::{self, Kind, Record};
@@ -33,7 +33,7 @@ pub const SERVER_EXIT_WAIT: Duration = Duration::from_secs(10);
 const LAZY_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// A mounted view.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mounted {
     /// The vserver.
     pub name: String,
@@ -46,7 +46,7 @@ pub struct Mounted {
     /// The serving process.
     pub pid: u32,
     /// Its log file (background servers).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
 }
 
@@ -213,10 +213,10 @@ fn serve_here(
 }
 
 /// What was unmounted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unmounted {
     /// The view, when one was unmounted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Where it was mounted.
     pub mountpoint: PathBuf,

@@ -2,7 +2,8 @@
 //! not, where, by which process, whether its mount is stale (its server
 //! gone), and how much its upper layer holds. Read from the registry, the
 //! views' pid files and `/proc/self/mountinfo` (through
-//! [`super::mount::locate_view`]); a daemon will answer the same later.
+//! [`super::mount::locate_view`]); the daemon's `status` adds what it
+//! knows of the views it serves.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rustix::fs::FileType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::mount::{ViewMount, locate_view};
 use super::registry::{self, Kind, Record};
@@ -29,17 +30,17 @@ use crate::validate::validate_name;
 const BLOCK_BYTES: u64 = 512;
 
 /// Who serves a mounted view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServedBy {
     /// A `vskel mount` server of its own (it holds the view's pid file).
     Lone,
-    /// The `vskel daemon` (not built yet: nothing reports it so far).
+    /// The `vskel daemon` (only the daemon's `status` says so).
     Daemon,
 }
 
 /// One vserver's status. The view fields are null for a tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VsStatus {
     /// The vserver.
     pub name: String,
@@ -70,7 +71,7 @@ pub struct VsStatus {
 
 /// What `vskel status --format json` prints (and the daemon's `status`
 /// answers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// One entry per vserver.
     pub vservers: Vec<VsStatus>,

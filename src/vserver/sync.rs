@@ -44,6 +44,64 @@ pub struct SyncedView {
     pub generation: Option<u64>,
 }
 
+/// The sync's report as one line of text (a dry run lists its changes
+/// first), as `vskel sync` prints it.
+impl std::fmt::Display for SyncedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+impl SyncedView {
+    fn summary(&self) -> String {
+        let v = self;
+        let s = &v.tree;
+        let mut out = String::new();
+        if s.dry_run {
+            for change in &s.changes {
+                out.push_str(&format!(
+                    "would {} /{}\n",
+                    change.action,
+                    change.path.display()
+                ));
+            }
+        }
+        let c = &s.counts;
+        let verb = if s.dry_run { "would sync" } else { "synced" };
+        let how = match (s.mode, s.replaced) {
+            ("full", true) => " (rebuilt beside and swapped in)",
+            ("full", false) => " (first sync)",
+            _ => "",
+        };
+        out.push_str(&format!(
+            "{verb} {} into {}{how}: {} linked to the skel, {} copied ({} bytes), {} directories made, \
+             {} removed, {} directories updated, {} unchanged",
+            v.name,
+            s.root.display(),
+            c.linked,
+            c.copied,
+            c.bytes,
+            c.dirs,
+            c.removed,
+            c.updated,
+            c.unchanged
+        ));
+        if s.resumed {
+            out.push_str("; finished an interrupted sync");
+        }
+        if v.writes_held {
+            out.push_str("; the mounted view's writes were held meanwhile");
+        }
+        if !v.scripts.is_empty() {
+            out.push_str(&format!(
+                "; post-create scripts run: {}",
+                v.scripts.join(", ")
+            ));
+        }
+        out
+    }
+}
+
 /// Write view vserver `name` into `<root>/<name>`; with `dry_run`, only
 /// report what would change.
 pub fn sync_view(

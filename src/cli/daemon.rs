@@ -1,0 +1,42 @@
+//! `vskel daemon`.
+
+use super::Invocation;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Serve every configured view and keep them served (for systemd:
+/// mount-helpers/vskeld.service).
+///
+/// Runs in the foreground until SIGTERM or SIGINT. At start it listens on
+/// the control socket (`[daemon] socket`, default /run/vskel/vskel.sock,
+/// mode 0600, root only) and mounts each view `[daemon] views` names
+/// (default ["*"]: every registered view) at its default mount point, each
+/// served by a child `vskel mount NAME --foreground` that it supervises: a
+/// server that dies is logged and started again with a backoff (1 s
+/// doubling to 60 s) while the other views go on; a stale mount a dead
+/// server left is cleared first, with a warning. Once every view was tried
+/// it tells systemd READY=1, then keeps a STATUS= line ("serving 99 of 100
+/// views; failing: web7").
+///
+/// While it runs, `vskel mount`, `unmount`, `sync`, `materialize` and
+/// `status` go through it, so a view has one server. SIGHUP (or the
+/// `reload` command) re-reads the configuration: views added are mounted,
+/// views removed unmounted. SIGTERM/SIGINT: every view is unmounted (a
+/// busy one detached lazily, with a warning) and the daemon exits 0. If
+/// the daemon dies, its servers unmount their views and exit (they hold a
+/// pipe to it). The protocol is in the README ("The control socket").
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(config: Config, _args: &Args, invocation: &Invocation<'_>) -> Result<()> {
+    let config_path = invocation
+        .config
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(|e| Error::io("resolve", "the --config path", e))?;
+    let started = crate::daemon::service::Started {
+        config_path,
+        global_args: invocation.global_args()?,
+    };
+    crate::daemon::service::run(config, started)
+}
