@@ -1,7 +1,6 @@
-//! The daemon's control protocol against the real binary: `vskel
-//! daemon-protocol-test SOCKET` serves it (with the test handler, which
-//! answers `status` as `vskel status --format json` does) in a child
-//! process, on a real socket in a temporary directory. Hello, status, 100
+//! The daemon's control protocol against the real binary: `vskel daemon
+//! --socket SOCKET` (with no views to serve) in a child process, on a real
+//! socket in a temporary directory. Hello, status, 100
 //! concurrent clients, garbage, truncated JSON, a 10 MiB line, an unknown
 //! command, a silent client, too many clients, a client running as
 //! `nobody`, a stale socket file, a second server and SIGTERM.
@@ -34,12 +33,12 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Start `vskel daemon-protocol-test SOCKET EXTRA...` and wait until
-    /// it answers.
+    /// Start `vskel daemon --socket SOCKET EXTRA...` and wait until it
+    /// answers.
     fn start(setup: &Setup, socket: &Path, extra: &[&str]) -> ServerProcess {
         let child = setup
             .vskel_process()
-            .arg("daemon-protocol-test")
+            .args(["daemon", "--socket"])
             .arg(socket)
             .args(["--idle-timeout-ms", &IDLE_MS.to_string()])
             .args(extra)
@@ -107,7 +106,8 @@ impl Drop for ServerProcess {
 /// A setup with a skel, a view and a tree, and a directory for the socket
 /// (`<dir>/run/vskel.sock`; `run/` made by the server).
 fn setup() -> (Setup, PathBuf) {
-    let setup = Setup::new("");
+    // The daemon serves no view here: only its socket is tested.
+    let setup = Setup::new("[daemon]\nviews = []");
     setup.build_example_skel("base");
     setup.create_view("base", "web1", "10.0.0.1");
     setup.create("base", "plain", "10.0.0.2");
@@ -446,7 +446,7 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     // A second server at the same path is refused: the first listens.
     let second = setup
         .vskel()
-        .arg("daemon-protocol-test")
+        .args(["daemon", "--socket"])
         .arg(&socket)
         .output()
         .unwrap();
@@ -471,7 +471,7 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     fs::write(&other, "x").unwrap();
     let out = setup
         .vskel()
-        .arg("daemon-protocol-test")
+        .args(["daemon", "--socket"])
         .arg(&other)
         .output()
         .unwrap();

@@ -26,9 +26,24 @@ use crate::error::{Error, Result};
 /// the daemon dies, its servers unmount their views and exit (they hold a
 /// pipe to it). The protocol is in the README ("The control socket").
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Listen here instead of `[daemon] socket` (a second daemon, tests;
+    /// the command line looks for the daemon at `[daemon] socket` only).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
+    /// Close a client connection silent this long (milliseconds).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    idle_timeout_ms: u64,
+    /// Client connections served at once; more are told the daemon is busy.
+    #[arg(long, value_name = "N", default_value_t = crate::daemon::server::MAX_CONNECTIONS)]
+    max_connections: usize,
+}
 
-pub fn run(config: Config, _args: &Args, invocation: &Invocation<'_>) -> Result<()> {
+pub fn run(mut config: Config, args: &Args, invocation: &Invocation<'_>) -> Result<()> {
+    if let Some(socket) = &args.socket {
+        config.daemon.socket =
+            std::path::absolute(socket).map_err(|e| Error::io("resolve", socket, e))?;
+    }
     let config_path = invocation
         .config
         .map(std::path::absolute)
@@ -37,6 +52,11 @@ pub fn run(config: Config, _args: &Args, invocation: &Invocation<'_>) -> Result<
     let started = crate::daemon::service::Started {
         config_path,
         global_args: invocation.global_args()?,
+        server: crate::daemon::Server {
+            socket: config.daemon.socket.clone(),
+            idle_timeout: std::time::Duration::from_millis(args.idle_timeout_ms),
+            max_connections: args.max_connections,
+        },
     };
     crate::daemon::service::run(config, started)
 }

@@ -5,7 +5,6 @@
 mod build_skel;
 mod create_vs;
 mod daemon;
-mod daemon_protocol_test;
 mod detach;
 mod legacy;
 mod list;
@@ -68,8 +67,6 @@ enum Command {
     BuildSkel(build_skel::Args),
     CreateVs(create_vs::Args),
     Daemon(daemon::Args),
-    #[command(hide = true)]
-    DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
     List(list::Args),
     Materialize(materialize::Args),
@@ -205,7 +202,6 @@ fn run(cli: &Cli) -> Result<()> {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::Daemon(args) => daemon::run(config.clone(), args, &invocation),
-        Command::DaemonProtocolTest(args) => daemon_protocol_test::run(&config, args),
         Command::Detach(args) => detach::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),

@@ -36,6 +36,9 @@ pub struct Started {
     pub config_path: Option<PathBuf>,
     /// The global options for the views' servers.
     pub global_args: Vec<OsString>,
+    /// Where and how to serve the control socket (its path wins over
+    /// `[daemon] socket`, also on reload).
+    pub server: Server,
 }
 
 /// Run the daemon with `config` until SIGTERM or SIGINT.
@@ -46,7 +49,7 @@ pub fn run(config: Config, started: Started) -> Result<()> {
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::io("install signal handlers", "", e))?;
-    let socket_path = config.daemon.socket.clone();
+    let socket_path = started.server.socket.clone();
     let config = Arc::new(RwLock::new(config));
     let shared = Arc::new(Shared::new(started.global_args.clone(), config.clone()));
     let views = Arc::new(Views::new(shared.clone()));
@@ -60,7 +63,7 @@ pub fn run(config: Config, started: Started) -> Result<()> {
         views: views.clone(),
         reload: reload.clone(),
     };
-    let _listening = Server::new(&socket_path).listen(Arc::new(handler))?;
+    let _listening = started.server.listen(Arc::new(handler))?;
     info!("listening on {}", socket_path.display());
     let applied = views.apply(&config.read())?;
     info!("serving {} views", applied.added.len());
@@ -116,6 +119,8 @@ fn reload(
                 fresh.daemon.socket.display()
             );
         }
+        let mut fresh = fresh;
+        fresh.daemon.socket = socket.to_path_buf();
         let applied = views.apply(&fresh)?;
         *config.write() = fresh;
         Ok(applied)
