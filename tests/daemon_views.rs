@@ -2,8 +2,8 @@
 //! real setup (skel from the built-in example, views made by `create-vs
 //! --view`), with a real systemd-style notify socket. Three views with one
 //! broken; a view server killed with SIGKILL and started again while the
-//! others serve; `vskel mount`/`unmount`/`sync`/`status` through the
-//! daemon; reload after an edit of the config; SIGTERM unmounting all; and
+//! others serve; `vskel mount`/`unmount`/`sync`/`status` and
+//! `mount.fuse.vskel` through the daemon; reload after an edit of the config; SIGTERM unmounting all; and
 //! the daemon killed with SIGKILL, its views stale, cleared by the next
 //! daemon. The socket protocol's hostile inputs are tests/daemon_protocol.rs.
 
@@ -229,8 +229,23 @@ fn views_are_served_supervised_and_unmounted_on_sigterm() {
     assert!(!mounted(&web2));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!mounted(&web2), "not restarted after `vskel unmount`");
-    setup.run_ok(&["mount", "web2"]);
+    // mount(8)'s helper (`mount -t fuse.vskel base:web2 ...`) goes
+    // through the daemon too.
+    let out = Command::new(env!("CARGO_BIN_EXE_vskel"))
+        .args(["mount.fuse.vskel", "base:web2"])
+        .arg(&web2)
+        .arg("-o")
+        .arg(format!("config={}", setup.config.display()))
+        .env("VSKEL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("served by the daemon"),
+        "{out:?}"
+    );
     assert!(serves(&web2));
+    assert_eq!(of(&status(&setup), "web2")["served_by"], "daemon");
     // SIGTERM: every view unmounted, a busy one lazily; exit 0.
     let busy = fs::File::open(web1.join("etc/hostname")).unwrap();
     daemon.signal("TERM");
