@@ -41,7 +41,7 @@ use super::{NEW_SUFFIX, OLD_SUFFIX, Request, Strategy, Target, tokens_of};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generation::{self, Entry, Kind, Part};
-use crate::mount::{How, PidFile};
+use crate::mount::PidFile;
 use crate::skel::Skel;
 use crate::staging::Staging;
 use crate::sync::state::StateFiles;
@@ -49,7 +49,7 @@ use crate::sys;
 use crate::tokens::Tokens;
 use crate::tree::TreeRoot;
 use crate::view::format;
-use crate::vserver::mount::{mount_view, unmount};
+use crate::vserver::mount::unmount;
 use crate::vserver::registry;
 use crate::vserver::upgrade_journal::Journal;
 use crate::vserver::view::{ViewDirs, prune_kept_generations};
@@ -281,22 +281,33 @@ pub(super) fn upgrade_view(config: &Config, target: Target, request: &Request) -
         tracing::info!("removed {}: no view uses it any more", gone.display());
     }
     if let Some(at) = mounted_at {
-        remount(config, &name, at.as_deref(), &request.remount_args)?;
+        remount(&name, at.as_deref(), &request.remount_args)?;
     }
     Ok(run.report(decided, false))
 }
 
 /// Mount the view again in the background where it was.
-fn remount(config: &Config, name: &str, at: Option<&Path>, args: &[OsString]) -> Result<()> {
-    let how = How::Background {
-        global_args: args.to_vec(),
-    };
-    mount_view(config, name, at, how).map_err(|e| {
-        Error::Failed(format!(
-            "view \"{name}\" was upgraded but could not be mounted again: {e} \
-             (`vskel mount {name}` mounts it)"
-        ))
-    })?;
+fn remount(name: &str, at: Option<&Path>, args: &[OsString]) -> Result<()> {
+    // `vskel mount` run as a command (this binary, even if a package
+    // upgrade replaced its file), not served from here: it asks the
+    // daemon when one runs, so a daemon's view stays the daemon's.
+    let out = std::process::Command::new("/proc/self/exe")
+        .args(args)
+        .args(["mount", "--format", "json", name])
+        .args(at.map(Path::as_os_str))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| Error::io("run", "vskel mount", e))?;
+    if !out.status.success() {
+        return Err(Error::Failed(format!(
+            "view \"{name}\" was upgraded but could not be mounted again ({}): {} \
+             (`vskel mount {name}` mounts it)",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
     Ok(())
 }
 
