@@ -327,3 +327,35 @@ fn a_daemon_killed_alone_takes_its_views_down_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_upgraded_view_stays_the_daemons() {
+    if !require_root("an_upgraded_view_stays_the_daemons") {
+        return;
+    }
+    let (setup, _guards) = setup(r#"["web1"]"#);
+    let web1 = merged(&setup, "web1");
+    let _daemon = Daemon::start(&setup, 1);
+    let before = of(&status(&setup), "web1")["pid"].as_u64().unwrap();
+    // A new generation of the skel, made as package work makes it.
+    setup.run_ok(&["merge-skel", "base"]);
+    let temp = setup.root.join("tmp_skel_base");
+    fs::write(temp.join("usr/bin/added-by-v2"), "v2\n").unwrap();
+    setup.run_ok(&["split-skel", "base"]);
+    assert!(
+        !web1.join("usr/bin/added-by-v2").exists(),
+        "pinned to its generation"
+    );
+    // upgrade-vs unmounts the view, upgrades it and mounts it again:
+    // through the daemon, which serves it with a new server.
+    setup.run_ok(&["upgrade-vs", "web1"]);
+    let now = wait_status(&setup, "web1 served by the daemon again", |s| {
+        let v = of(s, "web1");
+        v["served_by"] == "daemon" && v["pid"].as_u64().is_some_and(|p| p != before)
+    });
+    assert_eq!(of(&now, "web1")["error"], Value::Null);
+    assert_eq!(
+        fs::read_to_string(web1.join("usr/bin/added-by-v2")).unwrap(),
+        "v2\n"
+    );
+}

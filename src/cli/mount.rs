@@ -89,6 +89,7 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
     }
     if args.lifeline_stdin {
         crate::mount::lifeline::watch_stdin();
+        crate::mount::lifeline::abort_on_panic();
     }
     let how = if args.foreground {
         How::Foreground {

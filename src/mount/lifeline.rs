@@ -3,11 +3,15 @@
 //! daemon goes (stopped, crashed, killed), the pipe reads EOF and the
 //! server stops as on SIGTERM: it unmounts its view and exits, so no
 //! server outlives its supervisor unseen.
+//!
+//! Such a server also ends on a panic (after logging it) instead of
+//! serving on with a worker thread gone and its state unknown: the
+//! daemon sees it die and starts it again (crash-only).
 
 use std::io::Read;
 
 use rustix::process::{Signal, getpid, kill_process};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Watch stdin on a thread of its own; on EOF (or a read error) send
 /// this process SIGTERM.
@@ -39,4 +43,15 @@ pub fn watch_stdin() {
     if let Err(e) = spawned {
         warn!("no thread to watch the lifeline to the daemon: {e}");
     }
+}
+
+/// Make a panic on any thread log and abort the process (see the module
+/// doc), rather than end that thread alone.
+pub fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        error!("panic: {info}; this server stops (its daemon starts it again)");
+        std::process::abort();
+    }));
 }
