@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             fqdn: "web1.example.org".into(),
             ip: "192.0.2.10".into(),
             loopback: Loopback::Refuse,
+            shared_ip: false,
         },
         &Progress::hidden(),
     )?;

@@ -504,9 +504,9 @@ fn list_shows_vservers_and_skels() {
     assert_eq!(list[1]["context"], 50);
     assert_eq!(list[1]["ip"], "10.0.0.2");
     setup.vskel().args(["list"]).assert().success().stdout(
-        "NAME    CONTEXT  KIND          SKEL  FQDN              IP\n\
-             legacy  -        unregistered  -     -                 -\n\
-             web1    50       tree          base  web1.example.org  10.0.0.2\n",
+        "NAME    CONTEXT  KIND          STATE  SKEL  GEN  FQDN              IP\n\
+             legacy  -        unregistered  -      -     -    -                 -\n\
+             web1    50       tree          -      base  1    web1.example.org  10.0.0.2\n",
     );
     let out = setup.vskel().args(["list", "--skels"]).output().unwrap();
     assert!(out.status.success());

@@ -41,6 +41,9 @@ pub struct Args {
     /// host itself can reach.
     #[arg(long)]
     allow_loopback: bool,
+    /// Accept an IP address another vserver has already (refused otherwise).
+    #[arg(long)]
+    shared_ip: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -65,6 +68,7 @@ pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
         } else {
             Loopback::Refuse
         },
+        shared_ip: args.shared_ip,
     };
     if args.view {
         let created = create_view_vs(config, &request, progress)?;

@@ -18,8 +18,13 @@ use crate::layout::Layout;
 use crate::protect::{SkelProtection, skel_protection};
 use crate::skel::list_skels;
 use crate::vserver::registry::{self, Kind, Record};
+use crate::vserver::status::mount_state;
 
 /// List the vservers (or, with --skels, the skels).
+///
+/// Each vserver with its context, kind, state (a view: mounted, unmounted
+/// or stale, its server gone), skel, the skel generation it is on, FQDN and
+/// IP.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// List the skels instead, with how many of their global files are
@@ -145,7 +150,33 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
         });
     }
     let records = registry::list(config)?;
-    print(args.format, &records, || table(&records))
+    let listed: Vec<Listed<'_>> = records
+        .iter()
+        .map(|record| {
+            let state = mount_state(config, record);
+            if let Some(error) = &state.error {
+                warn!("view {}: {error}", record.name);
+            }
+            Listed {
+                record,
+                mounted: state.mounted,
+                stale: state.stale,
+            }
+        })
+        .collect();
+    print(args.format, &listed, || table(&listed))
+}
+
+/// One vserver of `list`: its record, and for a view whether it is
+/// mounted and whether that mount is stale.
+#[derive(Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mounted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale: Option<bool>,
 }
 
 /// One skel a line: its name, then (for a protected skel, or one with
@@ -174,11 +205,12 @@ fn skels_table(
         .join("\n")
 }
 
-fn table(records: &[Record]) -> String {
+fn table(listed: &[Listed<'_>]) -> String {
     let dash = || "-".to_string();
-    let rows: Vec<[String; 6]> = records
+    let rows: Vec<[String; 8]> = listed
         .iter()
-        .map(|r| {
+        .map(|l| {
+            let r = l.record;
             [
                 r.name.clone(),
                 r.context.map(|c| c.to_string()).unwrap_or_else(dash),
@@ -189,11 +221,24 @@ fn table(records: &[Record]) -> String {
                     Kind::Unregistered => "unregistered",
                 }
                 .to_string(),
+                match (l.mounted, l.stale) {
+                    (_, Some(true)) => "stale",
+                    (Some(true), _) => "mounted",
+                    (Some(false), _) => "unmounted",
+                    _ => "-",
+                }
+                .to_string(),
                 r.skel.clone().unwrap_or_else(dash),
+                r.generation.map(|g| g.to_string()).unwrap_or_else(dash),
                 r.fqdn.clone().unwrap_or_else(dash),
                 r.ip.clone().unwrap_or_else(dash),
             ]
         })
         .collect();
-    aligned(["NAME", "CONTEXT", "KIND", "SKEL", "FQDN", "IP"], &rows)
+    aligned(
+        [
+            "NAME", "CONTEXT", "KIND", "STATE", "SKEL", "GEN", "FQDN", "IP",
+        ],
+        &rows,
+    )
 }

@@ -165,6 +165,20 @@ impl Invocation<'_> {
     }
 }
 
+/// Every command works on the vservers root (closed to everyone but
+/// root), mounts, or both: without root it would fail later and less
+/// clearly ("no skel named base" for a skel it cannot see).
+fn require_root() -> Result<()> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    Err(Error::Failed(
+        "vskel must run as root: its commands work on the vservers root, which only root \
+         may read, and mount views; run it as root (e.g. with sudo)"
+            .to_string(),
+    ))
+}
+
 fn run(cli: &Cli) -> Result<()> {
     let invocation = Invocation {
         config: cli.config.as_deref(),
@@ -174,7 +188,19 @@ fn run(cli: &Cli) -> Result<()> {
     if let Command::Overlay(args) = &cli.command {
         return overlay::run(args, &invocation);
     }
+    require_root()?;
     let config = Config::load(cli.config.as_deref())?;
+    if config.files.is_empty() {
+        tracing::warn!(
+            "no configuration file ({} does not exist): using the defaults: root {}, etc {}, \
+             defaults {}, protect \"{}\"",
+            crate::config::DEFAULT_CONFIG_PATH,
+            config.root.display(),
+            config.etc.display(),
+            config.defaults.display(),
+            config.protect
+        );
+    }
     // Before anything else reads or writes the vservers root: close it to
     // host users if it is open.
     crate::barrier::enforce(&config)?;

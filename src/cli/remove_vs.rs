@@ -20,7 +20,7 @@ pub struct Args {
     /// Remove <root>/NAME (or <root>/.views/NAME) even though vskel has no
     /// record of a vserver NAME: a tree another tool made. Without it such
     /// a directory is refused.
-    #[arg(long)]
+    #[arg(long, visible_alias = "force")]
     force_unregistered: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]

@@ -80,6 +80,8 @@ pub struct CreateRequest {
     pub ip: String,
     /// Whether a loopback IP address is meant (refused otherwise).
     pub loopback: Loopback,
+    /// Let it have an IP address another vserver has (refused otherwise).
+    pub shared_ip: bool,
 }
 
 /// What `create-vs` made.
@@ -110,6 +112,26 @@ pub struct Created {
     pub generation: u64,
 }
 
+/// Refuse `ip` when a vserver other than `name` has it already (two
+/// vservers on one address is a mistake unless asked for).
+fn refuse_taken_ip(config: &Config, name: &str, ip: std::net::IpAddr) -> Result<()> {
+    let taken = registry::list(config)?.into_iter().find(|r| {
+        r.name != name
+            && r.ip
+                .as_deref()
+                .and_then(|theirs| theirs.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|theirs| theirs == ip)
+    });
+    match taken {
+        Some(other) => Err(Error::Usage(format!(
+            "IP address {ip} is vserver \"{}\"'s already; choose another, or give \
+             --shared-ip to let both have it",
+            other.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Check a request completely, writing nothing; returns the skel.
 pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
     validate_name("vserver name", &request.name)?;
@@ -121,6 +143,9 @@ pub fn check(config: &Config, request: &CreateRequest) -> Result<Skel> {
             "{ip} is a loopback address: vserver \"{}\" can be reached from the host only",
             request.name
         );
+    }
+    if !request.shared_ip {
+        refuse_taken_ip(config, &request.name, ip)?;
     }
     let skel = Skel::open(config, &request.skel)?;
     let name = &request.name;

@@ -106,6 +106,27 @@ fn named(config: &Config, name: &str) -> Result<Record> {
 }
 
 fn of_record(config: &Config, record: &Record) -> VsStatus {
+    let mut status = mount_state(config, record);
+    if record.kind != Kind::View {
+        return status;
+    }
+    match upper_bytes(&ViewDirs::new(config, &record.name).upper()) {
+        Ok(bytes) => status.upper_bytes = bytes,
+        Err(e) => {
+            let error = e.to_string();
+            status.error = Some(match status.error.take() {
+                Some(own) => format!("{own}; {error}"),
+                None => error,
+            });
+        }
+    }
+    status
+}
+
+/// How a view's mount is, without its upper layer's size (cheap enough
+/// for `list`): mounted and stale as in [`VsStatus`], None for a tree;
+/// what could not be looked at, in `error`.
+pub fn mount_state(config: &Config, record: &Record) -> VsStatus {
     let mut status = VsStatus {
         name: record.name.clone(),
         kind: record.kind,
@@ -119,19 +140,14 @@ fn of_record(config: &Config, record: &Record) -> VsStatus {
         upper_bytes: None,
         error: None,
     };
-    if record.kind != Kind::View {
-        return status;
+    if record.kind == Kind::View {
+        let mut errors = Vec::new();
+        match locate_view(config, record) {
+            Ok(found) => served(&mut status, found, &mut errors),
+            Err(e) => errors.push(e.to_string()),
+        }
+        status.error = (!errors.is_empty()).then(|| errors.join("; "));
     }
-    let mut errors = Vec::new();
-    match locate_view(config, record) {
-        Ok(found) => served(&mut status, found, &mut errors),
-        Err(e) => errors.push(e.to_string()),
-    }
-    match upper_bytes(&ViewDirs::new(config, &record.name).upper()) {
-        Ok(bytes) => status.upper_bytes = bytes,
-        Err(e) => errors.push(e.to_string()),
-    }
-    status.error = (!errors.is_empty()).then(|| errors.join("; "));
     status
 }
 
