@@ -138,19 +138,9 @@ impl DaemonHandler {
 
 /// A view the daemon was asked for that is not registered.
 fn unregistered(name: &str) -> VsStatus {
-    VsStatus {
-        name: name.to_string(),
-        kind: Kind::Unregistered,
-        skel: None,
-        incomplete: false,
-        mounted: Some(false),
-        mountpoint: None,
-        served_by: None,
-        pid: None,
-        stale: None,
-        upper_bytes: None,
-        error: None,
-    }
+    let mut status = VsStatus::unknown(name, Kind::Unregistered);
+    status.mounted = Some(false);
+    status
 }
 
 /// `"vs"`: a vserver name.

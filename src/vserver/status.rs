@@ -69,6 +69,25 @@ pub struct VsStatus {
     pub error: Option<String>,
 }
 
+impl VsStatus {
+    /// Vserver `name` of `kind`, nothing else known yet.
+    pub fn unknown(name: &str, kind: Kind) -> VsStatus {
+        VsStatus {
+            name: name.to_string(),
+            kind,
+            skel: None,
+            incomplete: false,
+            mounted: None,
+            mountpoint: None,
+            served_by: None,
+            pid: None,
+            stale: None,
+            upper_bytes: None,
+            error: None,
+        }
+    }
+}
+
 /// What `vskel status --format json` prints (and the daemon's `status`
 /// answers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,19 +146,9 @@ fn of_record(config: &Config, record: &Record) -> VsStatus {
 /// for `list`): mounted and stale as in [`VsStatus`], None for a tree;
 /// what could not be looked at, in `error`.
 pub fn mount_state(config: &Config, record: &Record) -> VsStatus {
-    let mut status = VsStatus {
-        name: record.name.clone(),
-        kind: record.kind,
-        skel: record.skel.clone(),
-        incomplete: record.creating,
-        mounted: None,
-        mountpoint: None,
-        served_by: None,
-        pid: None,
-        stale: None,
-        upper_bytes: None,
-        error: None,
-    };
+    let mut status = VsStatus::unknown(&record.name, record.kind);
+    status.skel = record.skel.clone();
+    status.incomplete = record.creating;
     if record.kind == Kind::View {
         let mut errors = Vec::new();
         match locate_view(config, record) {
