@@ -124,7 +124,8 @@ struct Mapping {
 /// files (shared libraries, locale), `[heap]` (brk), `[stack]`, thread
 /// stacks (anonymous `rw-p` right above a small `---p` guard), malloc
 /// arenas (anonymous mappings at a 64 MiB boundary, glibc's per-thread
-/// heaps) and other anonymous memory.
+/// heaps) and other anonymous memory. (Rust gives each thread a signal
+/// stack behind a guard page too: those count as thread stacks.)
 pub fn breakdown(pid: u32, exe: &Path) -> BTreeMap<&'static str, Part> {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps: {e}"));
@@ -153,7 +154,7 @@ pub fn breakdown(pid: u32, exe: &Path) -> BTreeMap<&'static str, Part> {
             && maps[i - 1].perms.starts_with("---")
             && (maps[i - 1].end - maps[i - 1].start) / 1024 <= MAX_GUARD_KIB
         {
-            "thread stacks"
+            "thread and signal stacks"
         } else if m.start % ARENA_ALIGN == 0 {
             "malloc arenas (per-thread heaps)"
         } else {
