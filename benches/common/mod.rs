@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks: fixtures, a temporary vskel setup,
-//! timing, summaries.
+//! timing, summaries, the load average; `memory`: processes' memory.
 #![allow(dead_code)] // each benchmark uses a different part
+
+pub mod memory;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -295,4 +297,11 @@ impl Drop for MountGuard {
             }
         }
     }
+}
+
+/// The 1, 5 and 15 minute load averages (the machine is often shared: a
+/// concurrent build makes every figure slower and noisier).
+pub fn load_average() -> String {
+    let load = fs::read_to_string("/proc/loadavg").expect("load average");
+    load.split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
