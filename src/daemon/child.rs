@@ -34,6 +34,13 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_REPORT: usize = 64 * 1024;
 /// The running binary.
 const SELF_EXE: &str = "/proc/self/exe";
+/// glibc's bound on malloc arenas (default 8 per CPU: each worker thread
+/// of a server gets one, about 100 KiB touched each).
+const ARENA_MAX_ENV: &str = "MALLOC_ARENA_MAX";
+/// What the servers get unless the daemon's environment says otherwise:
+/// measured on 100 idle views, 109.8 MiB PSS in all with glibc's default,
+/// 100.1 MiB with 2 (1 was no better).
+const SERVER_ARENA_MAX: &str = "2";
 /// The environment variable systemd passes to `Type=notify` services.
 const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 
@@ -68,6 +75,7 @@ pub fn start(global_args: &[OsString], name: &str, at: Option<&Path>) -> Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .env_remove(NOTIFY_SOCKET_ENV)
+        .envs(arena_limit())
         .current_dir("/")
         .process_group(0);
     let mut process = command
@@ -94,6 +102,13 @@ pub fn start(global_args: &[OsString], name: &str, at: Option<&Path>) -> Result<
         mounted,
         lifeline,
     })
+}
+
+/// `MALLOC_ARENA_MAX` for a server, unless the daemon has it set.
+fn arena_limit() -> Option<(&'static str, &'static str)> {
+    std::env::var_os(ARENA_MAX_ENV)
+        .is_none()
+        .then_some((ARENA_MAX_ENV, SERVER_ARENA_MAX))
 }
 
 /// The first JSON value `stdout` carries (the mount report, printed
