@@ -1,7 +1,9 @@
 //! One view's server as a child of the daemon: this binary run again as
 //! `vskel mount NAME [MOUNTPOINT] --foreground --format json
 //! --lifeline-stdin`, in a process group of its own, without the
-//! daemon's `NOTIFY_SOCKET` (systemd hears only the daemon).
+//! daemon's `NOTIFY_SOCKET` (systemd hears only the daemon) and with
+//! fewer malloc arenas than glibc's default (unless the daemon's
+//! environment sets `MALLOC_ARENA_MAX`).
 //!
 //! How the two talk: the child's stdout is a pipe whose first JSON value,
 //! the mount report, says the mount is live; its stdin is the read end
