@@ -3,11 +3,13 @@
 //! and exit codes.
 
 mod build_skel;
+mod completions;
 mod create_vs;
 mod daemon_protocol_test;
 mod detach;
 mod legacy;
 mod list;
+mod manpages;
 mod materialize;
 mod merge_skel;
 mod mount;
@@ -65,11 +67,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     BuildSkel(build_skel::Args),
+    Completions(completions::Args),
     CreateVs(create_vs::Args),
     #[command(hide = true)]
     DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
     List(list::Args),
+    Manpages(manpages::Args),
     Materialize(materialize::Args),
     MergeSkel(merge_skel::Args),
     Mount(mount::Args),
@@ -110,7 +114,7 @@ fn run_command_line(args: Vec<OsString>) -> i32 {
     };
     init_logging(cli.quiet);
     match run(&cli) {
-        Ok(()) => EXIT_OK,
+        Ok(code) => code,
         Err(e) if output::is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
             tracing::error!("{e}");
@@ -166,14 +170,19 @@ impl Invocation<'_> {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// Run the command; returns the exit code of a success.
+fn run(cli: &Cli) -> Result<i32> {
     let invocation = Invocation {
         config: cli.config.as_deref(),
         quiet: cli.quiet,
     };
-    // overlay takes its layers from its options, not from the config.
-    if let Command::Overlay(args) = &cli.command {
-        return overlay::run(args, &invocation);
+    // These take nothing from the config: overlay its layers from its
+    // options.
+    match &cli.command {
+        Command::Overlay(args) => return overlay::run(args, &invocation).map(|()| EXIT_OK),
+        Command::Completions(args) => return completions::run(args).map(|()| EXIT_OK),
+        Command::Manpages(args) => return manpages::run(args).map(|()| EXIT_OK),
+        _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
     // Before anything else reads or writes the vservers root: close it to
@@ -220,5 +229,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
         Command::Verify(args) => verify::run(&config, args),
+        Command::Completions(_) | Command::Manpages(_) => unreachable!("run above"),
     }
+    .map(|()| EXIT_OK)
 }
