@@ -39,12 +39,12 @@ fn bash_loads_the_completion_script_for_vskel() {
     };
     let shown = bash("source <(vskel completions bash) && complete -p vskel");
     assert!(shown.trim_end().ends_with(" vskel"), "{shown}");
-    // What bash offers after `vskel bu<TAB>`.
+    // What bash offers after `vskel ex<TAB>`.
     let offered = bash(
-        "source <(vskel completions bash) && COMP_WORDS=(vskel bu) COMP_CWORD=1 \
-         COMP_LINE='vskel bu' COMP_POINT=8 && _vskel vskel bu vskel && echo \"${COMPREPLY[@]}\"",
+        "source <(vskel completions bash) && COMP_WORDS=(vskel ex) COMP_CWORD=1 \
+         COMP_LINE='vskel ex' COMP_POINT=8 && _vskel vskel ex vskel && echo \"${COMPREPLY[@]}\"",
     );
-    assert_eq!(offered, "build-skel\n");
+    assert_eq!(offered, "exec\n");
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn every_shell_gets_a_script_naming_the_subcommands() {
         let out = vskel().args(["completions", shell]).output().unwrap();
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8_lossy(&out.stdout);
-        for sub in ["build-skel", "create-vs", "mount"] {
+        for sub in ["build-skel", "create-vs", "mount", "enter", "exec"] {
             assert!(script.contains(sub), "{shell}: no {sub}");
         }
     }
@@ -71,9 +71,16 @@ fn manpages_writes_a_page_per_subcommand_that_man_renders() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["vskel.1", "vskel-build-skel.1", "vskel-mount.1"] {
+    for page in [
+        "vskel.1",
+        "vskel-build-skel.1",
+        "vskel-mount.1",
+        "vskel-enter.1",
+        "vskel-exec.1",
+    ] {
         assert!(pages.join(page).is_file(), "{page} missing");
     }
+    assert!(!pages.join("vskel-enter-inside.1").exists());
     assert!(!pages.join("vskel-daemon-protocol-test.1").exists());
     assert!(!pages.join("vskel-help.1").exists());
 
@@ -81,7 +88,10 @@ fn manpages_writes_a_page_per_subcommand_that_man_renders() {
         eprintln!("SKIPPED: man is not installed (man-db); the pages were not rendered");
         return;
     }
-    for (page, want) in [("vskel.1", "build-skel"), ("vskel-mount.1", "Mount a view")] {
+    for (page, want) in [
+        ("vskel.1", "build-skel"),
+        ("vskel-exec.1", "Run a command inside a vserver"),
+    ] {
         let out = Command::new("man")
             .args(["-l", "-P", "cat"])
             .arg(pages.join(page))

@@ -7,6 +7,7 @@ mod completions;
 mod create_vs;
 mod daemon_protocol_test;
 mod detach;
+mod enter;
 mod legacy;
 mod list;
 mod manpages;
@@ -72,6 +73,10 @@ enum Command {
     #[command(hide = true)]
     DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
+    Enter(enter::EnterArgs),
+    #[command(hide = true)]
+    EnterInside(enter::InsideArgs),
+    Exec(enter::ExecArgs),
     List(list::Args),
     Manpages(manpages::Args),
     Materialize(materialize::Args),
@@ -170,18 +175,20 @@ impl Invocation<'_> {
     }
 }
 
-/// Run the command; returns the exit code of a success.
+/// Run the command; returns the exit code of a success (`enter` and
+/// `exec` pass on their command's).
 fn run(cli: &Cli) -> Result<i32> {
     let invocation = Invocation {
         config: cli.config.as_deref(),
         quiet: cli.quiet,
     };
     // These take nothing from the config: overlay its layers from its
-    // options.
+    // options, enter-inside its root from `enter`/`exec`.
     match &cli.command {
         Command::Overlay(args) => return overlay::run(args, &invocation).map(|()| EXIT_OK),
         Command::Completions(args) => return completions::run(args).map(|()| EXIT_OK),
         Command::Manpages(args) => return manpages::run(args).map(|()| EXIT_OK),
+        Command::EnterInside(args) => return Ok(enter::run_inside(args)),
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -209,6 +216,11 @@ fn run(cli: &Cli) -> Result<i32> {
         crate::skel::split::finish_interrupted_splits(&config, &progress);
     }
     match &cli.command {
+        Command::Enter(args) => return enter::run_enter(&config, args),
+        Command::Exec(args) => return enter::run_exec(&config, args),
+        _ => {}
+    }
+    match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::DaemonProtocolTest(args) => daemon_protocol_test::run(&config, args),
@@ -229,7 +241,11 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
         Command::Verify(args) => verify::run(&config, args),
-        Command::Completions(_) | Command::Manpages(_) => unreachable!("run above"),
+        Command::Completions(_)
+        | Command::Enter(_)
+        | Command::EnterInside(_)
+        | Command::Exec(_)
+        | Command::Manpages(_) => unreachable!("run above"),
     }
     .map(|()| EXIT_OK)
 }
