@@ -3,11 +3,14 @@
 //! and exit codes.
 
 mod build_skel;
+mod completions;
 mod create_vs;
 mod daemon;
 mod detach;
+mod enter;
 mod legacy;
 mod list;
+mod manpages;
 mod materialize;
 mod merge_skel;
 mod mount;
@@ -65,10 +68,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     BuildSkel(build_skel::Args),
+    Completions(completions::Args),
     CreateVs(create_vs::Args),
     Daemon(daemon::Args),
     Detach(detach::Args),
+    Enter(enter::EnterArgs),
+    #[command(hide = true)]
+    EnterInside(enter::InsideArgs),
+    Exec(enter::ExecArgs),
     List(list::Args),
+    Manpages(manpages::Args),
     Materialize(materialize::Args),
     MergeSkel(merge_skel::Args),
     Mount(mount::Args),
@@ -109,7 +118,7 @@ fn run_command_line(args: Vec<OsString>) -> i32 {
     };
     init_logging(cli.quiet);
     match run(&cli) {
-        Ok(()) => EXIT_OK,
+        Ok(code) => code,
         Err(e) if output::is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
             tracing::error!("{e}");
@@ -179,14 +188,21 @@ fn require_root() -> Result<()> {
     ))
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// Run the command; returns the exit code of a success (`enter` and
+/// `exec` pass on their command's).
+fn run(cli: &Cli) -> Result<i32> {
     let invocation = Invocation {
         config: cli.config.as_deref(),
         quiet: cli.quiet,
     };
-    // overlay takes its layers from its options, not from the config.
-    if let Command::Overlay(args) = &cli.command {
-        return overlay::run(args, &invocation);
+    // These take nothing from the config: overlay its layers from its
+    // options, enter-inside its root from `enter`/`exec`.
+    match &cli.command {
+        Command::Overlay(args) => return overlay::run(args, &invocation).map(|()| EXIT_OK),
+        Command::Completions(args) => return completions::run(args).map(|()| EXIT_OK),
+        Command::Manpages(args) => return manpages::run(args).map(|()| EXIT_OK),
+        Command::EnterInside(args) => return Ok(enter::run_inside(args)),
+        _ => {}
     }
     require_root()?;
     let config = Config::load(cli.config.as_deref())?;
@@ -225,6 +241,11 @@ fn run(cli: &Cli) -> Result<()> {
         crate::skel::split::finish_interrupted_splits(&config, &progress);
     }
     match &cli.command {
+        Command::Enter(args) => return enter::run_enter(&config, args),
+        Command::Exec(args) => return enter::run_exec(&config, args),
+        _ => {}
+    }
+    match &cli.command {
         Command::BuildSkel(args) => build_skel::run(&config, args, &progress),
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::Daemon(args) => daemon::run(config.clone(), args, &invocation),
@@ -245,5 +266,11 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Unmount(args) => unmount::run(&config, args),
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
         Command::Verify(args) => verify::run(&config, args),
+        Command::Completions(_)
+        | Command::Enter(_)
+        | Command::EnterInside(_)
+        | Command::Exec(_)
+        | Command::Manpages(_) => unreachable!("run above"),
     }
+    .map(|()| EXIT_OK)
 }
