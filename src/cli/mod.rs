@@ -6,6 +6,7 @@ mod build_skel;
 mod create_vs;
 mod daemon_protocol_test;
 mod detach;
+mod du;
 mod legacy;
 mod list;
 mod materialize;
@@ -69,6 +70,7 @@ enum Command {
     #[command(hide = true)]
     DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
+    Du(du::Args),
     List(list::Args),
     Materialize(materialize::Args),
     MergeSkel(merge_skel::Args),
@@ -204,6 +206,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::DaemonProtocolTest(args) => daemon_protocol_test::run(&config, args),
         Command::Detach(args) => detach::run(&config, args),
+        Command::Du(args) => du::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
         Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),
