@@ -33,6 +33,7 @@ use super::view;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generation::{self, Part};
+use crate::layout::Layout;
 use crate::sys;
 use crate::tree::walk::par_walk;
 use crate::validate::validate_name;
@@ -250,11 +251,12 @@ impl Counter {
                 Share::Own
             }
         };
-        let tally = tally(&record.root, &seen, true, &sort)?.ok_or_else(|| {
+        let root = Layout::new(config).vserver(&record.name);
+        let tally = tally(&root, &seen, true, &sort)?.ok_or_else(|| {
             Error::Failed(format!(
                 "the tree of vserver \"{}\" is missing ({})",
                 record.name,
-                record.root.display()
+                root.display()
             ))
         })?;
         self.shared.extend(linked.into_inner());
