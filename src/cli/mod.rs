@@ -6,6 +6,7 @@ mod build_skel;
 mod create_vs;
 mod daemon_protocol_test;
 mod detach;
+mod diff;
 mod du;
 mod legacy;
 mod list;
@@ -70,6 +71,7 @@ enum Command {
     #[command(hide = true)]
     DaemonProtocolTest(daemon_protocol_test::Args),
     Detach(detach::Args),
+    Diff(diff::Args),
     Du(du::Args),
     List(list::Args),
     Materialize(materialize::Args),
@@ -206,6 +208,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::DaemonProtocolTest(args) => daemon_protocol_test::run(&config, args),
         Command::Detach(args) => detach::run(&config, args),
+        Command::Diff(args) => diff::run(&config, args),
         Command::Du(args) => du::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
