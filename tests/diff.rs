@@ -271,3 +271,40 @@ fn view_diff_follows_redirects_and_no_symlink() {
     assert_eq!(motd["kind"], "symlink");
     assert_eq!(motd["size"], "/etc/passwd".len());
 }
+
+/// A vserver's root swapped `/etc` for a symlink to the host's `/etc`
+/// (in a tree, and in a view's upper layer as kernel overlayfs would
+/// leave it): diff reports the symlink and the skel's `/etc` removed, and
+/// never reads the host's files through it.
+#[test]
+fn diff_never_follows_a_symlink_the_vserver_planted() {
+    if !require_root("diff_never_follows_a_symlink_the_vserver_planted") {
+        return;
+    }
+    let setup = Setup::new("");
+    setup.build_example_skel("base");
+    let tree = setup.create("base", "t3", "10.0.0.4");
+    let view = setup.create_view("base", "v3", "10.0.0.5");
+    fs::remove_dir_all(tree.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/etc", tree.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/etc", view.join("upper/etc")).unwrap();
+    for name in ["t3", "v3"] {
+        let doc = diff_json(&setup, name, &[]);
+        let changes = changes_of(&doc);
+        assert!(
+            changes.contains(&("modified".into(), "/etc".into(), true, true)),
+            "{name}: {doc:#}"
+        );
+        // Nothing below it is the host's: only the skel's, removed.
+        for (status, path, _, _) in &changes {
+            if path.starts_with("/etc/") {
+                assert_eq!(status, "removed", "{name}: {path}");
+            }
+        }
+        assert!(
+            changes.iter().any(|c| c.1 == "/etc/motd"),
+            "{name}: the skel's /etc/motd is gone: {doc:#}"
+        );
+        assert_eq!(change(&doc, "/etc")["kind"], "symlink");
+    }
+}
