@@ -7,6 +7,8 @@ mod completions;
 mod create_vs;
 mod daemon;
 mod detach;
+mod diff;
+mod du;
 mod enter;
 mod legacy;
 mod list;
@@ -72,6 +74,8 @@ enum Command {
     CreateVs(create_vs::Args),
     Daemon(daemon::Args),
     Detach(detach::Args),
+    Diff(diff::Args),
+    Du(du::Args),
     Enter(enter::EnterArgs),
     #[command(hide = true)]
     EnterInside(enter::InsideArgs),
@@ -250,6 +254,8 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::CreateVs(args) => create_vs::run(&config, args, &progress),
         Command::Daemon(args) => daemon::run(config.clone(), args, &invocation),
         Command::Detach(args) => detach::run(&config, args),
+        Command::Diff(args) => diff::run(&config, args),
+        Command::Du(args) => du::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
         Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),

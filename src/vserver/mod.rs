@@ -2,11 +2,15 @@
 //! syncing and materializing views, upgrading trees to their skel's
 //! current generation, verifying and repairing what they share with it,
 //! linking a tree's copies of skel files back to the skel's inodes
-//! (`unify`), reporting how each is served (`status`), running commands
-//! inside them (`enter`, `exec`), and removing them.
+//! (`unify`), reporting how each is served (`status`), what it changed
+//! against its skel (`diff`) and how many bytes it uses of its own
+//! (`du`), running commands inside them (`enter`, `exec`), and removing
+//! them.
 
 pub mod context;
 pub mod create;
+pub mod diff;
+pub mod du;
 pub mod enter;
 pub mod materialize;
 pub mod mount;

@@ -6,14 +6,9 @@
 //! knows of the views it serves.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 
 use super::mount::{ViewMount, locate_view};
@@ -22,12 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::ViewDirs;
 use crate::mount::stale::{Probe, probe};
-use crate::sys;
-use crate::tree::walk::par_walk;
 use crate::validate::validate_name;
-
-/// Bytes a `st_blocks` unit stands for.
-const BLOCK_BYTES: u64 = 512;
 
 /// Who serves a mounted view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,53 +184,18 @@ fn served(status: &mut VsStatus, found: ViewMount, errors: &mut Vec<String>) {
 /// walked without following symlinks (the upper layer is the vserver's to
 /// write: hostile); None when `upper` is missing.
 pub fn upper_bytes(upper: &Path) -> Result<Option<u64>> {
-    let root = match sys::open_root(upper) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open the upper layer", upper, e)),
-    };
-    let total = AtomicU64::new(0);
-    let linked: Mutex<HashSet<(u64, u64)>> = Mutex::new(HashSet::new());
-    let count = |st: &rustix::fs::Stat| {
-        if sys::nlink_of(st) > 1 && !linked.lock().insert((sys::dev_of(st), sys::ino_of(st))) {
-            return;
-        }
-        let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
-        total.fetch_add(blocks * BLOCK_BYTES, Ordering::Relaxed);
-    };
-    let root_stat = sys::fstat(root.as_fd()).map_err(|e| Error::io("stat", upper, e))?;
-    count(&root_stat);
-    let visit = |rel: PathBuf| -> Result<Vec<PathBuf>> {
-        let shown = || upper.join(&rel);
-        let dir: OwnedFd = match sys::open_dir_beneath(root.as_fd(), &rel) {
-            Ok(fd) => fd,
-            // Removed (or swapped for a non-directory) while walked.
-            Err(e) if is_gone(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("open", shown(), e)),
-        };
-        let entries = sys::read_dir(dir.as_fd()).map_err(|e| Error::io("read", shown(), e))?;
-        let mut subdirs = Vec::new();
-        for entry in entries {
-            let st = match sys::stat_at(dir.as_fd(), &entry.name) {
-                Ok(st) => st,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("stat", shown(), e)),
-            };
-            count(&st);
-            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                subdirs.push(rel.join(OsStr::from_bytes(entry.name.as_bytes())));
+    let seen = Mutex::new(HashSet::new());
+    let tally = super::du::tally(upper, &seen, false, &|_, _| super::du::Share::Own).map_err(
+        |e| match e {
+            Error::Io {
+                action: "open",
+                source,
+                path,
+            } if path.as_os_str() == upper.as_os_str() => {
+                Error::io("open the upper layer", upper, source)
             }
-        }
-        Ok(subdirs)
-    };
-    par_walk(PathBuf::new(), &visit)?;
-    Ok(Some(total.into_inner()))
-}
-
-/// An error saying the entry went away or changed type while walked.
-fn is_gone(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-    )
+            other => other,
+        },
+    )?;
+    Ok(tally.map(|t| t.own))
 }

@@ -208,7 +208,8 @@ fn refuse_conflicts(name: &str, strategy: Strategy, decisions: &[(Span, Action)]
     Ok(())
 }
 
-fn tokens_of(config: &Config, record: &Record) -> Tokens {
+/// The tokens of vserver `record` (what its static files are rendered with).
+pub(crate) fn tokens_of(config: &Config, record: &Record) -> Tokens {
     Tokens::for_vserver(
         &record.name,
         record.ip.as_deref().unwrap_or_default(),

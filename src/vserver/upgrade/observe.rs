@@ -153,7 +153,8 @@ fn xattrs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-fn hash(fd: OwnedFd) -> std::io::Result<[u8; 32]> {
+/// BLAKE3 of an open file's data.
+pub fn hash(fd: OwnedFd) -> std::io::Result<[u8; 32]> {
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::from(fd);
     std::io::copy(&mut file, &mut hasher)?;
