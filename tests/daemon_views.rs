@@ -216,6 +216,19 @@ fn views_are_served_supervised_and_unmounted_on_sigterm() {
     let out = setup.run_ok(&["mount", "web2"]);
     assert!(out.contains("served by the daemon"), "{out}");
     assert_eq!(of(&status(&setup), "web2")["pid"], web2_pid);
+    // A view that cannot be mounted, asked for by a command: the error
+    // goes back, and the daemon does not go on trying.
+    let out = setup.vskel().args(["mount", "nosuch"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no vserver named \"nosuch\""),
+        "{out:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        status(&setup).iter().all(|v| v["name"] != "nosuch"),
+        "not looked after"
+    );
     // A file written through the view, synced through the daemon.
     fs::write(web2.join("etc/motd"), "through the daemon\n").unwrap();
     let out = setup.run_ok(&["sync", "web2"]);

@@ -269,8 +269,14 @@ impl Slot {
                     }
                 },
                 Err(e) => {
-                    self.update(shared, |s| s.attempts += 1);
-                    e.to_string()
+                    // Counted with its error at once: a `mount` waiting
+                    // for this attempt reads both.
+                    let error = e.to_string();
+                    self.update(shared, |s| {
+                        s.attempts += 1;
+                        s.error = Some(error.clone());
+                    });
+                    error
                 }
             };
             warn!(
@@ -406,6 +412,16 @@ impl Slot {
             }
             outcome.is_some()
         });
+        if matches!(outcome, Some(Err(_)) | None) {
+            // Asked for by a command, not by the configuration: the error
+            // goes to whoever asked, and the daemon does not go on trying
+            // (a mistyped name would be retried forever).
+            self.update(shared, |s| {
+                if !s.configured && s.mounted.is_none() {
+                    s.wanted = false;
+                }
+            });
+        }
         match outcome {
             Some(Ok(mounted)) => Ok(mounted),
             Some(Err(error)) => Err(Error::Failed(format!(

@@ -126,8 +126,14 @@ impl UmountOnDrop {
 
 impl Drop for UmountOnDrop {
     fn drop(&mut self) {
-        if let Err(e) = self.umount() {
-            warn!("Failed to umount filesystem: {}", e);
+        match self.umount() {
+            Ok(()) => {}
+            // Unmounted already (`umount` by whoever ended the session):
+            // nothing is wrong.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                debug!("filesystem already unmounted: {}", e);
+            }
+            Err(e) => warn!("Failed to umount filesystem: {}", e),
         }
     }
 }
