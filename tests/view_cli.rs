@@ -899,7 +899,11 @@ fn helper_command(dir: &Path, as_link: bool) -> StdCommand {
 #[test]
 fn mount_helper_turns_mount_arguments_into_vskel_commands() {
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["base:web1", "/mnt"], 0, "vskel mount web1 /mnt"),
+        (
+            &["base:web1", "/mnt"],
+            0,
+            "vskel mount --skel base web1 /mnt",
+        ),
         (
             &[
                 "base:web1",
@@ -908,17 +912,17 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "rw,defaults,noauto,_netdev,x-systemd.automount",
             ],
             0,
-            "vskel mount web1 /mnt",
+            "vskel mount --skel base web1 /mnt",
         ),
         (
             &["base:web1", "/mnt", "-oconfig=/etc/vskel/b.toml,nofail"],
             0,
-            "vskel --config /etc/vskel/b.toml mount web1 /mnt",
+            "vskel --config /etc/vskel/b.toml mount --skel base web1 /mnt",
         ),
         (
             &["base:web1", "/mnt", "-nv", "-t", "fuse.vskel"],
             0,
-            "vskel mount web1 /mnt",
+            "vskel mount --skel base web1 /mnt",
         ),
         (
             &[
@@ -930,14 +934,14 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "workdir=/w",
             ],
             0,
-            "vskel overlay -o lowerdir=/a:/b,upperdir=/u,workdir=/w /mnt",
+            "vskel overlay -o lowerdir=/a:/b,upperdir=/u,workdir=/w overlay /mnt",
         ),
         // Any source is an overlay's, as with fuse-overlayfs (mount(8)
         // users and test suites pass the subtype).
         (
             &["vskel", "/mnt", "-o", "lowerdir=/a,upperdir=/u,workdir=/w"],
             0,
-            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /mnt",
+            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w vskel /mnt",
         ),
         (
             &[
@@ -946,7 +950,7 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "-olowerdir=/a,upperdir=/u,workdir=/w",
             ],
             0,
-            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /mnt",
+            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /dev/whatever /mnt",
         ),
         (&["base:web1", "/mnt", "-o", "nosuid"], 1, ""),
         (&["base:web1", "/mnt", "-o", "lowerdir=/a"], 1, ""),
