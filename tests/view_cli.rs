@@ -273,54 +273,6 @@ fn list_shows_a_view_and_remove_vs_removes_its_directory() {
         .stdout(contains("web1").not());
 }
 
-#[test]
-fn a_views_post_create_scripts_wait_for_sync() {
-    let setup = Setup::new("");
-    let scripts = setup.defaults.join("scripts");
-    fs::create_dir_all(&scripts).unwrap();
-    let marker = setup.dir.path().join("script-ran");
-    fs::write(
-        scripts.join("10-touch"),
-        format!("#!/bin/sh\ntouch {}\n", marker.display()),
-    )
-    .unwrap();
-    fs::set_permissions(scripts.join("10-touch"), fs::Permissions::from_mode(0o755)).unwrap();
-    setup.build_example_skel("base");
-    let out = setup
-        .vskel()
-        .args([
-            "create-vs",
-            "--view",
-            "base",
-            "web1",
-            "web1.example.org",
-            "10.1.2.3",
-            "--format",
-            "json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert_eq!(
-        json(&out)["pending_scripts"],
-        serde_json::json!(["10-touch"])
-    );
-    assert!(
-        !marker.exists(),
-        "a view's scripts must not run at creation"
-    );
-    let record = fs::read_to_string(setup.root.join(".vskel/vservers/web1.toml")).unwrap();
-    assert!(record.contains("post_create_pending = true"), "{record}");
-    setup
-        .vskel()
-        .args(["create-vs", "--help"])
-        .assert()
-        .success()
-        .stdout(contains("first `vskel sync`"));
-}
-
 /// One bad command: its arguments, exit code and what stderr must say.
 struct Bad {
     args: Vec<String>,

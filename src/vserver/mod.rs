@@ -19,3 +19,4 @@ pub mod upgrade;
 pub mod upgrade_journal;
 pub mod verify;
 pub mod view;
+pub mod view_scripts;
