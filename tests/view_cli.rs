@@ -273,54 +273,6 @@ fn list_shows_a_view_and_remove_vs_removes_its_directory() {
         .stdout(contains("web1").not());
 }
 
-#[test]
-fn a_views_post_create_scripts_wait_for_sync() {
-    let setup = Setup::new("");
-    let scripts = setup.defaults.join("scripts");
-    fs::create_dir_all(&scripts).unwrap();
-    let marker = setup.dir.path().join("script-ran");
-    fs::write(
-        scripts.join("10-touch"),
-        format!("#!/bin/sh\ntouch {}\n", marker.display()),
-    )
-    .unwrap();
-    fs::set_permissions(scripts.join("10-touch"), fs::Permissions::from_mode(0o755)).unwrap();
-    setup.build_example_skel("base");
-    let out = setup
-        .vskel()
-        .args([
-            "create-vs",
-            "--view",
-            "base",
-            "web1",
-            "web1.example.org",
-            "10.1.2.3",
-            "--format",
-            "json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert_eq!(
-        json(&out)["pending_scripts"],
-        serde_json::json!(["10-touch"])
-    );
-    assert!(
-        !marker.exists(),
-        "a view's scripts must not run at creation"
-    );
-    let record = fs::read_to_string(setup.root.join(".vskel/vservers/web1.toml")).unwrap();
-    assert!(record.contains("post_create_pending = true"), "{record}");
-    setup
-        .vskel()
-        .args(["create-vs", "--help"])
-        .assert()
-        .success()
-        .stdout(contains("first `vskel sync`"));
-}
-
 /// One bad command: its arguments, exit code and what stderr must say.
 struct Bad {
     args: Vec<String>,
@@ -899,7 +851,11 @@ fn helper_command(dir: &Path, as_link: bool) -> StdCommand {
 #[test]
 fn mount_helper_turns_mount_arguments_into_vskel_commands() {
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["base:web1", "/mnt"], 0, "vskel mount web1 /mnt"),
+        (
+            &["base:web1", "/mnt"],
+            0,
+            "vskel mount --skel base web1 /mnt",
+        ),
         (
             &[
                 "base:web1",
@@ -908,17 +864,17 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "rw,defaults,noauto,_netdev,x-systemd.automount",
             ],
             0,
-            "vskel mount web1 /mnt",
+            "vskel mount --skel base web1 /mnt",
         ),
         (
             &["base:web1", "/mnt", "-oconfig=/etc/vskel/b.toml,nofail"],
             0,
-            "vskel --config /etc/vskel/b.toml mount web1 /mnt",
+            "vskel --config /etc/vskel/b.toml mount --skel base web1 /mnt",
         ),
         (
             &["base:web1", "/mnt", "-nv", "-t", "fuse.vskel"],
             0,
-            "vskel mount web1 /mnt",
+            "vskel mount --skel base web1 /mnt",
         ),
         (
             &[
@@ -930,14 +886,14 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "workdir=/w",
             ],
             0,
-            "vskel overlay -o lowerdir=/a:/b,upperdir=/u,workdir=/w /mnt",
+            "vskel overlay -o lowerdir=/a:/b,upperdir=/u,workdir=/w overlay /mnt",
         ),
         // Any source is an overlay's, as with fuse-overlayfs (mount(8)
         // users and test suites pass the subtype).
         (
             &["vskel", "/mnt", "-o", "lowerdir=/a,upperdir=/u,workdir=/w"],
             0,
-            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /mnt",
+            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w vskel /mnt",
         ),
         (
             &[
@@ -946,7 +902,7 @@ fn mount_helper_turns_mount_arguments_into_vskel_commands() {
                 "-olowerdir=/a,upperdir=/u,workdir=/w",
             ],
             0,
-            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /mnt",
+            "vskel overlay -o lowerdir=/a,upperdir=/u,workdir=/w /dev/whatever /mnt",
         ),
         (&["base:web1", "/mnt", "-o", "nosuid"], 1, ""),
         (&["base:web1", "/mnt", "-o", "lowerdir=/a"], 1, ""),

@@ -22,7 +22,9 @@ use crate::vserver::create::{CreateRequest, create_view_vs, create_vs};
 /// skel's static/ rendered) and empty upper/, work/ and merged/, and
 /// `vskel mount NAME` shows the vserver as a copy-on-write view of the skel
 /// at .views/NAME/merged (its VS_ROOT). The post-create scripts of a view
-/// do not run now: they run at its first `vskel sync`.
+/// run against the view, mounted there for them (their writes land in its
+/// upper layer) and unmounted again; where it cannot be mounted (no FUSE)
+/// they run at its first `vskel sync`, against the tree.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Make a view (mounted with `vskel mount NAME`) instead of a tree.
@@ -74,7 +76,10 @@ pub fn run(config: &Config, args: &Args, progress: &Progress) -> Result<()> {
         let created = create_view_vs(config, &request, progress)?;
         return print(args.format, &created, || {
             let pending = if created.pending_scripts.is_empty() {
-                String::new()
+                format!(
+                    "; {} post-create scripts run in the view",
+                    created.scripts.len()
+                )
             } else {
                 format!(
                     "; post-create scripts {} run at the first `vskel sync {}`",

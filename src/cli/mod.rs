@@ -131,17 +131,21 @@ fn run_command_line(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Diagnostics to stderr. Timestamped, except on a terminal (a person
-/// reads them as they come) and under systemd (journald stamps each line,
-/// `JOURNAL_STREAM` says so): a view's `mount.log` needs them to tell when.
+/// Diagnostics to stderr, past the progress display (`progress::LogWriter`).
+/// Timestamped, except on a terminal (a person reads them as they come)
+/// and under systemd (journald stamps each line, `JOURNAL_STREAM` says
+/// so): a view's `mount.log` needs them to tell when. In colour on a
+/// terminal, unless `NO_COLOR` is set.
 fn init_logging(quiet: bool) {
     let default = if quiet { "error" } else { "info" };
     let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
     let terminal = std::io::stderr().is_terminal();
+    // https://no-color.org: set and not empty, no colours.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
+        .with_writer(crate::progress::LogWriter::new)
+        .with_ansi(terminal && !no_color)
         .with_target(false);
     let _ = if terminal || std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().try_init()

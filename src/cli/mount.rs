@@ -7,7 +7,7 @@ use tracing::debug;
 use super::Invocation;
 use super::output::{Format, print};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mount::{How, Readiness};
 use crate::vserver::mount::{Mounted, mount_view};
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// missing]; a directory above it must be closed to host users (mode
     /// 0700, owned by root), as <root> is.
     mountpoint: Option<PathBuf>,
+    /// Refuse unless NAME's skel is SKEL (what a mount(8) source
+    /// `SKEL:NAME` says; the `mount.fuse.vskel` helper passes it).
+    #[arg(long, value_name = "SKEL")]
+    skel: Option<String>,
     /// Serve in this process until unmounted (for systemd units and debugging).
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -50,6 +54,19 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+}
+
+/// Refuse unless view vserver `name` is of skel `skel`.
+fn check_skel(config: &Config, name: &str, skel: &str) -> Result<()> {
+    let view = crate::vserver::view::open(config, name)?;
+    if view.skel.name == skel {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "vserver \"{name}\" is of skel \"{}\", not of skel \"{skel}\": its source is {}",
+        view.skel.name,
+        view.fsname()
+    )))
 }
 
 /// The report as text.
@@ -70,6 +87,9 @@ fn text(mounted: &Mounted) -> String {
 }
 
 pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<()> {
+    if let Some(skel) = &args.skel {
+        check_skel(config, &args.name, skel)?;
+    }
     let readiness = Readiness::from_option(args.ready_fd)?;
     let format = args.format;
     if !args.foreground

@@ -5,12 +5,13 @@
 //! `mount-helpers/` runs); it turns mount(8)'s arguments into a vskel
 //! command line and runs it here.
 //!
-//! SOURCE `SKEL:VS` is the view of vserver VS: `vskel mount VS MOUNTPOINT`,
-//! with the options `view::options::parse_view_options` takes
+//! SOURCE `SKEL:VS` is the view of vserver VS: `vskel mount --skel SKEL VS
+//! MOUNTPOINT` (a VS of another skel is refused), with the options `view::options::parse_view_options` takes
 //! (`config=PATH` is `--config PATH`). Any other source (`overlay`,
 //! `vskel`, whatever mount(8) users and test suites pass) is an overlay,
-//! as with fuse-overlayfs: `vskel overlay -o OPTIONS MOUNTPOINT`. `-f`
-//! (fake) shows what would run and mounts nothing; `-s -n -v` are ignored.
+//! as with fuse-overlayfs: `vskel overlay -o OPTIONS SOURCE MOUNTPOINT`
+//! (the source is what /proc/mounts shows, so that `mount -a` finds an
+//! fstab line mounted). `-f` (fake) shows what would run and mounts nothing; `-s -n -v` are ignored.
 //! Exit codes as mount(8) expects: 1 bad usage, 32 mount failure.
 
 use std::ffi::OsString;
@@ -100,7 +101,12 @@ fn command_line(args: &[OsString]) -> Result<(Vec<OsString>, bool), String> {
             if let Some(config) = view.config {
                 command.extend([OsString::from("--config"), config.into_os_string()]);
             }
-            command.extend([OsString::from("mount"), OsString::from(vs)]);
+            command.extend([
+                OsString::from("mount"),
+                OsString::from("--skel"),
+                OsString::from(skel),
+                OsString::from(vs),
+            ]);
         }
         // Any other source is an overlay's, as fuse-overlayfs takes any.
         _ if options.is_empty() => {
@@ -109,10 +115,13 @@ fn command_line(args: &[OsString]) -> Result<(Vec<OsString>, bool), String> {
                 source.to_string_lossy()
             ));
         }
+        // The source goes along: /proc/mounts shows it, so that `mount -a`
+        // finds the fstab line mounted.
         _ => command.extend([
             OsString::from("overlay"),
             OsString::from("-o"),
             OsString::from(options.join(",")),
+            source.clone(),
         ]),
     }
     command.push(mountpoint.clone());

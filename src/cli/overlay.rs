@@ -30,8 +30,8 @@ use crate::view::options::parse_options;
 ///
 /// Options (-o, comma-separated, may repeat; `\,` `\:` `\\` escape):
 /// lowerdir=, upperdir=, workdir= (all three needed: read-only overlays are
-/// not supported yet), fsname= (the source in /proc/mounts, default
-/// vskel-overlay), allow_other (let other users in; always on when root
+/// not supported yet), fsname= (the source in /proc/mounts; default the
+/// SOURCE given, else vskel-overlay), allow_other (let other users in; always on when root
 /// mounts, as with fuse-overlayfs), debug (like -d), threads=N (at most N
 /// workers serve requests; they start at 2 and are added while requests
 /// wait; by default twice the CPUs, 4 to 16).
@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     format: Format,
     /// The mount point, after an optional source name (which mount(8)
-    /// helpers pass; it is ignored).
+    /// helpers pass; /proc/mounts shows it, unless fsname= says otherwise).
     #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2, required = true)]
     paths: Vec<PathBuf>,
 }
@@ -81,7 +81,7 @@ fn text(mounted: &OverlayMounted) -> String {
 
 pub fn run(args: &Args, invocation: &Invocation<'_>) -> Result<()> {
     let readiness = Readiness::from_option(args.ready_fd)?;
-    let options = parse_options(&args.options).map_err(Error::Usage)?;
+    let mut options = parse_options(&args.options).map_err(Error::Usage)?;
     for option in &options.ignored {
         debug!("ignoring option {option}");
     }
@@ -90,8 +90,13 @@ pub fn run(args: &Args, invocation: &Invocation<'_>) -> Result<()> {
         [source, mountpoint] => (mountpoint, Some(source)),
         _ => return Err(Error::Usage("give [SOURCE] MOUNTPOINT".to_string())),
     };
-    if let Some(source) = source {
-        debug!("ignoring the source {}", source.display());
+    // The source is what /proc/mounts shows (unless fsname= says), as
+    // sshfs and mergerfs do: `mount -a` and `findmnt --verify` match an
+    // fstab line by its source.
+    if options.fsname.is_none() {
+        options.fsname = source
+            .filter(|s| !s.as_os_str().is_empty())
+            .map(|s| s.to_string_lossy().into_owned());
     }
     let foreground = args.foreground || args.debug || options.debug;
     let request = OverlayRequest {

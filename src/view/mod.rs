@@ -80,6 +80,7 @@ pub mod overlay;
 pub mod passthrough;
 pub mod resolve;
 pub mod serve;
+pub mod stop;
 pub mod types;
 pub mod walk;
 pub mod workdir;

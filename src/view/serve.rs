@@ -1,13 +1,12 @@
 //! Mounting a view and serving it until it is unmounted or the process is
-//! told to stop (SIGTERM, SIGINT, SIGHUP: it then unmounts cleanly), with
-//! its control socket if asked for.
+//! told to stop (SIGTERM, SIGINT, SIGHUP: it then unmounts, a busy view
+//! detached after a grace period, see [`super::stop`]), with its control
+//! socket if asked for.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
 use super::control;
@@ -18,7 +17,8 @@ use super::{LayerSpec, SUBTYPE, ServeOptions};
 use crate::error::{Error, Result};
 
 /// Mount the view at `mountpoint` and serve it until it is unmounted or
-/// the process gets SIGTERM/SIGINT/SIGHUP (then it unmounts cleanly).
+/// the process gets SIGTERM/SIGINT (then it unmounts; a busy view is
+/// detached after a grace period) or SIGHUP (a plain unmount only).
 /// `on_ready` is called once the mount is live (after the FUSE handshake)
 /// and its control socket listens. A control socket that cannot be served
 /// fails the mount (it is unmounted again): a view `vskel sync` cannot
@@ -63,28 +63,11 @@ pub fn serve(
         Some(path) => Some(control::listen(path, gate)?),
         None => None,
     };
-    let mut unmounter = session.unmount_callable();
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| Error::io("install signal handlers", mountpoint, e))?;
-    let signal_handle = signals.handle();
-    let shown = mountpoint.display().to_string();
-    let watcher = std::thread::Builder::new()
-        .name("vskel-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                info!("signal {signal}: unmounting {shown}");
-                if let Err(e) = unmounter.unmount() {
-                    warn!("unmounting {shown}: {e}");
-                }
-            }
-        })
-        .map_err(|e| Error::io("start the signal thread", mountpoint, e))?;
+    // Signals end the serving: each unmounts the view (`stop`).
+    let watcher = super::stop::watch(mountpoint, session.unmount_callable())?;
     info!("view mounted at {}", mountpoint.display());
     on_ready();
     let result = session.run();
-    signal_handle.close();
-    if watcher.join().is_err() {
-        warn!("the signal thread panicked");
-    }
+    watcher.finish();
     result.map_err(|e| Error::io("serve the view", mountpoint, e))
 }

@@ -30,9 +30,11 @@
 //! `create-vs --view` ([`create_view_vs`]) keeps the same order but builds
 //! a view's directory instead of a tree: `static/` rendered, empty
 //! `upper/`, `work/` and `merged/`, renamed into `<root>/.views/<name>`.
-//! Its post-create scripts are not run: they need the vserver's files,
-//! which a view has only once mounted, so the record marks them pending
-//! and the first `vskel sync` runs them.
+//! Its post-create scripts then run against the view, mounted for them
+//! ([`view_scripts`]): their writes land in its upper layer. Until they
+//! have run the record marks them pending; a view that cannot be mounted
+//! (no FUSE) leaves them so, and the first `vskel sync` runs them against
+//! the tree.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -44,8 +46,8 @@ use tracing::warn;
 use super::context::{self, remove_leftovers, write_new};
 use super::registry::{self, Kind, Record};
 use super::remove::remove_locked;
-use super::scripts;
 use super::view::{MERGED, STATIC, UPPER, ViewDirs, WORK};
+use super::{scripts, view_scripts};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::{ContextFiles, Layout};
@@ -283,6 +285,62 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     })
 }
 
+/// Run a new view's post-create scripts in the view, mounted for them
+/// ([`view_scripts`]), and clear the record's pending mark; returns those
+/// that ran and those left pending. A view that cannot be mounted leaves
+/// them to the first `vskel sync` (against the tree), with a warning. A
+/// failing script is an error; the view stays.
+fn run_view_scripts(
+    config: &Config,
+    name: &str,
+    list: &[PathBuf],
+    tokens: &Tokens,
+    skel: &str,
+    root: &Path,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let outcome = match view_scripts::run_in_view(config, name, list, tokens) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            warn!(
+                "cannot mount view {name} to run its post-create scripts ({e}); \
+                 the first `vskel sync` runs them, against its tree"
+            );
+            let names = list
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .unwrap_or(p.as_os_str())
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            return Ok((Vec::new(), names));
+        }
+    };
+    // They have run (or one failed): not again at the first sync.
+    if let Some(mut record) = registry::load(config, name)? {
+        record.post_create_pending = false;
+        registry::save(config, &record)?;
+    }
+    match outcome {
+        view_scripts::Outcome::Ran(ran) => Ok((ran, Vec::new())),
+        view_scripts::Outcome::Failed(failure) => Err(Error::Failed(format!(
+            "post-create script {} of skel {skel} failed ({}){}\n\
+             view {name} was created and is left in place; its scripts ran in the view \
+             mounted at {}. Fix the script, `vskel mount {name}` and run the remaining ones \
+             by hand, or remove the vserver with `vskel remove-vs {name}`.",
+            failure.script,
+            failure.status,
+            if failure.stderr_tail.is_empty() {
+                String::new()
+            } else {
+                format!("; its stderr ended with:\n{}", failure.stderr_tail)
+            },
+            root.display(),
+        ))),
+    }
+}
+
 /// Create the vserver `request` describes as a view: `<root>/.views/<name>/`
 /// with `static/` rendered from the skel's and empty `upper/`, `work/`
 /// and `merged/`; same checks, context ID, config file and record as
@@ -358,17 +416,17 @@ pub fn create_view_vs(
     sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", &staging, e))?;
 
     let config_file = Layout::new(config).vserver_conf(name);
-    let pending: Vec<String> = scripts::scripts_in(&skel.post_create_dir())?
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .unwrap_or(p.as_os_str())
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let context = creation.commit(&skel, &dirs.dir, !pending.is_empty())?;
+    let list = scripts::scripts_in(&skel.post_create_dir())?;
+    let tokens = creation.tokens.clone();
+    // Pending until they have run in the view (a create-vs killed meanwhile
+    // leaves them to the first sync).
+    let context = creation.commit(&skel, &dirs.dir, !list.is_empty())?;
     progress.finish();
+    let (ran, pending) = if list.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        run_view_scripts(config, name, &list, &tokens, &skel.name, &root_dir)?
+    };
     Ok(Created {
         name: name.clone(),
         skel: skel.name,
@@ -377,7 +435,7 @@ pub fn create_view_vs(
         config_file,
         counts,
         kind: Kind::View,
-        scripts: Vec::new(),
+        scripts: ran,
         pending_scripts: pending,
         unknown_tokens: unknown.into_iter().collect(),
         generation,

@@ -25,3 +25,4 @@ pub mod upgrade;
 pub mod upgrade_journal;
 pub mod verify;
 pub mod view;
+pub mod view_scripts;
