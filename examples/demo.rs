@@ -1,7 +1,8 @@
-//! The README's first command: build a skel from the small built-in example
-//! tree and create a vserver from it, all in a temporary directory, and
-//! print what was made (which entries share the skel's inode, which are
-//! copies, what the tokens rendered to).
+//! vskel as a library: build a skel from the small built-in example tree
+//! and create a vserver from it, all in a temporary directory, and print
+//! what was made (which entries share the skel's inode, which are copies,
+//! what the tokens rendered to). The whole loop (views mounted, diff,
+//! sync, materialize) is `vskel demo`, the README's first command.
 //!
 //! `cargo run --example demo` (add `-- --keep` to keep the directory).
 //! Works without root; as root it also keeps owners and makes /dev nodes.

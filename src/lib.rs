@@ -14,6 +14,7 @@ pub mod barrier;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod error;
 pub mod example;
 pub mod generation;

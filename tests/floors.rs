@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, u8)] = &[
     ("cli", 4),
     ("daemon", 3),
+    ("demo", 3),
     ("vserver", 3),
     ("skel", 3),
     ("view", 2),

@@ -6,6 +6,7 @@ mod build_skel;
 mod completions;
 mod create_vs;
 mod daemon;
+mod demo;
 mod detach;
 mod diff;
 mod du;
@@ -73,6 +74,7 @@ enum Command {
     Completions(completions::Args),
     CreateVs(create_vs::Args),
     Daemon(daemon::Args),
+    Demo(demo::Args),
     Detach(detach::Args),
     Diff(diff::Args),
     Du(du::Args),
@@ -204,11 +206,13 @@ fn run(cli: &Cli) -> Result<i32> {
         quiet: cli.quiet,
     };
     // These take nothing from the config: overlay its layers from its
-    // options, enter-inside its root from `enter`/`exec`.
+    // options, enter-inside its root from `enter`/`exec`, demo has its own
+    // (and runs without root too, showing what needs none).
     match &cli.command {
         Command::Overlay(args) => return overlay::run(args, &invocation).map(|()| EXIT_OK),
         Command::Completions(args) => return completions::run(args).map(|()| EXIT_OK),
         Command::Manpages(args) => return manpages::run(args).map(|()| EXIT_OK),
+        Command::Demo(args) => return demo::run(args).map(|()| EXIT_OK),
         Command::EnterInside(args) => return Ok(enter::run_inside(args)),
         _ => {}
     }
@@ -277,6 +281,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::UpgradeVs(args) => upgrade_vs::run(&config, args, &invocation),
         Command::Verify(args) => verify::run(&config, args),
         Command::Completions(_)
+        | Command::Demo(_)
         | Command::Enter(_)
         | Command::EnterInside(_)
         | Command::Exec(_)
