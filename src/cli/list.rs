@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tracing::warn;
 
-use super::output::{Format, aligned, print};
+use super::output::{Format, aligned, print, print_list};
 use crate::config::{Config, Protect};
 use crate::error::Result;
 use crate::generation;
@@ -164,7 +164,7 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
             }
         })
         .collect();
-    print(args.format, &listed, || table(&listed))
+    print_list(args.format, "vservers", &listed, || table(&listed))
 }
 
 /// One vserver of `list`: its record, and for a view whether it is
