@@ -22,6 +22,7 @@ pub mod layout;
 pub mod mount;
 pub mod progress;
 pub mod protect;
+pub mod report_path;
 pub mod served_socket;
 pub mod skel;
 pub mod staging;

@@ -318,6 +318,7 @@ pub struct SkelProtection {
     pub immutable: u64,
     /// Some of those that lack it (at most a few), relative to `global/`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(serialize_with = "crate::report_path::list")]
     pub lacking: Vec<PathBuf>,
 }
 

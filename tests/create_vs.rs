@@ -473,7 +473,7 @@ fn remove_vs_removes_everything_of_the_vserver_and_nothing_of_the_skel() {
         .output()
         .unwrap();
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let names: Vec<&str> = list
+    let names: Vec<&str> = list["vservers"]
         .as_array()
         .unwrap()
         .iter()
@@ -496,13 +496,13 @@ fn list_shows_vservers_and_skels() {
         .unwrap();
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list[0]["name"], "legacy");
-    assert_eq!(list[0]["kind"], "unregistered");
-    assert_eq!(list[1]["name"], "web1");
-    assert_eq!(list[1]["kind"], "tree");
-    assert_eq!(list[1]["skel"], "base");
-    assert_eq!(list[1]["context"], 50);
-    assert_eq!(list[1]["ip"], "10.0.0.2");
+    assert_eq!(list["vservers"][0]["name"], "legacy");
+    assert_eq!(list["vservers"][0]["kind"], "unregistered");
+    assert_eq!(list["vservers"][1]["name"], "web1");
+    assert_eq!(list["vservers"][1]["kind"], "tree");
+    assert_eq!(list["vservers"][1]["skel"], "base");
+    assert_eq!(list["vservers"][1]["context"], 50);
+    assert_eq!(list["vservers"][1]["ip"], "10.0.0.2");
     setup.vskel().args(["list"]).assert().success().stdout(
         "NAME    CONTEXT  KIND          STATE  SKEL  GEN  FQDN              IP\n\
              legacy  -        unregistered  -      -     -    -                 -\n\

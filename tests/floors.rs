@@ -31,6 +31,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("tokens", 1),
     ("validate", 1),
     ("progress", 1),
+    ("report_path", 1),
     ("sys", 1),
     ("error", 1),
 ];

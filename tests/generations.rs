@@ -477,8 +477,14 @@ fn list_skels_shows_generations_and_their_vservers() {
     assert_eq!(g["current"], 2);
     assert_eq!(g["entries"], header.entries);
     assert_eq!(g["bytes"], header.bytes);
-    assert_eq!(g["vservers"]["1"], serde_json::json!(["web1"]));
-    assert_eq!(g["vservers"]["2"], serde_json::json!(["w1", "web2"]));
+    // Newest generation first.
+    assert_eq!(
+        g["vservers"],
+        serde_json::json!([
+            {"generation": 2, "vservers": ["w1", "web2"]},
+            {"generation": 1, "vservers": ["web1"]}
+        ])
+    );
 }
 
 /// Rewrite a generation file's text with `edit` and a valid trailer (as

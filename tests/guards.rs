@@ -163,7 +163,8 @@ fn list_shows_mount_state_and_generation() {
     let guard = MountGuard(merged.clone());
     let listed = |setup: &Setup| -> Vec<Value> {
         let out = setup.run_ok(&["list", "--format", "json"]);
-        serde_json::from_str(&out).unwrap()
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        doc["vservers"].as_array().unwrap().clone()
     };
     let find = |all: &[Value], name: &str| all.iter().find(|v| v["name"] == name).cloned().unwrap();
     let all = listed(&setup);

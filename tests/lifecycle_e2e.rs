@@ -210,7 +210,7 @@ impl World {
         all.extend_from_slice(args);
         let (out, _) = vskel_ok(&self.setup, &all);
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-        report[0].clone()
+        report["vservers"][0].clone()
     }
 }
 

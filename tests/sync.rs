@@ -186,8 +186,8 @@ fn materialize_turns_a_mounted_view_into_an_ordinary_tree() {
         .output()
         .unwrap();
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list[0]["kind"], "tree");
-    assert_eq!(list[0]["root"], tree.to_str().unwrap());
+    assert_eq!(list["vservers"][0]["kind"], "tree");
+    assert_eq!(list["vservers"][0]["root"], tree.to_str().unwrap());
     // A tree is not a view any more: it cannot be mounted or synced.
     setup.vskel().args(["mount", "web1"]).assert().failure();
     setup.vskel().args(["sync", "web1"]).assert().failure();

@@ -139,13 +139,15 @@ impl World {
     }
 }
 
+/// The vservers of `upgrade-vs --format json`'s document.
 fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["vservers"].clone()
 }
 
 fn paths(report: &serde_json::Value, what: &str) -> Vec<String> {

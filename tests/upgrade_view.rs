@@ -129,7 +129,7 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     let plan = setup.run_ok(&["upgrade-vs", "--plan", "w1", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
     let paths = |v: &serde_json::Value, what: &str| -> Vec<String> {
-        v[0]["paths"][what]
+        v["vservers"][0]["paths"][what]
             .as_array()
             .unwrap_or_else(|| panic!("{what} in {v}"))
             .iter()
@@ -163,7 +163,7 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     let done = setup.run_ok(&["upgrade-vs", "w1", "--format", "json"]);
     let done: serde_json::Value = serde_json::from_str(&done).unwrap();
     assert_eq!(paths(&done, "conflicting"), ["etc/lmine", "usr/bin/conf"]);
-    assert_eq!(done[0]["to"], 2);
+    assert_eq!(done["vservers"][0]["to"], 2);
     // Mounted again, on generation 2.
     assert!(is_mounted(&merged), "the view is mounted again");
     assert_eq!(read(&merged.join("usr/bin/take")), "take v2\n");
@@ -200,7 +200,7 @@ fn a_mounted_view_stays_on_its_generation_until_upgraded_then_shows_the_new_one(
     // A second upgrade has nothing to do.
     let again = setup.run_ok(&["upgrade-vs", "w1", "--format", "json"]);
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
-    assert_eq!(again[0]["from"], 2);
+    assert_eq!(again["vservers"][0]["from"], 2);
 
     // Only what changed is compared: the upper layer's changes and the
     // skel's between the generations.

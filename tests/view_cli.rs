@@ -226,7 +226,7 @@ fn list_shows_a_view_and_remove_vs_removes_its_directory() {
         .get_output()
         .stdout
         .clone();
-    let kinds: Vec<(String, String)> = json(&out)
+    let kinds: Vec<(String, String)> = json(&out)["vservers"]
         .as_array()
         .unwrap()
         .iter()

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tracing::warn;
 
-use super::output::{Format, aligned, print};
+use super::output::{Format, aligned, print, print_list};
 use crate::config::{Config, Protect};
 use crate::error::Result;
 use crate::generation;
@@ -55,13 +55,18 @@ struct SkelGenerations {
     entries: Option<u64>,
     /// Bytes of regular-file data of the current generation.
     bytes: Option<u64>,
-    /// The vservers made or last synced from each generation (the key
-    /// `unknown`: records made before generations).
-    vservers: BTreeMap<String, Vec<String>>,
+    /// The vservers made or last synced from each generation, newest
+    /// generation first, then those of no known generation.
+    vservers: Vec<GenerationUse>,
 }
 
-/// Key of the vservers whose record names no generation.
-const UNKNOWN: &str = "unknown";
+/// The vservers made or last synced from one generation.
+#[derive(Serialize)]
+struct GenerationUse {
+    /// The generation; none: records made before generations.
+    generation: Option<u64>,
+    vservers: Vec<String>,
+}
 
 fn skel_generations(config: &Config, name: &str, records: &[Record]) -> Result<SkelGenerations> {
     let dirs = Layout::new(config).skel(name);
@@ -76,17 +81,25 @@ fn skel_generations(config: &Config, name: &str, records: &[Record]) -> Result<S
         },
         None => None,
     };
-    let mut vservers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_generation: BTreeMap<std::cmp::Reverse<Option<u64>>, Vec<String>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.skel.as_deref() == Some(name)) {
-        let key = r.generation.map_or(UNKNOWN.to_string(), |g| g.to_string());
-        vservers.entry(key).or_default().push(r.name.clone());
+        by_generation
+            .entry(std::cmp::Reverse(r.generation))
+            .or_default()
+            .push(r.name.clone());
     }
     Ok(SkelGenerations {
         skel: name.to_string(),
         current,
         entries: header.as_ref().map(|h| h.entries),
         bytes: header.as_ref().map(|h| h.bytes),
-        vservers,
+        vservers: by_generation
+            .into_iter()
+            .map(|(std::cmp::Reverse(generation), vservers)| GenerationUse {
+                generation,
+                vservers,
+            })
+            .collect(),
     })
 }
 
@@ -99,16 +112,12 @@ fn generations_text(g: &SkelGenerations) -> String {
         }
         (Some(n), ..) => format!("generation {n}: damaged record"),
     };
-    let mut used: Vec<(&String, &Vec<String>)> = g.vservers.iter().collect();
-    // Newest generation first, then those of unknown generation.
-    used.sort_by_key(|(k, _)| std::cmp::Reverse(k.parse::<u64>().ok()));
-    for (generation, names) in used {
-        let label = if generation == UNKNOWN {
-            "generation unknown".to_string()
-        } else {
-            format!("generation {generation}")
+    for used in &g.vservers {
+        let label = match used.generation {
+            Some(n) => format!("generation {n}"),
+            None => "generation unknown".to_string(),
         };
-        text.push_str(&format!("; {label}: {}", names.join(", ")));
+        text.push_str(&format!("; {label}: {}", used.vservers.join(", ")));
     }
     text
 }
@@ -164,7 +173,7 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
             }
         })
         .collect();
-    print(args.format, &listed, || table(&listed))
+    print_list(args.format, "vservers", &listed, || table(&listed))
 }
 
 /// One vserver of `list`: its record, and for a view whether it is

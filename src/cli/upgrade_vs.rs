@@ -1,7 +1,7 @@
 //! `vskel upgrade-vs NAME... | --all [--skel SKEL] [--plan] [--strategy S] [--format json]`.
 
 use super::Invocation;
-use super::output::{Format, print};
+use super::output::{Format, print_list};
 use crate::config::Config;
 use crate::error::Result;
 use crate::vserver::upgrade::{Request, Strategy, Upgraded, upgrade_vs};
@@ -69,7 +69,7 @@ pub fn run(config: &Config, args: &Args, invocation: &Invocation<'_>) -> Result<
         },
     };
     let done = upgrade_vs(config, &request)?;
-    print(args.format, &done, || {
+    print_list(args.format, "vservers", &done, || {
         done.iter().map(summary).collect::<Vec<_>>().join("\n")
     })
 }

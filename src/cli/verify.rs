@@ -1,6 +1,6 @@
 //! `vskel verify NAME... | --all [--format json]`.
 
-use super::output::{Format, fail_if_any, print};
+use super::output::{Format, fail_if_any, print_list};
 use crate::config::Config;
 use crate::error::Result;
 use crate::vserver::verify::{Finding, Request, Verified, verify};
@@ -36,7 +36,7 @@ pub fn run(config: &Config, args: &Args) -> Result<()> {
         all: args.all,
     };
     let done = verify(config, &request)?;
-    print(args.format, &done, || {
+    print_list(args.format, "vservers", &done, || {
         done.iter().map(summary).collect::<Vec<_>>().join("\n")
     })?;
     fail_if_any(

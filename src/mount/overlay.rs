@@ -46,17 +46,22 @@ pub struct OverlayMounted {
     /// The source shown in /proc/mounts.
     pub fsname: String,
     /// Where.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub mountpoint: PathBuf,
     /// The read-only layers, top first.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub lowers: Vec<PathBuf>,
     /// The writable layer.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub upper: PathBuf,
     /// The work directory.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub work: PathBuf,
     /// The serving process.
     pub pid: u32,
     /// Its log file (background servers).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::report_path::option")]
     pub log: Option<PathBuf>,
 }
 

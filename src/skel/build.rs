@@ -76,8 +76,10 @@ pub struct BuildReport {
     /// The skel's name.
     pub skel: String,
     /// Where it is.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub path: PathBuf,
     /// What it was built from.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub from: PathBuf,
     /// What the copy did.
     pub counts: CopyCounts,

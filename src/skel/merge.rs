@@ -44,6 +44,7 @@ pub struct MergeReport {
     /// The skel.
     pub skel: String,
     /// The temporary vserver's tree.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub path: PathBuf,
     /// The skel's generation it was made from.
     pub generation: u64,

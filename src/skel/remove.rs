@@ -43,6 +43,7 @@ pub struct RemovedSkel {
     /// The skel's name.
     pub name: String,
     /// Its directory, gone now.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub path: PathBuf,
     /// Files (anything but directories) removed with it.
     pub files: u64,

@@ -44,6 +44,7 @@ use writer::{Change, Scratch, SyncCounts, Writer, flatten};
 #[derive(Debug, Clone, Serialize)]
 pub struct Synced {
     /// The tree written.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub root: PathBuf,
     /// `full` (tree built beside and swapped in) or `incremental`.
     pub mode: &'static str,

@@ -72,6 +72,7 @@ pub struct Change {
     /// `link`, `copy`, `mkdir`, `remove` or `update`.
     pub action: &'static str,
     /// The path in the vserver.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub path: PathBuf,
 }
 

@@ -94,10 +94,12 @@ pub struct Created {
     /// The skel it came from.
     pub skel: String,
     /// Its root directory.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub root: PathBuf,
     /// Its context ID.
     pub context: u32,
     /// Its config file.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub config_file: PathBuf,
     /// What the three layers did together.
     pub counts: CopyCounts,

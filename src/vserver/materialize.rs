@@ -46,10 +46,13 @@ pub struct Materialized {
     /// The vserver.
     pub name: String,
     /// Its tree.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub root: PathBuf,
     /// The mount point unmounted first, if the view was mounted.
+    #[serde(serialize_with = "crate::report_path::option")]
     pub unmounted: Option<PathBuf>,
     /// The view directory removed.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub view_dir: PathBuf,
     /// An interrupted materialize was finished.
     pub resumed: bool,

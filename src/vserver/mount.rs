@@ -42,11 +42,13 @@ pub struct Mounted {
     /// The source in /proc/mounts (`SKEL:NAME`).
     pub fsname: String,
     /// Where it is mounted.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub mountpoint: PathBuf,
     /// The serving process.
     pub pid: u32,
     /// Its log file (background servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::report_path::option")]
     pub log: Option<PathBuf>,
 }
 
@@ -219,6 +221,7 @@ pub struct Unmounted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Where it was mounted.
+    #[serde(serialize_with = "crate::report_path::path")]
     pub mountpoint: PathBuf,
     /// Detached lazily.
     pub lazy: bool,

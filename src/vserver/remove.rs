@@ -73,11 +73,14 @@ pub struct Removed {
     /// The vserver's name.
     pub name: String,
     /// Its tree, if it had one.
+    #[serde(serialize_with = "crate::report_path::option")]
     pub root: Option<PathBuf>,
     /// Its view directory (`<root>/.views/<name>`), if it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::report_path::option")]
     pub view_dir: Option<PathBuf>,
     /// Its config file, if it had one.
+    #[serde(serialize_with = "crate::report_path::option")]
     pub config_file: Option<PathBuf>,
     /// Its context ID, if it had a link.
     pub context: Option<u32>,

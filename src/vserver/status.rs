@@ -43,6 +43,7 @@ pub struct VsStatus {
     /// A view: whether a mount of it is in the mount table (stale or not).
     pub mounted: Option<bool>,
     /// Where it is mounted.
+    #[serde(serialize_with = "crate::report_path::option")]
     pub mountpoint: Option<PathBuf>,
     /// Who serves it (null when no live server holds its pid file).
     pub served_by: Option<ServedBy>,

@@ -114,6 +114,7 @@ pub struct Unified {
     /// Left alone: the file changed while it was compared.
     pub changed_meanwhile: u64,
     /// The paths linked (with `dry_run`: that would be).
+    #[serde(serialize_with = "crate::report_path::list")]
     pub paths: Vec<PathBuf>,
 }
 

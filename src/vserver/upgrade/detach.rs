@@ -35,8 +35,10 @@ pub struct Detached {
     /// The vserver.
     pub name: String,
     /// Paths now private copies.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub detached: Vec<PathBuf>,
     /// Paths that were not shared with the skel (left as they are).
+    #[serde(serialize_with = "crate::report_path::list")]
     pub already_private: Vec<PathBuf>,
 }
 

@@ -12,16 +12,22 @@ use super::plan::Action;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Decided {
     /// N put in place over O.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub taken: Vec<PathBuf>,
     /// The vserver's entry kept (N is O).
+    #[serde(serialize_with = "crate::report_path::list")]
     pub kept: Vec<PathBuf>,
     /// Already N.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub converged: Vec<PathBuf>,
     /// New in N, put in place.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub added: Vec<PathBuf>,
     /// Gone in N, removed.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub removed: Vec<PathBuf>,
     /// V, O and N all differ.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub conflicting: Vec<PathBuf>,
 }
 

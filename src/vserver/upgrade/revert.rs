@@ -25,6 +25,7 @@ pub struct Reverted {
     /// The skel generation the paths were reset to.
     pub generation: u64,
     /// The paths reset.
+    #[serde(serialize_with = "crate::report_path::list")]
     pub paths: Vec<PathBuf>,
 }
 
