@@ -154,10 +154,12 @@ impl Bench {
             .unwrap()
             .success();
         assert!(ok, "cp -a");
-        let made = self.root.join(format!("{name}.made"));
-        fs::rename(&tree, &made).unwrap();
+        // The tree create-vs made shares immutable inodes with the skel:
+        // vskel removes it (as an unregistered tree beside the others).
+        let made = format!("{name}-made");
+        fs::rename(&tree, self.root.join(&made)).unwrap();
         fs::rename(&copy, &tree).unwrap();
-        fs::remove_dir_all(&made).unwrap();
+        self.run(&["remove-vs", "--force-unregistered", &made]);
         println!(
             "made {name} a cp -a copy in {:.1} s (untimed)",
             start.elapsed().as_secs_f64()

@@ -80,6 +80,18 @@ impl Change {
         }
     }
 
+    /// The entry at `rel` if `new` differs from `old` (content or
+    /// metadata), else none.
+    pub fn between(
+        rel: &std::path::Path,
+        old: &facts::Facts<'_>,
+        new: &facts::Facts<'_>,
+    ) -> std::io::Result<Option<Change>> {
+        Ok(facts::compare(old, new)?.map(|changed| {
+            Change::modified(rel, changed, (old.kind, old.size), (new.kind, new.size))
+        }))
+    }
+
     /// A modified entry.
     pub fn modified(
         rel: &std::path::Path,

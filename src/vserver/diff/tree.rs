@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use super::facts::{self, Data, Facts};
+use super::facts::{Data, Facts};
 use super::{Change, Status};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -183,14 +183,8 @@ impl Differ<'_> {
             (old.size, old.data) = self.rendered(e)?;
         }
         let new = Facts::on_disk(dir, name, st).map_err(err)?;
-        if let Some(changed) = facts::compare(&old, &new).map_err(err)? {
-            self.out.push(Change::modified(
-                rel,
-                changed,
-                (old.kind, old.size),
-                (new.kind, new.size),
-            ));
-        }
+        self.out
+            .extend(Change::between(rel, &old, &new).map_err(err)?);
         Ok(())
     }
 

@@ -155,14 +155,8 @@ impl Differ<'_> {
         let (base_dir, base_name) = self.layer_entry(rel, base)?;
         let new = Facts::on_disk(now_dir.as_fd(), &now_name, &now.stat).map_err(err)?;
         let old = Facts::on_disk(base_dir.as_fd(), &base_name, &base.stat).map_err(err)?;
-        if let Some(changed) = facts::compare(&old, &new).map_err(err)? {
-            self.out.push(Change::modified(
-                rel,
-                changed,
-                (old.kind, old.size),
-                (new.kind, new.size),
-            ));
-        }
+        self.out
+            .extend(Change::between(rel, &old, &new).map_err(err)?);
         Ok(())
     }
 
