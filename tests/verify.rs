@@ -5,7 +5,12 @@
 //! byte for byte from the content store (also when only its ctime tells);
 //! lost immutable attributes found and set again (ext4 loop image where
 //! needed); a hostile symlink in place of a directory reported, never
-//! followed; a skel file missing; views; the JSON shape.
+//! followed; a skel file missing; views; the JSON shape. Under the
+//! default protection global symlinks are each vserver's own copies
+//! (`chown -h`/`touch -h` in one changes no other; upgrade-vs copies a
+//! changed one), an older tree's linked symlink is `shared-unprotected`
+//! and broken off by repair, and repair restores a shared symlink changed
+//! in place without opening it.
 
 mod common;
 
@@ -564,4 +569,47 @@ fn repair_restores_a_shared_symlink_changed_in_place_without_opening_it() {
     assert_eq!(symlink_state(&global.join(rel)), before);
     let (code, out, err) = vskel(&setup, &["verify", "--all"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn under_protection_upgrade_vs_copies_a_changed_global_symlink() {
+    if !require_root("verify") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("ex");
+    let a = setup.create("ex", "a", "10.0.0.2");
+    let b = setup.create("ex", "b", "10.0.0.3");
+    let global = skel.join("global");
+    // The skel's symlink replaced by rename (a symlink has no flag).
+    let link = global.join("usr/bin/hello-link");
+    let tmp = global.join("usr/bin/hello-link.tmp");
+    std::os::unix::fs::symlink("../../bin/hello-again", &tmp).unwrap();
+    fs::rename(&tmp, &link).unwrap();
+    let dirs = vskel::layout::SkelDirs { dir: skel.clone() };
+    vskel::generation::record(
+        &dirs,
+        "test",
+        &vskel::progress::Progress::hidden(),
+        vskel::generation::Store::Skip,
+    )
+    .unwrap();
+    let lib64 = dev_ino(&a.join("lib64"));
+    let (code, out, err) = vskel(&setup, &["upgrade-vs", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let now = a.join("usr/bin/hello-link");
+    assert_eq!(
+        fs::read_link(&now).unwrap(),
+        Path::new("../../bin/hello-again")
+    );
+    assert_ne!(dev_ino(&now), dev_ino(&link), "A has the skel's inode");
+    // An unchanged copy stays as it is.
+    assert_eq!(dev_ino(&a.join("lib64")), lib64);
+    let (code, out, err) = vskel(&setup, &["verify", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // B, still on the old generation, keeps its own old copy.
+    assert_eq!(
+        fs::read_link(b.join("usr/bin/hello-link")).unwrap(),
+        Path::new("../../bin/hello")
+    );
 }
