@@ -12,6 +12,11 @@
 //!   unlinked and linked, not changed), set with util-vserver's `setattr
 //!   --iunlink`. It needs a Linux-VServer kernel (`/proc/virtual`); without
 //!   one vskel refuses up front.
+//!
+//! Under either protection only regular files are shared by hard link:
+//! [`shared_by_link`] is the one rule every place that puts a global entry
+//! into a vserver's tree follows (create-vs, sync, upgrade-vs, unify,
+//! repair, verify).
 
 use parking_lot::Mutex;
 use std::ffi::CString;
@@ -26,6 +31,7 @@ use tracing::{debug, warn};
 use crate::config::VSERVER_PROC;
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
+use crate::generation::Kind;
 use crate::layout::Layout;
 use crate::sys;
 use crate::tree::TreeRoot;
@@ -39,6 +45,30 @@ const SHOWN_LACKING: usize = 3;
 const SETATTR: &str = "setattr";
 /// Files handed to one `setattr` run.
 const SETATTR_BATCH: usize = 512;
+
+/// Is a global entry of `kind` shared by hard link between the skel and
+/// its tree vservers under `protect`?
+///
+/// * `none`: every non-directory is (as it always was).
+/// * `immutable`, `iunlink`: only regular files. Linux has no immutable
+///   (or immutable-unlink) attribute for a symlink, device node, FIFO or
+///   socket, so a shared one could be changed (`chown -h`, `touch -h`,
+///   `setfattr -h`) by any vserver's root for the skel and every other
+///   vserver. Each vserver gets a copy of those instead: its own inode
+///   with the skel entry's target (or device number), mode, owner, times
+///   and xattrs. They are tiny (a few hundred inodes on a Debian minbase)
+///   and change with the skel only through `upgrade-vs`.
+///
+/// Directories are never linked (each tree has its own).
+pub fn shared_by_link(protect: Protect, kind: Kind) -> bool {
+    match kind {
+        Kind::Dir => false,
+        Kind::File => true,
+        Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo | Kind::Socket => {
+            protect == Protect::None
+        }
+    }
+}
 
 /// Refuse a protection mode this machine cannot give.
 pub fn check_supported(protect: Protect) -> Result<()> {
@@ -348,4 +378,33 @@ pub fn skel_protection(config: &Config, name: &str) -> Result<SkelProtection> {
         immutable,
         lacking,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under any protection only regular files are linked; without it
+    /// every non-directory is; directories never are.
+    #[test]
+    fn only_regular_files_are_shared_by_link_under_protection() {
+        let others = [
+            Kind::Symlink,
+            Kind::Char,
+            Kind::Block,
+            Kind::Fifo,
+            Kind::Socket,
+        ];
+        for protect in Protect::ALL {
+            assert!(shared_by_link(protect, Kind::File), "{protect}");
+            assert!(!shared_by_link(protect, Kind::Dir), "{protect}");
+            for kind in others {
+                assert_eq!(
+                    shared_by_link(protect, kind),
+                    protect == Protect::None,
+                    "{protect} {kind:?}"
+                );
+            }
+        }
+    }
 }

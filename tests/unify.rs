@@ -349,4 +349,16 @@ fn immutable_skel_files_are_linked_and_stay_immutable() {
         assert!(shared(setup, &vs, &f), "{}", f.display());
     }
     assert!(lacking_immutable(&global).is_empty());
+    // Under protection the copy's symlinks are its own (no flag can guard
+    // a shared one): unify leaves them, and verify finds all as it should.
+    for rel in ["lib64", "usr/bin/hello-link"] {
+        assert_ne!(dev_ino(&vs.join(rel)), dev_ino(&global.join(rel)), "{rel}");
+    }
+    let out = setup.vskel().args(["verify", "web"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -5,7 +5,12 @@
 //! byte for byte from the content store (also when only its ctime tells);
 //! lost immutable attributes found and set again (ext4 loop image where
 //! needed); a hostile symlink in place of a directory reported, never
-//! followed; a skel file missing; views; the JSON shape.
+//! followed; a skel file missing; views; the JSON shape. Under the
+//! default protection global symlinks are each vserver's own copies
+//! (`chown -h`/`touch -h` in one changes no other; upgrade-vs copies a
+//! changed one), an older tree's linked symlink is `shared-unprotected`
+//! and broken off by repair, and repair restores a shared symlink changed
+//! in place without opening it.
 
 mod common;
 
@@ -427,4 +432,185 @@ fn lost_immutable_attributes_are_found_and_set_again() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(dev_ino(&setup.root.join("b/usr/bin/ping")), dev_ino(&ping));
     assert_eq!(lacking_immutable(&global), Vec::<std::path::PathBuf>::new());
+}
+
+/// The example skel's global symlinks (src/example.rs).
+const GLOBAL_SYMLINKS: [&str; 2] = ["lib64", "usr/bin/hello-link"];
+
+/// Owner, mtime, inode and target of a symlink (not followed).
+fn symlink_state(path: &Path) -> (u32, u32, i64, i64, (u64, u64), std::path::PathBuf) {
+    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(m.file_type().is_symlink(), "{}", path.display());
+    (
+        m.uid(),
+        m.gid(),
+        m.mtime(),
+        m.mtime_nsec(),
+        dev_ino(path),
+        fs::read_link(path).unwrap(),
+    )
+}
+
+/// `chown -h` and `touch -h` of `path`, as a vserver's root does them.
+fn chown_and_touch_symlink(path: &Path) {
+    std::os::unix::fs::lchown(path, Some(1234), Some(1234)).unwrap();
+    let when = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+    filetime::set_symlink_file_times(path, when, when).unwrap();
+}
+
+#[test]
+fn by_default_a_vserver_root_cannot_change_a_global_symlink_of_the_skel() {
+    if !require_root("verify") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("ex");
+    let a = setup.create("ex", "a", "10.0.0.2");
+    let b = setup.create("ex", "b", "10.0.0.3");
+    let (code, out, err) = vskel(&setup, &["verify", "--all"]);
+    assert_eq!(code, 0, "fresh vservers under protection: {out}{err}");
+    let global = skel.join("global");
+    for rel in GLOBAL_SYMLINKS {
+        let skel_before = symlink_state(&global.join(rel));
+        let b_before = symlink_state(&b.join(rel));
+        let a_before = symlink_state(&a.join(rel));
+        assert_ne!(a_before.4, skel_before.4, "{rel}: A has the skel's inode");
+        assert_ne!(b_before.4, skel_before.4, "{rel}: B has the skel's inode");
+        assert_eq!(a_before.5, skel_before.5, "{rel}: target");
+        assert_eq!(
+            (a_before.0, a_before.1, a_before.2, a_before.3),
+            (skel_before.0, skel_before.1, skel_before.2, skel_before.3),
+            "{rel}: the copy keeps owner and mtime"
+        );
+        chown_and_touch_symlink(&a.join(rel));
+        assert_eq!(symlink_state(&global.join(rel)), skel_before, "{rel}: skel");
+        assert_eq!(symlink_state(&b.join(rel)), b_before, "{rel}: B");
+        assert_eq!(symlink_state(&a.join(rel)).0, 1234, "{rel}: A's own");
+    }
+    // A's change is its own: reported for A only, harming no other.
+    let (code, doc) = verify_json(&setup, &["a", "b"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        findings(&doc, "a"),
+        [
+            pair("/lib64", "replaced"),
+            pair("/usr/bin/hello-link", "replaced")
+        ]
+    );
+    assert_eq!(findings(&doc, "b"), []);
+}
+
+#[test]
+fn a_symlink_still_linked_by_an_older_tree_is_broken_off_by_repair() {
+    if !require_root("verify") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("ex");
+    let a = setup.create("ex", "a", "10.0.0.2");
+    setup.create("ex", "b", "10.0.0.3");
+    let global = skel.join("global");
+    // What create-vs did before symlinks were copied under protection.
+    fs::remove_file(a.join("lib64")).unwrap();
+    fs::hard_link(global.join("lib64"), a.join("lib64")).unwrap();
+    assert_eq!(dev_ino(&a.join("lib64")), dev_ino(&global.join("lib64")));
+    let (code, doc) = verify_json(&setup, &["a", "b"]);
+    assert_eq!(code, 1);
+    assert_eq!(findings(&doc, "a"), [pair("/lib64", "shared-unprotected")]);
+    assert_eq!(findings(&doc, "b"), []);
+    let skel_before = symlink_state(&global.join("lib64"));
+    let (code, out, err) = vskel(&setup, &["repair", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("a private copy"), "{out}");
+    let now = symlink_state(&a.join("lib64"));
+    assert_ne!(now.4, skel_before.4);
+    assert_eq!(
+        (now.0, now.1, now.2, now.3, &now.5),
+        (
+            skel_before.0,
+            skel_before.1,
+            skel_before.2,
+            skel_before.3,
+            &skel_before.5
+        )
+    );
+    assert_eq!(symlink_state(&global.join("lib64")), skel_before);
+    let (code, out, err) = vskel(&setup, &["verify", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn repair_restores_a_shared_symlink_changed_in_place_without_opening_it() {
+    if !require_root("verify") {
+        return;
+    }
+    let (setup, skel) = two_vservers();
+    let global = skel.join("global");
+    // Without protection symlinks are shared by hard link.
+    for rel in GLOBAL_SYMLINKS {
+        assert_eq!(
+            dev_ino(&setup.root.join("a").join(rel)),
+            dev_ino(&global.join(rel)),
+            "{rel}"
+        );
+    }
+    let rel = "usr/bin/hello-link";
+    let before = symlink_state(&global.join(rel));
+    chown_and_touch_symlink(&setup.root.join("a").join(rel));
+    let (code, doc) = verify_json(&setup, &["a", "b"]);
+    assert_eq!(code, 1);
+    for name in ["a", "b"] {
+        assert_eq!(
+            findings(&doc, name),
+            [pair("/usr/bin/hello-link", "changed-in-place")]
+        );
+    }
+    let (code, out, err) = vskel(&setup, &["repair", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(symlink_state(&global.join(rel)), before);
+    let (code, out, err) = vskel(&setup, &["verify", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn under_protection_upgrade_vs_copies_a_changed_global_symlink() {
+    if !require_root("verify") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("ex");
+    let a = setup.create("ex", "a", "10.0.0.2");
+    let b = setup.create("ex", "b", "10.0.0.3");
+    let global = skel.join("global");
+    // The skel's symlink replaced by rename (a symlink has no flag).
+    let link = global.join("usr/bin/hello-link");
+    let tmp = global.join("usr/bin/hello-link.tmp");
+    std::os::unix::fs::symlink("../../bin/hello-again", &tmp).unwrap();
+    fs::rename(&tmp, &link).unwrap();
+    let dirs = vskel::layout::SkelDirs { dir: skel.clone() };
+    vskel::generation::record(
+        &dirs,
+        "test",
+        &vskel::progress::Progress::hidden(),
+        vskel::generation::Store::Skip,
+    )
+    .unwrap();
+    let lib64 = dev_ino(&a.join("lib64"));
+    let (code, out, err) = vskel(&setup, &["upgrade-vs", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let now = a.join("usr/bin/hello-link");
+    assert_eq!(
+        fs::read_link(&now).unwrap(),
+        Path::new("../../bin/hello-again")
+    );
+    assert_ne!(dev_ino(&now), dev_ino(&link), "A has the skel's inode");
+    // An unchanged copy stays as it is.
+    assert_eq!(dev_ino(&a.join("lib64")), lib64);
+    let (code, out, err) = vskel(&setup, &["verify", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // B, still on the old generation, keeps its own old copy.
+    assert_eq!(
+        fs::read_link(b.join("usr/bin/hello-link")).unwrap(),
+        Path::new("../../bin/hello")
+    );
 }

@@ -11,7 +11,9 @@ use crate::vserver::verify::Request;
 ///
 /// A broken-off copy that still has the skel's content, mode, owner and
 /// xattrs is linked to the skel's inode again (atomically: a link made
-/// beside, renamed over); a lost immutable attribute is set again; a
+/// beside, renamed over); a symlink or device shared by link under
+/// protection is broken off into a private copy; a lost immutable
+/// attribute is set again; a
 /// shared inode changed in place gets its recorded content back from the
 /// skel's content store (in place: it stays the inode every vserver
 /// shares), then its recorded owner, mode, xattrs and mtime. What cannot

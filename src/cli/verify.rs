@@ -10,7 +10,9 @@ use crate::vserver::verify::{Finding, Request, Verified, verify};
 ///
 /// For a tree vserver, each global path must be the skel's inode: a copy
 /// of it is reported as broken-off (`vskel repair` links it again),
-/// anything else as replaced. For the skel's inodes (checked once per
+/// anything else as replaced. Under protection symlinks and devices are
+/// each vserver's own copies (no attribute can guard a shared one); one
+/// still shared by link is shared-unprotected (`vskel repair` copies it). For the skel's inodes (checked once per
 /// skel and generation, also for views): changed-in-place (content or
 /// metadata no longer what was recorded; every vserver sharing the inode
 /// is named), lost-protection (no immutable attribute under

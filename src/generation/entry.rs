@@ -59,7 +59,12 @@ impl Kind {
     /// The kind of what `st` describes.
     #[allow(clippy::unnecessary_cast)] // field widths differ per architecture
     pub fn of_stat(st: &rustix::fs::Stat) -> Kind {
-        match rustix::fs::FileType::from_raw_mode(st.st_mode as _) {
+        Kind::of_file_type(rustix::fs::FileType::from_raw_mode(st.st_mode as _))
+    }
+
+    /// The kind of a file type (an unknown one counts as a regular file).
+    pub fn of_file_type(file_type: rustix::fs::FileType) -> Kind {
+        match file_type {
             rustix::fs::FileType::Directory => Kind::Dir,
             rustix::fs::FileType::Symlink => Kind::Symlink,
             rustix::fs::FileType::CharacterDevice => Kind::Char,

@@ -296,7 +296,7 @@ impl<'a> Applier<'a> {
         let (source, src_rel) = r.shown(rel);
         let same_inode =
             (sys::dev_of(st), sys::ino_of(st)) == (sys::dev_of(&r.stat), sys::ino_of(&r.stat));
-        if self.w.is_link_layer(source) {
+        if self.w.links(source, &r.stat) {
             return Ok(same_inode);
         }
         if same_inode {

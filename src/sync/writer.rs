@@ -5,7 +5,9 @@
 //! ([`Overlay::walk`]: the same resolution the FUSE view uses), so
 //! whiteouts, opaque and redirected directories come out exactly as the
 //! view shows them. Entries shown from the "link" layer (a vserver's
-//! skel global) become hard links to its inodes; everything else is
+//! skel global) become hard links to its inodes (under protection only
+//! its regular files: see [`crate::protect::shared_by_link`]); everything
+//! else is
 //! copied by [`crate::tree::entry`] with owner, mode, xattrs (never the
 //! overlay's own) and times; hard-link groups among copies are kept.
 //! Directory metadata is applied last, so mtimes come out as the view
@@ -251,7 +253,7 @@ impl<'a> Writer<'a> {
         self.progress.inc(1);
         let (rel, r, name) = (e.rel, e.resolved, e.name);
         let src_name = e.layer_name()?;
-        let link = self.is_link_layer(e.shown);
+        let link = self.links(e.shown, &r.stat);
         if link {
             self.counts.linked += 1;
             self.note("link", rel);
@@ -370,9 +372,13 @@ impl<'a> Writer<'a> {
         Ok(fd)
     }
 
-    /// Is `shown` the layer whose entries are hard-linked?
-    pub fn is_link_layer(&self, shown: Layer) -> bool {
+    /// Is an entry shown from `shown` (its source's stat `st`) hard-linked
+    /// into the tree? Only from the link layer, and there only what
+    /// [`crate::protect::shared_by_link`] allows (under protection,
+    /// regular files; other non-directories are copied).
+    pub fn links(&self, shown: Layer, st: &rustix::fs::Stat) -> bool {
         matches!(shown, Layer::Lower(l) if Some(l) == self.link_layer)
+            && crate::protect::shared_by_link(self.protect, crate::generation::Kind::of_stat(st))
     }
 
     /// The name already placed in this sync for the multiply-linked source

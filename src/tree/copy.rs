@@ -3,7 +3,9 @@
 //!
 //! `build-skel` uses it to split a root filesystem into global/local/static,
 //! `create-vs` to stack global (linked), local (copied) and static
-//! (rendered) into a new vserver. A [`Policy`] decides, per entry, which
+//! (rendered) into a new vserver. A [`How::Link`] target gets hard links
+//! only where [`shared_by_link`] says so (under protection, regular
+//! files), copies of everything else. A [`Policy`] decides, per entry, which
 //! target it goes to, or whether it is left out.
 //!
 //! How it runs: one rayon task per directory, every access relative to an
@@ -35,7 +37,9 @@ use super::remove::remove_tree_at;
 use super::walk::par_walk;
 use crate::config::Protect;
 use crate::error::{Error, Result};
+use crate::generation::Kind;
 use crate::progress::Progress;
+use crate::protect::shared_by_link;
 use crate::sys;
 use crate::tokens::{Tokens, render};
 
@@ -49,7 +53,8 @@ const PROTECTED_LINK_ATTEMPTS: usize = 8;
 /// How entries reach a target.
 #[derive(Debug, Clone)]
 pub enum How {
-    /// Hard links to the source's inodes (directories are made).
+    /// Hard links to the source's inodes where [`shared_by_link`] allows
+    /// (else copies); directories are made.
     Link,
     /// Copies keeping metadata and hard-link groups.
     Copy,
@@ -431,6 +436,11 @@ impl Copier<'_> {
         rel: &Path,
     ) -> Result<()> {
         match &self.targets[target].how {
+            // A symlink, device, FIFO or socket under protection: no flag
+            // can guard a shared one, so each target gets its own copy.
+            How::Link if !shared_by_link(self.options.protect, Kind::of_file_type(file_type)) => {
+                self.copy_special(src_dir, name, target, dst_dir, rel)
+            }
             How::Link => {
                 self.link_entry(src_dir, name, dst_dir, target, rel)?;
                 Counters::bump(&self.counters.linked, 1);

@@ -5,6 +5,11 @@
 //!   over the copy, as `upgrade-vs` places a global entry
 //!   ([`crate::vserver::upgrade::apply::Placer`]), after checking again
 //!   that the copy still is one;
+//! * shared-unprotected (under protection, a symlink, device, FIFO or
+//!   socket hard-linked to the skel's, which no attribute can guard): a
+//!   copy of the skel's entry is made in the scratch directory and renamed
+//!   over the link, breaking it off
+//!   ([`crate::protect::shared_by_link`]);
 //! * a lost immutable attribute: set again;
 //! * a shared inode changed in place: its recorded content is written
 //!   back into that same inode (every vserver shares it) from the skel's
@@ -12,7 +17,9 @@
 //!   attribute lifted meanwhile through the crash-safe
 //!   [`crate::tree::unlock`], then its owner, mode, xattrs and mtime set
 //!   from the record; with no stored copy, only metadata can be restored
-//!   (if the content is still the recorded one), else it says so;
+//!   (if the content is still the recorded one), else it says so; a
+//!   symlink, device or FIFO gets its owner, mode, xattrs and mtime back
+//!   without ever being opened;
 //! * anything else remains: a replaced file is the vserver's own now
 //!   (`vskel revert NAME PATH` resets it), a skel file missing needs the
 //!   skel mended.
@@ -33,7 +40,7 @@ use super::verify::{self, Finding, Problem, Request, Verified};
 use crate::config::{Config, Protect};
 use crate::error::{Error, Result};
 use crate::generation::objects::{self, hash_of};
-use crate::generation::{Entry, Part};
+use crate::generation::{Entry, Kind, Part};
 use crate::layout::{Layout, SkelDirs};
 use crate::skel::Skel;
 use crate::staging::Staging;
@@ -100,7 +107,7 @@ fn repair_one(
     let mut relink = Vec::new();
     for f in findings {
         let outcome = match f.kind {
-            Problem::BrokenOff => {
+            Problem::BrokenOff | Problem::SharedUnprotected => {
                 relink.push(f);
                 continue;
             }
@@ -183,6 +190,9 @@ fn protect_again(global: &TreeRoot, e: &Entry) -> Result<()> {
 
 /// Write the recorded content and metadata of `e` back into its inode.
 fn restore(skel: &SkelDirs, global: &TreeRoot, e: &Entry, protect: Protect) -> Result<Outcome> {
+    if e.kind != Kind::File {
+        return restore_special(global, e);
+    }
     let shown = global.display(&e.path);
     let io = |action, x| Error::io(action, &shown, x);
     let fd = open_shared(global, e)?;
@@ -236,6 +246,91 @@ fn restore(skel: &SkelDirs, global: &TreeRoot, e: &Entry, protect: Protect) -> R
     }))
 }
 
+/// Give the skel's symlink, device, FIFO or socket of `e` its recorded
+/// owner, mode, xattrs and mtime back, in place. It is never opened: the
+/// owner and times are set through its parent directory without
+/// following it (`lchown`, `utimensat(AT_SYMLINK_NOFOLLOW)`), the mode and
+/// xattrs through an `O_PATH` handle of the entry itself. What it points
+/// to (a symlink's target, a device number) cannot change in place.
+#[allow(clippy::unnecessary_cast)] // field widths differ per architecture
+fn restore_special(global: &TreeRoot, e: &Entry) -> Result<Outcome> {
+    let shown = global.display(&e.path);
+    let io = |action, x| Error::io(action, &shown, x);
+    let dir = global.open_dir(e.path.parent().unwrap_or(Path::new("")))?;
+    let dir = dir.as_fd();
+    let name = leaf(&e.path)?;
+    let handle = sys::open_handle_at(dir, &name).map_err(|x| io("open", x))?;
+    let st = sys::fstat(handle.as_fd()).map_err(|x| io("stat", x))?;
+    let is_recorded = |st: &rustix::fs::Stat| {
+        (sys::dev_of(st), sys::ino_of(st)) == e.inode() && Kind::of_stat(st) == e.kind
+    };
+    if !is_recorded(&st) {
+        return Err(Error::Failed(format!(
+            "{}: no longer the recorded inode",
+            shown.display()
+        )));
+    }
+    match e.kind {
+        Kind::Symlink => {
+            let target = sys::readlink_at(dir, &name).map_err(|x| io("read link", x))?;
+            if Some(*blake3::hash(target.as_bytes()).as_bytes()) != e.hash {
+                return Ok(Err("its target differs from the record".into()));
+            }
+        }
+        Kind::Char | Kind::Block if st.st_rdev as u64 != e.rdev => {
+            return Ok(Err("its device number differs from the record".into()));
+        }
+        _ => {}
+    }
+    sys::lchown_at(dir, &name, e.uid, e.gid).map_err(|x| io("change the owner of", x))?;
+    // The name is still the handle's inode (nothing else is changed).
+    let again = sys::stat_at(dir, &name).map_err(|x| io("stat", x))?;
+    if !is_recorded(&again) {
+        return Err(Error::Failed(format!(
+            "{}: replaced while it was repaired",
+            shown.display()
+        )));
+    }
+    let h = handle.as_fd();
+    if e.kind != Kind::Symlink && st.st_mode as u32 & 0o7777 != e.mode {
+        sys::chmod_handle(h, e.mode).map_err(|x| io("change the mode of", x))?;
+    }
+    let mut now = Vec::new();
+    for n in sys::list_xattrs_handle(h).map_err(|x| io("read xattrs", x))? {
+        let value = sys::get_xattr_handle(h, &n).map_err(|x| io("read xattrs", x))?;
+        now.push((n.into_bytes(), value));
+    }
+    now.sort();
+    if now != e.xattrs {
+        for (n, _) in &now {
+            if !e.xattrs.iter().any(|(r, _)| r == n) {
+                let n =
+                    CString::new(n.clone()).map_err(|x| io("name", std::io::Error::other(x)))?;
+                sys::remove_xattr_handle(h, &n).map_err(|x| io("remove xattr", x))?;
+            }
+        }
+        for (n, value) in &e.xattrs {
+            let n = CString::new(n.clone()).map_err(|x| io("name", std::io::Error::other(x)))?;
+            sys::set_xattr_handle(h, &n, value, rustix::fs::XattrFlags::empty())
+                .map_err(|x| io("set xattr", x))?;
+        }
+    }
+    let atime = (st.st_atime as i64, st.st_atime_nsec as i64);
+    sys::lutimens_at(
+        dir,
+        &name,
+        sys::Times {
+            atime,
+            mtime: e.mtime,
+        },
+    )
+    .map_err(|x| io("set the times of", x))?;
+    Ok(Ok(format!(
+        "owner, mode, xattrs and mtime restored (a {}: nothing else of it can change in place)",
+        super::verify::skel_side::kind_name(e.kind)
+    )))
+}
+
 /// Owner, mode, xattrs (exactly the recorded ones) and mtime of `e`.
 #[allow(clippy::unnecessary_cast)] // field widths differ per architecture
 fn set_meta(fd: BorrowedFd<'_>, e: &Entry) -> std::io::Result<()> {
@@ -264,8 +359,10 @@ fn set_meta(fd: BorrowedFd<'_>, e: &Entry) -> std::io::Result<()> {
     )
 }
 
-/// Link the skel's inode over each broken-off copy (checked again first:
-/// one that stopped being a copy remains, as the vserver's).
+/// Link the skel's inode over each broken-off copy, and put a private
+/// copy over each entry shared by link that protection cannot guard
+/// (each checked again first: one that changed since remains, as the
+/// vserver's).
 fn relink_all(
     config: &Config,
     name: &str,
@@ -296,29 +393,46 @@ fn relink_all(
     for f in found {
         let e = &f.entry;
         let shown = tree.display(&e.path);
-        let still_copy = match looker.look(&e.path)? {
+        // Broken off: still a copy? Shared unprotected: still the skel's
+        // inode? (Else the vserver changed it since: its own now.)
+        let still = match looker.look(&e.path)? {
             Found::At {
                 dir,
                 name: at,
                 stat: Some(st),
             } => {
-                (sys::dev_of(&st), sys::ino_of(&st)) != e.inode()
-                    && observe::is(dir, &at, &st, e, Against::Old)
-                        .map_err(|x| Error::io("compare", &shown, x))?
+                let skels = (sys::dev_of(&st), sys::ino_of(&st)) == e.inode();
+                if f.kind == Problem::SharedUnprotected {
+                    skels
+                } else {
+                    !skels
+                        && observe::is(dir, &at, &st, e, Against::Old)
+                            .map_err(|x| Error::io("compare", &shown, x))?
+                }
             }
             _ => false,
         };
-        if !still_copy {
+        if !still {
             out.push((
                 f,
                 Err("it changed since it was checked: the vserver's own now".into()),
             ));
             continue;
         }
+        // The placer links what `shared_by_link` allows and copies the
+        // rest: a copy made beside and renamed over the shared link.
         let parent = e.path.parent().unwrap_or(Path::new(""));
         let dir = tree.open_dir(parent)?;
         placer.put(e, dir.as_fd(), &leaf(&e.path)?, &e.path)?;
-        out.push((f, Ok("linked to the skel's inode again".into())));
+        let done = if crate::protect::shared_by_link(config.protect, e.kind) {
+            "linked to the skel's inode again".to_string()
+        } else {
+            format!(
+                "given a private copy of the skel's {} (no attribute can protect a shared one)",
+                super::verify::skel_side::kind_name(e.kind)
+            )
+        };
+        out.push((f, Ok(done)));
     }
     staging.discard()?;
     Ok(out)

@@ -3,7 +3,9 @@
 //! same paths to the skel's inodes, one file at a time, atomically.
 //!
 //! Candidates are the global regular files of the generation the
-//! vserver's record names, and only while the skel still has the recorded
+//! vserver's record names (symlinks, devices and FIFOs are never linked:
+//! under protection [`crate::protect::shared_by_link`] keeps them each
+//! vserver's own copies), and only while the skel still has the recorded
 //! inode there (same device and inode, kind, mode, owner, size, mtime):
 //! unify never links a vserver to a skel file changed since. The
 //! vserver's file is identical when its kind, mode, owner, size and mtime

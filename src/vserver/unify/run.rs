@@ -17,6 +17,7 @@ use super::same::{hash, is_recorded, same_meta, unchanged, xattrs};
 use crate::config::Protect;
 use crate::error::{Error, Result};
 use crate::generation::{Entry, Kind};
+use crate::protect::shared_by_link;
 use crate::sys;
 use crate::tree::TreeRoot;
 use crate::tree::place;
@@ -158,7 +159,10 @@ impl<'a> Run<'a> {
         let Some(st) = sys::absent_as_none(sys::stat_at(dir, &leaf)).map_err(io("stat"))? else {
             return Ok(Outcome::Absent);
         };
-        if Kind::of_stat(&st) != Kind::File {
+        // Only regular files are unified, and only what the protection
+        // lets be shared by link (under protection a symlink, device or
+        // FIFO stays each vserver's own copy).
+        if Kind::of_stat(&st) != Kind::File || !shared_by_link(self.protect, e.kind) {
             return Ok(Outcome::Absent);
         }
         if (sys::dev_of(&st), sys::ino_of(&st)) == e.inode() {

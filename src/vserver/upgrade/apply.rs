@@ -1,7 +1,8 @@
 //! Putting a skel's entry into a vserver's live tree: made in a private
-//! scratch directory (global hard-linked to the generation's inode, local
-//! copied, static rendered with the vserver's tokens, directories made
-//! with the skel's metadata) and installed by one rename through
+//! scratch directory (global hard-linked to the generation's inode where
+//! [`crate::protect::shared_by_link`] allows, else copied; local copied,
+//! static rendered with the vserver's tokens, directories made with the
+//! skel's metadata) and installed by one rename through
 //! [`crate::tree::place`], the random names it uses inside the tree
 //! journalled first; and the other changes an upgrade makes (metadata of
 //! a directory kept in place, a vserver's entry moved aside, an entry
@@ -14,6 +15,7 @@ use std::path::Path;
 use crate::config::Protect;
 use crate::error::{Error, Result};
 use crate::generation::{Entry, Kind, Part};
+use crate::protect::shared_by_link;
 use crate::sys;
 use crate::tokens::{Tokens, render};
 use crate::tree::TreeRoot;
@@ -36,8 +38,9 @@ pub struct Placer<'a> {
     pub protect: Protect,
     /// Where random names used inside the tree are journalled.
     pub journal: Option<&'a Journal>,
-    /// Global entries are copied, not linked (into a view's writable
-    /// upper layer, which must never hold a skel inode).
+    /// Global entries are all copied, not linked (into a view's writable
+    /// upper layer, which must never hold a skel inode); without it, those
+    /// [`shared_by_link`] rules out under `protect` are copied.
     pub copy_global: bool,
 }
 
@@ -103,7 +106,7 @@ impl Placer<'_> {
         let (src_dir, src_name) = self.source(e)?;
         let src_dir = src_dir.as_fd();
         match e.part {
-            Part::Global if !self.copy_global => {
+            Part::Global if !self.copy_global && shared_by_link(self.protect, e.kind) => {
                 let scratch = self.scratch;
                 let protect = self.protect;
                 place::make_link(scratch, None, Some(e.inode()), |at| {

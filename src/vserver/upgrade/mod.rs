@@ -398,6 +398,9 @@ fn upgrade_one(config: &Config, target: Target, request: &Request) -> Result<Upg
                     && !detached.contains(&span.path)
                     && n.kind != Kind::Dir
                     && (sys::dev_of(st), sys::ino_of(st)) != n.inode()
+                    // A copy equal to N is what a tree has of an entry not
+                    // shared by link: nothing to converge.
+                    && (placer.copy_global || crate::protect::shared_by_link(placer.protect, n.kind))
                 {
                     placer.put(n, dir.as_fd(), leaf, &span.path)?;
                 }

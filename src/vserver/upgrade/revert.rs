@@ -30,7 +30,8 @@ pub struct Reverted {
 }
 
 /// Reset `paths` of tree vserver `name` to its skel's current version
-/// (global re-linked, local copied, static re-rendered; a directory gets
+/// (global re-linked, or copied where [`crate::protect::shared_by_link`]
+/// rules a link out; local copied, static re-rendered; a directory gets
 /// the skel's metadata, its contents are left alone).
 pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted> {
     let request = Request {

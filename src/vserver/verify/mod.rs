@@ -4,7 +4,8 @@
 //! Per skel, per generation the named vservers are on, the skel's side is
 //! checked once ([`skel_side`]: a shared inode changed in place, a lost
 //! immutable attribute, a skel file missing); then each tree vserver's
-//! global paths ([`tree_side`]: broken off or replaced). A skel finding
+//! global paths ([`tree_side`]: broken off, replaced, or a symlink or
+//! device shared by link that protection cannot guard). A skel finding
 //! is reported for every vserver whose path is that inode, and names them
 //! all (`shared_by`: every tree vserver of the skel whose path is the
 //! inode, and the views on that generation, which show it). A view's
@@ -41,6 +42,11 @@ pub enum Problem {
     BrokenOff,
     /// The vserver has something else there (or nothing).
     Replaced,
+    /// Under protection, the vserver shares by hard link a global entry
+    /// no attribute can guard (a symlink, device, FIFO or socket a tree
+    /// made before vskel copied them): any vserver's root could change it
+    /// for all. `repair` gives the vserver a private copy.
+    SharedUnprotected,
     /// The shared inode no longer matches its record.
     ChangedInPlace,
     /// The shared inode lacks its immutable attribute.
@@ -55,6 +61,7 @@ impl Problem {
         match self {
             Problem::BrokenOff => "broken-off",
             Problem::Replaced => "replaced",
+            Problem::SharedUnprotected => "shared-unprotected",
             Problem::ChangedInPlace => "changed-in-place",
             Problem::LostProtection => "lost-protection",
             Problem::MissingInSkel => "missing-in-skel",
@@ -200,7 +207,7 @@ fn one(
         None
     };
     if let Some(tree) = &tree {
-        for f in tree_side::check(tree, generation)? {
+        for f in tree_side::check(tree, generation, config.protect)? {
             // A path given a private copy by `vskel detach` is the vserver's.
             if record.detached.contains(&f.entry.path) {
                 continue;

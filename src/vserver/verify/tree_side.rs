@@ -3,6 +3,14 @@
 //! copy with the recorded content, mode, owner, mtime and xattrs is
 //! `broken-off` (`repair` links it again); anything else there, or
 //! nothing, is `replaced`. Only a copy whose metadata matches is hashed.
+//!
+//! Under protection a global symlink, device, FIFO or socket is not
+//! shared by link ([`crate::protect::shared_by_link`]): a copy with the
+//! recorded target (device number) and metadata is as it should be, one
+//! that differs is `replaced` (the vserver's own change, harming no other
+//! vserver), and the skel's inode itself there (a tree made before vskel
+//! copied them) is `shared-unprotected` (`repair` breaks it off into a
+//! copy).
 //! The tree is hostile: nothing in it is followed (see [`super::lookup`]).
 
 use std::path::PathBuf;
@@ -10,8 +18,10 @@ use std::path::PathBuf;
 use super::Problem;
 use super::lookup::{Found, Looker};
 use super::skel_side::kind_name;
+use crate::config::Protect;
 use crate::error::{Error, Result};
 use crate::generation::{Entry, Generation, Kind, Part};
+use crate::protect::shared_by_link;
 use crate::sys;
 use crate::tree::TreeRoot;
 use crate::vserver::upgrade::observe::{self, Against};
@@ -27,8 +37,14 @@ pub struct TreeFinding {
     pub detail: String,
 }
 
-/// Check the global paths of `generation` in `tree`.
-pub fn check(tree: &TreeRoot, generation: &Generation) -> Result<Vec<TreeFinding>> {
+/// Check the global paths of `generation` in `tree`, whose global
+/// entries are shared by link as `protect` says
+/// ([`crate::protect::shared_by_link`]).
+pub fn check(
+    tree: &TreeRoot,
+    generation: &Generation,
+    protect: Protect,
+) -> Result<Vec<TreeFinding>> {
     let mut looker = Looker::new(tree);
     let mut out = Vec::new();
     let mut blocked: Vec<PathBuf> = Vec::new();
@@ -82,17 +98,33 @@ pub fn check(tree: &TreeRoot, generation: &Generation) -> Result<Vec<TreeFinding
             }
             continue;
         }
+        let linked = shared_by_link(protect, e.kind);
         if (sys::dev_of(&st), sys::ino_of(&st)) == e.inode() {
+            if !linked {
+                found(
+                    Problem::SharedUnprotected,
+                    format!(
+                        "the skel's {} itself, shared by hard link: no attribute can \
+                         protect it, so this vserver's root could change it for the skel \
+                         and every vserver sharing it (`vskel repair` gives the vserver a \
+                         copy of its own)",
+                        kind_name(e.kind)
+                    ),
+                );
+            }
             continue;
         }
         let shown = tree.display(&e.path);
         let copy = observe::is(dir, &name, &st, e, Against::Old)
             .map_err(|x| Error::io("compare", &shown, x))?;
         if copy {
-            found(
-                Problem::BrokenOff,
-                "a copy of the skel's file, not its inode".into(),
-            );
+            // Under protection a symlink or device is meant to be a copy.
+            if linked {
+                found(
+                    Problem::BrokenOff,
+                    "a copy of the skel's file, not its inode".into(),
+                );
+            }
         } else if kind != e.kind {
             found(
                 Problem::Replaced,
@@ -102,10 +134,19 @@ pub fn check(tree: &TreeRoot, generation: &Generation) -> Result<Vec<TreeFinding
                     kind_name(e.kind)
                 ),
             );
-        } else {
+        } else if linked {
             found(
                 Problem::Replaced,
                 "a different file than the skel's (content or metadata)".into(),
+            );
+        } else {
+            found(
+                Problem::Replaced,
+                format!(
+                    "a {} of the vserver's own that differs from the skel's (target or \
+                     metadata); no other vserver shares it",
+                    kind_name(kind)
+                ),
             );
         }
     }
