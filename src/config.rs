@@ -98,6 +98,19 @@ impl Default for Protect {
 }
 
 impl Protect {
+    /// Is a global non-directory shared by hard link between the skel and
+    /// its tree vservers under this protection? Every one under `none`;
+    /// under `immutable` and `iunlink` only regular files, since Linux
+    /// has no such attribute for a symlink, device node, FIFO or socket
+    /// and a shared one could be changed (`chown -h`, `touch -h`,
+    /// `setfattr -h`) by any vserver's root for the skel and every other
+    /// vserver: each vserver gets its own copy of those. Directories are
+    /// never linked. [`crate::protect::shared_by_link`] asks this by
+    /// entry kind.
+    pub fn shares_by_link(self, regular_file: bool) -> bool {
+        regular_file || self == Protect::None
+    }
+
     /// The safe protection on this kernel: `iunlink` on a Linux-VServer
     /// kernel (a vserver's write breaks the link: copy-on-write), else
     /// `immutable` (shared inodes cannot be changed at all; vskel lifts the

@@ -47,27 +47,15 @@ const SETATTR: &str = "setattr";
 const SETATTR_BATCH: usize = 512;
 
 /// Is a global entry of `kind` shared by hard link between the skel and
-/// its tree vservers under `protect`?
-///
-/// * `none`: every non-directory is (as it always was).
-/// * `immutable`, `iunlink`: only regular files. Linux has no immutable
-///   (or immutable-unlink) attribute for a symlink, device node, FIFO or
-///   socket, so a shared one could be changed (`chown -h`, `touch -h`,
-///   `setfattr -h`) by any vserver's root for the skel and every other
-///   vserver. Each vserver gets a copy of those instead: its own inode
-///   with the skel entry's target (or device number), mode, owner, times
-///   and xattrs. They are tiny (a few hundred inodes on a Debian minbase)
-///   and change with the skel only through `upgrade-vs`.
-///
-/// Directories are never linked (each tree has its own).
+/// its tree vservers under `protect`? Directories never are; the rest as
+/// [`Protect::shares_by_link`] says (under protection, regular files
+/// only: Linux has no immutable or immutable-unlink attribute for a
+/// symlink, device node, FIFO or socket, so each vserver gets its own
+/// copy of those, with the skel entry's target or device number, mode,
+/// owner, times and xattrs: a few hundred tiny inodes on a Debian
+/// minbase, changed with the skel only through `upgrade-vs`).
 pub fn shared_by_link(protect: Protect, kind: Kind) -> bool {
-    match kind {
-        Kind::Dir => false,
-        Kind::File => true,
-        Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo | Kind::Socket => {
-            protect == Protect::None
-        }
-    }
+    kind != Kind::Dir && protect.shares_by_link(kind == Kind::File)
 }
 
 /// Refuse a protection mode this machine cannot give.

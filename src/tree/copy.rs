@@ -4,7 +4,7 @@
 //! `build-skel` uses it to split a root filesystem into global/local/static,
 //! `create-vs` to stack global (linked), local (copied) and static
 //! (rendered) into a new vserver. A [`How::Link`] target gets hard links
-//! only where [`shared_by_link`] says so (under protection, regular
+//! only where [`Protect::shares_by_link`] says so (under protection, regular
 //! files), copies of everything else. A [`Policy`] decides, per entry, which
 //! target it goes to, or whether it is left out.
 //!
@@ -37,9 +37,7 @@ use super::remove::remove_tree_at;
 use super::walk::par_walk;
 use crate::config::Protect;
 use crate::error::{Error, Result};
-use crate::generation::Kind;
 use crate::progress::Progress;
-use crate::protect::shared_by_link;
 use crate::sys;
 use crate::tokens::{Tokens, render};
 
@@ -53,7 +51,7 @@ const PROTECTED_LINK_ATTEMPTS: usize = 8;
 /// How entries reach a target.
 #[derive(Debug, Clone)]
 pub enum How {
-    /// Hard links to the source's inodes where [`shared_by_link`] allows
+    /// Hard links to the source's inodes where [`Protect::shares_by_link`] allows
     /// (else copies); directories are made.
     Link,
     /// Copies keeping metadata and hard-link groups.
@@ -438,7 +436,12 @@ impl Copier<'_> {
         match &self.targets[target].how {
             // A symlink, device, FIFO or socket under protection: no flag
             // can guard a shared one, so each target gets its own copy.
-            How::Link if !shared_by_link(self.options.protect, Kind::of_file_type(file_type)) => {
+            How::Link
+                if !self
+                    .options
+                    .protect
+                    .shares_by_link(file_type == FileType::RegularFile) =>
+            {
                 self.copy_special(src_dir, name, target, dst_dir, rel)
             }
             How::Link => {
