@@ -246,6 +246,24 @@ fn every_decision_of_the_table_with_keep_local_and_take_new() {
     assert_eq!(again[0]["from"], 2);
     assert_eq!(again[0]["paths"]["taken"].as_array().unwrap().len(), 0);
 
+    // revert refuses a path the skel does not have, or one out of the
+    // tree, with nothing written.
+    let before = w.listing("web1");
+    for (path, says) in [
+        ("/no/such/path", "no such path"),
+        ("../../etc/passwd", "not a path inside the vserver"),
+    ] {
+        let out = w
+            .setup
+            .vskel()
+            .args(["revert", "web1", "/usr/bin/conf", path])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert!(err.contains(says), "{path}: {err}");
+    }
+    assert_eq!(diff(&before, &w.listing("web1")), Vec::<String>::new());
     // revert puts the skel's version back.
     w.setup
         .vskel()
@@ -304,13 +322,17 @@ fn bad_input_is_refused_with_nothing_written() {
     assert_eq!(diff(&before.0, &w.listing("web1")), Vec::<String>::new());
     assert_eq!(diff(&before.1, &w.listing("old1")), Vec::<String>::new());
     assert_eq!(w.generation_of("web1"), Some(1));
+    // web1 is on generation 1, the skel on 2: revert would mix them.
     let out = w
         .setup
         .vskel()
-        .args(["revert", "web1", "/no/such/path"])
+        .args(["revert", "web1", "/usr/bin/conf"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vskel upgrade-vs web1"), "{err}");
+    assert_eq!(diff(&before.0, &w.listing("web1")), Vec::<String>::new());
 }
 
 /// A small deterministic generator (xorshift).

@@ -29,8 +29,8 @@ pub struct Reverted {
     pub paths: Vec<PathBuf>,
 }
 
-/// Reset `paths` of tree vserver `name` to its skel's current version
-/// (global re-linked, or copied where [`crate::protect::shared_by_link`]
+/// Reset `paths` of tree vserver `name` to its skel's current version,
+/// which must be the vserver's generation (global re-linked, or copied where [`crate::protect::shared_by_link`]
 /// rules a link out; local copied, static re-rendered; a directory gets
 /// the skel's metadata, its contents are left alone).
 pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted> {
@@ -54,6 +54,17 @@ pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted
             target.skel.name
         ))
     })?;
+    // Paths of a tree are its generation's (the link rule of README,
+    // "Generations"): one on an older generation would mix two.
+    if let Some(on) = target.record.generation
+        && on != to
+    {
+        return Err(Error::Usage(format!(
+            "vserver {name} is on generation {on} of skel {}, whose current generation is \
+             {to}: bring it there first (`vskel upgrade-vs {name}`), then revert",
+            target.skel.name
+        )));
+    }
     let record_n = generation::load(&target.skel.dirs, to)?;
     let mut wanted = Vec::new();
     for p in paths {
@@ -62,7 +73,7 @@ pub fn revert(config: &Config, name: &str, paths: &[PathBuf]) -> Result<Reverted
             .into_iter()
             .find_map(|part| record_n.entry(part, &rel))
             .ok_or_else(|| {
-                Error::Failed(format!(
+                Error::Usage(format!(
                     "/{}: the skel has no such path to revert to",
                     rel.display()
                 ))
