@@ -10,6 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -183,6 +184,35 @@ fn bad_states_are_refused_with_nothing_written() {
             "exists already",
         ),
         (
+            "VSkel's spelling, unknown skel",
+            &["--merge-skel", "nope"],
+            |_| {},
+            "no skel named",
+        ),
+        (
+            "a registered vserver of the name",
+            &["merge-skel", "ex"],
+            |s| {
+                let records = s.root.join(".vskel/vservers");
+                fs::create_dir_all(&records).unwrap();
+                fs::write(records.join("tmp_skel_ex.toml"), "name = \"tmp_skel_ex\"\n").unwrap();
+            },
+            "is registered",
+        ),
+        (
+            "a view of the name",
+            &["merge-skel", "ex"],
+            // 0700, as vskel keeps views' directories (it closes wider ones).
+            |s| {
+                let view = s.root.join(".views/tmp_skel_ex");
+                fs::create_dir_all(&view).unwrap();
+                for dir in [view.parent().unwrap(), &view] {
+                    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+                }
+            },
+            "a view",
+        ),
+        (
             "create-vs of the temp",
             &[
                 "create-vs",
@@ -210,23 +240,32 @@ fn bad_states_are_refused_with_nothing_written() {
         assert!(stderr.contains(message), "{what}: {stderr}");
         assert!(before == listing(&setup), "{what}: something was written");
         let _ = fs::remove_dir(setup.root.join("tmp_skel_ex"));
+        let _ = fs::remove_file(setup.root.join(".vskel/vservers/tmp_skel_ex.toml"));
+        let _ = fs::remove_dir(setup.root.join(".views/tmp_skel_ex"));
     }
-    // merging twice
-    setup.run_ok(&["merge-skel", "ex"]);
+    // merging twice (merged with VSkel's spelling)
+    let generations = setup.root.join(".skel/ex/generations");
+    let count = || {
+        let mut names: Vec<String> = fs::read_dir(&generations)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".record") || n.ends_with(".changes"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before_merge = count();
+    setup.run_ok(&["--merge-skel", "ex"]);
+    assert!(setup.root.join("tmp_skel_ex/etc").is_dir());
     let before = listing(&setup);
     let out = setup.vskel().args(["merge-skel", "ex"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("merged already"));
     assert!(before == listing(&setup), "merging twice wrote something");
-    setup.run_ok(&["split-skel", "ex"]);
-    assert_eq!(
-        fs::read_dir(setup.root.join(".skel/ex/generations"))
-            .unwrap()
-            .count(),
-        fs::read_dir(setup.root.join(".skel/ex/generations"))
-            .unwrap()
-            .count()
-    );
+    setup.run_ok(&["--split-skel", "ex"]);
+    assert!(!setup.root.join("tmp_skel_ex").exists());
+    // Nothing was changed in it: no new generation recorded.
+    assert_eq!(count(), before_merge, "{}", generations.display());
 }
 
 /// A canonical listing of a skel's parts (no atimes, no ctimes).
