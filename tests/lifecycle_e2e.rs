@@ -5,9 +5,8 @@
 //! dpkg -i` and `split-skel`; a tree vserver u1 and a view w1 that edit the
 //! conffile and `etc/motd`; v2 installed the same way while the skel's
 //! `etc/issue` and `etc/motd` are edited; then `upgrade-vs` brings each to
-//! the new generation: u1 (`tree_vserver_follows_the_skel_through_dpkg`)
-//! and w1 (`view_follows_the_skel_through_dpkg`, run alone with
-//! `cargo test --test lifecycle_e2e view_`).
+//! the new generation: u1, then w1, both of the one skel and its one change
+//! (`a_tree_and_a_view_follow_the_skel_through_dpkg`).
 //!
 //! Also: maintainer scripts work in the temporary vserver (`proc/` is
 //! there, `adduser` finds static's accounts), and split-skel warns, naming
@@ -129,16 +128,10 @@ struct World {
     skel: PathBuf,
 }
 
-/// The vservers a world has.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Vservers {
-    /// The tree vserver u1.
-    Tree,
-    /// The view w1, mounted.
-    View,
-}
-
-fn world(which: Vservers) -> World {
+/// The skel with package v1, the tree vserver u1 and the mounted view w1
+/// (each with its own edits), then v2 installed through merge-skel and
+/// split-skel: one skel and one change for both kinds of vserver.
+fn world() -> World {
     let setup = Setup::new("");
     let skel = setup.build_debian_skel(SKEL);
     let debs = setup.dir.path().join("debs");
@@ -152,21 +145,15 @@ fn world(which: Vservers) -> World {
         setup,
         skel,
     };
-    match which {
-        Vservers::Tree => {
-            let u1 = w.setup.create(SKEL, "u1", "10.0.12.2");
-            assert_eq!(dpkg_version(&u1), "1.0");
-            edit_vserver(&u1, "u1");
-        }
-        Vservers::View => {
-            let view = w.setup.create_view(SKEL, "w1", "10.0.12.3");
-            w.mount = Some(MountGuard(view.join("merged")));
-            vskel_ok(&w.setup, &["mount", "w1"]);
-            let merged = w.merged();
-            assert_eq!(dpkg_version(&merged), "1.0");
-            edit_vserver(&merged, "w1");
-        }
-    }
+    let u1 = w.setup.create(SKEL, "u1", "10.0.12.2");
+    assert_eq!(dpkg_version(&u1), "1.0");
+    edit_vserver(&u1, "u1");
+    let view = w.setup.create_view(SKEL, "w1", "10.0.12.3");
+    w.mount = Some(MountGuard(view.join("merged")));
+    vskel_ok(&w.setup, &["mount", "w1"]);
+    let merged = w.merged();
+    assert_eq!(dpkg_version(&merged), "1.0");
+    edit_vserver(&merged, "w1");
     vskel_ok(&w.setup, &["merge-skel", SKEL]);
     install_in_temp(&w.setup, &deb2);
     let temp = temp_vserver(&w.setup);
@@ -279,11 +266,17 @@ fn assert_upgraded_content(w: &World, root: &Path, name: &str) {
 }
 
 #[test]
-fn tree_vserver_follows_the_skel_through_dpkg() {
-    if !require_root("tree_vserver_follows_the_skel_through_dpkg") {
+fn a_tree_and_a_view_follow_the_skel_through_dpkg() {
+    if !require_root("a_tree_and_a_view_follow_the_skel_through_dpkg") {
         return;
     }
-    let w = world(Vservers::Tree);
+    let w = world();
+    tree_follows(&w);
+    view_follows(&w);
+}
+
+/// The tree part: u1 upgraded to the new generation.
+fn tree_follows(w: &World) {
     let u1 = w.setup.root.join("u1");
     let listing = || canonical(&u1, &w.skel);
 
@@ -311,7 +304,7 @@ fn tree_vserver_follows_the_skel_through_dpkg() {
     assert_decisions(&done);
     assert_eq!(paths(&done, "conflicting"), paths(&plan, "conflicting"));
     assert_eq!(paths(&done, "taken"), paths(&plan, "taken"));
-    assert_upgraded_content(&w, &u1, "u1");
+    assert_upgraded_content(w, &u1, "u1");
     // The package's global files are the new skel inodes.
     for rel in [BINARY, ADDED, "usr/share/vskel-e2e/kept"] {
         assert_eq!(dev_ino(&u1.join(rel)), dev_ino(&w.global(rel)), "{rel}");
@@ -346,12 +339,7 @@ fn tree_vserver_follows_the_skel_through_dpkg() {
 /// which (mounted: remounting in the background at the same mount point)
 /// brings it to the current one and writes `PATH.vskel-new` into its
 /// upper layer for the upper files that shadow changed skel files.
-#[test]
-fn view_follows_the_skel_through_dpkg() {
-    if !require_root("view_follows_the_skel_through_dpkg") {
-        return;
-    }
-    let w = world(Vservers::View);
+fn view_follows(w: &World) {
     let merged = w.merged();
     // split-skel made generation 3; the mounted view still shows 2.
     assert_eq!(dpkg_version(&merged), "1.0");
@@ -372,7 +360,7 @@ fn view_follows_the_skel_through_dpkg() {
         "w1 is mounted again at {}",
         merged.display()
     );
-    assert_upgraded_content(&w, &merged, "w1");
+    assert_upgraded_content(w, &merged, "w1");
 
     // sync makes the tree exactly what the view shows.
     vskel_ok(&w.setup, &["sync", "w1"]);
@@ -387,7 +375,7 @@ fn view_follows_the_skel_through_dpkg() {
         differences.len(),
         &differences[..differences.len().min(10)]
     );
-    assert_upgraded_content(&w, &tree, "w1");
+    assert_upgraded_content(w, &tree, "w1");
     assert_eq!(dev_ino(&tree.join(BINARY)), dev_ino(&w.global(BINARY)));
 }
 
