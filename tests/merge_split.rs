@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -266,6 +266,39 @@ fn bad_states_are_refused_with_nothing_written() {
     assert!(!setup.root.join("tmp_skel_ex").exists());
     // Nothing was changed in it: no new generation recorded.
     assert_eq!(count(), before_merge, "{}", generations.display());
+}
+
+/// Under the default protection too, a merge and split that change
+/// nothing keep every inode of the skel (symlinks included: only vserver
+/// trees get copies of those) and record no new generation.
+#[test]
+fn an_empty_protected_round_keeps_every_skel_inode() {
+    if !require_root("an_empty_protected_round_keeps_every_skel_inode") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("ex");
+    let global = skel.join("global");
+    // Every entry but directories (the split makes its own), by inode.
+    let inodes = || -> BTreeMap<PathBuf, (&'static str, u64)> {
+        snapshot(&global)
+            .into_iter()
+            .filter(|(_, e)| e.kind != "dir")
+            .map(|(rel, e)| (rel, (e.kind, e.ino)))
+            .collect()
+    };
+    let before = inodes();
+    assert!(
+        before.values().any(|(kind, _)| *kind == "symlink"),
+        "the example skel has a global symlink: {before:?}"
+    );
+    setup.run_ok(&["merge-skel", "ex"]);
+    setup.run_ok(&["split-skel", "ex"]);
+    assert_eq!(inodes(), before, "entries given new inodes");
+    assert!(
+        !skel.join("generations/2.record").exists(),
+        "a generation 2 was recorded"
+    );
 }
 
 /// A canonical listing of a skel's parts (no atimes, no ctimes).

@@ -3,7 +3,7 @@
 //!
 //! `build-skel` uses it to split a root filesystem into global/local/static,
 //! `create-vs` to stack global (linked), local (copied) and static
-//! (rendered) into a new vserver. A [`How::Link`] target gets hard links
+//! (rendered) into a new vserver. A [`How::Share`] target gets hard links
 //! only where [`Protect::shares_by_link`] says so (under protection, regular
 //! files), copies of everything else. A [`Policy`] decides, per entry, which
 //! target it goes to, or whether it is left out.
@@ -51,9 +51,14 @@ const PROTECTED_LINK_ATTEMPTS: usize = 8;
 /// How entries reach a target.
 #[derive(Debug, Clone)]
 pub enum How {
-    /// Hard links to the source's inodes where [`Protect::shares_by_link`] allows
-    /// (else copies); directories are made.
+    /// Hard links to the source's inodes; directories are made. For the
+    /// skel's own clones of its parts (split-skel, merge-skel's `.bak`),
+    /// which must keep every inode.
     Link,
+    /// A vserver's global part: hard links where [`Protect::shares_by_link`]
+    /// allows, copies of the rest (under protection, every non-regular
+    /// file: no flag can guard a shared one); directories are made.
+    Share,
     /// Copies keeping metadata and hard-link groups.
     Copy,
     /// Copies of regular files with `%%TOKENS%%` replaced; others copied.
@@ -436,7 +441,7 @@ impl Copier<'_> {
         match &self.targets[target].how {
             // A symlink, device, FIFO or socket under protection: no flag
             // can guard a shared one, so each target gets its own copy.
-            How::Link
+            How::Share
                 if !self
                     .options
                     .protect
@@ -444,7 +449,7 @@ impl Copier<'_> {
             {
                 self.copy_special(src_dir, name, target, dst_dir, rel)
             }
-            How::Link => {
+            How::Link | How::Share => {
                 self.link_entry(src_dir, name, dst_dir, target, rel)?;
                 Counters::bump(&self.counters.linked, 1);
                 Ok(())

@@ -222,7 +222,7 @@ pub fn create_vs(config: &Config, request: &CreateRequest, progress: &Progress) 
     for (layer, how) in layers {
         let Some(layer) = layer else { continue };
         let how = match how {
-            LayerHow::Link => How::Link,
+            LayerHow::Link => How::Share,
             LayerHow::Copy => How::Copy,
             LayerHow::Render => How::Render(creation.tokens.clone()),
         };
