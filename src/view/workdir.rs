@@ -10,12 +10,14 @@
 //! cleared there too.
 //!
 //! A serving view holds an exclusive `flock` on `work/` for as long as it
-//! runs: a second server on the same work directory is refused instead of
-//! deleting the first one's scratch entries under it.
+//! runs: a second server on the same work directory is refused (after a
+//! short wait, for a lock just released) instead of deleting the first
+//! one's scratch entries under it.
 
 use std::ffi::{CStr, OsString};
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -33,6 +35,11 @@ const SCRATCH_MODE: u32 = 0o700;
 /// What kernel overlayfs keeps beside `work/` in a work directory it
 /// mounted with: left alone without a warning.
 const KERNEL_ENTRIES: &[&CStr] = &[c"index", c"incompat"];
+/// How long [`prepare`] waits for the lock of a work directory that was
+/// just released.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+/// How often it tries.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
 
 /// What [`prepare`] left alone.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -67,13 +74,28 @@ pub fn prepare(work: &TreeRoot) -> Result<(TreeRoot, Foreign)> {
             scratch_path.display()
         )));
     }
-    let locked =
-        sys::try_lock_exclusive(scratch.fd()).map_err(|e| Error::io("lock", &scratch_path, e))?;
-    if !locked {
+    if !lock_within(&scratch, LOCK_PATIENCE)? {
         return Err(in_use_error(work));
     }
     clean(&scratch, work.path(), &mut foreign, &[])?;
     Ok((scratch, foreign))
+}
+
+/// Take the scratch directory's lock, trying again until `patience` has
+/// passed: a lock is held by an open file description, and a server that
+/// just stopped may still be held for a moment (a process forked by any
+/// thread keeps a copy of every descriptor until it execs), so a restart
+/// right after a stop is not refused.
+fn lock_within(scratch: &TreeRoot, patience: Duration) -> Result<bool> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let locked = sys::try_lock_exclusive(scratch.fd())
+            .map_err(|e| Error::io("lock", scratch.path(), e))?;
+        if locked || Instant::now() >= deadline {
+            return Ok(locked);
+        }
+        std::thread::sleep(LOCK_RETRY);
+    }
 }
 
 /// The error for a work directory a running server uses.
