@@ -270,7 +270,8 @@ fn bad_states_are_refused_with_nothing_written() {
 
 /// Under the default protection too, a merge and split that change
 /// nothing keep every inode of the skel (symlinks included: only vserver
-/// trees get copies of those) and record no new generation.
+/// trees get copies of those), swap nothing in and record no new
+/// generation; the next split that changes something works.
 #[test]
 fn an_empty_protected_round_keeps_every_skel_inode() {
     if !require_root("an_empty_protected_round_keeps_every_skel_inode") {
@@ -299,6 +300,14 @@ fn an_empty_protected_round_keeps_every_skel_inode() {
         !skel.join("generations/2.record").exists(),
         "a generation 2 was recorded"
     );
+    // Nothing swapped: no kept tree of the current generation either
+    // (one made a later split fail to keep its old parts: "File exists").
+    assert!(!skel.join("generations/1.tree").exists());
+    setup.run_ok(&["merge-skel", "ex"]);
+    fs::write(setup.root.join("tmp_skel_ex/usr/bin/new-tool"), "new\n").unwrap();
+    setup.run_ok(&["split-skel", "ex"]);
+    assert!(skel.join("generations/2.record").is_file());
+    assert!(global.join("usr/bin/new-tool").is_file());
 }
 
 /// A canonical listing of a skel's parts (no atimes, no ctimes).

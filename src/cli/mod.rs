@@ -25,6 +25,7 @@ mod remove_skel;
 mod remove_vs;
 mod repair;
 mod revert;
+mod rollback_skel;
 mod split_skel;
 mod status;
 mod sync;
@@ -92,6 +93,7 @@ enum Command {
     RemoveVs(remove_vs::Args),
     Repair(repair::Args),
     Revert(revert::Args),
+    RollbackSkel(rollback_skel::Args),
     SplitSkel(split_skel::Args),
     Status(status::Args),
     Unmount(unmount::Args),
@@ -248,8 +250,11 @@ fn run(cli: &Cli) -> Result<i32> {
     // ... and finishes a split-skel a killed run committed (or removes
     // what one killed before its commit left), so no command sees a skel
     // half split. (merge-skel and split-skel do it themselves, under the
-    // skel's lock, and report it.)
-    if !matches!(cli.command, Command::MergeSkel(_) | Command::SplitSkel(_)) {
+    // skel's lock, and report it; so does rollback-skel.)
+    if !matches!(
+        cli.command,
+        Command::MergeSkel(_) | Command::SplitSkel(_) | Command::RollbackSkel(_)
+    ) {
         crate::skel::split::finish_interrupted_splits(&config, &progress);
     }
     match &cli.command {
@@ -273,6 +278,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::RemoveVs(args) => remove_vs::run(&config, args),
         Command::Repair(args) => repair::run(&config, args),
         Command::Revert(args) => revert::run(&config, args),
+        Command::RollbackSkel(args) => rollback_skel::run(&config, args, &progress),
         Command::SplitSkel(args) => split_skel::run(&config, args, &progress),
         Command::Status(args) => status::run(&config, args),
         Command::Sync(args) => sync::run(&config, args, &progress),

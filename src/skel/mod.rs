@@ -1,6 +1,7 @@
 //! Skels on disk: their layout, building a new one (`build-skel`),
 //! changing one through its temporary vserver (`merge-skel`, `split-skel`),
-//! and removing one (`remove-skel`).
+//! going back to an earlier generation (`rollback-skel`), and removing one
+//! (`remove-skel`).
 //!
 //! A skel is `<root>/.skel/<name>/` holding `global/` (hard-linked into
 //! every vserver), `local/` (copied), `static/` (copied with tokens
@@ -15,6 +16,7 @@ pub mod lifecycle;
 pub mod merge;
 pub mod policy;
 pub mod remove;
+pub mod rollback;
 pub mod split;
 
 use std::path::PathBuf;

@@ -16,10 +16,12 @@
 //! the skel as it was (the next command removes `split.new`); one killed
 //! after it is finished by the next command (the journal's inode numbers
 //! tell a part already swapped in). Then the new generation is recorded
-//! and the temporary vserver removed.
+//! and the temporary vserver removed. A split that changes nothing swaps
+//! nothing in. [`split_from`] does the work for any source tree:
+//! `rollback-skel` splits an earlier generation's kept parts back in.
 
-use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,7 @@ use crate::tree::compare::{CompareSpec, Side, same_entry};
 use crate::tree::copy::{
     CopyOptions, EntryInfo, Everything, How, Place, Policy, Target, copy_tree,
 };
+use crate::tree::entry::{CopySpec, copy_entry};
 use crate::tree::meta::Meta;
 use crate::tree::remove::{remove_tree_at, unlink_entry};
 use crate::{generation, protect, sys};
@@ -107,37 +110,68 @@ pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<Sp
     if !lifecycle::is_merged(config, &skel)? {
         return Err(not_merged(name));
     }
+    let temp = TreeRoot::open(&temp_path(config, name))?;
+    super::accounts::warn_changed(&skel, &temp);
+    split_from(config, &skel, &temp, progress)
+}
+
+/// Make `temp` (a tree of global and local entries, as the temporary
+/// vserver is) the skel's global/ and local/ with the configured rules,
+/// keeping the skel's inode for every entry that did not change, and
+/// record the new generation; the caller holds the lifecycle lock and
+/// has finished any interrupted split.
+pub(super) fn split_from(
+    config: &Config,
+    skel: &Skel,
+    temp: &TreeRoot,
+    progress: &Progress,
+) -> Result<SplitReport> {
+    let name = &skel.name;
     let from = generation::ensure(
         &skel.dirs,
         "split-skel",
         progress,
         generation::Store::of(config),
     )?;
-    let temp_path = temp_path(config, name);
-    let temp = TreeRoot::open(&temp_path)?;
-    super::accounts::warn_changed(&skel, &temp);
     let split_dir = skel.dirs.split_dir();
     make_private_dir(&split_dir)?;
     progress.start(&format!("splitting skel {name}"));
-    let clones = clone_parts(config, &skel, &split_dir, progress)?;
+    let clones = clone_parts(config, skel, &split_dir, progress)?;
     let stage_path = split_dir.join(STAGE);
     make_private_dir(&stage_path)?;
     let stage =
         sys::open_root(&stage_path).map_err(|e| Error::io("open directory", &stage_path, e))?;
     let mut planner = Planner {
         config,
-        temp: &temp,
+        temp,
         parts: &clones,
         stage: stage.as_fd(),
         ops: Vec::new(),
         next: 0,
+        copied: HashMap::new(),
     };
     planner.walk(Path::new(""))?;
     let ops = planner.ops;
     for op in &ops {
         apply(&clones, stage.as_fd(), op)?;
     }
-    sync_dir_meta(config, &temp, &clones, Path::new(""))?;
+    let mut dirs_changed = 0;
+    sync_dir_meta(config, temp, &clones, Path::new(""), &mut dirs_changed)?;
+    if ops.is_empty() && dirs_changed == 0 {
+        // Nothing to swap in: the skel stays as it is, every inode and
+        // its generation with it (no kept tree of the current generation).
+        drop(clones);
+        remove_path(&split_dir)?;
+        clean_up(config, skel)?;
+        progress.finish();
+        return Ok(SplitReport {
+            skel: name.to_string(),
+            generation: from,
+            put: 0,
+            removed: 0,
+            dirs: 0,
+        });
+    }
     protect::protect_tree(&clones[0], config.protect)?;
     for clone in &clones {
         sys::syncfs(clone.fd()).map_err(|e| Error::io("flush to disk", clone.path(), e))?;
@@ -151,7 +185,7 @@ pub fn split_skel(config: &Config, name: &str, progress: &Progress) -> Result<Sp
     lifecycle::write_durably(&split_dir.join(COMMIT), &encode(&commit))?;
     let report = SplitReport {
         skel: name.to_string(),
-        generation: finish(config, &skel, &commit, progress)?,
+        generation: finish(config, skel, &commit, progress)?,
         put: ops.iter().filter(|o| matches!(o, Op::Put(..))).count() as u64,
         removed: ops.iter().filter(|o| matches!(o, Op::Remove(..))).count() as u64,
         dirs: ops.iter().filter(|o| matches!(o, Op::MakeDir(..))).count() as u64,
@@ -238,6 +272,13 @@ fn finish(config: &Config, skel: &Skel, commit: &Commit, progress: &Progress) ->
         generation::Store::of(config),
     )?
     .generation;
+    clean_up(config, skel)?;
+    remove_path(&split_dir)?;
+    Ok(generation)
+}
+
+/// Remove the temporary vserver and the merged marker, if there.
+fn clean_up(config: &Config, skel: &Skel) -> Result<()> {
     let temp_path = temp_path(config, &skel.name);
     if exists(&temp_path)? {
         let staging = Staging::create(config, &format!("split-{}", skel.name))?;
@@ -253,8 +294,7 @@ fn finish(config: &Config, skel: &Skel, commit: &Commit, progress: &Progress) ->
     if exists(&marker)? {
         std::fs::remove_file(&marker).map_err(|e| Error::io("remove", &marker, e))?;
     }
-    remove_path(&split_dir)?;
-    Ok(generation)
+    Ok(())
 }
 
 /// Swap `split.new/PART` (root inode `ino`) in as the skel's `PART` and
@@ -274,10 +314,20 @@ fn swap_in(skel: &Skel, split_dir: &Path, kept: &Path, part: &str, ino: u64) -> 
     }
     // What is left in split.new is the old part (unless moved already).
     let old_path = split_dir.join(part);
-    if stat_opt(split.as_fd(), &name, &old_path)?.is_some() {
+    if let Some(old) = stat_opt(split.as_fd(), &name, &old_path)? {
         make_private_dir(kept)?;
         let kept_dir = sys::open_root(kept).map_err(|e| Error::io("open directory", kept, e))?;
-        sys::rename_noreplace(split.as_fd(), &name, kept_dir.as_fd(), &name)
+        // A part of this generation kept already (by a split that changed
+        // nothing, made before such splits were skipped) stays: a view may
+        // hold it open. This one goes beside it, and both go when the
+        // generation's tree is pruned.
+        let kept_name = if stat_opt(kept_dir.as_fd(), &name, &kept.join(part))?.is_some() {
+            sys::cname(OsStr::new(&format!("{part}.{}", sys::ino_of(&old))))
+                .map_err(|e| Error::io("name", kept, e))?
+        } else {
+            name.clone()
+        };
+        sys::rename_noreplace(split.as_fd(), &name, kept_dir.as_fd(), &kept_name)
             .map_err(|e| Error::io("keep the old part as", kept.join(part), e))?;
         sys::fsync(kept_dir.as_fd()).map_err(|e| Error::io("flush to disk", kept, e))?;
     }
@@ -341,6 +391,39 @@ struct Planner<'a> {
     stage: BorrowedFd<'a>,
     ops: Vec<Op>,
     next: u64,
+    /// Immutable inodes of the source staged as copies (a protected
+    /// inode cannot be renamed into place), by (dev, ino): their other
+    /// names link to the first copy, so hard-link groups stay groups.
+    copied: HashMap<(u64, u64), CString>,
+}
+
+impl Planner<'_> {
+    /// Put the source's entry `name` (stat `st`) in the stage as
+    /// `staged`: a hard link, or, for an immutable inode (a rollback's
+    /// source is a kept generation, protected), a copy that is not
+    /// immutable (split protects the new global/ once it is in place).
+    fn stage_entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        st: &rustix::fs::Stat,
+        staged: &CStr,
+    ) -> std::io::Result<()> {
+        let id = (sys::dev_of(st), sys::ino_of(st));
+        if let Some(first) = self.copied.get(&id) {
+            return sys::link_at(self.stage, first, self.stage, staged);
+        }
+        match sys::link_at(dir, name, self.stage, staged) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                copy_entry(dir, name, self.stage, Some(staged), &CopySpec::ALL)?
+                    .made
+                    .keep();
+                self.copied.insert(id, staged.to_owned());
+                Ok(())
+            }
+            other => other,
+        }
+    }
 }
 
 fn open_opt(tree: &TreeRoot, rel: &Path) -> Result<Option<OwnedFd>> {
@@ -431,7 +514,7 @@ impl Planner<'_> {
             self.next += 1;
             let staged =
                 sys::cname(OsStr::new(&n.to_string())).map_err(|e| Error::io("name", &shown, e))?;
-            sys::link_at(tdir.as_fd(), &entry.name, self.stage, &staged)
+            self.stage_entry(tdir.as_fd(), &entry.name, &tst, &staged)
                 .map_err(|e| Error::io("link into split.new", &shown, e))?;
             self.ops.push(Op::Put(p, crel, n));
         }
@@ -538,8 +621,9 @@ fn sync_dir_meta(
     temp: &TreeRoot,
     parts: &[TreeRoot; 2],
     rel: &Path,
+    changed: &mut u64,
 ) -> Result<()> {
-    let tdir = sync_meta_at(temp, parts, rel)?;
+    let tdir = sync_meta_at(temp, parts, rel, changed)?;
     let entries = sys::read_dir(tdir.as_fd())
         .map_err(|e| Error::io("read directory", temp.display(rel), e))?;
     for entry in entries {
@@ -551,8 +635,8 @@ fn sync_dir_meta(
             continue;
         }
         match classify(config, &crel, FileType::Directory) {
-            Class::Into(_, true) => sync_dir_meta(config, temp, parts, &crel)?,
-            Class::Into(_, false) => drop(sync_meta_at(temp, parts, &crel)?),
+            Class::Into(_, true) => sync_dir_meta(config, temp, parts, &crel, changed)?,
+            Class::Into(_, false) => drop(sync_meta_at(temp, parts, &crel, changed)?),
             Class::Skip => {}
         }
     }
@@ -560,9 +644,14 @@ fn sync_dir_meta(
 }
 
 /// Give the parts' directories `rel` the temporary vserver's metadata
-/// (owner, mode, mtime, xattrs) where it differs; returns the temporary
-/// vserver's directory.
-fn sync_meta_at(temp: &TreeRoot, parts: &[TreeRoot; 2], rel: &Path) -> Result<OwnedFd> {
+/// (owner, mode, mtime, xattrs) where it differs (counted in `changed`);
+/// returns the temporary vserver's directory.
+fn sync_meta_at(
+    temp: &TreeRoot,
+    parts: &[TreeRoot; 2],
+    rel: &Path,
+    changed: &mut u64,
+) -> Result<OwnedFd> {
     let meta_of = |tree: &TreeRoot, fd: BorrowedFd<'_>| -> Result<Meta> {
         let st = sys::fstat(fd).map_err(|e| Error::io("stat", tree.display(rel), e))?;
         let mut meta = Meta::from_stat(&st)
@@ -593,6 +682,7 @@ fn sync_meta_at(temp: &TreeRoot, parts: &[TreeRoot; 2], rel: &Path) -> Result<Ow
         ) {
             want.apply_to_fd(pd.as_fd())
                 .map_err(|e| Error::io("set metadata", part.display(rel), e))?;
+            *changed += 1;
         }
     }
     Ok(tdir)
