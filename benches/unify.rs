@@ -63,7 +63,9 @@ struct Bench {
 }
 
 impl Bench {
-    /// The configuration `benches/upgrade.rs` writes (same skel).
+    /// The configuration `benches/upgrade.rs` writes (same skel: built
+    /// with the same `protect`, or the other benchmark meets immutable
+    /// files it means to replace).
     fn new(dir: &Path) -> Self {
         let root = dir.join("root");
         for d in ["root", "etc", "defaults"] {
@@ -73,7 +75,7 @@ impl Bench {
         fs::write(
             &config,
             format!(
-                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\n",
+                "root = {root:?}\netc = {:?}\ndefaults = {:?}\nglobal = [\"*\"]\nprotect = \"none\"\ncontent_store = false\n",
                 dir.join("etc"),
                 dir.join("defaults")
             ),

@@ -246,6 +246,26 @@ fn create_vs_warns_once_without_protection() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("protect = \"none\""));
 }
 
+/// A skel protected under the default, then `protect = "none"` set:
+/// create-vs still links its immutable files (unlocking each for its own
+/// link, as under protection) instead of failing with EPERM, and they
+/// stay immutable.
+#[test]
+fn a_skel_protected_before_protect_none_is_still_linked() {
+    if !require_root("a_skel_protected_before_protect_none_is_still_linked") {
+        return;
+    }
+    let setup = Setup::with_default_protection("");
+    let skel = setup.build_example_skel("base");
+    let shared = skel.join("global/bin/hello");
+    assert!(is_immutable(&shared));
+    let config = fs::read_to_string(&setup.config).unwrap();
+    fs::write(&setup.config, format!("{config}protect = \"none\"\n")).unwrap();
+    let web1 = setup.create("base", "web1", "10.0.3.6");
+    assert_eq!(dev_ino(&web1.join("bin/hello")), dev_ino(&shared));
+    assert!(is_immutable(&shared), "the link lifted the flag for good");
+}
+
 fn is_immutable(path: &Path) -> bool {
     let file = fs::File::open(path).unwrap();
     rustix::fs::ioctl_getflags(&file)

@@ -440,13 +440,10 @@ impl<'a> Writer<'a> {
         rel: &Path,
         r: &Resolved,
     ) -> Result<Temp<'d>> {
-        let protect = self.protect;
         let source = (sys::dev_of(&r.stat), sys::ino_of(&r.stat));
         place::make_link(dst_dir, name, Some(source), |at| {
             match sys::link_at(src_dir, src_name, dst_dir, at) {
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EPERM) && protect == Protect::Immutable =>
-                {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                     crate::tree::copy::link_unlocked(src_dir, src_name, dst_dir, at)
                 }
                 other => other,

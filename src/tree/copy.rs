@@ -481,10 +481,10 @@ impl Copier<'_> {
             match err.raw_os_error() {
                 Some(libc::EEXIST) => remove_tree_at(dst_dir, name)
                     .map_err(|e| self.dst_err(target, "replace", rel, e))?,
-                Some(libc::EPERM)
-                    if self.options.protect == Protect::Immutable
-                        && attempts < PROTECTED_LINK_ATTEMPTS =>
-                {
+                // An immutable inode (under any configured protection: a
+                // skel protected before `protect` was changed is still
+                // linked), unlocked for this link only.
+                Some(libc::EPERM) if attempts < PROTECTED_LINK_ATTEMPTS => {
                     match link_unlocked(src_dir, name, dst_dir, name) {
                         Ok(()) => return Ok(()),
                         Err(e) if e.raw_os_error() == Some(libc::EPERM) => continue,

@@ -108,13 +108,9 @@ impl Placer<'_> {
         match e.part {
             Part::Global if !self.copy_global && shared_by_link(self.protect, e.kind) => {
                 let scratch = self.scratch;
-                let protect = self.protect;
                 place::make_link(scratch, None, Some(e.inode()), |at| {
                     match sys::link_at(src_dir, &src_name, scratch, at) {
-                        Err(x)
-                            if x.raw_os_error() == Some(libc::EPERM)
-                                && protect == Protect::Immutable =>
-                        {
+                        Err(x) if x.raw_os_error() == Some(libc::EPERM) => {
                             crate::tree::copy::link_unlocked(src_dir, &src_name, scratch, at)
                         }
                         other => other,
