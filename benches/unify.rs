@@ -1,6 +1,6 @@
 //! Benchmark: `unify` (issue 13 item 4) of a `cp -a` copy of a vserver of
 //! the skel built from the ~130k-entry `/usr` copy
-//! (`$VSKEL_FIXTURES/usr-copy`, everything global). The skel is the one
+//! (`$VSKEL_FIXTURES/usr-copy`, made if missing, everything global). The skel is the one
 //! `benches/upgrade.rs` builds and keeps in `$VSKEL_BENCH_UPGRADE_DIR`
 //! (default `/var/tmp/vskel-bench-upgrade`; built here if missing).
 //!
@@ -13,15 +13,14 @@
 //! the tree). A measurement, not a test. Run as root:
 //! `cargo bench --bench unify`.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let fixtures = PathBuf::from(
-        std::env::var("VSKEL_FIXTURES").unwrap_or_else(|_| "/var/tmp/vskel-fixtures".into()),
-    );
     let dir = PathBuf::from(
         std::env::var("VSKEL_BENCH_UPGRADE_DIR")
             .unwrap_or_else(|_| "/var/tmp/vskel-bench-upgrade".into()),
@@ -31,7 +30,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(1);
     let bench = Bench::new(&dir);
-    bench.skel("usr", &fixtures.join("usr-copy"));
+    bench.skel("usr", &common::usr_copy());
     for run in 0..runs {
         let name = format!("unify{run}");
         bench.copied_vserver("usr", &name);

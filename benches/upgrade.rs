@@ -1,20 +1,22 @@
 //! Benchmark: `upgrade-vs` (issue 12 item 3) after a 100-file skel change.
 //!
 //! 1. One tree vserver of a skel built from the ~130k-entry `/usr` copy
-//!    (`$VSKEL_FIXTURES/usr-copy`, everything global; the skel is built
+//!    (`$VSKEL_FIXTURES/usr-copy`, made if missing, everything global; the skel is built
 //!    once and kept in `$VSKEL_BENCH_UPGRADE_DIR`, default
 //!    `/var/tmp/vskel-bench-upgrade`, as building it takes a while): per
 //!    run, a fresh vserver, 100 global files of the skel replaced by rename
 //!    and a generation recorded (untimed), then `upgrade-vs --plan` and
 //!    `upgrade-vs` of it, each a whole process (goal: under 300 ms).
 //! 2. `upgrade-vs --all` of 50 vservers of the Debian minbase skel
-//!    (`$VSKEL_FIXTURES/rootfs-bookworm`; smaller than the /usr copy, so
+//!    (`$VSKEL_FIXTURES/rootfs-bookworm`, made if missing; smaller than the /usr copy, so
 //!    that making 50 vservers does not dominate) after a 100-file change
 //!    (goal: under 10 s).
 //!
 //! Runs `VSKEL_BENCH_RUNS` times (default 3); medians with the load
 //! average. A measurement, not a test. Run as root:
 //! `cargo bench --bench upgrade`.
+
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -30,9 +32,6 @@ const VSERVERS_FOR_ALL: usize = 50;
 const CHANGED_FILES: usize = 100;
 
 fn main() {
-    let fixtures = PathBuf::from(
-        std::env::var("VSKEL_FIXTURES").unwrap_or_else(|_| "/var/tmp/vskel-fixtures".into()),
-    );
     let dir = PathBuf::from(
         std::env::var("VSKEL_BENCH_UPGRADE_DIR")
             .unwrap_or_else(|_| "/var/tmp/vskel-bench-upgrade".into()),
@@ -42,7 +41,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let bench = Bench::new(&dir);
-    let usr = bench.skel("usr", &fixtures.join("usr-copy"));
+    let usr = bench.skel("usr", &common::usr_copy());
     println!(
         "one vserver of the /usr copy skel ({} entries)",
         entries(&usr)
@@ -61,7 +60,7 @@ fn main() {
     report("upgrade-vs --plan (process)", plans);
     report("upgrade-vs (process)", upgrades);
 
-    let minbase = bench.skel("minbase", &fixtures.join("rootfs-bookworm"));
+    let minbase = bench.skel("minbase", &common::rootfs());
     println!(
         "{VSERVERS_FOR_ALL} vservers of the minbase skel ({} entries)",
         entries(&minbase)
