@@ -172,8 +172,10 @@ impl Bench {
         if self.root.join(name).exists() {
             self.run(&["remove-vs", name]);
         }
+        // One address for all: create-vs refuses a taken one otherwise.
         self.run(&[
             "create-vs",
+            "--shared-ip",
             skel,
             name,
             &format!("{name}.example.org"),
