@@ -89,6 +89,7 @@ fn main() {
         let (med, min, max) = summary(t);
         println!("{name:<26}{med:>7.1}ms{min:>7.1}ms{max:>7.1}ms");
     }
+    drop(setup); // clears the immutable attribute below the temp dir
     tmp.close().expect("remove the benchmark's temp dir");
 }
 
