@@ -397,6 +397,27 @@ struct Planner<'a> {
     copied: HashMap<(u64, u64), CString>,
 }
 
+fn open_opt(tree: &TreeRoot, rel: &Path) -> Result<Option<OwnedFd>> {
+    match sys::open_dir_beneath(tree.fd(), rel) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if sys::is_absent(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
+        Err(e) => Err(Error::io("open directory", tree.display(rel), e)),
+    }
+}
+
+fn stat_opt(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    shown: &Path,
+) -> Result<Option<rustix::fs::Stat>> {
+    sys::absent_as_none(sys::stat_at(dir, name)).map_err(|e| Error::io("stat", shown, e))
+}
+
+fn kind(st: &rustix::fs::Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as _)
+}
+
 impl Planner<'_> {
     /// Put the source's entry `name` (stat `st`) in the stage as
     /// `staged`: a hard link, or, for an immutable inode (a rollback's
@@ -424,30 +445,7 @@ impl Planner<'_> {
             other => other,
         }
     }
-}
 
-fn open_opt(tree: &TreeRoot, rel: &Path) -> Result<Option<OwnedFd>> {
-    match sys::open_dir_beneath(tree.fd(), rel) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(e) if sys::is_absent(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
-        Err(e) => Err(Error::io("open directory", tree.display(rel), e)),
-    }
-}
-
-fn stat_opt(
-    dir: BorrowedFd<'_>,
-    name: &std::ffi::CStr,
-    shown: &Path,
-) -> Result<Option<rustix::fs::Stat>> {
-    sys::absent_as_none(sys::stat_at(dir, name)).map_err(|e| Error::io("stat", shown, e))
-}
-
-fn kind(st: &rustix::fs::Stat) -> FileType {
-    FileType::from_raw_mode(st.st_mode as _)
-}
-
-impl Planner<'_> {
     fn walk(&mut self, rel: &Path) -> Result<()> {
         let tdir = self.temp.open_dir(rel)?;
         let pdirs = [
