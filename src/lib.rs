@@ -20,6 +20,7 @@ pub mod example;
 pub mod generation;
 pub mod layout;
 pub mod mount;
+pub mod oci;
 pub mod progress;
 pub mod protect;
 pub mod report_path;

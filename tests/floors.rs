@@ -20,6 +20,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("sync", 2),
     ("tree", 2),
     ("mount", 2),
+    ("oci", 2),
     ("protect", 2),
     ("staging", 2),
     ("barrier", 2),
