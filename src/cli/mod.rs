@@ -11,6 +11,10 @@ mod detach;
 mod diff;
 mod du;
 mod enter;
+mod export_skel;
+mod export_vs;
+mod import_skel;
+mod import_vs;
 mod legacy;
 mod list;
 mod manpages;
@@ -83,6 +87,10 @@ enum Command {
     #[command(hide = true)]
     EnterInside(enter::InsideArgs),
     Exec(enter::ExecArgs),
+    ExportSkel(export_skel::Args),
+    ExportVs(export_vs::Args),
+    ImportSkel(import_skel::Args),
+    ImportVs(import_vs::Args),
     List(list::Args),
     Manpages(manpages::Args),
     Materialize(materialize::Args),
@@ -269,6 +277,10 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Detach(args) => detach::run(&config, args),
         Command::Diff(args) => diff::run(&config, args),
         Command::Du(args) => du::run(&config, args),
+        Command::ExportSkel(args) => export_skel::run(&config, args, &progress),
+        Command::ExportVs(args) => export_vs::run(&config, args, &progress),
+        Command::ImportSkel(args) => import_skel::run(&config, args, &progress),
+        Command::ImportVs(args) => import_vs::run(&config, args, &progress),
         Command::List(args) => list::run(&config, args),
         Command::Materialize(args) => materialize::run(&config, args, &progress),
         Command::MergeSkel(args) => merge_skel::run(&config, args, &progress),

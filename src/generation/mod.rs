@@ -16,6 +16,7 @@
 
 pub mod changes;
 pub mod codec;
+pub mod content;
 pub mod entry;
 pub mod objects;
 pub mod scan;
@@ -30,6 +31,7 @@ use serde::Serialize;
 pub use changes::{Change, changes, own_changes};
 pub use codec::Header;
 use codec::{Damage, FileType};
+pub use content::content_id;
 pub use entry::{Entry, Hash, Kind, Part};
 pub use objects::Store;
 

@@ -19,3 +19,7 @@ pub const PART: &str = "org.vskel.part";
 pub const PATHS: &str = "org.vskel.paths";
 /// The tag of a manifest in an image layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The vserver's IP address on the host it was exported from (manifest).
+pub const IP: &str = "org.vskel.ip";
+/// The vserver's FQDN on the host it was exported from (manifest).
+pub const FQDN: &str = "org.vskel.fqdn";

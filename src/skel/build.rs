@@ -374,7 +374,7 @@ fn link_scripts(config: &Config, into: &Path) -> Result<Vec<String>> {
 }
 
 /// Copy `<defaults>/configfile.default`, or write the built-in template.
-fn write_configfile(config: &Config, to: &Path) -> Result<String> {
+pub(super) fn write_configfile(config: &Config, to: &Path) -> Result<String> {
     let default = Layout::new(config).configfile_default();
     let (text, origin) = match std::fs::read(&default) {
         Ok(text) => (text, default.display().to_string()),

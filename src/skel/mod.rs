@@ -14,6 +14,7 @@ pub mod devnodes;
 mod journal;
 pub mod lifecycle;
 pub mod merge;
+pub mod oci;
 pub mod policy;
 pub mod remove;
 pub mod rollback;

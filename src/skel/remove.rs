@@ -112,7 +112,7 @@ pub fn remove_skel(
 
 /// Refuse a skel merged into its temporary vserver (or whose temporary
 /// vserver's tree is there).
-fn refuse_merged(config: &Config, skel: &Skel) -> Result<()> {
+pub(super) fn refuse_merged(config: &Config, skel: &Skel) -> Result<()> {
     let temp_name = Layout::temp_vserver_name(&skel.name);
     let temp = Layout::new(config).vserver(&temp_name);
     if lifecycle::exists(&skel.dirs.merged_marker())? || lifecycle::exists(&temp)? {

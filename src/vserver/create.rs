@@ -353,6 +353,23 @@ pub fn create_view_vs(
     request: &CreateRequest,
     progress: &Progress,
 ) -> Result<Created> {
+    create_view_vs_filled(config, request, progress, None)
+}
+
+/// Fills a new view's upper layer (`import-vs`: with the vserver's own
+/// changes), before the view is put in place.
+pub type FillUpper<'f> = &'f dyn Fn(&TreeRoot) -> Result<()>;
+
+/// [`create_view_vs`], with the upper layer filled by `fill` while the
+/// view is still being made (a failure leaves nothing). A filled view is a
+/// vserver that exists already elsewhere: its post-create scripts ran
+/// there, and do not run again.
+pub fn create_view_vs_filled(
+    config: &Config,
+    request: &CreateRequest,
+    progress: &Progress,
+    fill: Option<FillUpper<'_>>,
+) -> Result<Created> {
     let skel = check(config, request)?;
     let name = &request.name;
     let dirs = ViewDirs::new(config, name);
@@ -414,11 +431,18 @@ pub fn create_view_vs(
     root_meta
         .apply_to_fd(upper_root.fd())
         .map_err(|e| Error::io("set metadata", upper_root.path(), e))?;
+    if let Some(fill) = fill {
+        fill(&upper_root)?;
+    }
     let staged = TreeRoot::open(&staging)?;
     sys::syncfs(staged.fd()).map_err(|e| Error::io("flush to disk", &staging, e))?;
 
     let config_file = Layout::new(config).vserver_conf(name);
-    let list = scripts::scripts_in(&skel.post_create_dir())?;
+    let list = if fill.is_some() {
+        Vec::new()
+    } else {
+        scripts::scripts_in(&skel.post_create_dir())?
+    };
     let tokens = creation.tokens.clone();
     // Pending until they have run in the view (a create-vs killed meanwhile
     // leaves them to the first sync).

@@ -14,6 +14,7 @@ pub mod du;
 pub mod enter;
 pub mod materialize;
 pub mod mount;
+pub mod oci;
 pub mod registry;
 pub mod remove;
 pub mod repair;
