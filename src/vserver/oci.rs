@@ -302,6 +302,16 @@ pub fn import_vs(
         .get(delta_index)
         .cloned()
         .ok_or_else(|| Error::Failed(format!("{src}: the config lists too few layer digests")))?;
+    // The delta is checked whole before anything is written: a damaged
+    // one must not leave a skel imported for nothing.
+    let mut blob = layout.open_blob(&delta)?;
+    std::io::copy(&mut blob, &mut std::io::sink()).map_err(|e| {
+        Error::Failed(format!(
+            "{src}: the vserver's layer {} is damaged: {e}",
+            delta.digest()
+        ))
+    })?;
+    drop(blob);
     let skel_report = import_skel_image(
         config,
         &layout,

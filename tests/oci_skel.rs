@@ -1,0 +1,243 @@
+//! `export-skel` / `import-skel` of the real Debian skel: a round trip
+//! through a real registry (Debian's docker-registry on 127.0.0.1, skopeo
+//! copying to it and back) into a second vskel root gives the same skel;
+//! the next generation after a 100-file change uploads a small part of
+//! the image and imports as a new generation; podman runs the image; a
+//! damaged image is refused with nothing written.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::oci::{Registry, blob_bytes, listing_diff, require_tools, skel_listing, skopeo_copy};
+use common::{Setup, require_root};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Rewrite 100 regular files of `global/` (picked by sorted path under
+/// usr/share) by rename, as a package upgrade would.
+fn change_100_files(skel: &Path) {
+    let mut files = Vec::new();
+    let mut stack = vec![skel.join("global/usr/share")];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1 {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let step = (files.len() / 100).max(1);
+    for p in files.iter().step_by(step).take(100) {
+        let mut data = fs::read(p).unwrap();
+        data.extend_from_slice(b"\n# changed for generation 2\n");
+        let tmp = p.with_extension("vskel-test-new");
+        fs::write(&tmp, data).unwrap();
+        fs::rename(&tmp, p).unwrap();
+    }
+}
+
+#[test]
+fn the_debian_skel_travels_through_a_registry_and_its_next_generation_is_small() {
+    let test = "the_debian_skel_travels_through_a_registry_and_its_next_generation_is_small";
+    if !require_root(test) || !require_tools(test, &["skopeo", "docker-registry"]) {
+        return;
+    }
+    let a = Setup::new("");
+    let b = Setup::new("");
+    let skel = a.build_debian_skel("deb");
+    let layout = a.dir.path().join("image");
+    let out = a.run_ok(&[
+        "export-skel",
+        "deb",
+        &format!("oci:{}", layout.display()),
+        "--format",
+        "json",
+    ]);
+    let first = json(&out);
+    assert_eq!(first["generation"], 1, "{first}");
+    let full_bytes = first["total_bytes"].as_u64().unwrap();
+    assert!(first["layers"].as_u64().unwrap() > 3, "{first}");
+
+    // Same content, same digests: a second export changes nothing.
+    let again = json(&a.run_ok(&[
+        "export-skel",
+        "deb",
+        &format!("oci:{}", layout.display()),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(again["digest"], first["digest"]);
+    assert_eq!(again["new_bytes"], 0, "{again}");
+
+    let registry = Registry::start();
+    skopeo_copy(
+        &format!("oci:{}:1", layout.display()),
+        &registry.docker_ref("vskel/deb", "1"),
+    );
+    let pulled = b.dir.path().join("pulled");
+    skopeo_copy(
+        &registry.docker_ref("vskel/deb", "1"),
+        &format!("oci:{}:1", pulled.display()),
+    );
+    let imported = json(&b.run_ok(&[
+        "import-skel",
+        &format!("oci:{}:1", pulled.display()),
+        "deb",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(imported["result"], "new", "{imported}");
+    let b_skel = b.root.join(".skel/deb");
+    let (la, lb) = (skel_listing(&skel), skel_listing(&b_skel));
+    assert!(la.len() > 1000, "{} entries", la.len());
+    assert!(la == lb, "the imported skel differs:\n{}", listing_diff(&la, &lb).join("\n"));
+
+    // The next generation: 100 files changed.
+    let before = blob_bytes(&layout);
+    change_100_files(&skel);
+    let second = json(&a.run_ok(&[
+        "export-skel",
+        "deb",
+        &format!("oci:{}", layout.display()),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(second["generation"], 2, "{second}");
+    let after = blob_bytes(&layout);
+    let new_bytes: u64 = after
+        .iter()
+        .filter(|(d, _)| !before.contains_key(*d))
+        .map(|(_, s)| s)
+        .sum();
+    assert_eq!(new_bytes, second["new_bytes"].as_u64().unwrap(), "{second}");
+    eprintln!(
+        "full export {full_bytes} bytes; after a 100-file change {new_bytes} new bytes ({:.1}%), \
+         {} of {} layers reused",
+        new_bytes as f64 * 100.0 / full_bytes as f64,
+        second["layers_reused"],
+        second["layers"]
+    );
+    assert!(
+        new_bytes * 5 < full_bytes,
+        "{new_bytes} new bytes of {full_bytes}: not under 20%"
+    );
+
+    // Through the registry again, into the existing skel: generation 2.
+    skopeo_copy(
+        &format!("oci:{}:2", layout.display()),
+        &registry.docker_ref("vskel/deb", "2"),
+    );
+    skopeo_copy(
+        &registry.docker_ref("vskel/deb", "2"),
+        &format!("oci:{}:2", pulled.display()),
+    );
+    let unchanged_file = PathBuf::from("global/usr/bin/ls");
+    let ino_before = common::dev_ino(&b_skel.join(&unchanged_file));
+    let next = json(&b.run_ok(&[
+        "import-skel",
+        &format!("oci:{}:2", pulled.display()),
+        "deb",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(next["result"], "generation", "{next}");
+    assert_eq!(next["generation"], 2, "{next}");
+    let (la, lb) = (skel_listing(&skel), skel_listing(&b_skel));
+    assert!(la == lb, "generation 2 differs:\n{}", listing_diff(&la, &lb).join("\n"));
+    assert_eq!(
+        common::dev_ino(&b_skel.join(&unchanged_file)),
+        ino_before,
+        "an unchanged file lost its inode"
+    );
+    // Importing the same again changes nothing.
+    let same = json(&b.run_ok(&[
+        "import-skel",
+        &format!("oci:{}:2", pulled.display()),
+        "deb",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(same["result"], "unchanged", "{same}");
+}
+
+#[test]
+fn podman_runs_an_exported_skel() {
+    let test = "podman_runs_an_exported_skel";
+    if !require_root(test) || !require_tools(test, &["podman"]) {
+        return;
+    }
+    if !common::oci::podman_runs_oci() {
+        eprintln!("SKIPPED: {test}: podman cannot run containers here");
+        return;
+    }
+    let a = Setup::new("");
+    let skel = a.build_debian_skel("deb");
+    let layout = a.dir.path().join("image");
+    a.run_ok(&["export-skel", "deb", &format!("oci:{}:1", layout.display())]);
+    let out = common::oci::podman_command()
+        .args(["run", "--rm", "--network", "none"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .args(["/bin/sh", "-c", "cat /etc/debian_version"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = fs::read_to_string(skel.join("global/etc/debian_version"))
+        .or_else(|_| fs::read_to_string(skel.join("local/etc/debian_version")))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+#[test]
+fn a_damaged_skel_image_writes_nothing() {
+    if !require_root("a_damaged_skel_image_writes_nothing") {
+        return;
+    }
+    let a = Setup::new("");
+    let b = Setup::new("");
+    a.build_example_skel("base");
+    let layout = a.dir.path().join("image");
+    a.run_ok(&["export-skel", "base", &format!("oci:{}:1", layout.display())]);
+    let blobs = blob_bytes(&layout);
+    let (largest, _) = blobs.iter().max_by_key(|(_, s)| **s).unwrap();
+    let path = layout.join("blobs/sha256").join(largest.trim_start_matches("sha256:"));
+    let bytes = fs::read(&path).unwrap();
+    for (what, damaged) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("one byte flipped", {
+            let mut b = bytes.clone();
+            let i = b.len() / 3;
+            b[i] ^= 1;
+            b
+        }),
+    ] {
+        fs::write(&path, &damaged).unwrap();
+        let out = b
+            .vskel()
+            .args(["import-skel", &format!("oci:{}:1", layout.display()), "base"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what}: imported");
+        assert!(!b.root.join(".skel/base").exists(), "{what}: a skel was left");
+        let staging = b.root.join(".vskel/staging");
+        let left: Vec<_> = fs::read_dir(&staging)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{what}: staging holds {left:?}");
+    }
+    fs::write(&path, &bytes).unwrap();
+    b.run_ok(&["import-skel", &format!("oci:{}:1", layout.display()), "base"]);
+    assert!(b.root.join(".skel/base/global").is_dir());
+}
