@@ -313,6 +313,20 @@ fn every_json_document_matches_its_schema() {
     c.run(&setup, "materialize", &["materialize", "v1"]);
     guard.unmount().unwrap();
 
+    // OCI images: the skel, and t1 moved to a second skel and vserver.
+    let image = setup.dir.path().join("image");
+    let skel_ref = format!("oci:{}:skel", image.display());
+    let vs_ref = format!("oci:{}:t1", image.display());
+    c.run(&setup, "export-skel", &["export-skel", "base", &skel_ref]);
+    c.run(&setup, "import-skel", &["import-skel", &skel_ref, "base2"]);
+    c.run(&setup, "export-vs", &["export-vs", "t1", &vs_ref]);
+    c.run(
+        &setup,
+        "import-vs",
+        &["import-vs", &vs_ref, "t2", "--ip", "10.0.0.42"],
+    );
+    c.run(&setup, "remove-vs", &["remove-vs", "t2"]);
+
     c.run(&setup, "remove-vs", &["remove-vs", "t1"]);
     c.run(&setup, "remove-vs", &["remove-vs", "v1"]);
     c.run(&setup, "remove-skel", &["remove-skel", "--force", "base"]);
