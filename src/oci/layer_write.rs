@@ -271,7 +271,10 @@ impl LayerWriter<'_> {
         let archive_err = |e: io::Error| Error::Failed(format!("{shown}: write to the layer: {e}"));
         let parent = path.parent().unwrap_or(Path::new(""));
         let cname = sys::cname(path.file_name().unwrap_or_default()).map_err(io_err("name"))?;
-        let dir = self.parent_fd(parent)?.try_clone().map_err(io_err("open"))?;
+        let dir = self
+            .parent_fd(parent)?
+            .try_clone()
+            .map_err(io_err("open"))?;
         let st = sys::stat_at(dir.as_fd(), &cname).map_err(io_err("stat"))?;
         let mut meta = Meta::from_stat(&st);
         let mut file = None;
@@ -418,7 +421,9 @@ impl Read for ExactReader {
                 ))),
             };
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.file.read(&mut buf[..want])?;
         if n == 0 && want > 0 {
             return Err(io::Error::other(format!(

@@ -21,8 +21,8 @@ use std::str::FromStr;
 
 use ocidir::oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
-    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType, OciLayout, OciLayoutBuilder, Os, RootFsBuilder,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, OciLayout, OciLayoutBuilder, Os, RootFsBuilder,
 };
 use rustix::fs::FileType;
 use sha2::{Digest as _, Sha256};
@@ -146,10 +146,7 @@ impl ImageLayout {
     /// (no `oci-layout`, an unknown layout version, a broken index).
     pub fn open(dir: &Path) -> Result<ImageLayout> {
         let not_layout = |why: String| {
-            Error::Failed(format!(
-                "{}: not an OCI image layout: {why}",
-                dir.display()
-            ))
+            Error::Failed(format!("{}: not an OCI image layout: {why}", dir.display()))
         };
         let fd = sys::open_root(dir).map_err(|e| Error::io("open image layout", dir, e))?;
         let marker = match read_small(&fd, OCI_LAYOUT_FILE) {
@@ -276,9 +273,7 @@ impl ImageLayout {
         if !image.annotations.is_empty() {
             manifest = manifest.annotations(sorted_map(&image.annotations));
         }
-        let manifest = manifest
-            .build()
-            .map_err(|e| failed("build manifest", e))?;
+        let manifest = manifest.build().map_err(|e| failed("build manifest", e))?;
         let manifest_blob = self.store_bytes(&canonical_json(&manifest)?)?;
 
         let mut new_bytes = 0;
@@ -406,7 +401,8 @@ impl ImageLayout {
             ))
         })?;
         let path = self.blob_path(hex);
-        let name = CString::new(hex).map_err(|e| Error::io("open blob", &path, io::Error::other(e)))?;
+        let name =
+            CString::new(hex).map_err(|e| Error::io("open blob", &path, io::Error::other(e)))?;
         let fd = sys::open_file_read(self.blobs.as_fd(), &name)
             .map_err(|e| Error::io("open blob", &path, e))?;
         let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io("stat", &path, e))?;
@@ -593,7 +589,10 @@ impl Read for VerifyingReader {
             if got == self.digest {
                 Ok(())
             } else {
-                Err(format!("blob {}: its content has digest {got}", self.digest))
+                Err(format!(
+                    "blob {}: its content has digest {got}",
+                    self.digest
+                ))
             }
         };
         self.verified = Some(outcome);
@@ -648,8 +647,8 @@ pub(crate) fn canonical_json<T: serde::Serialize>(doc: &T) -> Result<Vec<u8>> {
             other => other,
         }
     }
-    let value = serde_json::to_value(doc)
-        .map_err(|e| Error::Failed(format!("encode JSON: {e}")))?;
+    let value =
+        serde_json::to_value(doc).map_err(|e| Error::Failed(format!("encode JSON: {e}")))?;
     serde_json::to_vec(&sort(value)).map_err(|e| Error::Failed(format!("encode JSON: {e}")))
 }
 
@@ -708,8 +707,10 @@ fn read_small(dir: &OwnedFd, name: &str) -> io::Result<Vec<u8>> {
 /// flushed, renamed over it, the directory flushed.
 fn write_atomic(dir: &OwnedFd, path: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let full = path.join(name);
-    let tmp = sys::random_name(&format!(".tmp-{name}-")).map_err(|e| Error::io("name", &full, e))?;
-    let fd = sys::create_file(dir.as_fd(), &tmp, 0o644).map_err(|e| Error::io("create", &full, e))?;
+    let tmp =
+        sys::random_name(&format!(".tmp-{name}-")).map_err(|e| Error::io("name", &full, e))?;
+    let fd =
+        sys::create_file(dir.as_fd(), &tmp, 0o644).map_err(|e| Error::io("create", &full, e))?;
     let mut file = File::from(fd);
     let result = file
         .write_all(bytes)
