@@ -149,7 +149,7 @@ fn read_layer(
     ctx: &Context<'_>,
     each: &mut dyn FnMut(&mut LayerEntry<'_, '_>) -> Result<()>,
 ) -> Result<()> {
-    let damaged = |e: io::Error| Error::Failed(format!("layer {}: {e}", ctx.layer));
+    let damaged = |e: io::Error| Error::Failed(format!("layer {} is damaged: {e}", ctx.layer));
     let blob = layout.open_blob(desc)?;
     let stream: Box<dyn Read + '_> = match desc.media_type() {
         MediaType::ImageLayerZstd => Box::new(zstd::Decoder::new(blob).map_err(damaged)?),
