@@ -1,8 +1,8 @@
 //! `export-skel` / `import-skel` of the real Debian skel: a round trip
 //! through a real registry (Debian's docker-registry on 127.0.0.1, skopeo
 //! copying to it and back) into a second vskel root gives the same skel;
-//! the next generation after a 100-file change uploads a small part of
-//! the image and imports as a new generation; podman runs the image; a
+//! the next generation after a 100-file change (a package upgrade's)
+//! uploads a small part of the image and imports as a new generation; podman runs the image; a
 //! damaged image is refused with nothing written.
 
 mod common;
@@ -17,32 +17,47 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-/// Rewrite 100 regular files of `global/` (picked by sorted path under
-/// usr/share) by rename, as a package upgrade would.
-fn change_100_files(skel: &Path) {
-    let mut files = Vec::new();
-    let mut stack = vec![skel.join("global/usr/share")];
-    while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for p in entries {
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1 {
-                files.push(p);
+/// Rewrite 100 regular files of `global/` by rename, as a package
+/// upgrade does: the files of the packages dpkg lists in
+/// `local/var/lib/dpkg/info`, in name order from the first package at or
+/// after "m", until 100 files are changed. Returns the packages.
+fn change_100_files(skel: &Path) -> Vec<String> {
+    let info = skel.join("local/var/lib/dpkg/info");
+    let mut lists: Vec<PathBuf> = fs::read_dir(&info)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "list"))
+        .collect();
+    lists.sort();
+    let at = lists
+        .iter()
+        .position(|p| p.file_name().unwrap().to_str().unwrap() >= "m")
+        .unwrap_or(0);
+    lists.rotate_left(at);
+    let (mut changed, mut packages) = (0, Vec::new());
+    for list in lists {
+        if changed == 100 {
+            break;
+        }
+        packages.push(list.file_stem().unwrap().to_string_lossy().into_owned());
+        for line in fs::read_to_string(&list).unwrap().lines() {
+            let p = skel.join("global").join(line.trim_start_matches('/'));
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if changed == 100 || !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) != 1 {
+                continue;
             }
+            let mut data = fs::read(&p).unwrap();
+            data.extend_from_slice(b"\n# changed for generation 2\n");
+            let tmp = p.with_extension("vskel-test-new");
+            fs::write(&tmp, data).unwrap();
+            fs::rename(&tmp, &p).unwrap();
+            changed += 1;
         }
     }
-    files.sort();
-    let step = (files.len() / 100).max(1);
-    for p in files.iter().step_by(step).take(100) {
-        let mut data = fs::read(p).unwrap();
-        data.extend_from_slice(b"\n# changed for generation 2\n");
-        let tmp = p.with_extension("vskel-test-new");
-        fs::write(&tmp, data).unwrap();
-        fs::rename(&tmp, p).unwrap();
-    }
+    assert_eq!(changed, 100, "the packages {packages:?} have too few files");
+    packages
 }
 
 #[test]
@@ -103,7 +118,7 @@ fn the_debian_skel_travels_through_a_registry_and_its_next_generation_is_small()
 
     // The next generation: 100 files changed.
     let before = blob_bytes(&layout);
-    change_100_files(&skel);
+    let packages = change_100_files(&skel);
     let second = json(&a.run_ok(&[
         "export-skel",
         "deb",
@@ -120,8 +135,8 @@ fn the_debian_skel_travels_through_a_registry_and_its_next_generation_is_small()
         .sum();
     assert_eq!(new_bytes, second["new_bytes"].as_u64().unwrap(), "{second}");
     eprintln!(
-        "full export {full_bytes} bytes; after a 100-file change {new_bytes} new bytes ({:.1}%), \
-         {} of {} layers reused",
+        "full export {full_bytes} bytes; after a 100-file change of {packages:?}: {new_bytes} new \
+         bytes ({:.1}%), {} of {} layers reused",
         new_bytes as f64 * 100.0 / full_bytes as f64,
         second["layers_reused"],
         second["layers"]

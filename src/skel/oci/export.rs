@@ -5,6 +5,8 @@
 //! did not change since an earlier export into the same layout keep
 //! their digests, and only new blobs count as what a push would upload.
 
+use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,6 +22,7 @@ use crate::oci::annotations as ann;
 use crate::oci::layout::WrittenImage;
 use crate::oci::{ImageLayout, ImageRef, LayerItem, NewImage, WrittenLayer, write_layer};
 use crate::progress::Progress;
+use crate::sys;
 use crate::tree::TreeRoot;
 
 use super::super::Skel;
@@ -132,7 +135,8 @@ pub(crate) fn write_skel_layers(
     let generation = generation::load(&skel.dirs, n)?;
     let mut layers = Vec::new();
     let global = TreeRoot::open(&skel.global())?;
-    let groups = partition(part_entries(&generation, Part::Global));
+    let owners = package_owners(skel)?;
+    let groups = partition(part_entries(&generation, Part::Global), &owners);
     for (i, group) in groups.iter().enumerate() {
         progress.start(&format!(
             "exporting skel {}: global layer {} of {}",
@@ -188,6 +192,57 @@ pub(crate) fn write_skel_layers(
         ],
         made: generation.header.made,
     })
+}
+
+/// Where dpkg keeps each package's file list, in a part of the skel.
+const DPKG_INFO: &str = "var/lib/dpkg/info";
+/// The extension of a package's file list.
+const DPKG_LIST_EXT: &str = ".list";
+
+/// Which package owns each path (relative, as in a part), from dpkg's
+/// file lists in local/ or global/ (none: an empty map). A path two
+/// packages list goes to the first by name. The lists are read through
+/// directory descriptors, nothing followed.
+fn package_owners(skel: &Skel) -> Result<HashMap<PathBuf, String>> {
+    let mut owners = HashMap::new();
+    for part in [skel.local(), skel.global()] {
+        let root = TreeRoot::open(&part)?;
+        let info = match root.open_dir(Path::new(DPKG_INFO)) {
+            Ok(fd) => fd,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let shown = root.display(Path::new(DPKG_INFO));
+        let mut lists: Vec<(String, std::ffi::CString)> = sys::read_dir(info.as_fd())
+            .map_err(|e| Error::io("read directory", &shown, e))?
+            .into_iter()
+            .filter_map(|d| {
+                let name = d.name.to_str().ok()?.to_string();
+                let package = name.strip_suffix(DPKG_LIST_EXT)?.to_string();
+                Some((package, d.name))
+            })
+            .collect();
+        lists.sort();
+        for (package, name) in lists {
+            let fd = sys::open_file_read(info.as_fd(), &name)
+                .map_err(|e| Error::io("open", shown.join(sys::os_name(&name)), e))?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
+                .map_err(|e| Error::io("read", shown.join(sys::os_name(&name)), e))?;
+            for line in text.lines() {
+                let rel = line.trim_start_matches('/');
+                if !rel.is_empty() {
+                    owners
+                        .entry(PathBuf::from(rel))
+                        .or_insert_with(|| package.clone());
+                }
+            }
+        }
+        break;
+    }
+    Ok(owners)
 }
 
 /// The entries of one part (a record is sorted by part, then path).

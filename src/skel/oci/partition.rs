@@ -1,19 +1,26 @@
 //! Which global/ entries go into which layer of a skel's image, so that a
-//! small change of the skel changes a small part of the image.
+//! small change of the skel (a package upgrade) changes a small part of
+//! the image.
 //!
-//! The tree is cut into units: a directory whose subtree is larger than
-//! the target size is split (its own entry and its files are one unit,
-//! each subdirectory is cut the same way); a smaller subtree is one
-//! unit. Units of at least a quarter of the target are layers of their
-//! own; runs of smaller ones are joined, with a cut after each unit whose
-//! path hashes to 0 mod 8, so that where a run is cut depends on paths,
-//! not on sizes, and a change in one unit does not move the cuts of the
-//! others. Layers that share an inode are joined (OCI keeps hard links
-//! only inside a layer). With more than [`MAX_LAYERS`] layers the target
-//! is doubled and the cut made again. The target is a power of two
-//! (a 32nd of the tree), so growing the tree a little does not move it.
+//! * All directories are one layer (small: a changed file changes its
+//!   directory's time, and directories are shared by many packages).
+//! * Files a Debian package owns (its `var/lib/dpkg/info/PKG.list`) are
+//!   the package's layer; with more than [`PACKAGE_LAYERS`] packages, a
+//!   package goes to the layer its name hashes to, so adding a package
+//!   moves no other.
+//! * The other files (a skel that is not Debian's, files no package
+//!   owns) are cut by directory: a directory whose subtree is larger than
+//!   the target size is split (its files are one unit, each subdirectory
+//!   is cut the same way); a smaller subtree is one unit. Units of at
+//!   least a quarter of the target are layers of their own; runs of
+//!   smaller ones are joined, with a cut after each unit whose path hashes
+//!   to 0 mod 8, so that where a run is cut depends on paths, not sizes.
+//!   The target is a power of two, doubled until at most
+//!   [`MAX_LAYERS`] layers remain in all.
+//! * Layers that share an inode are joined (OCI keeps hard links only
+//!   inside one layer).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +28,8 @@ use crate::generation::{Entry, Kind};
 
 /// At most this many layers for global/.
 pub const MAX_LAYERS: usize = 64;
+/// At most this many layers of package files.
+pub const PACKAGE_LAYERS: usize = 40;
 /// The smallest target size of a layer.
 const MIN_TARGET: u64 = 1 << 20;
 /// What one entry costs besides its data (a tar header).
@@ -37,24 +46,118 @@ pub struct Group {
     pub units: Vec<PathBuf>,
 }
 
-/// Cut `entries` (one part's, sorted by path bytes) into layers.
-pub fn partition(entries: &[Entry]) -> Vec<Group> {
-    let total: u64 = entries.iter().map(cost).sum();
-    let mut target = (total / 32).next_power_of_two().max(MIN_TARGET);
-    loop {
-        let groups = cut(entries, target);
-        if groups.len() <= MAX_LAYERS {
-            return groups;
+/// Cut `entries` (one part's, sorted by path bytes) into layers;
+/// `owners` maps a path to the package that owns it.
+pub fn partition(entries: &[Entry], owners: &HashMap<PathBuf, String>) -> Vec<Group> {
+    let dirs: Vec<&Entry> = entries.iter().filter(|e| e.kind == Kind::Dir).collect();
+    let mut packages: BTreeMap<String, Vec<&Entry>> = BTreeMap::new();
+    let mut rest: Vec<Entry> = Vec::new();
+    for e in entries.iter().filter(|e| e.kind != Kind::Dir) {
+        match owners.get(&e.path) {
+            Some(p) => packages.entry(p.clone()).or_default().push(e),
+            None => rest.push(e.clone()),
         }
-        target *= 2;
     }
+    let mut groups = Vec::new();
+    if !dirs.is_empty() {
+        groups.push(group_of(&dirs, vec![PathBuf::from("(directories)")]));
+    }
+    // Packages: one layer each, or hashed into PACKAGE_LAYERS bins.
+    let mut bins: BTreeMap<usize, (Vec<&Entry>, Vec<PathBuf>)> = BTreeMap::new();
+    let hashed = packages.len() > PACKAGE_LAYERS;
+    for (i, (name, files)) in packages.into_iter().enumerate() {
+        let bin = if hashed {
+            blake3::hash(name.as_bytes()).as_bytes()[0] as usize % PACKAGE_LAYERS
+        } else {
+            i
+        };
+        let slot = bins.entry(bin).or_default();
+        slot.0.extend(files);
+        slot.1.push(PathBuf::from(format!("(package {name})")));
+    }
+    for (_, (files, names)) in bins {
+        groups.push(group_of(&files, names));
+    }
+    // The rest, by directory, in the layers left.
+    let room = MAX_LAYERS.saturating_sub(groups.len()).max(1);
+    let dir_paths: HashSet<&Path> = dirs.iter().map(|e| e.path.as_path()).collect();
+    if !rest.is_empty() {
+        let total: u64 = rest.iter().map(cost).sum();
+        let mut target = (total / 32).next_power_of_two().max(MIN_TARGET);
+        loop {
+            let cut_groups = cut(&rest, &dir_paths, target);
+            if cut_groups.len() <= room {
+                groups.extend(cut_groups);
+                break;
+            }
+            target *= 2;
+        }
+    }
+    join_shared_inodes(entries, groups)
+}
+
+fn group_of(entries: &[&Entry], units: Vec<PathBuf>) -> Group {
+    Group {
+        paths: entries.iter().map(|e| e.path.clone()).collect(),
+        units,
+    }
+}
+
+/// Join the groups that hold names of one inode (the first keeps its
+/// place); each group's paths sorted.
+fn join_shared_inodes(entries: &[Entry], groups: Vec<Group>) -> Vec<Group> {
+    let inode: HashMap<&Path, (u64, u64)> = entries
+        .iter()
+        .filter(|e| e.kind != Kind::Dir)
+        .map(|e| (e.path.as_path(), e.inode()))
+        .collect();
+    let mut owner: Vec<usize> = (0..groups.len()).collect();
+    fn find(owner: &mut [usize], mut x: usize) -> usize {
+        while owner[x] != x {
+            owner[x] = owner[owner[x]];
+            x = owner[x];
+        }
+        x
+    }
+    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        for p in &group.paths {
+            if let Some(&ino) = inode.get(p.as_path()) {
+                let at = *first.entry(ino).or_insert(g);
+                let (a, b) = (find(&mut owner, at), find(&mut owner, g));
+                if a != b {
+                    owner[a.max(b)] = a.min(b);
+                }
+            }
+        }
+    }
+    let mut joined: Vec<Option<Group>> = vec![None; groups.len()];
+    for (g, group) in groups.into_iter().enumerate() {
+        let into = find(&mut owner, g);
+        match &mut joined[into] {
+            Some(j) => {
+                j.paths.extend(group.paths);
+                j.units.extend(group.units);
+            }
+            slot => *slot = Some(group),
+        }
+    }
+    joined
+        .into_iter()
+        .flatten()
+        .map(|mut g| {
+            g.paths
+                .sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+            g
+        })
+        .collect()
 }
 
 fn cost(e: &Entry) -> u64 {
     ENTRY_COST + if e.kind == Kind::File { e.size } else { 0 }
 }
 
-fn cut(entries: &[Entry], target: u64) -> Vec<Group> {
+fn cut(entries: &[Entry], is_dir: &HashSet<&Path>, target: u64) -> Vec<Group> {
     // Subtree sizes of directories.
     let mut subtree: HashMap<&Path, u64> = HashMap::new();
     for e in entries {
@@ -63,11 +166,6 @@ fn cut(entries: &[Entry], target: u64) -> Vec<Group> {
             *subtree.entry(a).or_default() += c;
         }
     }
-    let is_dir: HashSet<&Path> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::Dir)
-        .map(|e| e.path.as_path())
-        .collect();
     // A directory is split when its subtree is over the target and its
     // parent is split (or it is the root).
     let split = |p: &Path| subtree.get(p).copied().unwrap_or(0) > target;
@@ -126,52 +224,14 @@ fn cut(entries: &[Entry], target: u64) -> Vec<Group> {
     if !run.is_empty() {
         layers.push(run);
     }
-    // Join layers that share an inode.
-    let mut owner: Vec<usize> = (0..layers.len()).collect();
-    fn find(owner: &mut [usize], mut x: usize) -> usize {
-        while owner[x] != x {
-            owner[x] = owner[owner[x]];
-            x = owner[x];
-        }
-        x
-    }
-    let mut inode_layer: HashMap<(u64, u64), usize> = HashMap::new();
-    for (l, us) in layers.iter().enumerate() {
-        for &u in us {
-            for &i in &units[u].1 {
-                let e = &entries[i];
-                if e.kind == Kind::Dir {
-                    continue;
-                }
-                let first = *inode_layer.entry(e.inode()).or_insert(l);
-                let (a, b) = (find(&mut owner, first), find(&mut owner, l));
-                if a != b {
-                    owner[a.max(b)] = a.min(b);
-                }
-            }
-        }
-    }
-    let mut joined: Vec<Option<Group>> = vec![None; layers.len()];
-    for (l, us) in layers.iter().enumerate() {
-        let into = find(&mut owner, l);
-        let group = joined[into].get_or_insert_with(|| Group {
-            paths: Vec::new(),
-            units: Vec::new(),
-        });
-        for &u in us {
-            group.units.push(units[u].0.clone());
-            group
-                .paths
-                .extend(units[u].1.iter().map(|&i| entries[i].path.clone()));
-        }
-    }
-    joined
+    layers
         .into_iter()
-        .flatten()
-        .map(|mut g| {
-            g.paths
-                .sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-            g
+        .map(|us| Group {
+            paths: us
+                .iter()
+                .flat_map(|&u| units[u].1.iter().map(|&i| entries[i].path.clone()))
+                .collect(),
+            units: us.iter().map(|&u| units[u].0.clone()).collect(),
         })
         .collect()
 }
@@ -224,7 +284,7 @@ mod tests {
     #[test]
     fn every_entry_is_in_exactly_one_layer_and_there_are_at_most_64() {
         let entries = tree(200, 50, 40_000);
-        let groups = partition(&entries);
+        let groups = partition(&entries, &HashMap::new());
         assert!(
             groups.len() > 1 && groups.len() <= MAX_LAYERS,
             "{}",
@@ -240,12 +300,12 @@ mod tests {
     #[test]
     fn a_small_change_moves_few_layers() {
         let entries = tree(100, 40, 30_000);
-        let before = partition(&entries);
+        let before = partition(&entries, &HashMap::new());
         let mut changed = entries.clone();
         for e in changed.iter_mut().filter(|e| e.path.starts_with("d042")) {
             e.size += 1000;
         }
-        let after = partition(&changed);
+        let after = partition(&changed, &HashMap::new());
         let moved = after.iter().filter(|g| !before.contains(g)).count();
         assert!(moved <= 2, "{moved} of {} layers changed", after.len());
     }
@@ -264,7 +324,7 @@ mod tests {
             .find(|e| e.path == Path::new("d099/f0039"))
             .unwrap()
             .ino = ino;
-        let groups = partition(&entries);
+        let groups = partition(&entries, &HashMap::new());
         let holder = |p: &str| {
             groups
                 .iter()
