@@ -97,7 +97,14 @@ mod tests {
 
     #[test]
     fn refuses_other_transports_and_bad_tags() {
-        for bad in ["docker://x", "/srv/img", "oci:", "oci:/x:-a", "oci:/x:a/b", "oci:/x:"] {
+        for bad in [
+            "docker://x",
+            "/srv/img",
+            "oci:",
+            "oci:/x:-a",
+            "oci:/x:a/b",
+            "oci:/x:",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
     }

@@ -48,7 +48,10 @@ mod tests {
     #[test]
     fn classifies_names() {
         assert_eq!(classify(OsStr::new("a")), Name::Plain);
-        assert_eq!(classify(OsStr::new(".wh.a")), Name::Whiteout(OsStr::new("a")));
+        assert_eq!(
+            classify(OsStr::new(".wh.a")),
+            Name::Whiteout(OsStr::new("a"))
+        );
         assert_eq!(classify(OsStr::new(".wh..wh..opq")), Name::Opaque);
         assert_eq!(whiteout_name(OsStr::new("x")), OsStr::new(".wh.x"));
     }
