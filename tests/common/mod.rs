@@ -6,6 +6,7 @@ pub mod debs;
 pub mod hostile;
 pub mod hostile_ops;
 pub mod mount;
+pub mod oci;
 pub mod smallfs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
