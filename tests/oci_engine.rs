@@ -399,6 +399,58 @@ fn open_refuses_a_directory_that_is_no_layout() {
     let err = ImageLayout::open(work.path()).err().unwrap().to_string();
     assert!(err.contains(&work.path().display().to_string()), "{err}");
     assert!(err.contains("not an OCI image layout"), "{err}");
+    fs::write(work.path().join("precious"), b"x").unwrap();
+    let err = ImageLayout::create(work.path()).err().unwrap().to_string();
+    assert!(err.contains("not empty"), "{err}");
+    assert!(!work.path().join("oci-layout").exists());
+    let made = work.path().join("new/layout");
+    ImageLayout::create(&made).unwrap();
+    assert_eq!(
+        fs::read_to_string(made.join("oci-layout")).unwrap(),
+        r#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+    ImageLayout::create(&made).unwrap();
+}
+
+/// Timing on a large tree: `OCI_ENGINE_TREE=/usr cargo test --release
+/// --test oci_engine large_tree -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn large_tree_round_trip() {
+    let Some(tree) = std::env::var_os("OCI_ENGINE_TREE") else {
+        eprintln!("skipped: set OCI_ENGINE_TREE");
+        return;
+    };
+    let work = tmp();
+    let src = PathBuf::from(tree);
+    let layout = ImageLayout::create(&work.path().join("img")).unwrap();
+    let source = TreeRoot::open(&src).unwrap();
+    let mut paths = Vec::new();
+    walk(&src, Path::new(""), &mut paths);
+    let items: Vec<_> = paths.into_iter().map(LayerItem::Entry).collect();
+    let start = std::time::Instant::now();
+    let layer = write_layer(&layout, &source, &items, Path::new(""), &[]).unwrap();
+    eprintln!(
+        "write_layer: {} entries, {} tar bytes, {} compressed, {:?}",
+        layer.entries,
+        layer.tar_bytes,
+        layer.descriptor.size(),
+        start.elapsed()
+    );
+    let out = work.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let target = TreeRoot::open(&out).unwrap();
+    let start = std::time::Instant::now();
+    let applied = apply_layer(
+        &layout,
+        &layer.descriptor,
+        &layer.diff_id,
+        &target,
+        Path::new(""),
+        Whiteouts::Remove,
+    )
+    .unwrap();
+    eprintln!("apply_layer: {applied:?}, {:?}", start.elapsed());
 }
 
 // ---- hostile layers ------------------------------------------------------

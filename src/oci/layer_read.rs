@@ -2,9 +2,10 @@
 //! digest and size are checked (and its uncompressed digest against the
 //! config's `diff_id`), every name is checked before anything is made
 //! (no absolute name, no `..`, nothing through a symlink or a
-//! non-directory; a hard link only to an earlier non-directory entry
-//! inside the target; a symlink whose relative target climbs above the
-//! target's root is refused, an absolute one is taken as inside it), and
+//! non-directory; a hard link only to an earlier non-directory entry of
+//! the layer or a non-directory the target holds; a symlink whose
+//! relative target climbs above the target's root is refused, an
+//! absolute one is taken as inside it), and
 //! only regular files, directories, symlinks, hard links, devices and
 //! FIFOs are accepted. OCI whiteouts are applied ([`Whiteouts`]).
 //!
@@ -15,10 +16,10 @@
 //! the target as it was; the second pass makes the entries, checking
 //! every name again against what is on disk (directories opened with
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), and checks the digests again
-//! at its end. A refusal met only in the second pass (a hard link to a
-//! path the target does not hold, a directory of the target that is a
-//! symlink) can leave part of the layer made: the caller unpacks into a
-//! staging directory it throws away on error, so a refused or damaged
+//! at its end. A refusal met only in the second pass (a directory of the
+//! target that is a symlink where an entry goes, a target changed between
+//! the passes) can leave part of the layer made: the caller unpacks into
+//! a staging directory it throws away on error, so a refused or damaged
 //! layer leaves nothing behind.
 //!
 //! Overlay-private extended attributes (`trusted.overlay.*`) in a layer
@@ -108,7 +109,7 @@ pub fn apply_layer(
     };
 
     // First pass: check everything, make nothing.
-    let mut checker = Checker::default();
+    let mut checker = Checker::new(target);
     read_layer(layout, desc, diff_id, &ctx, &mut |entry| {
         if let Some(item) = ctx.parse(entry)? {
             checker.check(&ctx, &item)?;
@@ -117,7 +118,7 @@ pub fn apply_layer(
     })?;
 
     // Second pass: make the entries, checking again.
-    let mut checker = Checker::default();
+    let mut checker = Checker::new(target);
     let mut applier = Applier {
         target,
         mode: whiteouts,
@@ -502,12 +503,33 @@ impl Context<'_> {
 /// What the layer made so far, by path (true: a directory), to refuse an
 /// entry below a non-directory of the layer and a hard link to a
 /// directory.
-#[derive(Default)]
-struct Checker {
+struct Checker<'a> {
+    target: &'a TreeRoot,
     kinds: HashMap<PathBuf, bool>,
 }
 
-impl Checker {
+impl<'a> Checker<'a> {
+    fn new(target: &'a TreeRoot) -> Self {
+        Checker {
+            target,
+            kinds: HashMap::new(),
+        }
+    }
+
+    /// Does the target hold a non-directory at `rel` (reached with no
+    /// symlink followed)?
+    fn target_has_non_dir(&self, rel: &Path) -> bool {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let Ok(dir) = sys::open_dir_beneath(self.target.fd(), parent) else {
+            return false;
+        };
+        let Ok(name) = sys::cname(rel.file_name().unwrap_or_default()) else {
+            return false;
+        };
+        sys::stat_at(dir.as_fd(), &name)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode as _) != FileType::Directory)
+    }
+
     fn through_non_dir(&self, path: &Path) -> Option<PathBuf> {
         path.ancestors()
             .skip(1)
@@ -532,6 +554,16 @@ impl Checker {
                     return Err(ctx.refuse(
                         &item.name,
                         format!("hard link to the directory \"{}\"", target.display()),
+                    ));
+                }
+                if !self.kinds.contains_key(target) && !self.target_has_non_dir(target) {
+                    return Err(ctx.refuse(
+                        &item.name,
+                        format!(
+                            "hard link to \"{}\", which neither the layer nor the target \
+                             holds as a non-directory",
+                            target.display()
+                        ),
                     ));
                 }
                 if let Some(at) = self.through_non_dir(target) {

@@ -104,7 +104,8 @@ pub struct StoredBlob {
 
 impl ImageLayout {
     /// Open the layout at `dir`, making it (and `oci-layout`,
-    /// `index.json`) if it does not exist.
+    /// `index.json`) if it does not exist. A directory that exists, is
+    /// not empty and has no `oci-layout` is refused, not turned into one.
     pub fn create(dir: &Path) -> Result<ImageLayout> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("make directory", dir, e))?;
         let fd = sys::open_root(dir).map_err(|e| Error::io("open directory", dir, e))?;
@@ -113,6 +114,15 @@ impl ImageLayout {
             .map_err(|e| Error::io("stat", dir.join(OCI_LAYOUT_FILE), e))?
             .is_none()
         {
+            let entries =
+                sys::read_dir(fd.as_fd()).map_err(|e| Error::io("read directory", dir, e))?;
+            if !entries.is_empty() {
+                return Err(Error::Failed(format!(
+                    "{}: not an OCI image layout (no oci-layout file) and not empty; \
+                     refusing to make a layout there",
+                    dir.display()
+                )));
+            }
             let layout = OciLayoutBuilder::default()
                 .image_layout_version(LAYOUT_VERSION.to_string())
                 .build()
