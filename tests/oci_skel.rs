@@ -114,7 +114,11 @@ fn the_debian_skel_travels_through_a_registry_and_its_next_generation_is_small()
     let b_skel = b.root.join(".skel/deb");
     let (la, lb) = (skel_listing(&skel), skel_listing(&b_skel));
     assert!(la.len() > 1000, "{} entries", la.len());
-    assert!(la == lb, "the imported skel differs:\n{}", listing_diff(&la, &lb).join("\n"));
+    assert!(
+        la == lb,
+        "the imported skel differs:\n{}",
+        listing_diff(&la, &lb).join("\n")
+    );
 
     // The next generation: 100 files changed.
     let before = blob_bytes(&layout);
@@ -167,7 +171,11 @@ fn the_debian_skel_travels_through_a_registry_and_its_next_generation_is_small()
     assert_eq!(next["result"], "generation", "{next}");
     assert_eq!(next["generation"], 2, "{next}");
     let (la, lb) = (skel_listing(&skel), skel_listing(&b_skel));
-    assert!(la == lb, "generation 2 differs:\n{}", listing_diff(&la, &lb).join("\n"));
+    assert!(
+        la == lb,
+        "generation 2 differs:\n{}",
+        listing_diff(&la, &lb).join("\n")
+    );
     assert_eq!(
         common::dev_ino(&b_skel.join(&unchanged_file)),
         ino_before,
@@ -198,21 +206,12 @@ fn podman_runs_an_exported_skel() {
     let skel = a.build_debian_skel("deb");
     let layout = a.dir.path().join("image");
     a.run_ok(&["export-skel", "deb", &format!("oci:{}:1", layout.display())]);
-    let out = common::oci::podman_command()
-        .args(["run", "--rm", "--network", "none"])
-        .arg(format!("oci:{}:1", layout.display()))
-        .args(["/bin/sh", "-c", "cat /etc/debian_version"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "podman failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let want = fs::read_to_string(skel.join("global/etc/debian_version"))
         .or_else(|_| fs::read_to_string(skel.join("local/etc/debian_version")))
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let podman = common::oci::Podman::new();
+    let got = podman.run_layout(&layout, "1", "cat /etc/debian_version");
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -224,10 +223,16 @@ fn a_damaged_skel_image_writes_nothing() {
     let b = Setup::new("");
     a.build_example_skel("base");
     let layout = a.dir.path().join("image");
-    a.run_ok(&["export-skel", "base", &format!("oci:{}:1", layout.display())]);
+    a.run_ok(&[
+        "export-skel",
+        "base",
+        &format!("oci:{}:1", layout.display()),
+    ]);
     let blobs = blob_bytes(&layout);
     let (largest, _) = blobs.iter().max_by_key(|(_, s)| **s).unwrap();
-    let path = layout.join("blobs/sha256").join(largest.trim_start_matches("sha256:"));
+    let path = layout
+        .join("blobs/sha256")
+        .join(largest.trim_start_matches("sha256:"));
     let bytes = fs::read(&path).unwrap();
     for (what, damaged) in [
         ("truncated", bytes[..bytes.len() / 2].to_vec()),
@@ -241,11 +246,18 @@ fn a_damaged_skel_image_writes_nothing() {
         fs::write(&path, &damaged).unwrap();
         let out = b
             .vskel()
-            .args(["import-skel", &format!("oci:{}:1", layout.display()), "base"])
+            .args([
+                "import-skel",
+                &format!("oci:{}:1", layout.display()),
+                "base",
+            ])
             .output()
             .unwrap();
         assert!(!out.status.success(), "{what}: imported");
-        assert!(!b.root.join(".skel/base").exists(), "{what}: a skel was left");
+        assert!(
+            !b.root.join(".skel/base").exists(),
+            "{what}: a skel was left"
+        );
         let staging = b.root.join(".vskel/staging");
         let left: Vec<_> = fs::read_dir(&staging)
             .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -253,6 +265,10 @@ fn a_damaged_skel_image_writes_nothing() {
         assert!(left.is_empty(), "{what}: staging holds {left:?}");
     }
     fs::write(&path, &bytes).unwrap();
-    b.run_ok(&["import-skel", &format!("oci:{}:1", layout.display()), "base"]);
+    b.run_ok(&[
+        "import-skel",
+        &format!("oci:{}:1", layout.display()),
+        "base",
+    ]);
     assert!(b.root.join(".skel/base/global").is_dir());
 }

@@ -185,7 +185,11 @@ fn a_vserver_image_is_refused_by_import_skel_rules_and_leaves_nothing() {
     let index: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let manifest: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(blob(manifest_digest)).unwrap()).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
@@ -196,14 +200,26 @@ fn a_vserver_image_is_refused_by_import_skel_rules_and_leaves_nothing() {
     fs::write(&delta, bytes).unwrap();
     let out = b
         .vskel()
-        .args(["import-vs", &format!("oci:{}:web1", layout.display()), "web1", "--ip", NEW_IP])
+        .args([
+            "import-vs",
+            &format!("oci:{}:web1", layout.display()),
+            "web1",
+            "--ip",
+            NEW_IP,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("sha256:") || stderr.contains("digest"), "{stderr}");
+    assert!(
+        stderr.contains("sha256:") || stderr.contains("digest"),
+        "{stderr}"
+    );
     assert!(!b.root.join("web1").exists());
     assert!(!b.root.join(".views/web1").exists());
     assert!(!b.root.join(".vskel/vservers/web1.toml").exists());
-    assert!(!b.root.join(".skel/base").exists(), "the skel was imported for nothing");
+    assert!(
+        !b.root.join(".skel/base").exists(),
+        "the skel was imported for nothing"
+    );
 }

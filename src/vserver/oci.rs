@@ -170,7 +170,8 @@ pub fn export_vs(
 }
 
 /// The delta layer's items for `changes` (sorted by path): every added or
-/// modified path and its parents, and one whiteout per removed subtree.
+/// modified path, one whiteout per removed subtree, and the parents of
+/// both.
 /// Returns the items and the counts of entries and whiteouts.
 fn delta_items(changes: &[super::diff::Change]) -> (Vec<LayerItem>, usize, usize) {
     let mut entries: BTreeSet<PathBuf> = BTreeSet::new();
@@ -180,18 +181,19 @@ fn delta_items(changes: &[super::diff::Change]) -> (Vec<LayerItem>, usize, usize
         if rel.as_os_str().is_empty() {
             continue; // the root's metadata is the new host's
         }
-        match c.status {
-            Status::Removed => {
-                if !removed.iter().any(|r| rel.starts_with(r)) {
-                    removed.push(rel);
-                }
+        if c.status == Status::Removed && removed.iter().any(|r| rel.starts_with(r)) {
+            continue; // inside a removed directory: gone with it
+        }
+        // The parents go too, so their metadata (a removal changed their
+        // times) travels with what changed in them.
+        for a in rel.ancestors().skip(1) {
+            if !a.as_os_str().is_empty() {
+                entries.insert(a.to_path_buf());
             }
+        }
+        match c.status {
+            Status::Removed => removed.push(rel),
             Status::Added | Status::Modified => {
-                for a in rel.ancestors().skip(1) {
-                    if !a.as_os_str().is_empty() {
-                        entries.insert(a.to_path_buf());
-                    }
-                }
                 entries.insert(rel);
             }
         }

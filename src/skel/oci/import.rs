@@ -197,7 +197,6 @@ pub(crate) fn import_skel_image(
         built.global(),
         built.local(),
         built.static_dir(),
-        built.post_create_dir(),
         meta.clone(),
     ] {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("make directory", &dir, e))?;
@@ -307,11 +306,14 @@ fn place_meta(config: &Config, built: &SkelDirs, meta: &Path) -> Result<()> {
     let meta_dirs = SkelDirs {
         dir: meta.to_path_buf(),
     };
-    for name in crate::tree::list_names(&meta_dirs.post_create_dir())? {
-        let from = meta_dirs.post_create_dir().join(&name);
-        let to = built.post_create_dir().join(&name);
+    // scripts/ moves whole, with its times.
+    let (from, to) = (scripts_dir(&meta_dirs), scripts_dir(built));
+    if exists(&from)? {
         std::fs::rename(&from, &to).map_err(|e| Error::io("move", &from, e))?;
     }
+    let post_create = built.post_create_dir();
+    std::fs::create_dir_all(&post_create)
+        .map_err(|e| Error::io("make directory", &post_create, e))?;
     let from = meta_dirs.configfile();
     match std::fs::symlink_metadata(&from) {
         Ok(m) if m.is_file() => {
@@ -329,6 +331,14 @@ fn place_meta(config: &Config, built: &SkelDirs, meta: &Path) -> Result<()> {
         Err(e) => return Err(Error::io("stat", &from, e)),
     }
     Ok(())
+}
+
+/// A skel's `scripts/` (the parent of its post-create scripts).
+fn scripts_dir(dirs: &SkelDirs) -> PathBuf {
+    let post_create = dirs.post_create_dir();
+    post_create
+        .parent()
+        .map_or_else(|| post_create.clone(), Path::to_path_buf)
 }
 
 /// Give every directory the times its record says (a later layer writing
@@ -428,7 +438,7 @@ fn new_generation(
         )?;
     }
     replace_dir(&built.static_dir(), &skel.static_dir())?;
-    replace_dir(&built.post_create_dir(), &skel.post_create_dir())?;
+    replace_dir(&scripts_dir(built), &scripts_dir(&skel.dirs))?;
     std::fs::rename(built.configfile(), skel.configfile())
         .map_err(|e| Error::io("replace", skel.configfile(), e))?;
     split_from(config, skel, &TreeRoot::open(&tree)?, progress)?;
