@@ -187,20 +187,8 @@ pub fn build_skel(
     kept_times.restore()?;
     let scripts = link_scripts(config, &built.post_create_dir())?;
     let configfile = write_configfile(config, &built.configfile())?;
-    let protected = protect::protect_tree(&global.tree, config.protect)?;
-    progress.start(&format!("recording skel {name}'s generation 1"));
-    let generation = generation::record(
-        &built,
-        "build-skel",
-        progress,
-        generation::Store::of(config),
-    )?
-    .generation;
-    // The lifecycle lock file exists from the start: mounting or syncing a
-    // view (which take it) never changes the skel's directory.
-    let lock = built.lifecycle_lock();
-    drop(sys::open_locked(&lock).map_err(|e| Error::io("make", &lock, e))?);
-    staging.publish(&skel.dirs.dir)?;
+    let (protected, generation) =
+        publish_new_skel(config, &skel, staging, &global.tree, "build-skel", progress)?;
     info!("skel {name} built in {}", skel.dirs.dir.display());
     warn_review(&skel);
     Ok(BuildReport {
@@ -214,6 +202,33 @@ pub fn build_skel(
         devices_left_out,
         generation,
     })
+}
+
+/// Finish a new skel built in `staging` (`global` its global/): protect
+/// its global files, record its first generation, make its lifecycle lock
+/// file, and rename it into place as `skel`. Returns the files protected
+/// and the generation.
+pub(super) fn publish_new_skel(
+    config: &Config,
+    skel: &Skel,
+    staging: Staging,
+    global: &TreeRoot,
+    made_by: &str,
+    progress: &Progress,
+) -> Result<(u64, u64)> {
+    let built = SkelDirs {
+        dir: staging.path().to_path_buf(),
+    };
+    let protected = protect::protect_tree(global, config.protect)?;
+    progress.start(&format!("recording skel {}'s generation 1", skel.name));
+    let generation =
+        generation::record(&built, made_by, progress, generation::Store::of(config))?.generation;
+    // The lifecycle lock file exists from the start: mounting or syncing a
+    // view (which take it) never changes the skel's directory.
+    let lock = built.lifecycle_lock();
+    drop(sys::open_locked(&lock).map_err(|e| Error::io("make", &lock, e))?);
+    staging.publish(&skel.dirs.dir)?;
+    Ok((protected, generation))
 }
 
 /// The source's times of the directories that the build writes into after

@@ -44,7 +44,7 @@ use crate::tree::{TreeRoot, require_one_filesystem};
 use crate::{protect, sys};
 
 use super::super::Skel;
-use super::super::build::write_configfile;
+use super::super::build::{publish_new_skel, write_configfile};
 use super::super::lifecycle::{self, exists};
 use super::super::remove::refuse_merged;
 use super::super::split::split_from;
@@ -220,17 +220,9 @@ pub(crate) fn import_skel_image(
         report.result = ImportResult::Generation;
         staging.discard()?;
     } else {
-        protect::protect_tree(&TreeRoot::open(&built.global())?, config.protect)?;
-        report.generation = generation::record(
-            &built,
-            "import-skel",
-            progress,
-            generation::Store::of(config),
-        )?
-        .generation;
-        let lock = built.lifecycle_lock();
-        drop(sys::open_locked(&lock).map_err(|e| Error::io("make", &lock, e))?);
-        staging.publish(&skel.dirs.dir)?;
+        let global = TreeRoot::open(&built.global())?;
+        report.generation =
+            publish_new_skel(config, &skel, staging, &global, "import-skel", progress)?.1;
     }
     scratch.discard()?;
     progress.finish();
