@@ -231,27 +231,54 @@ fn vskel_timed(setup: &Setup, args: &[&str]) -> Duration {
     timed(&mut cmd, &format!("vskel {}", args.join(" ")))
 }
 
-/// Rewrite `CHANGED_FILES` regular files below `global/DOCS` (every k-th
+/// Rewrite `CHANGED_FILES` regular files below `DOCS` of global/ or
+/// local/ (a tree that is not a root file system puts it there) (every k-th
 /// in path order: the same files for the same tree), each replaced by
 /// rename with its mode and owner, then record the new generation.
 fn change_docs(skel: &SkelDirs, docs: &str) {
     let progress = Progress::hidden();
     let n = generation::ensure(skel, "bench", &progress, generation::Store::Skip).unwrap();
     let current = generation::load(skel, n).unwrap();
-    let files: Vec<_> = current
-        .entries()
-        .iter()
-        .filter(|e| e.part == Part::Global && e.kind == Kind::File && e.path.starts_with(docs))
-        .collect();
+    let packaged = package_files(skel);
+    let regular = |e: &&generation::Entry| e.part != Part::Static && e.kind == Kind::File;
+    let files: Vec<&generation::Entry> = match &packaged {
+        Some(listed) => {
+            let global: std::collections::HashMap<&Path, &generation::Entry> = current
+                .entries()
+                .iter()
+                .filter(regular)
+                .filter(|e| e.part == Part::Global)
+                .map(|e| (e.path.as_path(), e))
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            listed
+                .iter()
+                .filter_map(|p| global.get(p.as_path()).copied())
+                .filter(|e| seen.insert(e.path.clone()))
+                .collect()
+        }
+        None => current
+            .entries()
+            .iter()
+            .filter(regular)
+            .filter(|e| e.path.starts_with(docs))
+            .collect(),
+    };
     assert!(
         files.len() >= CHANGED_FILES,
         "{}: only {} files below {docs}",
         skel.dir.display(),
         files.len()
     );
-    let step = files.len() / CHANGED_FILES;
+    // A package upgrade's files are the first ones of its packages; other
+    // trees get every k-th file of their doc directory.
+    let step = if packaged.is_some() {
+        1
+    } else {
+        files.len() / CHANGED_FILES
+    };
     for e in files.iter().step_by(step).take(CHANGED_FILES) {
-        let path = skel.global().join(&e.path);
+        let path = skel.dir.join(e.part.dir_name()).join(&e.path);
         let mut data = fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
         data.extend_from_slice(b"\nchanged for the OCI benchmark\n");
         let tmp = path.with_file_name(".vskel-bench-new");
@@ -262,6 +289,31 @@ fn change_docs(skel: &SkelDirs, docs: &str) {
     }
     let recorded = generation::record(skel, "bench", &progress, generation::Store::Skip).unwrap();
     assert!(recorded.new, "no new generation after the change");
+}
+
+/// The files of dpkg's packages from the first at or after "m" on, in
+/// package order then list order (what an upgrade of a few packages
+/// changes), from `local/var/lib/dpkg/info/*.list`; none without dpkg.
+fn package_files(skel: &SkelDirs) -> Option<Vec<PathBuf>> {
+    let info = skel.local().join("var/lib/dpkg/info");
+    let mut lists: Vec<PathBuf> = fs::read_dir(&info)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "list"))
+        .collect();
+    lists.sort();
+    let at = lists
+        .iter()
+        .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy().as_ref() >= "m"))
+        .unwrap_or(0);
+    lists.rotate_left(at);
+    let mut out = Vec::new();
+    for list in lists {
+        for line in fs::read_to_string(&list).unwrap().lines() {
+            out.push(PathBuf::from(line.trim_start_matches('/')));
+        }
+    }
+    Some(out)
 }
 
 /// Bytes on disk below `dir` (like `du -s`; each inode once).
