@@ -304,7 +304,10 @@ fn package_files(skel: &SkelDirs) -> Option<Vec<PathBuf>> {
     lists.sort();
     let at = lists
         .iter()
-        .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy().as_ref() >= "m"))
+        .position(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().as_ref() >= "m")
+        })
         .unwrap_or(0);
     lists.rotate_left(at);
     let mut out = Vec::new();
