@@ -39,12 +39,12 @@ fn bash_loads_the_completion_script_for_vskel() {
     };
     let shown = bash("source <(vskel completions bash) && complete -p vskel");
     assert!(shown.trim_end().ends_with(" vskel"), "{shown}");
-    // What bash offers after `vskel ex<TAB>`.
+    // What bash offers after `vskel mo<TAB>`.
     let offered = bash(
-        "source <(vskel completions bash) && COMP_WORDS=(vskel ex) COMP_CWORD=1 \
-         COMP_LINE='vskel ex' COMP_POINT=8 && _vskel vskel ex vskel && echo \"${COMPREPLY[@]}\"",
+        "source <(vskel completions bash) && COMP_WORDS=(vskel mo) COMP_CWORD=1 \
+         COMP_LINE='vskel mo' COMP_POINT=8 && _vskel vskel mo vskel && echo \"${COMPREPLY[@]}\"",
     );
-    assert_eq!(offered, "exec\n");
+    assert_eq!(offered, "mount\n");
 }
 
 #[test]
