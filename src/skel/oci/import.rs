@@ -92,6 +92,7 @@ pub fn import_skel(
     name: &str,
     progress: &Progress,
 ) -> Result<ImportReport> {
+    Skel::named(config, name)?; // a bad name is refused before anything is read
     let layout = ImageLayout::open(&src.dir)?;
     let image = layout.read_image(src.tag.as_deref())?;
     let kind = annotation(&image, ann::KIND);
