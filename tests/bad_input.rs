@@ -356,6 +356,66 @@ fn create_vs_without_a_terminal_does_not_ask() {
 }
 
 #[test]
+fn oci_commands_reject_bad_input() {
+    run_cases(vec![
+        (
+            "import-skel: bad skel name",
+            strings(&["import-skel", "oci:{dir}/none", "../x"]),
+            USAGE,
+            strings(&[r#"invalid skel name "../x""#]),
+        ),
+        (
+            "import-skel: another transport",
+            strings(&["import-skel", "docker://example.org/x", "new"]),
+            USAGE,
+            strings(&["only OCI image layouts"]),
+        ),
+        (
+            "import-skel: no such layout",
+            strings(&["import-skel", "oci:{dir}/none", "new"]),
+            USAGE,
+            strings(&["{dir}/none does not exist"]),
+        ),
+        (
+            "import-skel: a bad tag",
+            strings(&["import-skel", "oci:{dir}/none:-x", "new"]),
+            USAGE,
+            strings(&["not a valid tag"]),
+        ),
+        (
+            "export-skel: no such skel",
+            strings(&["export-skel", "nosuch", "oci:{dir}/image"]),
+            USAGE,
+            strings(&[r#"no skel named "nosuch""#]),
+        ),
+        (
+            "export-skel: another transport",
+            strings(&["export-skel", "base", "docker://example.org/x"]),
+            USAGE,
+            strings(&["only OCI image layouts"]),
+        ),
+        (
+            "export-vs: no such vserver",
+            strings(&["export-vs", "nosuch", "oci:{dir}/image"]),
+            USAGE,
+            strings(&[r#"no vserver named "nosuch""#]),
+        ),
+        (
+            "import-vs: the name is taken",
+            strings(&["import-vs", "oci:{dir}/none", "web1"]),
+            USAGE,
+            strings(&[r#""web1" exists already"#]),
+        ),
+        (
+            "import-vs: no such layout",
+            strings(&["import-vs", "oci:{dir}/none", "web2"]),
+            USAGE,
+            strings(&["{dir}/none does not exist"]),
+        ),
+    ]);
+}
+
+#[test]
 fn build_skel_rejects_bad_input() {
     run_cases(vec![
         (

@@ -38,7 +38,7 @@ use crate::oci::{ImageLayout, ImageRef, LayerItem, NewImage, Whiteouts, apply_la
 use crate::progress::Progress;
 use crate::skel::Skel;
 use crate::skel::oci::export::write_skel_layers;
-use crate::skel::oci::import::{ImportReport, annotation, import_skel_image};
+use crate::skel::oci::import::{ImportReport, annotation, import_skel_image, open_layout};
 use crate::skel::oci::{KIND_VSERVER, PART_DELTA};
 use crate::tree::TreeRoot;
 use crate::validate::{Loopback, validate_name};
@@ -254,7 +254,7 @@ pub fn import_vs(
             "a vserver named \"{name}\" exists already; remove it or choose another name"
         )));
     }
-    let layout = ImageLayout::open(&src.dir)?;
+    let layout = open_layout(src)?;
     let image = layout.read_image(src.tag.as_deref())?;
     if annotation(&image, ann::KIND) != Some(KIND_VSERVER) {
         return Err(Error::Usage(format!(

@@ -93,7 +93,7 @@ pub fn import_skel(
     progress: &Progress,
 ) -> Result<ImportReport> {
     Skel::named(config, name)?; // a bad name is refused before anything is read
-    let layout = ImageLayout::open(&src.dir)?;
+    let layout = open_layout(src)?;
     let image = layout.read_image(src.tag.as_deref())?;
     let kind = annotation(&image, ann::KIND);
     if kind != Some(KIND_SKEL) && kind != Some(KIND_VSERVER) {
@@ -104,6 +104,18 @@ pub fn import_skel(
         )));
     }
     import_skel_image(config, &layout, &image, &src.to_string(), name, progress)
+}
+
+/// The image layout `src` names; a directory that does not exist is a
+/// usage error.
+pub(crate) fn open_layout(src: &ImageRef) -> Result<ImageLayout> {
+    match std::fs::symlink_metadata(&src.dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
+            "{src}: {} does not exist",
+            src.dir.display()
+        ))),
+        _ => ImageLayout::open(&src.dir),
+    }
 }
 
 /// A manifest annotation of `image`.
