@@ -272,3 +272,63 @@ fn a_damaged_skel_image_writes_nothing() {
     ]);
     assert!(b.root.join(".skel/base/global").is_dir());
 }
+
+#[test]
+fn two_exports_into_one_layout_at_once_keep_both_tags() {
+    if !require_root("two_exports_into_one_layout_at_once_keep_both_tags") {
+        return;
+    }
+    // Two skels: one skel's exports wait for each other on its lock.
+    let a = Setup::new("");
+    a.build_example_skel("base");
+    a.build_example_skel("other");
+    let layout = a.dir.path().join("image");
+    a.run_ok(&[
+        "export-skel",
+        "base",
+        &format!("oci:{}:first", layout.display()),
+    ]);
+    let mut want = vec!["first".to_string()];
+    for round in 0..10 {
+        let children: Vec<_> = [
+            ("base", format!("a{round}")),
+            ("other", format!("b{round}")),
+        ]
+        .into_iter()
+        .map(|(skel, tag)| {
+            want.push(tag.clone());
+            a.vskel_process()
+                .args([
+                    "export-skel",
+                    skel,
+                    &format!("oci:{}:{tag}", layout.display()),
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+    }
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    tags.sort();
+    want.sort();
+    assert_eq!(
+        tags, want,
+        "a tag written at the same time as another was lost"
+    );
+}

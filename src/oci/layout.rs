@@ -309,6 +309,10 @@ impl ImageLayout {
             REF_NAME.to_string(),
             tag.to_string(),
         )])));
+        // The index is read, changed and replaced under a lock on the
+        // layout's directory, so two vskel runs tagging images in one
+        // layout at once both keep their tag.
+        sys::lock_exclusive(self.fd.as_fd()).map_err(|e| Error::io("lock", &self.dir, e))?;
         let mut index = self.read_index()?;
         let mut manifests: Vec<Descriptor> = index
             .manifests()
