@@ -173,8 +173,8 @@ fn a_changed_view_moves_to_a_second_host_as_a_tree_and_as_a_view() {
 }
 
 #[test]
-fn a_vserver_image_is_refused_by_import_skel_rules_and_leaves_nothing() {
-    if !require_root("a_vserver_image_is_refused_by_import_skel_rules_and_leaves_nothing") {
+fn a_damaged_vserver_image_leaves_nothing() {
+    if !require_root("a_damaged_vserver_image_leaves_nothing") {
         return;
     }
     let a = Setup::new("");

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::generation::{self, Entry, Kind};
+use crate::generation::{self, Entry, Kind, Part};
 use crate::layout::{Layout, SkelDirs};
 use crate::oci::annotations as ann;
 use crate::oci::{Image, ImageLayout, ImageRef, Whiteouts, apply_layer};
@@ -349,25 +349,32 @@ fn scripts_dir(dirs: &SkelDirs) -> PathBuf {
 /// Give every directory the times its record says (a later layer writing
 /// into a directory changed them).
 fn restore_dir_times(built: &SkelDirs, entries: &[Entry]) -> Result<()> {
+    let mut roots: Vec<(Part, TreeRoot)> = Vec::new();
     for e in entries.iter().filter(|e| e.kind == Kind::Dir) {
-        let root_path = built.dir.join(e.part.dir_name());
-        let root = TreeRoot::open(&root_path)?;
-        let fd = if e.path.as_os_str().is_empty() {
-            sys::open_root(&root_path).map_err(|err| Error::io("open", &root_path, err))?
+        if roots.last().is_none_or(|(part, _)| *part != e.part) {
+            // Entries are sorted by part: each part's root is opened once.
+            roots.push((e.part, TreeRoot::open(&built.dir.join(e.part.dir_name()))?));
+        }
+        let root = &roots[roots.len() - 1].1;
+        let is_root = e.path.as_os_str().is_empty();
+        let opened;
+        let fd = if is_root {
+            root.fd()
         } else {
-            root.open_dir(&e.path)?
+            opened = root.open_dir(&e.path)?;
+            opened.as_fd()
         };
+        if is_root {
+            // The part's root is in no layer: all of its metadata.
+            sys::fchown(fd, e.uid, e.gid)
+                .and_then(|()| sys::fchmod(fd, e.mode))
+                .map_err(|err| Error::io("set owner and mode of", root.path(), err))?;
+        }
         let times = sys::Times {
             atime: e.mtime,
             mtime: e.mtime,
         };
-        if e.path.as_os_str().is_empty() {
-            // The part's root is in no layer: all of its metadata.
-            sys::fchown(fd.as_fd(), e.uid, e.gid)
-                .and_then(|()| sys::fchmod(fd.as_fd(), e.mode))
-                .map_err(|err| Error::io("set owner and mode of", &root_path, err))?;
-        }
-        sys::futimens(fd.as_fd(), times)
+        sys::futimens(fd, times)
             .map_err(|err| Error::io("set times of", root.display(&e.path), err))?;
     }
     Ok(())
