@@ -1,9 +1,10 @@
-//! The view's worker pool grows with the load (issue 11): it starts with
-//! two workers, a serial client keeps it at two (each request of a
-//! fixed pool woke a different worker, which had to get a CPU), and
-//! parallel clients whose requests queue make it grow, never beyond
-//! `-o threads=N`, and it shrinks back for a serial client after them. Workers are the server's threads named `fuser-*`, read
-//! from /proc on real `vskel overlay` mounts.
+//! The view's worker pool follows the load (issue 11): a serial client
+//! keeps it at its floor, four workers while the CPUs have room and two
+//! while they are busy (each request of a bigger pool wakes a worker that
+//! must get a CPU); parallel clients whose requests queue make it grow,
+//! never beyond `-o threads=N`, and it shrinks back to the floor for a
+//! serial client after them. Workers are the server's threads named
+//! `fuser-*`, read from /proc on real `vskel overlay` mounts.
 
 mod common;
 
@@ -21,6 +22,77 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// How long the parallel clients may take to make the pool grow.
 const GROWS_WITHIN: Duration = Duration::from_secs(60);
+
+/// How long a serial client may take to move the pool to its floor (the
+/// pool looks at the CPUs every 50 ms and moves after three looks agree).
+const FLOOR_WITHIN: Duration = Duration::from_secs(10);
+
+/// The floor while the CPUs have room, and while they are busy.
+const IDLE_FLOOR: usize = 4;
+const BUSY_FLOOR: usize = 2;
+
+/// Threads that keep every CPU busy until dropped.
+struct CpuHogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHogs {
+    /// Two spinning threads per CPU.
+    fn start() -> CpuHogs {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2 * cpus)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        CpuHogs { stop, threads }
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs a serial client (create, stat, unlink) on `overlay` until the pool
+/// has `want` workers and has kept them for 200 more operations, or
+/// `FLOOR_WITHIN` has passed; returns the most workers seen during those
+/// last operations and the count at the end.
+fn serial_until(overlay: &Overlay, want: usize, tag: &str) -> (usize, usize) {
+    let start = Instant::now();
+    let mut i = 0u64;
+    let mut reached_at = None;
+    let mut most_after = 0;
+    while start.elapsed() < FLOOR_WITHIN {
+        create_stat_unlink(&overlay.mnt, &format!("{tag}{i}"));
+        i += 1;
+        if i % 10 == 0 {
+            let now = overlay.workers();
+            match reached_at {
+                None if now == want => reached_at = Some(i),
+                Some(at) => {
+                    most_after = most_after.max(now);
+                    if i >= at + 200 {
+                        break;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    (most_after.max(overlay.workers()), overlay.workers())
+}
 
 /// An overlay of empty layers mounted in the background by `vskel overlay`,
 /// with its server's pid. Fields drop in order: unmounted before the
@@ -111,23 +183,44 @@ fn create_stat_unlink(dir: &Path, name: &str) {
 }
 
 #[test]
-fn a_serial_client_stays_on_at_most_two_workers() {
-    if !require_root("a_serial_client_stays_on_at_most_two_workers") {
+fn with_cpus_free_a_serial_client_keeps_four_workers() {
+    if !require_root("with_cpus_free_a_serial_client_keeps_four_workers") {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let overlay = Overlay::mount("");
-    let mut most = overlay.workers();
-    for i in 0..700 {
-        create_stat_unlink(&overlay.mnt, &format!("f{i}"));
-        if i % 50 == 0 {
-            most = most.max(overlay.workers());
-        }
-    }
-    most = most.max(overlay.workers());
+    let overlay = Overlay::mount("threads=8");
+    let (most, end) = serial_until(&overlay, IDLE_FLOOR, "f");
+    assert_eq!(
+        end, IDLE_FLOOR,
+        "a serial client on free CPUs left {end} workers (at most {most})"
+    );
     assert!(
-        most <= 2,
-        "a serial client (2,100 operations) left {most} workers"
+        most <= IDLE_FLOOR,
+        "a serial client on free CPUs grew the pool to {most} workers"
+    );
+}
+
+#[test]
+fn beside_busy_cpus_a_serial_client_keeps_two_workers() {
+    if !require_root("beside_busy_cpus_a_serial_client_keeps_two_workers") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let overlay = Overlay::mount("threads=8");
+    let (_, before) = serial_until(&overlay, IDLE_FLOOR, "f");
+    let hogs = CpuHogs::start();
+    let (most, busy) = serial_until(&overlay, BUSY_FLOOR, "g");
+    drop(hogs);
+    assert_eq!(
+        busy, BUSY_FLOOR,
+        "beside busy CPUs a serial client left {busy} workers (at most {most} after it had two)"
+    );
+    // And back up once the CPUs are free again.
+    let (_, after) = serial_until(&overlay, IDLE_FLOOR, "h");
+    assert_eq!(
+        (before, after),
+        (IDLE_FLOOR, IDLE_FLOOR),
+        "workers before the busy CPUs and after them"
     );
 }
 
@@ -136,12 +229,10 @@ fn parallel_clients_grow_the_pool_up_to_its_bound() {
     if !require_root("parallel_clients_grow_the_pool_up_to_its_bound") {
         return;
     }
-    const BOUND: usize = 3;
+    const BOUND: usize = 6;
     const CLIENTS: usize = 8;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let overlay = Overlay::mount(&format!("threads={BOUND}"));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(overlay.workers(), 2, "the pool starts with two workers");
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -175,21 +266,18 @@ fn parallel_clients_grow_the_pool_up_to_its_bound() {
     }
     most = most.max(overlay.workers());
     assert!(
-        most > 2,
+        most > IDLE_FLOOR,
         "{CLIENTS} parallel clients left the pool at {most} workers"
     );
     assert!(
         most <= BOUND,
         "the pool grew to {most} workers, above threads={BOUND}"
     );
-    // A serial client after them: the pool shrinks back.
+    // A serial client after them: the pool shrinks back to its floor.
     std::thread::sleep(Duration::from_millis(300));
-    for i in 0..100 {
-        create_stat_unlink(&overlay.mnt, &format!("after{i}"));
-    }
-    let after = overlay.workers();
+    let (_, after) = serial_until(&overlay, IDLE_FLOOR, "after");
     assert!(
-        after <= 2,
+        after <= IDLE_FLOOR,
         "a serial client after parallel ones left {after} workers"
     );
 }

@@ -33,8 +33,9 @@ use crate::view::options::parse_options;
 /// not supported yet), fsname= (the source in /proc/mounts; default the
 /// SOURCE given, else vskel-overlay), allow_other (let other users in; always on when root
 /// mounts, as with fuse-overlayfs), debug (like -d), threads=N (at most N
-/// workers serve requests; they start at 2 and are added while requests
-/// wait; by default twice the CPUs, 4 to 16).
+/// workers serve requests; a serial client keeps 4 while the CPUs have room
+/// and 2 while they are busy, and workers are added while requests of
+/// several callers wait; by default twice the CPUs, 4 to 16).
 /// Ignored: rw, defaults, suid, dev, exec, async, the atime family, fstab
 /// bookkeeping (auto, noauto, nofail, _netdev, user, users, owner, x-*,
 /// comment=) and FUSE and fuse-overlayfs tuning (max_read, kernel_cache,

@@ -152,8 +152,9 @@ pub struct OverlayOptions {
     pub allow_other: bool,
     /// `debug`.
     pub debug: bool,
-    /// `threads=N`: at most N workers serve requests (they start at one and
-    /// are added while requests wait); the default depends on the CPUs.
+    /// `threads=N`: at most N workers serve requests (four or two while
+    /// requests come one at a time, by how busy the CPUs are; more while
+    /// requests of several callers wait); the default depends on the CPUs.
     pub threads: Option<usize>,
     /// Options taken and ignored, as given.
     pub ignored: Vec<String>,

@@ -47,9 +47,10 @@ pub fn serve(
     if options.allow_other {
         config.acl = SessionACL::All;
     }
-    // A pool that grows with the load: a serial client stays on one or two
-    // workers (each request woke a different one of a fixed pool, which
-    // had to get a CPU), parallel clients get up to `threads`.
+    // A pool that follows the load: a serial client keeps four workers
+    // while the CPUs have room and two while they are busy (there each
+    // request woke a different one of a bigger pool, which had to get a
+    // CPU); parallel clients get up to `threads`.
     config.max_threads = Some(options.threads.max(1));
     config.clone_fd = true;
     let notifier = Arc::new(std::sync::OnceLock::new());
