@@ -14,7 +14,6 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::AtomicI32;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
@@ -585,10 +584,13 @@ const IDLE_FLOOR: usize = 4;
 
 /// How often a pool that grows with the load looks at the CPUs: one
 /// worker, after a request, reads the running tasks of /proc/loadavg.
+/// The tasks running beside the one that looks (its client, just woken,
+/// is one of them) are averaged over the looks, each weighing a quarter
+/// (about 200 ms); the CPUs are busy once that average reaches the CPUs
+/// plus one, and have room again once it is half a task below the CPUs.
+/// (Instantaneous counts flapped: a `find | wc` on 2 CPUs often showed 3
+/// running, and each flap started and ended two workers.)
 const LOAD_SAMPLE: Duration = Duration::from_millis(50);
-
-/// The floor changes after this many samples in a row that agree.
-const SAMPLES_TO_SWITCH: i32 = 3;
 
 /// Runs a session whose pool grows with the load (`Config::max_threads`):
 /// starts the floor's workers (`BUSY_FLOOR` or `IDLE_FLOOR`) and joins every worker, also those started later, then
@@ -673,21 +675,25 @@ pub(crate) struct WorkerPool {
     cpus: usize,
     /// When the CPUs were last looked at (milliseconds since `started`).
     last_sample: AtomicU64,
-    /// Samples in a row that found the CPUs busy (> 0) or with room (< 0).
-    streak: AtomicI32,
+    /// The average of the tasks running beside the worker that looked, in
+    /// sixteenths (`LOAD_SAMPLE`).
+    beside: AtomicU32,
     /// One slot per possible worker: `FREE_SLOT`, or the caller (the
     /// request header's pid; 0 while the worker waits, and for the kernel's
     /// own requests) of the request the worker that claimed it serves.
     serving: Box<[AtomicU32]>,
 }
 
-/// `WorkerPool::streak` after a sample that found the CPUs `busy`.
-fn next_streak(streak: i32, busy: bool) -> i32 {
-    match (busy, streak > 0) {
-        (true, true) => streak.saturating_add(1),
-        (true, false) => 1,
-        (false, false) => streak.saturating_sub(1),
-        (false, true) => -1,
+/// The floor for an average of `beside` (sixteenths of a task) tasks
+/// running beside a worker on `cpus` CPUs, where the floor was `floor`.
+fn floor_for(beside: u32, cpus: usize, floor: usize) -> usize {
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX / 32);
+    if beside >= (cpus + 1) * 16 {
+        BUSY_FLOOR
+    } else if beside * 2 <= cpus * 32 - 16 {
+        IDLE_FLOOR
+    } else {
+        floor
     }
 }
 
@@ -775,11 +781,13 @@ impl WorkerPool {
                 .is_ok()
     }
 
-    /// Are more tasks running than there are CPUs (the caller, which is
-    /// running, among them)? `None` when /proc/loadavg cannot be read.
-    fn cpus_busy(&self) -> Option<bool> {
+    /// How many tasks run beside the caller (which is running)? `None`
+    /// when /proc/loadavg cannot be read.
+    fn running_beside() -> Option<u32> {
         match std::fs::read_to_string("/proc/loadavg") {
-            Ok(text) => running_tasks(&text).map(|running| running > self.cpus),
+            Ok(text) => running_tasks(&text).map(|running| {
+                u32::try_from(running.saturating_sub(1)).unwrap_or(u32::MAX / 32)
+            }),
             Err(e) => {
                 debug!("cannot read /proc/loadavg: {e}");
                 None
@@ -788,9 +796,9 @@ impl WorkerPool {
     }
 
     /// Looks at the CPUs if `LOAD_SAMPLE` has passed since the last look
-    /// (one worker looks, the others go on), and moves the floor after
-    /// `SAMPLES_TO_SWITCH` looks that agree. Returns whether the floor went
-    /// up, so the caller starts the workers it needs.
+    /// (one worker looks, the others go on), and moves the floor as
+    /// `LOAD_SAMPLE` says. Returns whether the floor went up, so the caller
+    /// starts the workers it needs.
     fn sample_load(&self) -> bool {
         let now = self.now_ms();
         let last = self.last_sample.load(Ordering::SeqCst);
@@ -802,25 +810,18 @@ impl WorkerPool {
         {
             return false;
         }
-        let Some(busy) = self.cpus_busy() else {
+        let Some(now_beside) = Self::running_beside() else {
             return false;
         };
-        let streak = next_streak(
-            self.streak
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    Some(next_streak(n, busy))
-                })
-                .unwrap_or(0),
-            busy,
-        );
-        let wanted = if streak >= SAMPLES_TO_SWITCH {
-            BUSY_FLOOR
-        } else if streak <= -SAMPLES_TO_SWITCH {
-            IDLE_FLOOR
-        } else {
-            return false;
-        };
-        self.floor.swap(wanted, Ordering::SeqCst) < wanted
+        // Only the worker that won the look above writes the average.
+        let old = self.beside.load(Ordering::SeqCst);
+        let sample = now_beside.saturating_mul(16).min(u32::MAX / 4);
+        let beside = (old * 3 + sample) / 4;
+        self.beside.store(beside, Ordering::SeqCst);
+        let floor = self.floor.load(Ordering::SeqCst);
+        let wanted = floor_for(beside, self.cpus, floor);
+        self.floor.store(wanted, Ordering::SeqCst);
+        wanted > floor
     }
 
     fn new(max_threads: usize, clone_fd: bool) -> io::Result<Self> {
@@ -835,10 +836,10 @@ impl WorkerPool {
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let mut pool = WorkerPool {
             bound: AtomicUsize::new(max_threads),
-            floor: AtomicUsize::new(BUSY_FLOOR),
+            floor: AtomicUsize::new(IDLE_FLOOR),
             cpus,
             last_sample: AtomicU64::new(0),
-            streak: AtomicI32::new(0),
+            beside: AtomicU32::new(0),
             clone_fd,
             workers: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
@@ -853,9 +854,11 @@ impl WorkerPool {
                 .map(|_| AtomicU32::new(FREE_SLOT))
                 .collect(),
         };
-        // The first floor from one look (later ones need samples that agree).
-        if pool.cpus_busy() == Some(false) {
-            *pool.floor.get_mut() = IDLE_FLOOR;
+        // The first average is one look.
+        if let Some(beside) = Self::running_beside() {
+            let beside = beside.saturating_mul(16).min(u32::MAX / 4);
+            *pool.beside.get_mut() = beside;
+            *pool.floor.get_mut() = floor_for(beside, cpus, IDLE_FLOOR);
         }
         Ok(pool)
     }
