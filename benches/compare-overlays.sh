@@ -106,6 +106,15 @@
 # concurrent cargo build makes the create and copy-up rows several times
 # slower and noisy).
 #
+# The header also gives what a wakeup costs here, since every FUSE request
+# is two of them (the server's worker, then the caller): the round trip
+# of a byte between two processes over pipes, median of 5 x 2,000, with
+# the two free to run on different CPUs and both pinned to CPU 0, and the
+# guest's halt polling (/sys/module/haltpoll/parameters/guest_halt_poll_ns,
+# where the haltpoll cpuidle driver runs: with 0 an idle vCPU halts at
+# once, and waking it costs a VM exit; measured on this 2-vCPU VM: 60-71
+# us on two CPUs, 6.9 on one, 6.9 on two with 200000 ns of polling).
+#
 # Known: kernel overlayfs fsyncs every file it copies up (since Linux 4.9,
 # for crash safety; the `volatile` mount option skips it), so its copy-up
 # row is bound by the disk's flush latency; fuse-overlayfs does not fsync.
@@ -815,6 +824,30 @@ measure_write_set() { # TARBALL
 # --- main -----------------------------------------------------------------------
 mkdir -p "$work/empty"
 t_start=$(now_us)
+# What a wakeup costs here (see the header).
+pipe_round_trip() {
+    python3 - "$@" <<'PY'
+import os, statistics, sys, time
+def trip(n=2000):
+    r1, w1 = os.pipe(); r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        for _ in range(n):
+            os.read(r1, 1); os.write(w2, b"x")
+        os._exit(0)
+    t = time.perf_counter()
+    for _ in range(n):
+        os.write(w1, b"x"); os.read(r2, 1)
+    dt = time.perf_counter() - t
+    os.waitpid(pid, 0)
+    for fd in (r1, w1, r2, w2):
+        os.close(fd)
+    return dt / n * 1e6
+print("%.1f" % statistics.median(trip() for _ in range(5)))
+PY
+}
+halt_poll=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo "-")
+wakeups="pipe round trip $(pipe_round_trip) us on any CPUs, $(taskset -c 0 bash -c "$(declare -f pipe_round_trip); pipe_round_trip") us on CPU 0; guest_halt_poll_ns $halt_poll"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 IFS=, read -r -a set_list <<<"$sets"
 for s in "${set_list[@]}"; do
@@ -891,6 +924,7 @@ echo
 echo "compare-overlays: $runs runs, medians in ms (rss in MiB); kernel options: ${BENCH_KERNEL_OPTS:-defaults}"
 echo "uppers on: $([[ -n $img ]] && echo "journaled ext4 (loop image)" || echo "$base")"
 echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end ($(nproc) cores)"
+echo "wakeups: $wakeups"
 for n in "${notes[@]}"; do echo "note: $n"; done
 printf '%-28s %9s %9s %9s %9s %9s %8s %8s %8s  %-16s %-14s %-14s %s\n' \
     measurement raw kernel fuse-ovl vskel base vs/kern fo/kern vs/base "goal (vskel)" fuse-ovl vskel "load 1m"

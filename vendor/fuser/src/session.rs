@@ -586,8 +586,10 @@ const IDLE_FLOOR: usize = 4;
 /// worker, after a request, reads the running tasks of /proc/loadavg.
 /// The tasks running beside the one that looks (its client, just woken,
 /// is one of them) are averaged over the looks, each weighing a quarter
-/// (about 200 ms); the CPUs are busy once that average reaches the CPUs
-/// plus one, and have room again once it is half a task below the CPUs.
+/// (about 200 ms); the CPUs are busy once that average is more than half a
+/// task above the CPUs, and have room again once it is half a task below
+/// them. The average starts at 0 (room) when the pool is made: the first
+/// looks would see the mount's own tasks.
 /// (Instantaneous counts flapped: a `find | wc` on 2 CPUs often showed 3
 /// running, and each flap started and ended two workers.)
 const LOAD_SAMPLE: Duration = Duration::from_millis(50);
@@ -688,9 +690,9 @@ pub(crate) struct WorkerPool {
 /// running beside a worker on `cpus` CPUs, where the floor was `floor`.
 fn floor_for(beside: u32, cpus: usize, floor: usize) -> usize {
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX / 32);
-    if beside >= (cpus + 1) * 16 {
+    if beside > cpus * 16 + 8 {
         BUSY_FLOOR
-    } else if beside * 2 <= cpus * 32 - 16 {
+    } else if beside + 8 <= cpus * 16 {
         IDLE_FLOOR
     } else {
         floor
@@ -834,7 +836,7 @@ impl WorkerPool {
             ));
         }
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-        let mut pool = WorkerPool {
+        let pool = WorkerPool {
             bound: AtomicUsize::new(max_threads),
             floor: AtomicUsize::new(IDLE_FLOOR),
             cpus,
@@ -854,12 +856,6 @@ impl WorkerPool {
                 .map(|_| AtomicU32::new(FREE_SLOT))
                 .collect(),
         };
-        // The first average is one look.
-        if let Some(beside) = Self::running_beside() {
-            let beside = beside.saturating_mul(16).min(u32::MAX / 4);
-            *pool.beside.get_mut() = beside;
-            *pool.floor.get_mut() = floor_for(beside, cpus, IDLE_FLOOR);
-        }
         Ok(pool)
     }
 }
