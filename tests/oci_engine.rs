@@ -96,6 +96,9 @@ fn build_tree(root: &Path) {
         rustix::fs::makedev(1, 3),
     );
     mknod(&root.join("fifo"), rustix::fs::FileType::Fifo, 0o620, 0);
+    // A tar has no socket type: it travels as a marked FIFO.
+    mknod(&root.join("d/sock"), rustix::fs::FileType::Socket, 0o751, 0);
+    lchown(&root.join("d/sock"), 1000, 1001);
 
     fs::write(root.join("cap"), b"\x7fELF").unwrap();
     lchown(&root.join("cap"), 1000, 1000);
@@ -275,7 +278,7 @@ fn round_trip_keeps_every_entry_and_its_metadata() {
     assert_eq!(applied.entries, layer.entries);
 
     let mut want = listing(&src);
-    assert_eq!(want.len(), 16, "{want:#?}");
+    assert_eq!(want.len(), 17, "{want:#?}");
     assert!(
         want["cap"].contains("xattr:security.capability="),
         "{}",
@@ -533,9 +536,26 @@ fn plain(entries: Vec<Raw>) -> MakeLayer {
     Box::new(move |layout, _| store_layer(layout, &tar))
 }
 
+/// A tar whose one entry, a regular file, carries the socket marker.
+fn socket_marked_file() -> MakeLayer {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("VSKEL.socket", &b"1"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(4);
+    header.set_cksum();
+    builder.append_data(&mut header, "f", &b"data"[..]).unwrap();
+    let tar = builder.into_inner().unwrap();
+    Box::new(move |layout, _| store_layer(layout, &tar))
+}
+
 fn hostile_cases() -> Vec<Case> {
     use tar::EntryType::*;
     vec![
+        ("the socket marker on a regular file", socket_marked_file()),
         (
             "a flipped byte",
             Box::new(|layout: &ImageLayout, dir: &Path| {

@@ -337,3 +337,46 @@ fn two_exports_into_one_layout_at_once_keep_both_tags() {
         "a tag written at the same time as another was lost"
     );
 }
+
+#[test]
+fn a_skel_with_a_socket_and_a_fifo_travels() {
+    if !require_root("a_skel_with_a_socket_and_a_fifo_travels") {
+        return;
+    }
+    let a = Setup::new("");
+    let b = Setup::new("");
+    let src = a.example_source();
+    // A stale socket, as a tree copied from a running system has (a tar
+    // has no socket type), and a FIFO.
+    let sock = src.join("run-sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("etc/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    a.run_ok(&["build-skel", "base", "--from", src.to_str().unwrap()]);
+    let skel = a.root.join(".skel/base");
+    let layout = a.dir.path().join("image");
+    let image = format!("oci:{}:1", layout.display());
+    a.run_ok(&["export-skel", "base", &image]);
+    b.run_ok(&["import-skel", &image, "base"]);
+    let b_skel = b.root.join(".skel/base");
+    let (la, lb) = (skel_listing(&skel), skel_listing(&b_skel));
+    assert!(
+        la == lb,
+        "the imported skel differs:\n{}",
+        listing_diff(&la, &lb).join("\n")
+    );
+    let socket = fs::symlink_metadata(b_skel.join("global/run-sock"))
+        .or_else(|_| fs::symlink_metadata(b_skel.join("local/run-sock")))
+        .unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_socket(&socket.file_type()),
+        "run-sock arrived as {:?}",
+        socket.file_type()
+    );
+}

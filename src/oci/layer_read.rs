@@ -57,6 +57,9 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 /// The PAX key prefix of an extended attribute.
 const PAX_XATTR: &str = "SCHILY.xattr.";
+/// The PAX key (value `1`) that marks a FIFO entry as a socket: a tar has
+/// no socket type. Refused on any other entry type.
+pub const PAX_SOCKET: &str = "VSKEL.socket";
 
 /// What to do with a whiteout or an opaque marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +220,7 @@ enum What {
     HardLink(PathBuf),
     Device(FileType, u64),
     Fifo,
+    Socket,
     Whiteout,
     Opaque,
 }
@@ -370,13 +374,19 @@ impl Context<'_> {
         let size = entry.size();
 
         let mut xattrs = Vec::new();
+        let mut socket = false;
         if let Some(pax) = entry.pax_extensions().map_err(bad_header)? {
             for ext in pax {
                 let ext = ext.map_err(bad_header)?;
                 let Ok(key) = ext.key() else {
                     return Err(refuse("a PAX key that is not UTF-8".into()));
                 };
-                if key == "mtime" {
+                if key == PAX_SOCKET {
+                    socket = kind == EntryType::Fifo && ext.value_bytes() == b"1";
+                    if !socket {
+                        return Err(refuse(format!("{PAX_SOCKET} on a {:?} entry", kind)));
+                    }
+                } else if key == "mtime" {
                     let text = ext.value().unwrap_or("");
                     mtime = parse_pax_time(text)
                         .ok_or_else(|| refuse(format!("a PAX mtime \"{text}\"")))?;
@@ -488,6 +498,7 @@ impl Context<'_> {
             }
             EntryType::Char => What::Device(FileType::CharacterDevice, device),
             EntryType::Block => What::Device(FileType::BlockDevice, device),
+            EntryType::Fifo if socket => What::Socket,
             EntryType::Fifo => What::Fifo,
             other => {
                 return Err(refuse(format!(
@@ -854,6 +865,14 @@ impl Applier<'_> {
                 sys::mknod_at(dir.as_fd(), &name, FileType::Fifo, 0o600, 0)
                     .map_err(self.io("make FIFO", &rel))?;
                 self.set_meta(dir.as_fd(), &name, &rel, item.meta(FileType::Fifo))?;
+            }
+            What::Socket => {
+                if existing.is_some() {
+                    self.remove(dir.as_fd(), &name, &rel)?;
+                }
+                sys::mknod_at(dir.as_fd(), &name, FileType::Socket, 0o600, 0)
+                    .map_err(self.io("make socket", &rel))?;
+                self.set_meta(dir.as_fd(), &name, &rel, item.meta(FileType::Socket))?;
             }
             What::Whiteout | What::Opaque => unreachable!("handled above"),
         }

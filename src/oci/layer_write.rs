@@ -10,8 +10,10 @@
 //! private `trusted.overlay.*` left out), device numbers and symlink
 //! target. Entries of the layer that share an inode are written once and
 //! then as hard links to the first path. The tree is read through
-//! directory descriptors, nothing in it followed. Sockets cannot be put
-//! in a tar and are left out (logged).
+//! directory descriptors, nothing in it followed. A tar has no socket
+//! type: a socket is written as a FIFO with the PAX key
+//! [`PAX_SOCKET`](super::layer_read::PAX_SOCKET), which vskel reads back
+//! as a socket (other tools make a FIFO, as harmless as a stale socket).
 //!
 //! The archive is streamed: tar into zstd (level 3, one thread) into a
 //! blob, hashing the tar (the `diff_id`) and the compressed bytes (the
@@ -29,8 +31,8 @@ use ocidir::oci_spec::image::{Descriptor, MediaType};
 use rustix::fs::FileType;
 use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
-use tracing::debug;
 
+use super::layer_read::PAX_SOCKET;
 use super::layout::{BlobWriter, ImageLayout, hex, parse_digest};
 use super::whiteout::{OPAQUE_MARKER, whiteout_name};
 use crate::error::{Error, Result};
@@ -290,11 +292,6 @@ impl LayerWriter<'_> {
             }
             file = Some(fd);
         }
-        if meta.file_type == FileType::Socket {
-            debug!("{}: a socket, left out of the layer", full.display());
-            return Ok(());
-        }
-
         if meta.file_type != FileType::Directory && meta.nlink > 1 {
             if let Some(first) = self.links.get(&(meta.dev, meta.ino)) {
                 let mut header = fixed_header(EntryType::Link, meta.mode);
@@ -336,6 +333,9 @@ impl LayerWriter<'_> {
             mtime_text = format!("{secs}.{}", frac.trim_end_matches('0'));
             pax.push(("mtime", mtime_text.as_bytes()));
         }
+        if meta.file_type == FileType::Socket {
+            pax.push((PAX_SOCKET, b"1"));
+        }
         pax.extend(xattrs.iter().map(|(k, v)| (k.as_str(), *v)));
         tar.append_pax_extensions(pax).map_err(archive_err)?;
 
@@ -345,7 +345,7 @@ impl LayerWriter<'_> {
             FileType::Symlink => EntryType::Symlink,
             FileType::CharacterDevice => EntryType::Char,
             FileType::BlockDevice => EntryType::Block,
-            FileType::Fifo => EntryType::Fifo,
+            FileType::Fifo | FileType::Socket => EntryType::Fifo,
             other => {
                 return Err(Error::Failed(format!(
                     "{}: a {other:?} cannot be put in a layer",
