@@ -826,8 +826,8 @@ mkdir -p "$work/empty"
 t_start=$(now_us)
 # What a wakeup costs here (see the header).
 pipe_round_trip() {
-    python3 - "$@" <<'PY'
-import os, statistics, sys, time
+    python3 - <<'PY'
+import os, statistics, time
 def trip(n=2000):
     r1, w1 = os.pipe(); r2, w2 = os.pipe()
     pid = os.fork()

@@ -214,13 +214,15 @@ struct Context<'a> {
 /// What one entry makes.
 #[derive(Debug)]
 enum What {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
     Symlink(CString),
     HardLink(PathBuf),
-    Device(FileType, u64),
-    Fifo,
-    Socket,
+    /// A device node, FIFO or socket, with its device number (0 but for a
+    /// device).
+    Node(FileType, u64),
     Whiteout,
     Opaque,
 }
@@ -496,10 +498,10 @@ impl Context<'_> {
                 }
                 What::HardLink(join(rel))
             }
-            EntryType::Char => What::Device(FileType::CharacterDevice, device),
-            EntryType::Block => What::Device(FileType::BlockDevice, device),
-            EntryType::Fifo if socket => What::Socket,
-            EntryType::Fifo => What::Fifo,
+            EntryType::Char => What::Node(FileType::CharacterDevice, device),
+            EntryType::Block => What::Node(FileType::BlockDevice, device),
+            EntryType::Fifo if socket => What::Node(FileType::Socket, 0),
+            EntryType::Fifo => What::Node(FileType::Fifo, 0),
             other => {
                 return Err(refuse(format!(
                     "entry type {:?} is not accepted",
@@ -850,29 +852,18 @@ impl Applier<'_> {
                 sys::link_at(to_dir.as_fd(), &to_name, dir.as_fd(), &name)
                     .map_err(self.io("hard-link", &rel))?;
             }
-            What::Device(kind, rdev) => {
+            What::Node(kind, rdev) => {
                 if existing.is_some() {
                     self.remove(dir.as_fd(), &name, &rel)?;
                 }
+                let action = match kind {
+                    FileType::Fifo => "make FIFO",
+                    FileType::Socket => "make socket",
+                    _ => "make device",
+                };
                 sys::mknod_at(dir.as_fd(), &name, *kind, 0o600, *rdev)
-                    .map_err(self.io("make device", &rel))?;
+                    .map_err(self.io(action, &rel))?;
                 self.set_meta(dir.as_fd(), &name, &rel, item.meta(*kind))?;
-            }
-            What::Fifo => {
-                if existing.is_some() {
-                    self.remove(dir.as_fd(), &name, &rel)?;
-                }
-                sys::mknod_at(dir.as_fd(), &name, FileType::Fifo, 0o600, 0)
-                    .map_err(self.io("make FIFO", &rel))?;
-                self.set_meta(dir.as_fd(), &name, &rel, item.meta(FileType::Fifo))?;
-            }
-            What::Socket => {
-                if existing.is_some() {
-                    self.remove(dir.as_fd(), &name, &rel)?;
-                }
-                sys::mknod_at(dir.as_fd(), &name, FileType::Socket, 0o600, 0)
-                    .map_err(self.io("make socket", &rel))?;
-                self.set_meta(dir.as_fd(), &name, &rel, item.meta(FileType::Socket))?;
             }
             What::Whiteout | What::Opaque => unreachable!("handled above"),
         }

@@ -836,7 +836,7 @@ impl WorkerPool {
             ));
         }
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-        let pool = WorkerPool {
+        Ok(WorkerPool {
             bound: AtomicUsize::new(max_threads),
             floor: AtomicUsize::new(IDLE_FLOOR),
             cpus,
@@ -855,8 +855,7 @@ impl WorkerPool {
             serving: (0..max_threads)
                 .map(|_| AtomicU32::new(FREE_SLOT))
                 .collect(),
-        };
-        Ok(pool)
+        })
     }
 }
 
